@@ -1,0 +1,49 @@
+"""The ``auxtelwep`` command.
+
+Each subcommand lives in its own module under `lsst.ts.auxtelwep.commands` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (``args -> exit code``). Errors of the
+package's own family end the command with one line naming the problem and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from . import __version__, commands
+from .errors import AuxTelWepError
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with every subcommand found in `lsst.ts.auxtelwep.commands`."""
+    parser = argparse.ArgumentParser(
+        prog="auxtelwep", description="AuxTel wavefront estimation: simulate, calibrate, process, demo."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--loglevel", default="WARNING", help="logging level (DEBUG, INFO, WARNING...)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``auxtelwep`` command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AuxTelWepError as exc:
+        print(f"auxtelwep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``auxtelwep``: one module each, with ``register(subparsers)``."""

@@ -1,0 +1,406 @@
+"""LATISS raw files and the `Exposure` type that every stage after ISR works on.
+
+Raw format (obs_lsst cameraHeader.yaml / latiss RXX.yaml, FACTS.md section 3): a primary HDU with the
+observation header and 16 image HDUs, one per amplifier, each 576 x 2048 (NAXIS1 x NAXIS2). HDUs 1-8 are
+``Segment10``..``Segment17`` (amplifiers C10..C17), HDUs 9-16 are ``Segment07``..``Segment00``.
+In an amplifier array ``amp[row, col]`` (0-based): serial prescan cols 0-2, data cols 3-511 and rows 0-1999,
+serial overscan cols 512-575, parallel overscan rows 2000-2047.
+
+Assembly uses the cameraGeom geometry, not the header's DETSEC (wrong in y, DM-36115): amplifier C1i fills
+rows 2000-3999 and cols 509*i .. 509*i+508 of the 4000 x 4072 image, flipped in x and y; C0i fills rows
+0-1999 of the same columns, flipped in x only.
+
+The celestial WCS convention (`boresight_wcs`): TAN projection about the boresight pixel, with the sky
+position angle ``ROTPA`` measured from north through east to the +row axis, and east toward -col when
+``ROTPA`` is 0 (sky parity, as seen looking up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from numpy.typing import NDArray
+
+from .errors import RawFormatError
+from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
+
+__all__ = [
+    "AMP_DATA_SHAPE",
+    "AMP_NAMES",
+    "AMP_RAW_SHAPE",
+    "DATA_COLS",
+    "DATA_ROWS",
+    "PARALLEL_OVERSCAN_ROWS",
+    "SERIAL_OVERSCAN_COLS",
+    "AmpGeometry",
+    "Exposure",
+    "MaskBit",
+    "RawImage",
+    "amp_geometry",
+    "assemble",
+    "boresight_wcs",
+    "disassemble",
+    "read_exposure",
+    "read_raw",
+    "wcs_from_header",
+    "write_exposure",
+]
+
+AMP_RAW_SHAPE = (2048, 576)
+"""Shape of one amplifier HDU, ``(rows, cols)``."""
+DATA_ROWS = slice(0, 2000)
+DATA_COLS = slice(3, 512)
+SERIAL_OVERSCAN_COLS = slice(512, 576)
+PARALLEL_OVERSCAN_ROWS = slice(2000, 2048)
+AMP_DATA_SHAPE = (2000, 509)
+"""Shape of an amplifier's imaging section, ``(rows, cols)``."""
+
+AMP_NAMES = tuple([f"C1{i}" for i in range(8)] + [f"C0{i}" for i in range(7, -1, -1)])
+"""Amplifier names in HDU order (HDU 1 is ``AMP_NAMES[0]``)."""
+
+
+class MaskBit(enum.IntFlag):
+    """Bits of `Exposure.mask`."""
+
+    BAD = 1
+    """Known defect (from the defects list)."""
+    SAT = 2
+    """Saturated in the raw."""
+    CR = 4
+    """Cosmic ray."""
+    INTRP = 8
+    """Value interpolated over."""
+    EDGE = 16
+    """Too close to the edge of the detector."""
+    NO_DATA = 32
+    """No valid data (NaN in input)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AmpGeometry:
+    """Where an amplifier's imaging section lands in the assembled frame.
+
+    Attributes
+    ----------
+    name : `str`
+        Amplifier name, ``C00``..``C17``.
+    hdu : `int`
+        Index of its HDU in the raw file (1-16).
+    rows, cols : `slice`
+        Rows and columns it fills in the assembled 4000 x 4072 image.
+    flip_x, flip_y : `bool`
+        Whether the data section is flipped in x (columns) or y (rows) on assembly.
+    """
+
+    name: str
+    hdu: int
+    rows: slice
+    cols: slice
+    flip_x: bool
+    flip_y: bool
+
+    def to_assembled(self, data: NDArray) -> NDArray:
+        """Orient an amplifier's (2000, 509) data section as it sits in the assembled frame."""
+        if self.flip_x:
+            data = data[:, ::-1]
+        if self.flip_y:
+            data = data[::-1, :]
+        return data
+
+
+def amp_geometry() -> tuple[AmpGeometry, ...]:
+    """Return the geometry of the 16 amplifiers, in HDU order."""
+    geoms = []
+    for hdu, name in enumerate(AMP_NAMES, start=1):
+        half, index = int(name[1]), int(name[2])
+        top = half == 1
+        geoms.append(
+            AmpGeometry(
+                name=name,
+                hdu=hdu,
+                rows=slice(2000, 4000) if top else slice(0, 2000),
+                cols=slice(509 * index, 509 * (index + 1)),
+                flip_x=True,
+                flip_y=top,
+            )
+        )
+    return tuple(geoms)
+
+
+_GEOMETRY = amp_geometry()
+
+
+def assemble(amp_data: Mapping[str, NDArray]) -> NDArray:
+    """Assemble 16 amplifier data sections into the 4000 x 4072 image.
+
+    Parameters
+    ----------
+    amp_data : mapping of `str` to `numpy.ndarray`
+        Data section (shape (2000, 509), readout order) of each amplifier by name.
+
+    Returns
+    -------
+    image : `numpy.ndarray`, shape (4000, 4072)
+        Assembled image, same dtype as the inputs.
+    """
+    first = next(iter(amp_data.values()))
+    image = np.empty(DETECTOR_SHAPE, dtype=first.dtype)
+    for geom in _GEOMETRY:
+        image[geom.rows, geom.cols] = geom.to_assembled(amp_data[geom.name])
+    return image
+
+
+def disassemble(image: NDArray) -> dict[str, NDArray]:
+    """Split an assembled image into amplifier data sections in readout order (inverse of `assemble`)."""
+    if image.shape != DETECTOR_SHAPE:
+        raise RawFormatError(
+            f"an assembled LATISS image is {DETECTOR_SHAPE}, got {image.shape}",
+            value=image.shape,
+            allowed=DETECTOR_SHAPE,
+        )
+    # Flips are their own inverse, so orienting the assembled block again restores readout order.
+    return {geom.name: geom.to_assembled(image[geom.rows, geom.cols]) for geom in _GEOMETRY}
+
+
+@dataclasses.dataclass(frozen=True)
+class RawImage:
+    """A LATISS raw file as read: the primary header and the 16 amplifier arrays.
+
+    Attributes
+    ----------
+    path : `str`
+        Where it was read from (for messages).
+    header : `astropy.io.fits.Header`
+        Primary header.
+    amps : `dict` of `str` to `numpy.ndarray`
+        Full amplifier arrays (2048, 576), float32, by amplifier name.
+    """
+
+    path: str
+    header: fits.Header
+    amps: dict[str, NDArray]
+
+    @property
+    def obsid(self) -> str:
+        """The OBSID header value (or the file name when absent)."""
+        return str(self.header.get("OBSID", Path(self.path).stem))
+
+
+def _open_fits(path: str | Path) -> fits.HDUList:
+    path = Path(path)
+    if not path.is_file():
+        raise RawFormatError(f"{path}: no such file", value=str(path))
+    try:
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise RawFormatError(f"{path}: not a readable FITS file ({exc})", value=str(path)) from exc
+    return hdul
+
+
+def read_raw(path: str | Path) -> RawImage:
+    """Read and check a LATISS raw file.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        Multi-extension FITS file in the format of the module docstring (RICE-compressed HDUs accepted).
+
+    Returns
+    -------
+    raw : `RawImage`
+
+    Raises
+    ------
+    RawFormatError
+        If the file is missing, corrupt or truncated, lacks an amplifier HDU, or has an HDU of the
+        wrong shape.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        hdul = _open_fits(path)
+        try:
+            header = hdul[0].header.copy()
+            images = [h for h in hdul[1:] if h.is_image and h.header.get("NAXIS", 0) == 2]
+            by_name = {str(h.header.get("EXTNAME", "")).strip(): h for h in images}
+            amps: dict[str, NDArray] = {}
+            for geom in _GEOMETRY:
+                extname = f"Segment{geom.name[1:]}"
+                hdu = by_name.get(extname)
+                if hdu is None and len(images) == len(_GEOMETRY) and not any(by_name):
+                    hdu = images[geom.hdu - 1]
+                if hdu is None:
+                    raise RawFormatError(
+                        f"{path}: missing amplifier HDU {extname} ({len(images)} image HDUs found)",
+                        value=extname,
+                    )
+                try:
+                    data = hdu.data
+                except (OSError, ValueError, TypeError) as exc:
+                    raise RawFormatError(
+                        f"{path}: HDU {extname} is unreadable or truncated ({exc})", value=extname
+                    ) from exc
+                if data is None or data.shape != AMP_RAW_SHAPE:
+                    shape = None if data is None else data.shape
+                    raise RawFormatError(
+                        f"{path}: HDU {extname} has shape {shape}, expected {AMP_RAW_SHAPE}",
+                        value=shape,
+                        allowed=AMP_RAW_SHAPE,
+                    )
+                amps[geom.name] = np.asarray(data, dtype=np.float32)
+        finally:
+            hdul.close()
+    return RawImage(path=str(path), header=header, amps=amps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exposure:
+    """A calibrated LATISS image.
+
+    Attributes
+    ----------
+    image : `numpy.ndarray`, shape (4000, 4072) for a full frame
+        Pixel values, float32, in ``units``; ``image[row, col]``, 0-based.
+    mask : `numpy.ndarray` of uint16, same shape
+        `MaskBit` flags per pixel.
+    variance : `numpy.ndarray` or `None`
+        Per-pixel variance in ``units`` squared, when computed.
+    header : `astropy.io.fits.Header`
+        The raw's primary header (OBSID, FOCUSZ, RA, DEC, ...).
+    wcs : `astropy.wcs.WCS` or `None`
+        Celestial WCS of the image (0-based pixel origin in `astropy` calls with origin 0), if known.
+    units : `str`
+        ``"adu"`` or ``"electron"``.
+    """
+
+    image: NDArray[np.float32]
+    mask: NDArray[np.uint16]
+    header: fits.Header
+    wcs: WCS | None = None
+    variance: NDArray[np.float32] | None = None
+    units: str = "adu"
+
+    @property
+    def obsid(self) -> str:
+        """The OBSID header value, or ``"unknown"``."""
+        return str(self.header.get("OBSID", "unknown"))
+
+    def with_image(self, image: NDArray) -> Exposure:
+        """Return a copy with another pixel array (same shape)."""
+        if image.shape != self.image.shape:
+            raise RawFormatError(f"image shape {image.shape} differs from {self.image.shape}")
+        return dataclasses.replace(self, image=image)
+
+
+def wcs_from_header(header: fits.Header) -> WCS | None:
+    """Return the celestial WCS described by a header, or `None` if it has none."""
+    if "CTYPE1" not in header or "CTYPE2" not in header:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header, naxis=2, relax=True)
+    return wcs if wcs.has_celestial else None
+
+
+def boresight_wcs(
+    ra_deg: float,
+    dec_deg: float,
+    rotpa_deg: float,
+    *,
+    scale_arcsec_per_px: float,
+    crpix0: tuple[float, float] = BORESIGHT_PIXEL,
+) -> WCS:
+    """Build the TAN WCS of an exposure from its boresight and rotation.
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : `float`
+        Boresight (field angle 0, 0) position, degrees.
+    rotpa_deg : `float`
+        Position angle of the +row axis, degrees from north through east.
+    scale_arcsec_per_px : `float`
+        Plate scale, arcsec per pixel.
+    crpix0 : `tuple` of `float`
+        0-based ``(col, row)`` of the boresight pixel.
+
+    Returns
+    -------
+    wcs : `astropy.wcs.WCS`
+        Two-axis RA---TAN / DEC--TAN WCS (FITS convention inside, 1-based CRPIX).
+    """
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra_deg, dec_deg]
+    wcs.wcs.crpix = [crpix0[0] + 1.0, crpix0[1] + 1.0]
+    theta = np.deg2rad(rotpa_deg)
+    scale = scale_arcsec_per_px / 3600.0
+    wcs.wcs.cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    wcs.wcs.radesys = "ICRS"
+    wcs.wcs.set()
+    return wcs
+
+
+def read_exposure(path: str | Path) -> Exposure:
+    """Read an image written by `write_exposure` (or any single-image FITS, for ``--no-isr``).
+
+    The image is the first HDU with 2-D data; optional ``MASK`` and ``VARIANCE`` extensions are used when
+    present. The primary header supplies the observation keys and the WCS.
+
+    Raises
+    ------
+    RawFormatError
+        If the file is missing, unreadable, or has no 2-D image.
+    """
+    hdul = _open_fits(path)
+    try:
+        images = [h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2]
+        named = {str(h.header.get("EXTNAME", "")).upper(): h for h in images}
+        science = next(
+            (h for h in images if str(h.header.get("EXTNAME", "")).upper() not in ("MASK", "VARIANCE")), None
+        )
+        if science is None:
+            raise RawFormatError(f"{path}: no 2-D image HDU", value=str(path))
+        try:
+            image = np.asarray(science.data, dtype=np.float32)
+        except (OSError, ValueError, TypeError) as exc:
+            raise RawFormatError(
+                f"{path}: image HDU is unreadable or truncated ({exc})", value=str(path)
+            ) from exc
+        header = hdul[0].header.copy()
+        if science is not hdul[0]:
+            for key in ("BUNIT",):
+                if key in science.header and key not in header:
+                    header[key] = science.header[key]
+        mask = (
+            np.asarray(named["MASK"].data, dtype=np.uint16)
+            if "MASK" in named
+            else np.zeros(image.shape, dtype=np.uint16)
+        )
+        variance = np.asarray(named["VARIANCE"].data, dtype=np.float32) if "VARIANCE" in named else None
+    finally:
+        hdul.close()
+    units = "electron" if str(header.get("BUNIT", "adu")).lower().startswith("electron") else "adu"
+    return Exposure(
+        image=image, mask=mask, header=header, wcs=wcs_from_header(header), variance=variance, units=units
+    )
+
+
+def write_exposure(exposure: Exposure, path: str | Path) -> None:
+    """Write an exposure: image in the primary HDU, then ``MASK`` and (if any) ``VARIANCE`` extensions."""
+    header = exposure.header.copy()
+    header["BUNIT"] = exposure.units
+    if exposure.wcs is not None:
+        header.update(exposure.wcs.to_header(relax=True))
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [
+        fits.PrimaryHDU(data=exposure.image, header=header),
+        fits.ImageHDU(data=exposure.mask, name="MASK"),
+    ]
+    if exposure.variance is not None:
+        hdus.append(fits.ImageHDU(data=exposure.variance, name="VARIANCE"))
+    fits.HDUList(hdus).writeto(path, overwrite=True)

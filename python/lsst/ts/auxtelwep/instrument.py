@@ -1,0 +1,457 @@
+"""The AuxTel optical model and the LATISS focal-plane geometry.
+
+Conventions, stated once for the whole package
+----------------------------------------------
+- Hexapod state (x, y, z in mm; u, v in degrees) is the M2 hexapod position relative to the aligned
+  telescope, in the hexapod (telescope) frame. Positive z moves M2 toward M1, which is batoid's M2
+  shifted by **-z** along its local z axis. The hexapod's x, y axes are batoid's local M2 axes turned by
+  `HEXAPOD_TO_BATOID_ANGLE_DEG` (180 degrees), chosen so that the model's sensitivity matrix has the signs
+  of the ops script's published matrix at zero rotation; u, v are tilts about the hexapod x and y axes.
+- The camera (LATISS, on the Nasmyth rotator) is turned by ``camera_angle_deg`` relative to the hexapod
+  frame: a hexapod vector (x, y) or (u, v) appears in batoid's (detector) frame rotated counter-clockwise
+  by that angle. The simulator and the correction both use `rotate_xy`, so the convention is one function.
+- Intra-focal images are taken with M2 at hexapod z = +0.8 mm, extra-focal ones at z = -(0.8 + 0.0011) mm
+  so that both donuts have the same size (FACTS.md section 1).
+- Pixels: the assembled LATISS frame, numpy order ``image[row, col]``, 0-based. Column = batoid detector x,
+  row = batoid detector y. Field angle (0, 0) lands on the boresight pixel (col 2035.5, row 1999.5).
+- Zernikes: Noll indices, annular with obscuration 0.3525, in micrometres. ``kind="opd"`` is batoid's
+  `batoid.zernike` (wavefront referenced to the sphere about the chief ray), ``kind="ta"`` is
+  `batoid.zernikeTA` (fit to transverse ray aberrations, what a geometric donut model sees). They agree to
+  a few nm for small perturbations; every truth names its kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import batoid
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import InputError
+
+__all__ = [
+    "APERTURE_DIAMETER_M",
+    "BORESIGHT_PIXEL",
+    "DEFAULT_NOLL",
+    "DEFAULT_WAVELENGTH_M",
+    "DETECTOR_SHAPE",
+    "EXTRA_FOCUS_Z_MM",
+    "HEXAPOD_TO_BATOID_ANGLE_DEG",
+    "INTRA_FOCUS_Z_MM",
+    "OBSCURATION",
+    "PIXEL_SIZE_M",
+    "PUBLISHED_SENSITIVITY_MM_PER_NM",
+    "AuxTel",
+    "HexapodState",
+    "Role",
+    "ZernikeKind",
+    "rotate_xy",
+]
+
+APERTURE_DIAMETER_M = 1.2
+"""Diameter of the entrance pupil (M1), metres."""
+OBSCURATION = 0.3525
+"""Fractional central obscuration (Baffle_M2c radius 0.2115 m over 0.6 m)."""
+PIXEL_SIZE_M = 10.0e-6
+"""LATISS ITL pixel pitch, metres."""
+DETECTOR_SHAPE = (4000, 4072)
+"""Shape of the assembled LATISS image, ``(rows, cols)``."""
+BORESIGHT_PIXEL = (2035.5, 1999.5)
+"""0-based ``(col, row)`` of field angle (0, 0) in the assembled frame."""
+INTRA_FOCUS_Z_MM = 0.8
+"""Hexapod z offset of intra-focal exposures, mm (M2 toward M1)."""
+EXTRA_FOCUS_Z_MM = -(0.8 + 0.0011)
+"""Hexapod z offset of extra-focal exposures, mm (slightly larger, so both donuts are the same size)."""
+HEXAPOD_TO_BATOID_ANGLE_DEG = 180.0
+"""Angle from the hexapod frame to batoid's M2 frame at zero camera rotation, degrees."""
+DEFAULT_WAVELENGTH_M = 677e-9
+"""Effective wavelength used when none is given (the r-band value used to fit the 2021 LATISS donuts)."""
+DEFAULT_NOLL = tuple(range(4, 23))
+"""Default Noll indices of the estimated wavefront, Z4-Z22."""
+
+PUBLISHED_SENSITIVITY_MM_PER_NM = np.array(
+    [
+        [0.00688945, -0.00008867, 0.00004848],
+        [0.00031787, -0.00650340, -0.00007319],
+        [-0.00000782, -0.00003023, 0.00025634],
+    ]
+)
+"""The ops script's matrix (ts_externalscripts latiss_base_align): ``[coma_x, coma_y, focus]`` nm -> hexapod
+``[x, y, z]`` mm, used after the rotation of FACTS.md section 2. Kept for comparison only."""
+
+ZernikeKind = Literal["opd", "ta"]
+
+# Finite-difference steps for the sensitivity matrix: large enough to beat ray-trace noise, small
+# enough to stay linear (the quadratic terms at these steps are below 0.1 nm).
+_SENSITIVITY_STEP = (0.1, 0.1, 0.02, 0.01, 0.01)
+_ZERNIKE_RAYS = 20  # rings of rays for zernikeTA; 20 x 120 rays converge to < 0.1 nm here
+_OPD_GRID = 64  # pupil grid for zernike (OPD)
+
+
+class Role(enum.Enum):
+    """Role of an exposure in a wavefront triplet."""
+
+    INTRA = "intra"
+    """Intra-focal: M2 moved toward M1 by `INTRA_FOCUS_Z_MM`."""
+    EXTRA = "extra"
+    """Extra-focal: M2 moved away from M1 by `EXTRA_FOCUS_Z_MM`."""
+    INFOCUS = "infocus"
+    """In focus: used for source detection and astrometry."""
+
+    @property
+    def focus_z_mm(self) -> float:
+        """Hexapod z offset at which images of this role are taken, mm."""
+        return {Role.INTRA: INTRA_FOCUS_Z_MM, Role.EXTRA: EXTRA_FOCUS_Z_MM, Role.INFOCUS: 0.0}[self]
+
+
+def rotate_xy(
+    x: ArrayLike, y: ArrayLike, angle_deg: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Rotate vectors ``(x, y)`` counter-clockwise by ``angle_deg``.
+
+    Parameters
+    ----------
+    x, y : array-like of float
+        Components, any (matching) shape, any unit.
+    angle_deg : `float`
+        Rotation angle, degrees.
+
+    Returns
+    -------
+    xr, yr : `numpy.ndarray`
+        Rotated components, same unit.
+    """
+    a = np.deg2rad(angle_deg)
+    c, s = np.cos(a), np.sin(a)
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    return c * x - s * y, s * x + c * y
+
+
+@dataclasses.dataclass(frozen=True)
+class HexapodState:
+    """Position of the M2 hexapod relative to the aligned telescope, in the hexapod frame.
+
+    Attributes
+    ----------
+    x, y, z : `float`
+        Decenter (x, y) and piston (z, positive toward M1), mm.
+    u, v : `float`
+        Tilts about x and y, degrees.
+    """
+
+    x: float = 0.0
+    y: float = 0.0
+    z: float = 0.0
+    u: float = 0.0
+    v: float = 0.0
+
+    AXES = ("x", "y", "z", "u", "v")
+
+    def as_array(self) -> NDArray[np.float64]:
+        """Return ``[x, y, z, u, v]`` (mm, mm, mm, deg, deg)."""
+        return np.array([self.x, self.y, self.z, self.u, self.v], dtype=float)
+
+    @classmethod
+    def from_array(cls, values: ArrayLike) -> HexapodState:
+        """Build from ``[x, y, z, u, v]`` (mm, mm, mm, deg, deg)."""
+        arr = np.asarray(values, dtype=float).reshape(-1)
+        if arr.shape != (5,):
+            raise InputError(f"a hexapod state needs 5 values (x, y, z, u, v), got {arr.shape[0]}", value=arr)
+        return cls(*(float(v) for v in arr))
+
+    def __add__(self, other: HexapodState) -> HexapodState:
+        return HexapodState.from_array(self.as_array() + other.as_array())
+
+    def __sub__(self, other: HexapodState) -> HexapodState:
+        return HexapodState.from_array(self.as_array() - other.as_array())
+
+    def __neg__(self) -> HexapodState:
+        return HexapodState.from_array(-self.as_array())
+
+    def scaled(self, factor: float | ArrayLike) -> HexapodState:
+        """Return the state multiplied by ``factor`` (a scalar or one factor per axis)."""
+        return HexapodState.from_array(self.as_array() * np.asarray(factor, dtype=float))
+
+    def with_offset(self, **offsets: float) -> HexapodState:
+        """Return the state with the named axes (``x=...``, ``z=...``) increased by the given amounts."""
+        unknown = set(offsets) - set(self.AXES)
+        if unknown:
+            raise InputError(
+                f"unknown hexapod axes {sorted(unknown)}", value=sorted(unknown), allowed=self.AXES
+            )
+        return dataclasses.replace(self, **{k: getattr(self, k) + v for k, v in offsets.items()})
+
+    def rotated(self, angle_deg: float) -> HexapodState:
+        """Return the state with (x, y) and (u, v) rotated counter-clockwise by ``angle_deg``."""
+        x, y = rotate_xy(self.x, self.y, angle_deg)
+        u, v = rotate_xy(self.u, self.v, angle_deg)
+        return HexapodState(float(x), float(y), self.z, float(u), float(v))
+
+
+@functools.lru_cache(maxsize=64)
+def _perturbed_optic(batoid_state: tuple[float, float, float, float, float]) -> batoid.Optic:
+    """AuxTel with M2 moved by a batoid-frame state (x, y, z mm in batoid's sign; u, v deg)."""
+    x, y, z, u, v = batoid_state
+    optic = batoid.Optic.fromYaml("AuxTel.yaml")
+    if any(batoid_state):
+        optic = optic.withLocallyShiftedOptic("M2", [x * 1e-3, y * 1e-3, z * 1e-3])
+        if u or v:
+            optic = optic.withLocallyRotatedOptic(
+                "M2", batoid.RotX(np.deg2rad(u)) @ batoid.RotY(np.deg2rad(v))
+            )
+    return optic
+
+
+@functools.lru_cache(maxsize=8)
+def _field_to_detector_jacobian(wavelength_m: float) -> NDArray[np.float64]:
+    """d(detector x, y in pixels) / d(field angle x, y in degrees), from chief rays of the design."""
+    optic = _perturbed_optic((0.0, 0.0, 0.0, 0.0, 0.0))
+    step = 0.02
+    thx = np.deg2rad(np.array([0.0, step, 0.0]))
+    thy = np.deg2rad(np.array([0.0, 0.0, step]))
+    xs, ys = [], []
+    for tx, ty in zip(thx, thy, strict=True):
+        ray = optic.trace(
+            batoid.RayVector.fromStop(0.0, 0.0, optic=optic, wavelength=wavelength_m, theta_x=tx, theta_y=ty)
+        )
+        xs.append(ray.x[0])
+        ys.append(ray.y[0])
+    jac = np.array([[xs[1] - xs[0], xs[2] - xs[0]], [ys[1] - ys[0], ys[2] - ys[0]]]) / step / PIXEL_SIZE_M
+    jac.setflags(write=False)
+    return jac
+
+
+@dataclasses.dataclass(frozen=True)
+class AuxTel:
+    """AuxTel with LATISS, in a given M2 hexapod state: an immutable value.
+
+    Parameters
+    ----------
+    hexapod : `HexapodState`
+        M2 position in the hexapod frame (including any defocus offset).
+    camera_angle_deg : `float`
+        Rotation of the camera relative to the hexapod frame, degrees (see module docstring).
+    wavelength_m : `float`
+        Wavelength of the monochromatic model, metres.
+
+    Notes
+    -----
+    Build variants with the ``with_*`` methods; the batoid optic behind each state is built once and
+    cached (batoid optics are not modified by tracing).
+    """
+
+    hexapod: HexapodState = HexapodState()
+    camera_angle_deg: float = 0.0
+    wavelength_m: float = DEFAULT_WAVELENGTH_M
+
+    # --- builders ---------------------------------------------------------------------------------
+    def with_hexapod(self, hexapod: HexapodState) -> AuxTel:
+        """Return the telescope with M2 at ``hexapod``."""
+        return dataclasses.replace(self, hexapod=hexapod)
+
+    def with_hexapod_offset(self, **offsets: float) -> AuxTel:
+        """Return the telescope with M2 moved by the named offsets (``z=0.8``, ``x=0.1``...)."""
+        return dataclasses.replace(self, hexapod=self.hexapod.with_offset(**offsets))
+
+    def with_role(self, role: Role) -> AuxTel:
+        """Return the telescope defocused as for an image of ``role`` (adds the role's z offset)."""
+        return self.with_hexapod_offset(z=role.focus_z_mm)
+
+    def with_camera_angle(self, camera_angle_deg: float) -> AuxTel:
+        """Return the telescope with the camera turned to ``camera_angle_deg``."""
+        return dataclasses.replace(self, camera_angle_deg=float(camera_angle_deg))
+
+    def with_wavelength(self, wavelength_m: float) -> AuxTel:
+        """Return the telescope modelled at ``wavelength_m`` metres."""
+        if not 300e-9 < wavelength_m < 1100e-9:
+            raise InputError(f"wavelength_m={wavelength_m} is outside 300-1100 nm", value=wavelength_m)
+        return dataclasses.replace(self, wavelength_m=float(wavelength_m))
+
+    # --- optics -----------------------------------------------------------------------------------
+    @property
+    def batoid_state(self) -> tuple[float, float, float, float, float]:
+        """M2 perturbation in batoid's frame and sign: (x, y, z mm; u, v deg)."""
+        rotated = self.hexapod.rotated(self.camera_angle_deg + HEXAPOD_TO_BATOID_ANGLE_DEG)
+        return (rotated.x, rotated.y, -rotated.z, rotated.u, rotated.v)
+
+    @property
+    def optic(self) -> batoid.Optic:
+        """The batoid optic of this state (shared and cached: do not modify it)."""
+        return _perturbed_optic(self.optic_key)
+
+    @property
+    def focal_length_m(self) -> float:
+        """Effective focal length of the design, metres (about 21.6 m)."""
+        return float(_field_to_detector_jacobian(self.wavelength_m)[0, 0] * PIXEL_SIZE_M / np.deg2rad(1.0))
+
+    @property
+    def plate_scale_arcsec_per_px(self) -> float:
+        """Plate scale at the boresight from the optical model, arcsec per pixel."""
+        return float(3600.0 / _field_to_detector_jacobian(self.wavelength_m)[0, 0])
+
+    # --- focal-plane geometry ---------------------------------------------------------------------
+    def field_to_pixel(self, field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> tuple[NDArray, NDArray]:
+        """Map field angles to assembled-frame pixels.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : array-like of float
+            Field angles in batoid's frame, degrees.
+
+        Returns
+        -------
+        col, row : `numpy.ndarray`
+            0-based pixel coordinates (col = x) of the chief ray in the nominal focus.
+        """
+        jac = _field_to_detector_jacobian(self.wavelength_m)
+        fx = np.asarray(field_x_deg, dtype=float)
+        fy = np.asarray(field_y_deg, dtype=float)
+        col = BORESIGHT_PIXEL[0] + jac[0, 0] * fx + jac[0, 1] * fy
+        row = BORESIGHT_PIXEL[1] + jac[1, 0] * fx + jac[1, 1] * fy
+        return col, row
+
+    def pixel_to_field(self, col: ArrayLike, row: ArrayLike) -> tuple[NDArray, NDArray]:
+        """Inverse of `field_to_pixel`: 0-based pixels to field angles in degrees."""
+        jac_inv = np.linalg.inv(_field_to_detector_jacobian(self.wavelength_m))
+        dc = np.asarray(col, dtype=float) - BORESIGHT_PIXEL[0]
+        dr = np.asarray(row, dtype=float) - BORESIGHT_PIXEL[1]
+        return jac_inv[0, 0] * dc + jac_inv[0, 1] * dr, jac_inv[1, 0] * dc + jac_inv[1, 1] * dr
+
+    def donut_radii_px(self, field_x_deg: float = 0.0, field_y_deg: float = 0.0) -> tuple[float, float]:
+        """Outer and inner radius of the geometric donut in this state, pixels."""
+        optic = self.optic
+        rays = batoid.RayVector.asPolar(
+            optic=optic,
+            wavelength=self.wavelength_m,
+            theta_x=np.deg2rad(field_x_deg),
+            theta_y=np.deg2rad(field_y_deg),
+            nrad=40,
+            naz=180,
+        )
+        traced = optic.trace(rays)
+        ok = ~traced.vignetted
+        x, y = traced.x[ok], traced.y[ok]
+        r = np.hypot(x - x.mean(), y - y.mean()) / PIXEL_SIZE_M
+        return float(r.max()), float(r.min())
+
+    # --- wavefront --------------------------------------------------------------------------------
+    def zernikes(
+        self,
+        field_x_deg: float = 0.0,
+        field_y_deg: float = 0.0,
+        *,
+        noll: Sequence[int] = DEFAULT_NOLL,
+        kind: ZernikeKind = "ta",
+    ) -> NDArray[np.float64]:
+        """Zernike coefficients of the wavefront of this state at a field angle.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle in batoid's frame, degrees.
+        noll : sequence of `int`
+            Noll indices to return (1-based, at most 37).
+        kind : {"ta", "opd"}
+            Transverse-aberration fit (`batoid.zernikeTA`) or wavefront (`batoid.zernike`).
+
+        Returns
+        -------
+        coefs : `numpy.ndarray`, shape (len(noll),)
+            Coefficients in micrometres, in the order of ``noll``.
+        """
+        noll_arr = _check_noll(noll)
+        return _zernikes(
+            self.optic_key,
+            float(field_x_deg),
+            float(field_y_deg),
+            self.wavelength_m,
+            int(noll_arr.max()),
+            kind,
+        )[noll_arr].copy()
+
+    @property
+    def optic_key(self) -> tuple[float, ...]:
+        """Hashable key of the optic (rounded batoid state), for caches."""
+        return tuple(round(v, 12) for v in self.batoid_state)
+
+    def sensitivity(
+        self,
+        field_x_deg: float = 0.0,
+        field_y_deg: float = 0.0,
+        *,
+        noll: Sequence[int] = DEFAULT_NOLL,
+        kind: ZernikeKind = "ta",
+    ) -> NDArray[np.float64]:
+        """Sensitivity of the wavefront to hexapod motion about this state, by central differences.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle, degrees.
+        noll : sequence of `int`
+            Noll indices (rows).
+        kind : {"ta", "opd"}
+            Zernike definition (see `zernikes`).
+
+        Returns
+        -------
+        matrix : `numpy.ndarray`, shape (len(noll), 5)
+            d(Zernike, um) / d(hexapod x, y, z mm; u, v deg), hexapod axes in the hexapod frame.
+        """
+        columns = []
+        for axis, step in zip(HexapodState.AXES, _SENSITIVITY_STEP, strict=True):
+            plus = self.with_hexapod_offset(**{axis: step}).zernikes(
+                field_x_deg, field_y_deg, noll=noll, kind=kind
+            )
+            minus = self.with_hexapod_offset(**{axis: -step}).zernikes(
+                field_x_deg, field_y_deg, noll=noll, kind=kind
+            )
+            columns.append((plus - minus) / (2 * step))
+        return np.stack(columns, axis=1)
+
+
+def _check_noll(noll: Sequence[int]) -> NDArray[np.int64]:
+    arr = np.asarray(noll, dtype=int).reshape(-1)
+    if arr.size == 0 or arr.min() < 1 or arr.max() > 37:
+        raise InputError(f"Noll indices must lie in 1..37, got {list(arr)}", value=list(arr), allowed=(1, 37))
+    return arr
+
+
+@functools.lru_cache(maxsize=4096)
+def _zernikes(
+    optic_key: tuple[float, ...],
+    field_x_deg: float,
+    field_y_deg: float,
+    wavelength_m: float,
+    jmax: int,
+    kind: ZernikeKind,
+) -> NDArray[np.float64]:
+    optic = _perturbed_optic(optic_key)
+    thx, thy = np.deg2rad(field_x_deg), np.deg2rad(field_y_deg)
+    if kind == "ta":
+        waves = batoid.zernikeTA(
+            optic,
+            thx,
+            thy,
+            wavelength_m,
+            nrad=_ZERNIKE_RAYS,
+            naz=6 * _ZERNIKE_RAYS,
+            reference="chief",
+            jmax=jmax,
+            eps=OBSCURATION,
+        )
+    elif kind == "opd":
+        waves = batoid.zernike(
+            optic, thx, thy, wavelength_m, nx=_OPD_GRID, reference="chief", jmax=jmax, eps=OBSCURATION
+        )
+    else:
+        raise InputError(f"unknown Zernike kind {kind!r}", value=kind, allowed=("ta", "opd"))
+    coefs = np.asarray(waves) * wavelength_m * 1e6
+    coefs.setflags(write=False)
+    return coefs

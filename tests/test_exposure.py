@@ -1,0 +1,39 @@
+"""LATISS amplifier geometry and the boresight WCS convention."""
+
+import numpy as np
+import pytest
+
+from lsst.ts.auxtelwep.errors import RawFormatError
+from lsst.ts.auxtelwep.exposure import AMP_NAMES, amp_geometry, assemble, boresight_wcs, disassemble
+
+
+def test_hdu_order_and_geometry() -> None:
+    assert AMP_NAMES[:2] == ("C10", "C11") and AMP_NAMES[8] == "C07" and AMP_NAMES[-1] == "C00"
+    geoms = {g.name: g for g in amp_geometry()}
+    assert geoms["C10"].hdu == 1 and geoms["C00"].hdu == 16
+    assert geoms["C13"].rows == slice(2000, 4000) and geoms["C13"].flip_y and geoms["C13"].flip_x
+    assert geoms["C03"].rows == slice(0, 2000) and not geoms["C03"].flip_y and geoms["C03"].flip_x
+    assert geoms["C05"].cols == slice(2545, 3054)
+
+
+def test_assemble_round_trip_and_corners() -> None:
+    image = np.arange(4000 * 4072, dtype=np.float32).reshape(4000, 4072)
+    amps = disassemble(image)
+    np.testing.assert_array_equal(assemble(amps), image)
+    # First pixel read by C00 (bottom half, flipped in x) is the right end of its block's bottom row.
+    assert amps["C00"][0, 0] == image[0, 508]
+    # C10 (top half, flipped in x and y) starts at the top-right corner of its block.
+    assert amps["C10"][0, 0] == image[3999, 508]
+    with pytest.raises(RawFormatError, match="4072"):
+        disassemble(image[:, :100])
+
+
+def test_boresight_wcs_convention() -> None:
+    wcs = boresight_wcs(150.0, -30.0, 0.0, scale_arcsec_per_px=0.1)
+    ra0, dec0 = wcs.pixel_to_world_values(2035.5, 1999.5)
+    assert (float(ra0), float(dec0)) == pytest.approx((150.0, -30.0))
+    # ROTPA = 0: +row is north, +col is west (RA decreases).
+    _, dec_up = wcs.pixel_to_world_values(2035.5, 2099.5)
+    ra_right, _ = wcs.pixel_to_world_values(2135.5, 1999.5)
+    assert float(dec_up) - dec0 == pytest.approx(100 * 0.1 / 3600, rel=1e-3)
+    assert float(ra_right) < ra0
