@@ -1,0 +1,1 @@
+"""Simulated AuxTel: donut rendering (batoid + galsim), LATISS raws, calibrations, observatory peers."""
