@@ -1,0 +1,270 @@
+"""From measured wavefront deviations to the M2 hexapod offsets that null them.
+
+The model: for a small misalignment ``m`` of M2 (hexapod frame, `instrument.HexapodState` order
+x, y, z mm, u, v deg), the in-focus deviation from the design seen by a donut at field ``f`` is
+``d(f) = S(f) m`` with ``S`` the batoid sensitivity (`instrument.AuxTel.sensitivity`, detector frame,
+camera rotation included). Stacking every donut's deviation, the correction is the weighted least-squares
+``delta = -argmin |W (S m - d)|``, times a per-axis gain and clipped per axis.
+
+Decenter and tilt are degenerate for near-axis stars (FACTS.md section 2): a tilt's coma is matched by a
+decenter's to a few nm across the LATISS field. By default (``axes="auto"``) the five-axis solution is
+used only when the donuts' field spread pins u and v down to ``uv_sigma_max_deg``; otherwise x, y, z are
+solved with u = v = 0, which nulls coma by decentering about the coma-free point, as the ops script does.
+
+For comparison the ops-script rule (ts_externalscripts latiss_base_align, FACTS.md section 2) is also
+evaluated: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm, rotated by ``-camera_angle``, times the
+published matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InputError
+from .instrument import PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
+
+__all__ = [
+    "CorrectionConfig",
+    "HexapodCorrection",
+    "compute_correction",
+    "ops_script_correction",
+]
+
+_AXES = HexapodState.AXES
+
+
+class CorrectionConfig(BaseModel):
+    """How measured Zernikes become a hexapod offset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    axes: Literal["auto", "xyz", "xyzuv"] = Field(
+        "auto",
+        description="Axes to solve: x, y, z only; all five; or all five when the field constrains u, v.",
+    )
+    noll: tuple[int, ...] = Field(
+        (4, 5, 6, 7, 8, 9, 10, 11), description="Noll indices used in the fit (those M2 motion changes)."
+    )
+    gains: tuple[float, float, float, float, float] = Field(
+        (1.0, 1.0, 1.0, 1.0, 1.0),
+        description="Fraction of the solved offset applied per axis (x, y, z, u, v). The model-based "
+        "sensitivity is good to ~1 %, so full gain converges in one step.",
+    )
+    max_step: tuple[float, float, float, float, float] = Field(
+        (0.5, 0.5, 0.15, 0.05, 0.05),
+        description="Largest offset of one correction per axis (mm, mm, mm, deg, deg).",
+    )
+    uv_sigma_max_deg: float = Field(
+        0.005, gt=0, description="With axes='auto', solve u, v only when their 1-sigma error is below this."
+    )
+    ops_gains: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.9), description="Gains of the ops-script rule (x, y, z), reported for comparison."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class HexapodCorrection:
+    """A hexapod offset to apply to M2, with how it was obtained.
+
+    Attributes
+    ----------
+    offset : `HexapodState`
+        The offset to apply (gains and step clipping included), hexapod frame.
+    unclipped : `HexapodState`
+        The solved offset times the gains, before clipping.
+    solved_axes : `tuple` of `str`
+        Axes that were solved (the others are zero).
+    sigma : `HexapodState`
+        1-sigma uncertainty of the solved offset per axis (0 for axes not solved).
+    residual_rms_um : `float`
+        RMS of the wavefront left unexplained by the solution, micrometres.
+    ops_offset : `HexapodState`
+        The ops-script rule's offset for the same measurement (x, y, z only), for comparison.
+    clipped : `tuple` of `str`
+        Axes whose offset hit ``max_step``.
+    """
+
+    offset: HexapodState
+    unclipped: HexapodState
+    solved_axes: tuple[str, ...]
+    sigma: HexapodState
+    residual_rms_um: float
+    ops_offset: HexapodState
+    clipped: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, float]:
+        """The offset as ``{"x_mm", "y_mm", "z_mm", "u_deg", "v_deg"}``."""
+        o = self.offset
+        return {"x_mm": o.x, "y_mm": o.y, "z_mm": o.z, "u_deg": o.u, "v_deg": o.v}
+
+
+def compute_correction(
+    noll: Sequence[int],
+    deviations_um: ArrayLike,
+    errors_um: ArrayLike,
+    fields_deg: ArrayLike,
+    *,
+    telescope: AuxTel,
+    config: CorrectionConfig | None = None,
+) -> HexapodCorrection:
+    """Solve for the hexapod offset that nulls the measured deviations.
+
+    Parameters
+    ----------
+    noll : sequence of `int`
+        Noll indices of the columns of ``deviations_um``.
+    deviations_um : array-like, shape (n_donuts, len(noll))
+        In-focus wavefront deviation from the design measured at each donut, micrometres.
+    errors_um : array-like, same shape
+        1-sigma uncertainties of ``deviations_um`` (non-positive or non-finite entries are ignored).
+    fields_deg : array-like, shape (n_donuts, 2)
+        Field angle ``(x, y)`` of each donut, degrees (batoid frame).
+    telescope : `AuxTel`
+        The aligned telescope with the camera angle of the exposures (its hexapod state is the linearisation
+        point, normally the nominal one).
+    config : `CorrectionConfig`, optional
+        Axes, gains and limits; defaults when omitted.
+
+    Returns
+    -------
+    correction : `HexapodCorrection`
+
+    Raises
+    ------
+    InputError
+        If the shapes disagree, no Noll index the correction uses was measured, or nothing is finite.
+    """
+    config = config or CorrectionConfig()
+    noll_arr = np.asarray(noll, dtype=int)
+    dev = np.atleast_2d(np.asarray(deviations_um, dtype=float))
+    err = np.atleast_2d(np.asarray(errors_um, dtype=float))
+    fields = np.atleast_2d(np.asarray(fields_deg, dtype=float))
+    if dev.shape != err.shape or dev.shape[1] != noll_arr.size or fields.shape != (dev.shape[0], 2):
+        raise InputError(
+            f"shapes disagree: deviations {dev.shape}, errors {err.shape}, fields {fields.shape}, "
+            f"noll {noll_arr.size}"
+        )
+    used = np.isin(noll_arr, config.noll)
+    if not used.any():
+        raise InputError(
+            f"none of the measured Noll indices {noll_arr.tolist()} is used by the correction "
+            f"{list(config.noll)}",
+            value=noll_arr.tolist(),
+            allowed=config.noll,
+        )
+    noll_used = noll_arr[used]
+    dev, err = dev[:, used], err[:, used]
+    # Errors that are missing or zero get the median error, so one bad value cannot dominate the weights.
+    good_err = np.isfinite(err) & (err > 0)
+    floor = np.median(err[good_err]) if good_err.any() else 0.01
+    err = np.where(good_err, np.maximum(err, 1e-4), floor)
+    finite = np.isfinite(dev)
+    if not finite.any():
+        raise InputError("no finite wavefront deviation to correct")
+
+    rows = np.concatenate([telescope.sensitivity(fx, fy, noll=noll_used) for fx, fy in fields], axis=0)
+    target = dev.reshape(-1)
+    weights = 1.0 / err.reshape(-1)
+    keep = finite.reshape(-1)
+    design = rows[keep] * weights[keep, None]
+    rhs = target[keep] * weights[keep]
+
+    solution, cov, axes = _solve(design, rhs, config)
+    residual = rows[keep] @ solution - target[keep]
+    misalignment = HexapodState.from_array(solution)
+    unclipped = (-misalignment).scaled(config.gains)
+    step = np.asarray(config.max_step)
+    raw = unclipped.as_array()
+    clipped_mask = np.abs(raw) > step
+    offset = HexapodState.from_array(np.clip(raw, -step, step))
+    sigma = HexapodState.from_array(np.sqrt(np.clip(np.diag(cov), 0, None)))
+    mean_dev = np.nanmean(dev, axis=0)
+    return HexapodCorrection(
+        offset=offset,
+        unclipped=unclipped,
+        solved_axes=axes,
+        sigma=sigma,
+        residual_rms_um=float(np.sqrt(np.mean(residual**2))),
+        ops_offset=ops_script_correction(
+            noll_used, mean_dev, camera_angle_deg=telescope.camera_angle_deg, gains=config.ops_gains
+        ),
+        clipped=tuple(a for a, c in zip(_AXES, clipped_mask, strict=True) if c),
+    )
+
+
+def _solve(
+    design: NDArray[np.float64], rhs: NDArray[np.float64], config: CorrectionConfig
+) -> tuple[NDArray[np.float64], NDArray[np.float64], tuple[str, ...]]:
+    """Weighted least squares over five or three axes; returns solution, covariance and solved axes."""
+
+    def lstsq(columns: list[int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        sub = design[:, columns]
+        normal = sub.T @ sub
+        cov_sub = np.linalg.pinv(normal)
+        sol_sub = cov_sub @ sub.T @ rhs
+        # Scale by the reduced chi^2 when there are more equations than unknowns, so the errors are
+        # honest when the quoted Zernike errors are too small.
+        dof = sub.shape[0] - len(columns)
+        if dof > 0:
+            chi2 = float(np.sum((sub @ sol_sub - rhs) ** 2)) / dof
+            cov_sub = cov_sub * max(chi2, 1.0)
+        sol = np.zeros(5)
+        cov = np.zeros((5, 5))
+        sol[columns] = sol_sub
+        cov[np.ix_(columns, columns)] = cov_sub
+        return sol, cov
+
+    if config.axes in ("xyzuv", "auto"):
+        sol, cov = lstsq([0, 1, 2, 3, 4])
+        uv_sigma = np.sqrt(np.diag(cov)[3:])
+        if config.axes == "xyzuv" or np.all(uv_sigma < config.uv_sigma_max_deg):
+            return sol, cov, _AXES
+    sol, cov = lstsq([0, 1, 2])
+    return sol, cov, _AXES[:3]
+
+
+def ops_script_correction(
+    noll: Sequence[int],
+    deviations_um: ArrayLike,
+    *,
+    camera_angle_deg: float,
+    gains: Sequence[float] = (0.5, 0.5, 0.9),
+) -> HexapodState:
+    """The ops script's rule (FACTS.md section 2) applied to one mean deviation.
+
+    Parameters
+    ----------
+    noll : sequence of `int`
+        Noll indices of ``deviations_um``; must include 4, 7 and 8.
+    deviations_um : array-like, shape (len(noll),)
+        Mean in-focus deviation, micrometres.
+    camera_angle_deg : `float`
+        Camera angle relative to the hexapod frame (instrument.py convention); the ops script's rotation
+        angle ``90 - bore_sight_angle`` is its negative.
+    gains : sequence of 3 `float`
+        Gains on x, y, z.
+
+    Returns
+    -------
+    offset : `HexapodState`
+        x, y, z offsets in mm (u = v = 0).
+    """
+    noll_list = [int(n) for n in noll]
+    missing = {4, 7, 8} - set(noll_list)
+    if missing:
+        raise InputError(f"the ops rule needs Z4, Z7 and Z8; missing Noll {sorted(missing)}", value=noll_list)
+    dev = np.asarray(deviations_um, dtype=float) * 1000.0
+    z4, z7, z8 = (dev[noll_list.index(j)] for j in (4, 7, 8))
+    zern = np.array([-z8, z7, z4])
+    angle = np.deg2rad(-camera_angle_deg)
+    rot = np.array(
+        [[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]]
+    )
+    offset = (zern @ rot) @ PUBLISHED_SENSITIVITY_MM_PER_NM * np.asarray(gains, dtype=float)
+    return HexapodState(x=float(offset[0]), y=float(offset[1]), z=float(offset[2]))
