@@ -1,0 +1,164 @@
+"""Figures for people: wavefront maps, closed-loop convergence, donut stamps with model residuals.
+
+All functions draw on `matplotlib.figure.Figure` objects (no pyplot state, no screen) and write PNGs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import galsim
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+from .instrument import OBSCURATION
+
+__all__ = ["draw_wavefront_map", "plot_convergence", "plot_stamps", "wavefront_map"]
+
+
+def wavefront_map(noll: Sequence[int], coefs_um: Sequence[float], *, size: int = 128) -> NDArray[np.float64]:
+    """Evaluate a Zernike series over the annular pupil.
+
+    Parameters
+    ----------
+    noll : sequence of `int`
+        Noll indices of ``coefs_um``.
+    coefs_um : sequence of `float`
+        Coefficients, micrometres.
+    size : `int`
+        Pixels across the pupil.
+
+    Returns
+    -------
+    opd : `numpy.ndarray`, shape (size, size)
+        Wavefront in nanometres, NaN outside the annulus; ``opd[row = pupil y, col = pupil x]``.
+    """
+    jmax = max(int(n) for n in noll)
+    coef = np.zeros(jmax + 1)
+    coef[np.asarray(noll, dtype=int)] = np.asarray(coefs_um, dtype=float) * 1000.0
+    zernike = galsim.zernike.Zernike(coef, R_outer=1.0, R_inner=OBSCURATION)
+    u = np.linspace(-1.0, 1.0, size)
+    ux, uy = np.meshgrid(u, u)
+    r = np.hypot(ux, uy)
+    opd = zernike(ux, uy)
+    return np.where((r <= 1.0) & (r >= OBSCURATION), opd, np.nan)
+
+
+def draw_wavefront_map(ax: Axes, noll: Sequence[int], coefs_um: Sequence[float], *, title: str = "") -> None:
+    """Draw `wavefront_map` on ``ax`` with a colour bar in nm."""
+    opd = wavefront_map(noll, coefs_um)
+    limit = float(np.nanmax(np.abs(opd))) or 1.0
+    image = ax.imshow(opd, origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit, extent=(-1, 1, -1, 1))
+    ax.set_title(title or "wavefront deviation")
+    ax.set_xlabel("pupil x")
+    ax.set_ylabel("pupil y")
+    ax.figure.colorbar(image, ax=ax, label="nm")
+
+
+def plot_convergence(history: Sequence[Mapping[str, float]], path: str | Path, *, title: str = "") -> Path:
+    """Plot a closed loop's hexapod position and Zernikes per iteration.
+
+    Parameters
+    ----------
+    history : sequence of mappings
+        One entry per iteration with keys ``x``, ``y``, ``z`` (residual misalignment, mm) and ``z4``, ``z7``,
+        ``z8`` (measured deviation, nm); optional ``x_ops``... are ignored.
+    path : `str` or `pathlib.Path`
+        PNG file to write.
+    title : `str`
+        Figure title.
+
+    Returns
+    -------
+    path : `pathlib.Path`
+    """
+    path = Path(path)
+    iterations = np.arange(len(history))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_hex, ax_zern = fig.subplots(1, 2)
+    for key, style in (("x", "o-"), ("y", "s-"), ("z", "^-")):
+        ax_hex.plot(iterations, [h[key] for h in history], style, label=f"{key} (mm)")
+    ax_hex.axhspan(-0.004, 0.004, color="tab:green", alpha=0.15, label="|z| < 0.004 mm")
+    ax_hex.axhline(0.0, color="k", lw=0.6)
+    ax_hex.set_xlabel("iteration (triplet)")
+    ax_hex.set_ylabel("M2 misalignment left (mm)")
+    ax_hex.set_title("hexapod: residual misalignment")
+    ax_hex.legend(fontsize=8)
+    for key, style in (("z4", "o-"), ("z7", "s-"), ("z8", "^-")):
+        ax_zern.plot(iterations, [h[key] for h in history], style, label=key.upper())
+    ax_zern.axhline(0.0, color="k", lw=0.6)
+    ax_zern.set_xlabel("iteration (triplet)")
+    ax_zern.set_ylabel("measured deviation (nm)")
+    ax_zern.set_title("wavefront: focus and coma")
+    ax_zern.legend(fontsize=8)
+    for ax in (ax_hex, ax_zern):
+        ax.set_xticks(iterations)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_stamps(
+    stamps: Sequence[Mapping[str, NDArray]],
+    path: str | Path,
+    *,
+    noll: Sequence[int] | None = None,
+    coefs_um: Sequence[float] | None = None,
+    title: str = "",
+) -> Path:
+    """Plot donut stamps, their models and residuals, and optionally the wavefront map.
+
+    Parameters
+    ----------
+    stamps : sequence of mappings
+        One per donut image with ``data`` and optionally ``model`` (same shape) and a ``label``
+        (e.g. "intra #0"). Residuals are shown as (data - model) in units of the data's peak.
+    path : `str` or `pathlib.Path`
+        PNG file to write.
+    noll, coefs_um : sequences, optional
+        Zernike estimate to draw as a wavefront map in a last column.
+    title : `str`
+        Figure title.
+
+    Returns
+    -------
+    path : `pathlib.Path`
+    """
+    path = Path(path)
+    n = len(stamps)
+    extra_col = 1 if noll is not None and coefs_um is not None else 0
+    fig = Figure(figsize=(3.0 * (n + extra_col), 8.4), layout="constrained")
+    axes = fig.subplots(3, max(n, 1) + extra_col, squeeze=False)
+    for i, stamp in enumerate(stamps):
+        data = np.asarray(stamp["data"], dtype=float)
+        peak = float(np.nanmax(data)) or 1.0
+        model = stamp.get("model")
+        axes[0, i].imshow(data, origin="lower", cmap="magma")
+        axes[0, i].set_title(str(stamp.get("label", f"donut {i}")), fontsize=9)
+        if model is not None:
+            model = np.asarray(model, dtype=float)
+            axes[1, i].imshow(model, origin="lower", cmap="magma", vmin=np.nanmin(data), vmax=peak)
+            resid = axes[2, i].imshow(
+                (data - model) / peak, origin="lower", cmap="RdBu_r", vmin=-0.2, vmax=0.2
+            )
+            if i == n - 1:
+                fig.colorbar(resid, ax=axes[2, i], label="(data - model) / peak")
+        for row in range(3):
+            axes[row, i].set_xticks([])
+            axes[row, i].set_yticks([])
+    axes[0, 0].set_ylabel("data")
+    axes[1, 0].set_ylabel("model")
+    axes[2, 0].set_ylabel("residual")
+    if extra_col:
+        draw_wavefront_map(axes[0, n], noll, coefs_um)  # type: ignore[arg-type]
+        axes[1, n].axis("off")
+        axes[2, n].axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    return path
