@@ -1,0 +1,126 @@
+"""`Remote`: the side of a component that sends commands and reads events and telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .base import make_done_future
+from .commands import RemoteCommand
+from .domain import Domain
+from .read_topic import DEFAULT_QUEUE_LEN, ReadTopic
+from .sal_info import SalInfo
+
+__all__ = ["Remote"]
+
+
+class Remote:
+    """Talk to component ``name`` and ``index``: attributes ``cmd_<name>`` (`RemoteCommand`), ``evt_<name>``
+    and ``tel_<name>`` (`ReadTopic`).
+
+    Parameters
+    ----------
+    domain : `Domain`
+        Domain to use; not closed by the remote. Commands carry its identity.
+    name : `str`
+        Component name, e.g. ``"AuxTelWEP"``.
+    index : `int`, optional
+        salIndex to talk to; None or 0 reads every index of an indexed component.
+    readonly : `bool`, optional
+        If True, make no command writers.
+    include, exclude : iterable of `str`, optional
+        Names of the events and telemetry to read (or not), without prefix; default all. Not both.
+    evt_max_history : `int`, optional
+        Most historical samples per event queued for `ReadTopic.next` (late-joiner history).
+    queue_len : `int`, optional
+        Queue length of each reader.
+    schema_dir : `pathlib.Path`, optional
+        Interface XML directory.
+
+    Attributes
+    ----------
+    salinfo : `SalInfo`
+        Topics bookkeeping.
+    start_task : `asyncio.Future`
+        Done when the remote is ready (at once: readers exist when the constructor returns).
+    done_task : `asyncio.Future`
+        Done when the remote is closed.
+
+    Raises
+    ------
+    ValueError
+        If both ``include`` and ``exclude`` are given, or they name unknown topics.
+    """
+
+    def __init__(
+        self,
+        domain: Domain,
+        name: str,
+        index: int | None = None,
+        readonly: bool = False,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+        evt_max_history: int = 1,
+        queue_len: int = DEFAULT_QUEUE_LEN,
+        schema_dir: Path | None = None,
+    ) -> None:
+        if include is not None and exclude is not None:
+            raise ValueError("give include or exclude, not both")
+        self.salinfo = SalInfo(domain, name, index, schema_dir)
+        try:
+            interface = self.salinfo.interface
+            readable = set(interface.events) | set(interface.telemetry)
+            chosen = set(readable)
+            for label, names in (("include", include), ("exclude", exclude)):
+                if names is not None:
+                    names = set(names)
+                    unknown = sorted(names - readable)
+                    if unknown:
+                        raise ValueError(f"{label} names unknown {name} topics {unknown}")
+                    chosen = names if label == "include" else readable - names
+            self._topics: dict[str, Any] = {}
+            for spec in interface.events.values():
+                if spec.name in chosen:
+                    self._topics[spec.attr_name] = ReadTopic(
+                        self.salinfo, spec, max_history=evt_max_history, queue_len=queue_len
+                    )
+            for spec in interface.telemetry.values():
+                if spec.name in chosen:
+                    self._topics[spec.attr_name] = ReadTopic(self.salinfo, spec, max_history=0, queue_len=queue_len)
+            if not readonly:
+                for spec in interface.commands.values():
+                    self._topics[spec.attr_name] = RemoteCommand(self.salinfo, spec)
+        except BaseException:
+            self.salinfo.basic_close()
+            raise
+        self.start_task: asyncio.Future = make_done_future()
+        self.done_task: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def __getattr__(self, name: str) -> Any:
+        topics = self.__dict__.get("_topics")
+        if topics is not None and name in topics:
+            return topics[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def topic_names(self) -> list[str]:
+        """Attribute names of every topic."""
+        return sorted(self._topics)
+
+    async def close(self) -> None:
+        """Close the topics (not the domain). Safe to call more than once."""
+        self.salinfo.basic_close()
+        if not self.done_task.done():
+            self.done_task.set_result(None)
+
+    async def __aenter__(self) -> Remote:
+        await self.start_task
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Remote({self.salinfo.name_index!r})"

@@ -1,0 +1,124 @@
+"""`SalInfo`: the topics of one component and index on one `Domain`, with the command/ack bookkeeping."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .base import MAX_SAL_INDEX
+from .interface import ComponentInterface, TopicSpec, load_interface
+from .transport import ReaderHandle, WriterHandle
+
+if TYPE_CHECKING:
+    from .commands import CommandInfo
+    from .domain import Domain
+
+__all__ = ["SalInfo"]
+
+
+class SalInfo:
+    """Interface, readers and writers of component ``name`` with index ``index`` on ``domain``.
+
+    Parameters
+    ----------
+    domain : `Domain`
+        The domain; it closes this object when it closes.
+    name : `str`
+        Component name, e.g. ``"AuxTelWEP"``.
+    index : `int`, optional
+        salIndex; 0 or None for a component that is not indexed (or, for a remote, "any index").
+    schema_dir : `pathlib.Path`, optional
+        Where the interface XML lives (default: `interface.get_schema_dir`).
+
+    Raises
+    ------
+    ValueError
+        If ``index`` is out of range or the interface XML is invalid.
+    FileNotFoundError
+        If the component has no interface XML.
+    """
+
+    def __init__(self, domain: Domain, name: str, index: int | None = 0, schema_dir: Path | None = None) -> None:
+        index = 0 if index is None else int(index)
+        if not 0 <= index <= MAX_SAL_INDEX:
+            raise ValueError(f"index={index} must be in [0, {MAX_SAL_INDEX}]")
+        self.domain = domain
+        self.name = name
+        self.index = index
+        self.interface: ComponentInterface = load_interface(name, schema_dir)
+        self.command_names = tuple(self.interface.commands)
+        self._readers: list[ReaderHandle] = []
+        self._writers: list[WriterHandle] = []
+        self._closeables: list[Any] = []
+        # Command sequence numbers start at a random value so two remotes sharing identity and origin
+        # are unlikely to confuse their acks.
+        self._seq_num = random.randint(1, 2**30)
+        self.running_commands: dict[int, CommandInfo] = {}
+        self._ack_reader: ReaderHandle | None = None
+        self.closed = False
+        domain.add_salinfo(self)
+
+    @property
+    def name_index(self) -> str:
+        """``name`` or ``name:index`` (the identity of a controller)."""
+        return self.name if self.index == 0 else f"{self.name}:{self.index}"
+
+    @property
+    def identity(self) -> str:
+        return self.domain.identity
+
+    def next_seq_num(self) -> int:
+        self._seq_num = self._seq_num + 1 if self._seq_num < 2**31 - 1 else 1
+        return self._seq_num
+
+    def data_type(self, spec: TopicSpec) -> type:
+        return self.domain.transport.make_data_type(spec)
+
+    def make_writer(self, spec: TopicSpec) -> WriterHandle:
+        writer = self.domain.transport.make_writer(spec)
+        self._writers.append(writer)
+        return writer
+
+    def make_reader(self, spec: TopicSpec, deliver: Callable[[list[Any]], None]) -> ReaderHandle:
+        reader = self.domain.transport.make_reader(spec, deliver)
+        self._readers.append(reader)
+        return reader
+
+    def add_closeable(self, topic: Any) -> None:
+        """Register a topic whose ``basic_close()`` must run when this object closes."""
+        self._closeables.append(topic)
+
+    def start_ack_reader(self) -> None:
+        """Read ``ackcmd`` (once) and route acks to `running_commands` (acks for other remotes are dropped)."""
+        if self._ack_reader is None:
+            self._ack_reader = self.make_reader(self.interface.ackcmd, self._deliver_acks)
+
+    def _deliver_acks(self, samples: list[Any]) -> None:
+        for ack in samples:
+            info = self.running_commands.get(ack.private_seqNum)
+            if info is not None:
+                info.add_ack(ack)
+
+    async def close(self) -> None:
+        self.basic_close()
+
+    def basic_close(self) -> None:
+        """Close every topic and DDS reader and writer. Safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        for topic in self._closeables:
+            topic.basic_close()
+        for reader in self._readers:
+            reader.close()
+        for writer in self._writers:
+            writer.close()
+        for info in self.running_commands.values():
+            info.abort("the remote was closed")
+        self.running_commands.clear()
+        self.domain.remove_salinfo(self)
+
+    def __repr__(self) -> str:
+        return f"SalInfo(name={self.name!r}, index={self.index})"
