@@ -1,0 +1,266 @@
+"""Intake: where the raws of the camera events are, and what their primary headers say.
+
+Data layout
+-----------
+The data root is a local directory or a ``file://`` URI. A raw announced as ``OBSID`` (e.g.
+``AT_O_20240624_000106``) is looked for at::
+
+    <data_root>/raw/<DAYOBS>/<OBSID>.fits        (or .fits.fz)
+
+where ``DAYOBS`` is the date field of the OBSID (``20240624``). Only the primary header is read here
+(a few ms); the pipeline reads the pixels.
+
+Camera events: ATCamera ``endReadout`` carries ``additionalKeys`` and ``additionalValues``, two strings of
+colon-separated items of equal count (``"groupId:imageType:reason"`` and ``"G1:CWFS:INTRA"``);
+`parse_additional` turns them into a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import urllib.parse
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from .errors import ConfigurationError, InputError, RawFormatError
+
+__all__ = [
+    "RAW_SUFFIXES",
+    "ImageInfo",
+    "RawLocator",
+    "day_obs_from_obsid",
+    "parse_additional",
+    "read_image_info",
+]
+
+#: File name endings tried, in order, for a raw.
+RAW_SUFFIXES = (".fits", ".fits.fz")
+#: RA/DEC headers were written in radians before this DAYOBS (FACTS.md section 3).
+_RADIANS_BEFORE_DAYOBS = "20200128"
+_OBSID_RE = re.compile(r"^[A-Z]{2}_[A-Z]_(\d{8})_(\d{6})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the sequencer needs to know about one raw image (from its primary header).
+
+    Attributes
+    ----------
+    obsid : `str`
+        ``OBSID``, e.g. ``AT_O_20240624_000106``.
+    path : `str`
+        Local path of the raw ('' when not located).
+    group_id : `str`
+        ``GROUPID`` ('' when absent).
+    image_type : `str`
+        ``IMGTYPE``, upper case.
+    reason : `str`
+        ``REASON``.
+    focus_z_mm : `float` or None
+        ``FOCUSZ``, hexapod focus offset, mm.
+    ra_deg, dec_deg : `float` or None
+        Pointing, degrees (converted from radians for files older than 2020-01-28).
+    rotation_deg : `float` or None
+        ``ROTPA``, degrees.
+    day_obs : `str`
+        ``DAYOBS`` (``YYYYMMDD``).
+    seq_num : `int`
+        ``SEQNUM`` (0 when absent).
+    """
+
+    obsid: str
+    path: str = ""
+    group_id: str = ""
+    image_type: str = ""
+    reason: str = ""
+    focus_z_mm: float | None = None
+    ra_deg: float | None = None
+    dec_deg: float | None = None
+    rotation_deg: float | None = None
+    day_obs: str = ""
+    seq_num: int = 0
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], *, path: str = "") -> ImageInfo:
+        """Build from a primary header (an `astropy.io.fits.Header` or any mapping).
+
+        Raises
+        ------
+        RawFormatError
+            If ``OBSID`` is missing or a numeric key is not a number.
+        """
+        obsid = str(header.get("OBSID", "") or "").strip()
+        if not obsid:
+            raise RawFormatError(f"{path or 'header'}: no OBSID in the primary header")
+        day_obs = str(header.get("DAYOBS", "") or "").strip()
+        ra = _float_or_none(header, "RA", obsid)
+        dec = _float_or_none(header, "DEC", obsid)
+        if day_obs and day_obs < _RADIANS_BEFORE_DAYOBS and ra is not None and dec is not None:
+            ra, dec = math.degrees(ra), math.degrees(dec)
+        seq = _float_or_none(header, "SEQNUM", obsid)
+        return cls(
+            obsid=obsid,
+            path=str(path),
+            group_id=str(header.get("GROUPID", "") or "").strip(),
+            image_type=str(header.get("IMGTYPE", "") or "").strip().upper(),
+            reason=str(header.get("REASON", "") or "").strip(),
+            focus_z_mm=_float_or_none(header, "FOCUSZ", obsid),
+            ra_deg=ra,
+            dec_deg=dec,
+            rotation_deg=_float_or_none(header, "ROTPA", obsid),
+            day_obs=day_obs,
+            seq_num=0 if seq is None else int(seq),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (inverse of `from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageInfo:
+        """Build from `to_dict` output; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def pointing(self) -> tuple[float, float] | None:
+        """``(ra_deg, dec_deg)`` or None when either is unknown."""
+        if self.ra_deg is None or self.dec_deg is None:
+            return None
+        return (self.ra_deg, self.dec_deg)
+
+
+def _float_or_none(header: Mapping[str, Any], key: str, obsid: str) -> float | None:
+    value = header.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise RawFormatError(f"{obsid}: header {key}={value!r} is not a number") from None
+    return None if math.isnan(result) else result
+
+
+def day_obs_from_obsid(obsid: str) -> str:
+    """Return the ``DAYOBS`` (``YYYYMMDD``) of an OBSID like ``AT_O_20240624_000106``.
+
+    Raises
+    ------
+    InputError
+        If ``obsid`` does not have the form ``XX_X_YYYYMMDD_NNNNNN``.
+    """
+    match = _OBSID_RE.match(obsid.strip())
+    if match is None:
+        raise InputError(
+            f"obsid={obsid!r} is not of the form AT_O_YYYYMMDD_NNNNNN",
+            value=obsid,
+            allowed="AT_O_YYYYMMDD_NNNNNN",
+        )
+    return match.group(1)
+
+
+def parse_additional(keys: str, values: str) -> dict[str, str]:
+    """Turn ``endReadout``'s ``additionalKeys``/``additionalValues`` into a dict with lower-case keys.
+
+    Raises
+    ------
+    InputError
+        If the two strings do not hold the same number of colon-separated items.
+    """
+    k = [item.strip() for item in keys.split(":")] if keys.strip() else []
+    v = [item.strip() for item in values.split(":")] if values.strip() else []
+    if len(k) != len(v):
+        raise InputError(
+            f"additionalKeys={keys!r} has {len(k)} items but additionalValues={values!r} has {len(v)}",
+            value=(keys, values),
+        )
+    return {key.lower(): value for key, value in zip(k, v, strict=True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RawLocator:
+    """Find raws under a data root (layout in the module docstring).
+
+    Parameters
+    ----------
+    root : `str`
+        Local directory or ``file://`` URI.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``root`` is a URI of another scheme.
+    """
+
+    root: str
+
+    def __post_init__(self) -> None:
+        _local_path(self.root)  # refuse other URI schemes at construction
+
+    @property
+    def root_path(self) -> Path:
+        """The data root as a local path."""
+        return _local_path(self.root)
+
+    def check_readable(self) -> None:
+        """Raise `ConfigurationError` unless ``<root>/raw`` is a readable directory."""
+        raw = self.root_path / "raw"
+        if not raw.is_dir() or not os.access(raw, os.R_OK | os.X_OK):
+            raise ConfigurationError(
+                f"data_root={self.root!r}: {raw} is not a readable directory (expected <data_root>/raw/"
+                "<DAYOBS>/<OBSID>.fits)",
+                value=str(raw),
+            )
+
+    def candidates(self, obsid: str, *, day_obs: str | None = None) -> tuple[Path, ...]:
+        """Paths where raw ``obsid`` may be, in the order they are tried."""
+        day = day_obs or day_obs_from_obsid(obsid)
+        folder = self.root_path / "raw" / day
+        return tuple(folder / f"{obsid}{suffix}" for suffix in RAW_SUFFIXES)
+
+    def find(self, obsid: str, *, day_obs: str | None = None) -> Path | None:
+        """Return the path of raw ``obsid``, or None if it is not (yet) there."""
+        for path in self.candidates(obsid, day_obs=day_obs):
+            if path.is_file():
+                return path
+        return None
+
+
+def _local_path(root: str) -> Path:
+    parsed = urllib.parse.urlparse(root)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(root).expanduser()
+    raise ConfigurationError(
+        f"data_root={root!r}: only local paths and file:// URIs are supported",
+        value=root,
+        allowed="a path or file:///path",
+    )
+
+
+def read_image_info(path: str | Path) -> ImageInfo:
+    """Read the primary header of a raw and return its `ImageInfo`.
+
+    Raises
+    ------
+    RawFormatError
+        If the file is missing, not FITS, or its header lacks ``OBSID`` or has a non-numeric value.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            header = fits.getheader(path, 0)
+    except FileNotFoundError as exc:
+        raise RawFormatError(f"{path}: no such file", value=str(path)) from exc
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise RawFormatError(f"{path}: not a readable FITS file ({exc})", value=str(path)) from exc
+    return ImageInfo.from_header(header, path=str(path))
