@@ -1,0 +1,21 @@
+"""Standard CSC state transitions on the real DDS transport."""
+
+from lsst.ts.auxtelwep.sal import State, TestCsc
+from lsst.ts.auxtelwep.sal.testutils import BaseCscTestCase
+
+
+class StateTransitionTestCase(BaseCscTestCase):
+    def basic_make_csc(self, initial_state, config_dir, simulation_mode, **kwargs):
+        return TestCsc(index=1, initial_state=initial_state, config_dir=config_dir, simulation_mode=simulation_mode)
+
+    async def test_standard_state_transitions(self):
+        async with self.make_csc(initial_state=State.STANDBY):
+            await self.check_standard_state_transitions(enabled_commands=("setScalars", "setArrays"))
+
+    async def test_initial_state_enabled(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            # A late-joining remote sees the latest summaryState only (evt_max_history=1).
+            await self.assert_next_summary_state(State.ENABLED)
+            self.assertEqual(self.csc.summary_state, State.ENABLED)
+            await self.assert_next_sample(self.remote.evt_softwareVersions, cscVersion="1.0")
+            await self.assert_next_sample(self.remote.evt_simulationMode, mode=0)
