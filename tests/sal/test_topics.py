@@ -1,0 +1,92 @@
+"""Writers and readers on real DDS: set_write change-only semantics, arrays, get/next/aget/flush/callback."""
+
+import asyncio
+import math
+
+from lsst.ts.auxtelwep.sal import State, TestCsc
+from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT, BaseCscTestCase
+
+#: How long (s) to wait to be sure that a sample is NOT coming (delivery in-process takes milliseconds).
+NO_DATA_TIMEOUT = 0.3
+
+
+class TopicTestCase(BaseCscTestCase):
+    def basic_make_csc(self, initial_state, config_dir, simulation_mode, **kwargs):
+        return TestCsc(index=2, initial_state=initial_state)
+
+    async def test_set_write_change_only(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            evt = self.csc.evt_scalars
+            reader = self.remote.evt_scalars
+            first = evt.set_write(int0=1, double0=math.nan)
+            self.assertTrue(first.did_write)
+            await self.assert_next_sample(reader, int0=1)
+            # Same values (NaN equals NaN): nothing written.
+            again = evt.set_write(int0=1, double0=math.nan)
+            self.assertFalse(again.did_write)
+            self.assertFalse(again.was_changed)
+            with self.assertRaises(TimeoutError):
+                await reader.next(flush=False, timeout=NO_DATA_TIMEOUT)
+            # Forced: written though unchanged.
+            forced = evt.set_write(int0=1, force_output=True)
+            self.assertTrue(forced.did_write)
+            self.assertFalse(forced.was_changed)
+            await self.assert_next_sample(reader, int0=1)
+            # Changed: written; the result holds a copy of what was sent.
+            changed = evt.set_write(string0="new")
+            self.assertTrue(changed.did_write and changed.was_changed)
+            self.assertEqual(changed.data.string0, "new")
+            data = await self.assert_next_sample(reader, int0=1, string0="new")
+            self.assertTrue(math.isnan(data.double0))
+            self.assertEqual(data.private_identity, "Test:2")
+            self.assertEqual(data.salIndex, 2)
+            self.assertGreaterEqual(data.private_rcvStamp, data.private_sndStamp)
+
+    async def test_telemetry_always_written(self):
+        async with self.make_csc(initial_state=State.STANDBY):
+            for _ in range(3):
+                self.assertTrue(self.csc.tel_scalars.set_write(int0=5).did_write)
+            for _ in range(3):
+                await self.assert_next_sample(self.remote.tel_scalars, int0=5)
+
+    async def test_arrays_and_bad_fields(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            evt = self.csc.evt_arrays
+            evt.set_write(int0=[1, 2, 3, 4, 5], double0=(0.5,) * 5)
+            data = await self.remote.evt_arrays.next(flush=False, timeout=STD_TIMEOUT)
+            self.assertEqual(list(data.int0), [1, 2, 3, 4, 5])
+            with self.assertRaises(ValueError):
+                evt.set(int0=[1, 2])
+            with self.assertRaises(AttributeError):
+                evt.set(no_such_field=1)
+            with self.assertRaises(AttributeError):
+                await self.remote.cmd_setScalars.set_start(nonsense=3, timeout=STD_TIMEOUT)
+
+    async def test_reader_api(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            reader = self.remote.evt_scalars
+            self.assertIsNone(reader.get())
+            for value in (1, 2, 3):
+                self.csc.evt_scalars.set_write(int0=value)
+            await asyncio.sleep(NO_DATA_TIMEOUT)
+            self.assertEqual(reader.get().int0, 3)
+            self.assertEqual((await reader.aget(timeout=STD_TIMEOUT)).int0, 3)
+            await self.assert_next_sample(reader, int0=1)  # next() reads the queue in order
+            reader.flush()
+            with self.assertRaises(TimeoutError):
+                await reader.next(flush=False, timeout=NO_DATA_TIMEOUT)
+            received = []
+            done = asyncio.Event()
+
+            async def callback(data):
+                received.append(data.int0)
+                if len(received) == 2:
+                    done.set()
+
+            reader.callback = callback
+            with self.assertRaises(RuntimeError):
+                await reader.next(flush=False, timeout=NO_DATA_TIMEOUT)
+            self.csc.evt_scalars.set_write(int0=10)
+            self.csc.evt_scalars.set_write(int0=11)
+            await asyncio.wait_for(done.wait(), STD_TIMEOUT)
+            self.assertEqual(received, [10, 11])
