@@ -23,3 +23,37 @@ from .remote import *  # noqa: F403
 from .sal_info import *  # noqa: F403
 from .testcsc import *  # noqa: F403
 from .write_topic import *  # noqa: F403
+
+from . import (
+    auth,
+    base,
+    base_csc,
+    commands,
+    configurable_csc,
+    controller,
+    domain,
+    interface,
+    read_topic,
+    remote,
+    sal_info,
+    testcsc,
+    write_topic,
+)
+
+__all__ = sorted(
+    {
+        *auth.__all__,
+        *base.__all__,
+        *base_csc.__all__,
+        *commands.__all__,
+        *configurable_csc.__all__,
+        *controller.__all__,
+        *domain.__all__,
+        *interface.__all__,
+        *read_topic.__all__,
+        *remote.__all__,
+        *sal_info.__all__,
+        *testcsc.__all__,
+        *write_topic.__all__,
+    }
+)
