@@ -26,7 +26,9 @@ class CommandTestCase(BaseCscTestCase):
         async with self.make_csc(initial_state=State.ENABLED):
             with self.assertLogs("Test:3", level="ERROR") as logs:
                 with self.assertRaises(AckError) as cm:
-                    await self.remote.cmd_fail.set_start(message="bad input", expected=True, timeout=STD_TIMEOUT)
+                    await self.remote.cmd_fail.set_start(
+                        message="bad input", expected=True, timeout=STD_TIMEOUT
+                    )
             self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_FAILED)
             self.assertIn("bad input", cm.exception.ackcmd.result)
             self.assertFalse(any("Traceback" in line for line in logs.output))  # ExpectedError: no traceback
@@ -73,10 +75,12 @@ class CommandTestCase(BaseCscTestCase):
             ack = await self.remote.cmd_wait.set_start(duration=1.0, ackTimeout=2.0, timeout=0.5)
             self.assertEqual(ack.ack, SalRetCode.CMD_COMPLETE)
             self.assertGreaterEqual(time.monotonic() - t0, 1.0)
-            first = await self.remote.cmd_wait.set_start(duration=0.3, ackTimeout=1.0, wait_done=False, timeout=1)
+            first = await self.remote.cmd_wait.set_start(
+                duration=0.3, ackTimeout=1.0, wait_done=False, timeout=1
+            )
             self.assertEqual(first.ack, SalRetCode.CMD_INPROGRESS)
             self.assertEqual(first.timeout, 1.0)
-            # Without CMD_INPROGRESS the same wait times out, and the error carries the last ack (none: NOACK).
+            # Without CMD_INPROGRESS the wait times out; the error carries the last ack (none: NOACK).
             with self.assertRaises(AckTimeoutError) as cm:
                 await self.remote.cmd_wait.set_start(duration=1.0, ackTimeout=0, timeout=0.3)
             self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_NOACK)

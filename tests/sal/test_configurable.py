@@ -16,7 +16,9 @@ def write_config_dir(path):
 
 class ConfigurableTestCase(BaseCscTestCase):
     def basic_make_csc(self, initial_state, config_dir, simulation_mode, **kwargs):
-        return TestCsc(index=6, initial_state=initial_state, config_dir=config_dir, simulation_mode=simulation_mode)
+        return TestCsc(
+            index=6, initial_state=initial_state, config_dir=config_dir, simulation_mode=simulation_mode
+        )
 
     def setUp(self):
         super().setUp()
@@ -29,7 +31,9 @@ class ConfigurableTestCase(BaseCscTestCase):
         self.config_dir = write_config_dir(Path(tmp.name))
         saved = os.environ.get("LSST_SITE")
         os.environ["LSST_SITE"] = "testsite"
-        self.addCleanup(lambda: os.environ.pop("LSST_SITE") if saved is None else os.environ.update(LSST_SITE=saved))
+        self.addCleanup(
+            lambda: os.environ.pop("LSST_SITE") if saved is None else os.environ.update(LSST_SITE=saved)
+        )
 
     async def test_config_files_and_events(self):
         async with self.make_csc(initial_state=State.STANDBY, config_dir=self.config_dir):
@@ -56,7 +60,10 @@ class ConfigurableTestCase(BaseCscTestCase):
     async def test_amain(self):
         args = ["7", "--state", "disabled", "--override", "fast.yaml", "--configdir", str(self.config_dir)]
         task = asyncio.create_task(TestCsc.amain(index=True, args=args))
-        async with Domain() as domain, Remote(domain, "Test", 7, include=["summaryState", "heartbeat"]) as remote:
+        async with (
+            Domain() as domain,
+            Remote(domain, "Test", 7, include=["summaryState", "heartbeat"]) as remote,
+        ):
             state = await remote.evt_summaryState.next(flush=False, timeout=STD_TIMEOUT)
             while state.summaryState != State.DISABLED:
                 state = await remote.evt_summaryState.next(flush=False, timeout=STD_TIMEOUT)

@@ -20,7 +20,16 @@ def test_auxtelwep_interface():
     assert fields["salIndex"].type_name == "int32"
     assert set(iface.telemetry) == {"zernikeCorrection", "hexapodCorrection"}
     ack_fields = set(iface.ackcmd.field_names)
-    assert {"ack", "error", "result", "identity", "origin", "cmdtype", "timeout", "private_seqNum"} <= ack_fields
+    assert {
+        "ack",
+        "error",
+        "result",
+        "identity",
+        "origin",
+        "cmdtype",
+        "timeout",
+        "private_seqNum",
+    } <= ack_fields
 
 
 def test_other_components():

@@ -6,7 +6,9 @@ from lsst.ts.auxtelwep.sal.testutils import BaseCscTestCase
 
 class StateTransitionTestCase(BaseCscTestCase):
     def basic_make_csc(self, initial_state, config_dir, simulation_mode, **kwargs):
-        return TestCsc(index=1, initial_state=initial_state, config_dir=config_dir, simulation_mode=simulation_mode)
+        return TestCsc(
+            index=1, initial_state=initial_state, config_dir=config_dir, simulation_mode=simulation_mode
+        )
 
     async def test_standard_state_transitions(self):
         async with self.make_csc(initial_state=State.STANDBY):

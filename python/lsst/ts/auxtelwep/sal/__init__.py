@@ -10,20 +10,6 @@ Cyclone DDS; the science code never imports this package. Quick use::
         state = await remote.evt_summaryState.next(flush=False, timeout=10)
 """
 
-from .auth import *  # noqa: F403
-from .base import *  # noqa: F403
-from .base_csc import *  # noqa: F403
-from .commands import *  # noqa: F403
-from .configurable_csc import *  # noqa: F403
-from .controller import *  # noqa: F403
-from .domain import *  # noqa: F403
-from .interface import *  # noqa: F403
-from .read_topic import *  # noqa: F403
-from .remote import *  # noqa: F403
-from .sal_info import *  # noqa: F403
-from .testcsc import *  # noqa: F403
-from .write_topic import *  # noqa: F403
-
 from . import (
     auth,
     base,
@@ -39,6 +25,19 @@ from . import (
     testcsc,
     write_topic,
 )
+from .auth import *  # noqa: F403
+from .base import *  # noqa: F403
+from .base_csc import *  # noqa: F403
+from .commands import *  # noqa: F403
+from .configurable_csc import *  # noqa: F403
+from .controller import *  # noqa: F403
+from .domain import *  # noqa: F403
+from .interface import *  # noqa: F403
+from .read_topic import *  # noqa: F403
+from .remote import *  # noqa: F403
+from .sal_info import *  # noqa: F403
+from .testcsc import *  # noqa: F403
+from .write_topic import *  # noqa: F403
 
 __all__ = sorted(
     {

@@ -1,7 +1,7 @@
 """Enums, exceptions, constants and small helpers shared by the SAL layer.
 
-Times on the wire are TAI unix seconds (``private_sndStamp``, ``private_rcvStamp``); durations and timeouts are
-seconds, measured locally with `time.monotonic`.
+Times on the wire are TAI unix seconds (``private_sndStamp``, ``private_rcvStamp``); durations and
+timeouts are seconds, measured locally with `time.monotonic`.
 """
 
 from __future__ import annotations

@@ -113,7 +113,9 @@ class BaseCsc(Controller):
         self.auth_list = AuthList()
         self._heartbeat_task: asyncio.Future | None = None
         self._exit_task: asyncio.Task | None = None
-        super().__init__(name, index, do_callbacks=True, check_if_duplicate=check_if_duplicate, schema_dir=schema_dir)
+        super().__init__(
+            name, index, do_callbacks=True, check_if_duplicate=check_if_duplicate, schema_dir=schema_dir
+        )
         unknown = sorted(self.auth_commands - set(self.salinfo.interface.commands))
         if unknown:
             self.basic_close()
@@ -142,7 +144,7 @@ class BaseCsc(Controller):
             await self._do_change_state(self.cmd_enable.DataType(), "enable")
 
     async def start_extra(self) -> None:
-        """Hook run in `start` before the heartbeat begins (ConfigurableCsc writes configurationsAvailable)."""
+        """Hook run in `start` before the heartbeat begins (ConfigurableCsc writes an event here)."""
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -201,7 +203,9 @@ class BaseCsc(Controller):
         """Go to FAULT (unless already there or OFFLINE) and write ``errorCode``."""
         if self._summary_state in (State.FAULT, State.OFFLINE):
             return
-        self.evt_errorCode.set_write(errorCode=code or 0, errorReport=report, traceback=traceback, force_output=True)
+        self.evt_errorCode.set_write(
+            errorCode=code or 0, errorReport=report, traceback=traceback, force_output=True
+        )
         self.log.error(f"fault: code={code}, report={report}")
         self._summary_state = State.FAULT
         await self._report_summary_state()
@@ -298,7 +302,9 @@ class BaseCsc(Controller):
             default="standby",
             help="State to go to after starting.",
         )
-        parser.add_argument("--override", default="", help="Configuration override for --state disabled/enabled.")
+        parser.add_argument(
+            "--override", default="", help="Configuration override for --state disabled/enabled."
+        )
         parser.add_argument("--loglevel", type=int, default=None, help="Python log level, e.g. 10 for debug.")
         parser.add_argument("--version", action="version", version=f"{cls.__name__} {cls.version}")
         if len(cls.valid_simulation_modes) > 1:
@@ -307,7 +313,9 @@ class BaseCsc(Controller):
         return parser
 
     @classmethod
-    async def amain(cls, index: int | bool | None = None, args: Sequence[str] | None = None, **kwargs: Any) -> None:
+    async def amain(
+        cls, index: int | bool | None = None, args: Sequence[str] | None = None, **kwargs: Any
+    ) -> None:
         """Parse the command line, run the CSC until it closes (exitControl or SIGINT/SIGTERM).
 
         Parameters

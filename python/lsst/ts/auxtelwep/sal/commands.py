@@ -102,7 +102,9 @@ class RemoteCommand(WriteTopic):
         self._AckType = salinfo.data_type(salinfo.interface.ackcmd)
         salinfo.start_ack_reader()
 
-    async def set_start(self, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True, **kwargs: Any) -> Any:
+    async def set_start(
+        self, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True, **kwargs: Any
+    ) -> Any:
         """Set fields (unset ones keep their last value) and send; see `start`.
 
         Raises
@@ -113,7 +115,9 @@ class RemoteCommand(WriteTopic):
         self.set(**kwargs)
         return await self.start(timeout=timeout, wait_done=wait_done)
 
-    async def start(self, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True) -> Any:
+    async def start(
+        self, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True
+    ) -> Any:
         """Send the command and wait for its acks.
 
         Parameters
@@ -143,7 +147,12 @@ class RemoteCommand(WriteTopic):
             self.data = copy.deepcopy(data)
         seq_num = self.salinfo.next_seq_num()
         info = CommandInfo(
-            self.name, seq_num, self._cmdtype, self.salinfo.identity, self.salinfo.domain.origin, self._AckType
+            self.name,
+            seq_num,
+            self._cmdtype,
+            self.salinfo.identity,
+            self.salinfo.domain.origin,
+            self._AckType,
         )
         self.salinfo.running_commands[seq_num] = info
         try:
@@ -207,7 +216,9 @@ class ControllerCommand(ReadTopic):
 
     async def _run_callback(self, func: Callable[[Any], Awaitable[Any]], data: Any) -> None:
         if self.authorize is not None and not self.authorize(data):
-            self.ack(data, SalRetCode.CMD_NOPERM, error=1, result=f"{data.private_identity} is not authorized")
+            self.ack(
+                data, SalRetCode.CMD_NOPERM, error=1, result=f"{data.private_identity} is not authorized"
+            )
             return
         try:
             await func(data)

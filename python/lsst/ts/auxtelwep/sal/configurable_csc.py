@@ -1,10 +1,11 @@
 """`ConfigurableCsc`: a `BaseCsc` configured from YAML files validated by a pydantic model.
 
 On ``start`` the configuration is built from, in order (later files override earlier keys, nested mappings
-merge): ``_init.yaml``, ``_<site>.yaml`` (site from ``$LSST_SITE``; skipped if absent), then the override named
-by ``configurationOverride`` (a file name in the configuration directory). The merged mapping is validated
-by ``config_model`` and handed to `ConfigurableCsc.configure`. ``configurationsAvailable`` lists the
-override files (YAML files whose names do not start with ``_``); ``configurationApplied`` names the files used.
+merge): ``_init.yaml``, ``_<site>.yaml`` (site from ``$LSST_SITE``; skipped if absent), then the override
+named by ``configurationOverride`` (a file name in the configuration directory). The merged mapping is
+validated by ``config_model`` and handed to `ConfigurableCsc.configure`. ``configurationsAvailable`` lists the
+override files (YAML files whose names do not start with ``_``); ``configurationApplied`` names the files
+used.
 The JSON schema of the configuration is ``config_model.model_json_schema()``.
 """
 
@@ -117,7 +118,9 @@ class ConfigurableCsc(BaseCsc):
         if self.config_dir is None:
             return []
         return sorted(
-            p.name for p in self.config_dir.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("_")
+            p.name
+            for p in self.config_dir.iterdir()
+            if p.suffix in (".yaml", ".yml") and not p.name.startswith("_")
         )
 
     async def start_extra(self) -> None:
@@ -146,11 +149,14 @@ class ConfigurableCsc(BaseCsc):
                 files.append(self.config_dir / f"_{site}.yaml")
         if override:
             if self.config_dir is None:
-                raise ExpectedError(f"override={override!r} given but this CSC has no configuration directory")
+                raise ExpectedError(
+                    f"override={override!r} given but this CSC has no configuration directory"
+                )
             path = self.config_dir / override
             if not path.is_file():
                 raise ExpectedError(
-                    f"override={override!r} not found in {self.config_dir}; available: {self.list_overrides()}"
+                    f"override={override!r} not found in {self.config_dir}; "
+                    f"available: {self.list_overrides()}"
                 )
             files.append(path)
         merged: dict[str, Any] = {}
@@ -160,7 +166,9 @@ class ConfigurableCsc(BaseCsc):
             except (OSError, yaml.YAMLError) as e:
                 raise ExpectedError(f"cannot read configuration file {path}: {e}") from e
             if not isinstance(data, dict):
-                raise ExpectedError(f"configuration file {path} must hold a mapping, not {type(data).__name__}")
+                raise ExpectedError(
+                    f"configuration file {path} must hold a mapping, not {type(data).__name__}"
+                )
             merged = merge_config(merged, data)
         try:
             config = self.config_model.model_validate(merged)
@@ -185,7 +193,7 @@ class ConfigurableCsc(BaseCsc):
         await super().begin_start(data)
 
     async def configure(self, config: Any) -> None:
-        """Apply a validated configuration (an instance of ``config_model``); raise ExpectedError to refuse."""
+        """Apply a validated configuration (a ``config_model`` instance); raise ExpectedError to refuse."""
         raise NotImplementedError(f"{type(self).__name__} must implement configure")
 
     @classmethod

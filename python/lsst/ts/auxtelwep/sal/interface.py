@@ -1,9 +1,9 @@
 """SAL interfaces read from ts_xml-format XML files in ``schema/``.
 
 A component ``Name`` is described by ``schema/Name/Name_Commands.xml``, ``Name_Events.xml`` and
-``Name_Telemetry.xml`` (any may be missing), plus the generic commands and events of ``schema/SALGenerics.xml``
-that every component here carries (`GENERIC_COMMANDS`, `GENERIC_EVENTS`). Every topic gets the private
-fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also has an ``ackcmd`` topic.
+``Name_Telemetry.xml`` (any may be missing), plus the generic commands and events of
+``schema/SALGenerics.xml`` that every component here carries (`GENERIC_COMMANDS`, `GENERIC_EVENTS`).
+Every topic gets the private fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also has an ``ackcmd`` topic.
 
 The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else ``schema/`` at the root of the source tree.
 """
@@ -83,7 +83,8 @@ class FieldSpec:
     name : `str`
         Field name (``EFDB_Name``).
     type_name : `str`
-        Canonical scalar type: bool, uint8, int16, uint16, int32, uint32, int64, uint64, float32, float64, string.
+        Canonical scalar type: bool, uint8, int16, uint16, int32, uint32, int64, uint64, float32,
+        float64 or string.
     count : `int`
         1 for a scalar, else the fixed array length.
     units : `str`
@@ -207,7 +208,9 @@ def _parse_item(item: ET.Element, path: Path) -> FieldSpec:
     name = _text(item, "EFDB_Name")
     idl_type = _text(item, "IDL_Type")
     if idl_type not in _IDL_TYPES:
-        raise ValueError(f"{path}: field {name!r} has unknown IDL_Type={idl_type!r}; known: {sorted(_IDL_TYPES)}")
+        raise ValueError(
+            f"{path}: field {name!r} has unknown IDL_Type={idl_type!r}; known: {sorted(_IDL_TYPES)}"
+        )
     count = int(_text(item, "Count", "1"))
     type_name = _IDL_TYPES[idl_type]
     if type_name == "string" and count != 1:
@@ -216,7 +219,7 @@ def _parse_item(item: ET.Element, path: Path) -> FieldSpec:
 
 
 def _parse_file(path: Path, tag: str, kind: TopicKind, component: str) -> dict[str, TopicSpec]:
-    """Parse the topics of elements ``tag`` in ``path``; topic names lose their ``<subsystem>_<kind>_`` prefix."""
+    """Parse the ``tag`` topics of ``path``; names lose their ``<subsystem>_<kind>_`` prefix."""
     topics: dict[str, TopicSpec] = {}
     if not path.exists():
         return topics
@@ -249,7 +252,9 @@ def _load_cached(name: str, schema_dir: Path) -> ComponentInterface:
         raise FileNotFoundError(f"no interface for component {name!r}: {comp_dir} is not a directory")
     commands = {n: gen_cmds[n] for n in GENERIC_COMMANDS}
     events = {n: gen_evts[n] for n in GENERIC_EVENTS}
-    for n, spec in _parse_file(comp_dir / f"{name}_Commands.xml", "SALCommand", TopicKind.COMMAND, name).items():
+    for n, spec in _parse_file(
+        comp_dir / f"{name}_Commands.xml", "SALCommand", TopicKind.COMMAND, name
+    ).items():
         if n in commands:
             raise ValueError(f"{name}: command {n!r} duplicates a generic command")
         commands[n] = spec

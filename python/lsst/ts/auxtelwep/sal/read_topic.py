@@ -60,7 +60,9 @@ class ReadTopic:
         index_filter: bool = True,
     ) -> None:
         if max_history < 0 or queue_len < 1 or max_history > queue_len:
-            raise ValueError(f"need 0 <= max_history={max_history} <= queue_len={queue_len} and queue_len >= 1")
+            raise ValueError(
+                f"need 0 <= max_history={max_history} <= queue_len={queue_len} and queue_len >= 1"
+            )
         self.salinfo = salinfo
         self.spec = spec
         self.name = spec.name
@@ -161,7 +163,9 @@ class ReadTopic:
         try:
             return await asyncio.wait_for(waiter, timeout=timeout)
         except TimeoutError:
-            raise TimeoutError(f"no {self.salinfo.name_index}.{self.attr_name} sample in timeout={timeout} s") from None
+            raise TimeoutError(
+                f"no {self.salinfo.name_index}.{self.attr_name} sample in timeout={timeout} s"
+            ) from None
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)

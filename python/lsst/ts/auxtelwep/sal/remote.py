@@ -88,7 +88,9 @@ class Remote:
                     )
             for spec in interface.telemetry.values():
                 if spec.name in chosen:
-                    self._topics[spec.attr_name] = ReadTopic(self.salinfo, spec, max_history=0, queue_len=queue_len)
+                    self._topics[spec.attr_name] = ReadTopic(
+                        self.salinfo, spec, max_history=0, queue_len=queue_len
+                    )
             if not readonly:
                 for spec in interface.commands.values():
                     self._topics[spec.attr_name] = RemoteCommand(self.salinfo, spec)

@@ -40,7 +40,9 @@ class SalInfo:
         If the component has no interface XML.
     """
 
-    def __init__(self, domain: Domain, name: str, index: int | None = 0, schema_dir: Path | None = None) -> None:
+    def __init__(
+        self, domain: Domain, name: str, index: int | None = 0, schema_dir: Path | None = None
+    ) -> None:
         index = 0 if index is None else int(index)
         if not 0 <= index <= MAX_SAL_INDEX:
             raise ValueError(f"index={index} must be in [0, {MAX_SAL_INDEX}]")
@@ -91,7 +93,7 @@ class SalInfo:
         self._closeables.append(topic)
 
     def start_ack_reader(self) -> None:
-        """Read ``ackcmd`` (once) and route acks to `running_commands` (acks for other remotes are dropped)."""
+        """Read ``ackcmd`` (once) and route acks to `running_commands` (others' acks are dropped)."""
         if self._ack_reader is None:
             self._ack_reader = self.make_reader(self.interface.ackcmd, self._deliver_acks)
 

@@ -10,8 +10,8 @@ import contextlib
 import itertools
 import os
 import random
-import uuid
 import unittest
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,4 +174,6 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
 async def _wait(future: Any, timeout: float) -> Any:
     import asyncio
 
-    return await asyncio.wait_for(asyncio.shield(future) if isinstance(future, asyncio.Future) else future, timeout)
+    return await asyncio.wait_for(
+        asyncio.shield(future) if isinstance(future, asyncio.Future) else future, timeout
+    )

@@ -120,7 +120,7 @@ def _field_type(field: FieldSpec) -> tuple[Any, Any]:
 
 @functools.cache
 def make_data_type(spec: TopicSpec) -> type:
-    """Return the ``IdlStruct`` dataclass of a topic (one class per spec, made once), keyed on ``salIndex``."""
+    """Return the ``IdlStruct`` dataclass of a topic (made once per spec), keyed on ``salIndex``."""
     class_name = f"{spec.component}_{spec.sal_name}"
     namespace = IdlMeta.__prepare__(class_name, (IdlStruct,), typename=spec.typename)
     for field in spec.fields:
@@ -160,7 +160,9 @@ class _DdsWriter:
 
 
 class _DdsReader:
-    def __init__(self, transport: DdsTransport, reader: DataReader, deliver: Callable[[list[Any]], None]) -> None:
+    def __init__(
+        self, transport: DdsTransport, reader: DataReader, deliver: Callable[[list[Any]], None]
+    ) -> None:
         self.transport = transport
         self.reader = reader
         self.deliver = deliver
@@ -218,7 +220,7 @@ class DdsTransport:
         return writer
 
     def make_reader(self, spec: TopicSpec, deliver: Callable[[list[Any]], None]) -> ReaderHandle:
-        """Make a reader; ``deliver(samples)`` is called in the loop thread with each batch of valid samples."""
+        """Make a reader; ``deliver(samples)`` is called in the loop thread with each batch of samples."""
         reader = DataReader(self.subscriber, self._topic(spec), qos=_QOS[spec.kind])
         handle = _DdsReader(self, reader, deliver)
         with self._lock:

@@ -99,7 +99,9 @@ class WriteTopic:
         """
         unknown = sorted(set(kwargs) - set(self._field_counts))
         if unknown:
-            raise AttributeError(f"{self.attr_name} has no fields {unknown}; fields are {sorted(self._field_counts)}")
+            raise AttributeError(
+                f"{self.attr_name} has no fields {unknown}; fields are {sorted(self._field_counts)}"
+            )
         changed = False
         for name, value in kwargs.items():
             value = self._normalize(name, value)
