@@ -92,7 +92,7 @@ def test_header_parsing_and_radians_before_2020() -> None:
     )
     old = ImageInfo.from_header(header | {"DAYOBS": "20191105", "RA": np.pi / 2, "DEC": -np.pi / 6})
     assert old.ra_deg == pytest.approx(90.0) and old.dec_deg == pytest.approx(-30.0)
-    with pytest.raises(RawFormatError, match="FOCUSZ=.near."):
+    with pytest.raises(RawFormatError, match="FOCUSZ='near'"):
         ImageInfo.from_header(header | {"FOCUSZ": "near"})
     with pytest.raises(RawFormatError, match="no OBSID"):
         ImageInfo.from_header({"DAYOBS": "20240624"}, path="/data/x.fits")

@@ -1,0 +1,511 @@
+"""The journal: a SQLite record of every image received, every triplet and every correction.
+
+It is what makes "nothing lost, nothing twice" hold across a crash (a SIGKILL included):
+
+- **images**: one row per OBSID, with its `ImageStatus` and the reason of a refusal. A second row for the
+  same OBSID is impossible (primary key), which is the durable duplicate check.
+- **triplets**: one row per `cadence.Triplet` (keyed by `cadence.Triplet.key`) with its `TripletState`;
+  moves are checked by `cadence.check_transition`. ``attempts`` counts how often processing started, so a
+  triplet that crashed the CSC repeatedly can be rejected instead of retried forever.
+- **corrections**: one row per result (unique per triplet) with its `CorrectionState`. A correction is
+  claimed for sending by one atomic ``UPDATE ... WHERE state IN (computed, failed)`` *before* the ATAOS
+  command is written, so it can never be sent twice; a correction found ``APPLYING`` after a restart may or
+  may not have been applied and becomes ``UNCERTAIN``: reported, never re-sent, and counted in the totals.
+- **epochs**: a closed loop starts a new epoch; per-epoch totals of applied corrections feed the limits.
+
+Every write is its own transaction, committed before the method returns (WAL, ``synchronous=FULL``).
+Times are unix seconds (``time.time``). The journal is used from one thread (the CSC's event loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .cadence import Triplet, TripletState, check_transition
+from .errors import ConfigurationError, InputError
+from .instrument import HexapodState, Role
+from .intake import ImageInfo
+
+__all__ = [
+    "JOURNAL_FILE_NAME",
+    "CorrectionRecord",
+    "CorrectionState",
+    "ImageRecord",
+    "ImageStatus",
+    "Journal",
+    "TripletRecord",
+]
+
+#: File name of the journal inside the configured state directory.
+JOURNAL_FILE_NAME = "auxtelwep_journal.sqlite3"
+_SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    obsid TEXT PRIMARY KEY, group_id TEXT NOT NULL, role TEXT NOT NULL, status TEXT NOT NULL,
+    reason TEXT NOT NULL, triplet_key TEXT NOT NULL, info TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS images_status ON images (status);
+CREATE TABLE IF NOT EXISTS triplets (
+    key TEXT PRIMARY KEY, group_id TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL,
+    source TEXT NOT NULL, triplet TEXT NOT NULL, result TEXT NOT NULL, attempts INTEGER NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS triplets_state ON triplets (state);
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, triplet_key TEXT NOT NULL UNIQUE, group_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL, state TEXT NOT NULL, raw TEXT NOT NULL, applied TEXT NOT NULL,
+    message TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS epochs (id INTEGER PRIMARY KEY AUTOINCREMENT, reason TEXT NOT NULL,
+    created REAL NOT NULL);
+"""
+
+
+class ImageStatus(enum.Enum):
+    """What became of an image."""
+
+    ANNOUNCED = "announced"  # endReadout seen; waiting for ATOODS (or the file) to appear
+    QUEUED = "queued"  # accepted by the sequencer; waiting for its partners
+    IN_TRIPLET = "in_triplet"  # part of a triplet (its outcome is the triplet's)
+    IGNORED = "ignored"  # not a wavefront image (bias, flat...); nothing to do
+    REJECTED = "rejected"  # refused: unknown role, unreadable raw, out of order...; ``reason`` says why
+    EXPIRED = "expired"  # its partner never came within the timeout
+    LOST = "lost"  # announced, but neither ATOODS nor the data root ever produced the file
+
+
+class CorrectionState(enum.Enum):
+    """Lifecycle of one hexapod correction."""
+
+    COMPUTED = "computed"  # from a result; not sent
+    APPLYING = "applying"  # claimed and sent to ATAOS; waiting for the ack
+    APPLIED = "applied"  # ATAOS acknowledged it (terminal)
+    FAILED = "failed"  # ATAOS refused it for sure (FAILED/NOPERM ack); may be sent again
+    UNCERTAIN = "uncertain"  # sent, but the outcome is unknown (timeout, crash); never re-sent (terminal)
+    SUPERSEDED = "superseded"  # a newer result replaced it before it was sent (terminal)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """A row of the images table (``info`` is None for an image known only from ``endReadout``)."""
+
+    obsid: str
+    group_id: str
+    role: Role | None
+    status: ImageStatus
+    reason: str
+    triplet_key: str
+    info: ImageInfo | None
+    created: float
+    updated: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TripletRecord:
+    """A row of the triplets table; ``source`` is ``"events"`` or ``"runWEP"``."""
+
+    key: str
+    group_id: str
+    state: TripletState
+    reason: str
+    source: str
+    triplet: Triplet
+    result: dict[str, Any]
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionRecord:
+    """A row of the corrections table.
+
+    Attributes
+    ----------
+    raw : `HexapodState`
+        The correction computed from the wavefront (mm, mm, mm, deg, deg), before gains and limits.
+    applied : `HexapodState` or None
+        What was (or is being) sent to ATAOS, after gains and limits; None until claimed.
+    """
+
+    id: int
+    triplet_key: str
+    group_id: str
+    epoch: int
+    state: CorrectionState
+    raw: HexapodState
+    applied: HexapodState | None
+    message: str
+
+
+class Journal:
+    """The SQLite journal (see the module docstring).
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        The database file; created (with its directory) if missing.
+
+    Raises
+    ------
+    ConfigurationError
+        If the file cannot be opened or created, or holds another schema version.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+                self._db.execute(
+                    "INSERT INTO epochs (reason, created) VALUES ('journal created', ?)", (time.time(),)
+                )
+            elif row[0] != _SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"{self.path}: journal schema version {row[0]!r}, expected {_SCHEMA_VERSION!r}",
+                    value=row[0],
+                    allowed=_SCHEMA_VERSION,
+                )
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigurationError(
+                f"{self.path}: cannot open the journal ({exc})", value=str(path)
+            ) from exc
+
+    def close(self) -> None:
+        """Close the database (safe to call more than once)."""
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on exit, rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        with self._transaction() as db:
+            return db.execute(sql, params).rowcount
+
+    # --- images ------------------------------------------------------------------------------------------
+
+    def add_image(
+        self,
+        obsid: str,
+        *,
+        status: ImageStatus,
+        info: ImageInfo | None = None,
+        group_id: str = "",
+        role: Role | None = None,
+        reason: str = "",
+    ) -> bool:
+        """Record a new image; return False (and change nothing) if ``obsid`` is already recorded."""
+        now = time.time()
+        info_json = json.dumps(info.to_dict() if info is not None else {})
+        count = self._write(
+            "INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
+            (obsid, group_id, role.value if role else "", status.value, reason, info_json, now, now),
+        )
+        return count == 1
+
+    def update_image(
+        self,
+        obsid: str,
+        *,
+        status: ImageStatus,
+        info: ImageInfo | None = None,
+        group_id: str | None = None,
+        role: Role | None = None,
+        reason: str = "",
+        triplet_key: str = "",
+    ) -> None:
+        """Change an image's status (and the other fields given).
+
+        Raises
+        ------
+        InputError
+            If ``obsid`` is not recorded.
+        """
+        sets = ["status = ?", "reason = ?", "updated = ?"]
+        params: list[Any] = [status.value, reason, time.time()]
+        for column, value in (
+            ("info", None if info is None else json.dumps(info.to_dict())),
+            ("group_id", group_id),
+            ("role", None if role is None else role.value),
+            ("triplet_key", triplet_key or None),
+        ):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        if self._write(f"UPDATE images SET {', '.join(sets)} WHERE obsid = ?", (*params, obsid)) != 1:
+            raise InputError(f"journal {self.path}: no image {obsid!r} to update", value=obsid)
+
+    def image(self, obsid: str) -> ImageRecord | None:
+        """Return the record of ``obsid`` or None."""
+        row = self._db.execute("SELECT * FROM images WHERE obsid = ?", (obsid,)).fetchone()
+        return None if row is None else _image_record(row)
+
+    def images(self, status: ImageStatus | None = None) -> list[ImageRecord]:
+        """Return the images (with ``status``, if given), oldest first."""
+        if status is None:
+            rows = self._db.execute("SELECT * FROM images ORDER BY created, rowid").fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM images WHERE status = ? ORDER BY created, rowid", (status.value,)
+            ).fetchall()
+        return [_image_record(row) for row in rows]
+
+    # --- triplets ----------------------------------------------------------------------------------------
+
+    def add_triplet(self, triplet: Triplet, *, source: str) -> bool:
+        """Record a COMPLETE triplet and mark its images IN_TRIPLET; return False if already recorded."""
+        now = time.time()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO triplets VALUES (?, ?, ?, '', ?, ?, '{}', 0, ?, ?)",
+                (
+                    triplet.key,
+                    triplet.group_id,
+                    TripletState.COMPLETE.value,
+                    source,
+                    json.dumps(triplet.to_dict()),
+                    now,
+                    now,
+                ),
+            )
+            added = cursor.rowcount == 1
+            if added:
+                for image in triplet.images:
+                    db.execute(
+                        "UPDATE images SET status = ?, triplet_key = ?, updated = ? WHERE obsid = ?",
+                        (ImageStatus.IN_TRIPLET.value, triplet.key, now, image.obsid),
+                    )
+        return added
+
+    def set_triplet_state(
+        self, key: str, state: TripletState, *, reason: str = "", result: dict[str, Any] | None = None
+    ) -> TripletRecord:
+        """Move triplet ``key`` to ``state`` (PROCESSING also counts an attempt); return the new record.
+
+        Raises
+        ------
+        InputError
+            If ``key`` is not recorded.
+        CadenceError
+            If the move is illegal (`cadence.check_transition`).
+        """
+        record = self.triplet(key)
+        if record is None:
+            raise InputError(f"journal {self.path}: no triplet {key!r}", value=key)
+        check_transition(record.state, state, key=key)
+        attempts = record.attempts + (1 if state is TripletState.PROCESSING else 0)
+        result_json = json.dumps(result if result is not None else record.result)
+        self._write(
+            "UPDATE triplets SET state = ?, reason = ?, result = ?, attempts = ?, updated = ? WHERE key = ?",
+            (state.value, reason, result_json, attempts, time.time(), key),
+        )
+        return dataclasses.replace(
+            record, state=state, reason=reason, attempts=attempts, result=json.loads(result_json)
+        )
+
+    def triplet(self, key: str) -> TripletRecord | None:
+        """Return the record of triplet ``key`` or None."""
+        row = self._db.execute("SELECT * FROM triplets WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _triplet_record(row)
+
+    def triplets(self, *states: TripletState) -> list[TripletRecord]:
+        """Return the triplets in any of ``states`` (all if none given), oldest first."""
+        rows = self._db.execute("SELECT * FROM triplets ORDER BY created, rowid").fetchall()
+        records = [_triplet_record(row) for row in rows]
+        return [r for r in records if not states or r.state in states]
+
+    # --- corrections and epochs --------------------------------------------------------------------------
+
+    def add_correction(self, triplet_key: str, group_id: str, raw: HexapodState) -> CorrectionRecord:
+        """Record the correction of a result (COMPUTED) in the current epoch; older COMPUTED ones are
+        SUPERSEDED. Return the record (the existing one if this triplet already has one)."""
+        now = time.time()
+        epoch = self.current_epoch()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE corrections SET state = ?, updated = ? WHERE state IN (?, ?) AND triplet_key != ?",
+                (
+                    CorrectionState.SUPERSEDED.value,
+                    now,
+                    CorrectionState.COMPUTED.value,
+                    CorrectionState.FAILED.value,
+                    triplet_key,
+                ),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO corrections (triplet_key, group_id, epoch, state, raw, applied,"
+                " message, created, updated) VALUES (?, ?, ?, ?, ?, 'null', '', ?, ?)",
+                (triplet_key, group_id, epoch, CorrectionState.COMPUTED.value, _dump(raw), now, now),
+            )
+        record = self.correction(triplet_key)
+        if record is None:  # cannot happen: just inserted, or already there
+            raise InputError(
+                f"journal {self.path}: correction of {triplet_key!r} vanished", value=triplet_key
+            )
+        return record
+
+    def claim_correction(self, triplet_key: str, applied: HexapodState) -> bool:
+        """Atomically move a COMPUTED (or FAILED) correction to APPLYING with the values to send.
+
+        Returns
+        -------
+        claimed : `bool`
+            False if it is in any other state (being applied, applied, uncertain, superseded): do not send.
+        """
+        count = self._write(
+            "UPDATE corrections SET state = ?, applied = ?, updated = ?"
+            " WHERE triplet_key = ? AND state IN (?, ?)",
+            (
+                CorrectionState.APPLYING.value,
+                _dump(applied),
+                time.time(),
+                triplet_key,
+                CorrectionState.COMPUTED.value,
+                CorrectionState.FAILED.value,
+            ),
+        )
+        return count == 1
+
+    def finish_correction(self, triplet_key: str, state: CorrectionState, *, message: str = "") -> None:
+        """Record the outcome of an APPLYING correction (APPLIED, FAILED or UNCERTAIN).
+
+        Raises
+        ------
+        InputError
+            If ``state`` is not an outcome, or the correction is not APPLYING.
+        """
+        outcomes = (CorrectionState.APPLIED, CorrectionState.FAILED, CorrectionState.UNCERTAIN)
+        if state not in outcomes:
+            raise InputError(
+                f"state={state.name} is not an outcome of applying", value=state, allowed=outcomes
+            )
+        count = self._write(
+            "UPDATE corrections SET state = ?, message = ?, updated = ? WHERE triplet_key = ? AND state = ?",
+            (state.value, message, time.time(), triplet_key, CorrectionState.APPLYING.value),
+        )
+        if count != 1:
+            current = self.correction(triplet_key)
+            raise InputError(
+                f"journal {self.path}: correction of {triplet_key!r} is "
+                f"{'missing' if current is None else current.state.name}, not APPLYING",
+                value=triplet_key,
+            )
+
+    def correction(self, triplet_key: str) -> CorrectionRecord | None:
+        """Return the correction of triplet ``triplet_key`` or None."""
+        row = self._db.execute("SELECT * FROM corrections WHERE triplet_key = ?", (triplet_key,)).fetchone()
+        return None if row is None else _correction_record(row)
+
+    def corrections(self, *states: CorrectionState) -> list[CorrectionRecord]:
+        """Return the corrections in any of ``states`` (all if none given), oldest first."""
+        rows = self._db.execute("SELECT * FROM corrections ORDER BY id").fetchall()
+        records = [_correction_record(row) for row in rows]
+        return [r for r in records if not states or r.state in states]
+
+    def last_correction(self) -> CorrectionRecord | None:
+        """Return the newest correction or None."""
+        row = self._db.execute("SELECT * FROM corrections ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else _correction_record(row)
+
+    def new_epoch(self, reason: str) -> int:
+        """Start a new epoch (totals restart from zero); return its number."""
+        self._write("INSERT INTO epochs (reason, created) VALUES (?, ?)", (reason, time.time()))
+        return self.current_epoch()
+
+    def current_epoch(self) -> int:
+        """Return the number of the current epoch."""
+        return int(self._db.execute("SELECT MAX(id) FROM epochs").fetchone()[0])
+
+    def total_applied(self, epoch: int | None = None) -> NDArray[np.float64]:
+        """Sum of the corrections sent in ``epoch`` (default: current) that were or may have been applied.
+
+        Returns
+        -------
+        total : `numpy.ndarray`, shape (5,)
+            ``[x, y, z, u, v]`` in mm, mm, mm, deg, deg (APPLIED, APPLYING and UNCERTAIN count).
+        """
+        epoch = self.current_epoch() if epoch is None else epoch
+        counted = (CorrectionState.APPLIED, CorrectionState.APPLYING, CorrectionState.UNCERTAIN)
+        total = np.zeros(5)
+        for record in self.corrections(*counted):
+            if record.epoch == epoch and record.applied is not None:
+                total += record.applied.as_array()
+        return total
+
+
+def _dump(state: HexapodState) -> str:
+    return json.dumps(state.as_array().tolist())
+
+
+def _load(text: str) -> HexapodState | None:
+    values = json.loads(text)
+    return None if values is None else HexapodState.from_array(values)
+
+
+def _image_record(row: tuple[Any, ...]) -> ImageRecord:
+    obsid, group_id, role, status, reason, triplet_key, info, created, updated = row
+    info_dict = json.loads(info)
+    return ImageRecord(
+        obsid=obsid,
+        group_id=group_id,
+        role=Role(role) if role else None,
+        status=ImageStatus(status),
+        reason=reason,
+        triplet_key=triplet_key,
+        info=ImageInfo.from_dict(info_dict) if info_dict else None,
+        created=created,
+        updated=updated,
+    )
+
+
+def _triplet_record(row: tuple[Any, ...]) -> TripletRecord:
+    key, group_id, state, reason, source, triplet, result, attempts, _created, _updated = row
+    return TripletRecord(
+        key=key,
+        group_id=group_id,
+        state=TripletState(state),
+        reason=reason,
+        source=source,
+        triplet=Triplet.from_dict(json.loads(triplet)),
+        result=json.loads(result),
+        attempts=int(attempts),
+    )
+
+
+def _correction_record(row: tuple[Any, ...]) -> CorrectionRecord:
+    id_, triplet_key, group_id, epoch, state, raw, applied, message, _created, _updated = row
+    raw_state = _load(raw)
+    if raw_state is None:
+        raise InputError(f"correction {triplet_key!r} has no raw values", value=triplet_key)
+    return CorrectionRecord(
+        id=int(id_),
+        triplet_key=triplet_key,
+        group_id=group_id,
+        epoch=int(epoch),
+        state=CorrectionState(state),
+        raw=raw_state,
+        applied=_load(applied),
+        message=message,
+    )
