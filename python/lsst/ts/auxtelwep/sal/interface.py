@@ -3,7 +3,8 @@
 A component ``Name`` is described by ``schema/Name/Name_Commands.xml``, ``Name_Events.xml`` and
 ``Name_Telemetry.xml`` (any may be missing), plus the generic commands and events of
 ``schema/SALGenerics.xml`` that every component here carries (`GENERIC_COMMANDS`, `GENERIC_EVENTS`).
-Every topic gets the private fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also has an ``ackcmd`` topic.
+Every topic gets the private fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also
+has an ``ackcmd`` topic.
 
 The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else ``schema/`` at the root of the source tree.
 """
