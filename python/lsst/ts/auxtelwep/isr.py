@@ -1,0 +1,477 @@
+"""Instrument signature removal: a LATISS raw and its calibration products in, an `Exposure` out.
+
+The switches carry ip_isr's names and meanings (legacy ``IsrTask``, the seed's configuration). The steps, in
+the order they run (FACTS.md section 4):
+
+1. saturation mask, from the raw values before anything else (``doSaturation``; SAT, grown by
+   ``growSaturationFootprintSize`` pixels when ``doWidenSaturationTrails``);
+2. serial overscan (``doOverscan``): per readout row, the median of the serial overscan columns after
+   skipping ``overscanSkip`` leading and trailing columns and rejecting values beyond
+   ``overscanNumSigmaClip`` x 0.74 x IQR of the row's median; then the parallel overscan
+   (``doParallelOverscan``): the same per column over the parallel overscan rows;
+3. gains (``doApplyGains``): each amplifier times its gain, output in electrons;
+4. assembly with the cameraGeom geometry (`lsst.ts.auxtelwep.exposure.amp_geometry`);
+5. bias (``doBias``), dark scaled by the raw's DARKTIME (``doDark``), defect mask (``doDefect``, BAD);
+6. variance (``doVariance``): image/gain + (read noise/gain)^2 in adu, image + read noise^2 in electrons;
+7. flat (``doFlat``): divide by the normalised flat (variance by its square); flat pixels <= 0 are BAD;
+8. fringe (``doFringe``, only for filters in ``fringeFilters``): fitted amplitude of the fringe frame;
+9. NaN masking (``doNanMasking``, NO_DATA); interpolation (``doInterpolate``) along rows over the planes
+   of ``maskListToInterpolate`` and non-finite pixels, flagged INTRP.
+
+Output unit: adu by default (the flat, built from adu frames, also evens out the gains), electrons with
+``doApplyGains`` (which excludes ``doFlat``, as in ip_isr). Steps that need models this package does not
+have (crosstalk, linearity, brighter-fatter, CTI...) are refused with a `ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .calibs import Calibrations, per_amp_image
+from .errors import CalibrationError, ConfigurationError, RawFormatError
+from .exposure import (
+    DATA_COLS,
+    DATA_ROWS,
+    PARALLEL_OVERSCAN_ROWS,
+    Exposure,
+    MaskBit,
+    RawImage,
+    amp_geometry,
+    wcs_from_header,
+)
+from .instrument import DETECTOR_SHAPE
+
+__all__ = ["UNSUPPORTED_FLAGS", "IsrConfig", "run_isr"]
+
+_log = logging.getLogger(__name__)
+_GEOMETRY = amp_geometry()
+NOMINAL_SATURATION_ADU = 120000.0
+
+UNSUPPORTED_FLAGS = (
+    "doBrighterFatter",
+    "doCrosstalk",
+    "doLinearize",
+    "doDeferredCharge",
+    "doStrayLight",
+    "doIlluminationCorrection",
+    "doVignette",
+    "doAmpOffset",
+)
+"""ip_isr switches accepted by name but refused when true: no model or product for them here yet."""
+
+
+def _refusals(config: IsrConfig) -> list[str]:
+    problems = [
+        f"{flag}=True is not supported yet (no model or calibration product for it); set it false"
+        for flag in UNSUPPORTED_FLAGS
+        if getattr(config, flag)
+    ]
+    if config.doFlat and config.doApplyGains:
+        problems.append(
+            "doFlat and doApplyGains are both true: a flat built from adu frames already carries the gain "
+            "ratios (ip_isr refuses this too); use doFlat alone (output in adu) or doApplyGains with "
+            "doFlat false (output in electrons)"
+        )
+    if not config.doAssembleCcd:
+        problems.append("doAssembleCcd=False is not supported: the output is always the assembled frame")
+    needs_overscan = config.doBias or config.doDark or config.doFlat
+    if needs_overscan and not config.doOverscan:
+        problems.append(
+            "doOverscan=False with doBias/doDark/doFlat: the calibrations assume overscan-corrected data"
+        )
+    return problems
+
+
+class IsrConfig(BaseModel):
+    """ISR switches (ip_isr names) and options; defaults are the seed's settings.
+
+    Constructing one with contradictory or unsupported settings, or an unknown key, raises
+    `ConfigurationError` (use `from_mapping` / `from_yaml` for files).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    doOverscan: bool = Field(True, description="Subtract the serial overscan, per row.")
+    doParallelOverscan: bool = Field(True, description="Then subtract the parallel overscan, per column.")
+    overscanFitType: Literal["MEDIAN_PER_ROW", "MEAN_PER_ROW"] = Field(
+        "MEDIAN_PER_ROW", description="Statistic of the clipped overscan values per row (column)."
+    )
+    overscanSkip: int = Field(
+        3, ge=0, le=20, description="Leading and trailing overscan columns (rows) skipped."
+    )
+    overscanNumSigmaClip: float = Field(
+        3.0, gt=0, description="Clip beyond this many 0.74 x IQR of the median."
+    )
+    parallelOverscanMaskThreshold: float = Field(
+        1000.0,
+        gt=0,
+        description="adu; a column whose parallel overscan is this far above the others (bleed) "
+        "gets the median correction instead.",
+    )
+    doSaturation: bool = Field(True, description="Mask raw pixels at or above saturation as SAT.")
+    saturation: float | None = Field(
+        None, gt=0, description="adu; None: amps.ecsv per amplifier, or 120000 adu without an amps table."
+    )
+    doWidenSaturationTrails: bool = Field(True, description="Grow the SAT mask.")
+    growSaturationFootprintSize: int = Field(1, ge=0, le=10, description="Pixels the SAT mask grows by.")
+    doAssembleCcd: bool = Field(True, description="Assemble the amplifiers (always; false is refused).")
+    doBias: bool = Field(True, description="Subtract bias.fits.")
+    doDark: bool = Field(True, description="Subtract dark.fits scaled by the raw's DARKTIME.")
+    doFlat: bool = Field(True, description="Divide by flat.fits.")
+    doFringe: bool = Field(True, description="Subtract a fitted fringe frame for filters in fringeFilters.")
+    fringeFilters: tuple[str, ...] = Field((), description="FILTER values that need fringe correction.")
+    doApplyGains: bool = Field(
+        False, description="Multiply each amplifier by its gain (output in electrons)."
+    )
+    doDefect: bool = Field(False, description="Mask defects.ecsv boxes as BAD.")
+    doNanMasking: bool = Field(False, description="Mask non-finite pixels as NO_DATA.")
+    doInterpolate: bool = Field(True, description="Interpolate over maskListToInterpolate and NaN pixels.")
+    maskListToInterpolate: tuple[Literal["SAT", "BAD", "NO_DATA", "CR"], ...] = ("SAT", "BAD", "NO_DATA")
+    doVariance: bool = Field(False, description="Compute the variance plane.")
+    doBrighterFatter: bool = False
+    doCrosstalk: bool = False
+    doLinearize: bool = False
+    doDeferredCharge: bool = False
+    doStrayLight: bool = False
+    doIlluminationCorrection: bool = False
+    doVignette: bool = False
+    doAmpOffset: bool = False
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid ISR configuration: {_describe(exc)}", value=data) from exc
+        problems = _refusals(self)
+        if problems:
+            raise ConfigurationError("invalid ISR configuration: " + "; ".join(problems), value=data)
+
+    @property
+    def output_units(self) -> str:
+        """``"electron"`` with ``doApplyGains``, else ``"adu"``."""
+        return "electron" if self.doApplyGains else "adu"
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "configuration") -> IsrConfig:
+        """Build from a mapping (e.g. parsed YAML); ``source`` names it in error messages."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigurationError(
+                f"{source}: expected a mapping of ISR options, got {type(data).__name__}"
+            )
+        try:
+            return cls(**data)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{source}: {exc}", value=data) from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> IsrConfig:
+        """Read a YAML file of ISR options (top level, or under an ``isr`` key)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(
+                f"{path}: cannot read the ISR configuration ({exc})", value=str(path)
+            ) from exc
+        if isinstance(data, dict) and set(data) == {"isr"}:
+            data = data["isr"]
+        return cls.from_mapping(data, source=str(path))
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown option {where!r} (see IsrConfig for the accepted ip_isr names)")
+        else:
+            parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- overscan
+
+
+def _clipped_stat(values: NDArray[np.float32], *, nsigma: float, median: bool) -> NDArray[np.float32]:
+    """Clipped median (or mean) along the last axis; outliers beyond ``nsigma`` x 0.74 x IQR of the median."""
+    q25, q50, q75 = np.percentile(values, [25.0, 50.0, 75.0], axis=-1)
+    limit = (nsigma * 0.74 * (q75 - q25))[..., None]
+    keep = np.abs(values - q50[..., None]) <= np.maximum(limit, 1e-3)
+    count = keep.sum(axis=-1)
+    if not median:
+        total = np.where(keep, values, 0.0).sum(axis=-1)
+        return (total / np.maximum(count, 1)).astype(np.float32)
+    ordered = np.sort(np.where(keep, values, np.inf), axis=-1)
+    lo = np.take_along_axis(ordered, ((count - 1) // 2)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(ordered, (count // 2)[..., None], axis=-1)[..., 0]
+    return (0.5 * (lo + hi)).astype(np.float32)
+
+
+def _overscan(stack: NDArray[np.float32], config: IsrConfig) -> None:
+    """Subtract serial then parallel overscan in place; ``stack`` is (16, 2048, n_cols) readout arrays."""
+    skip, nsigma = config.overscanSkip, config.overscanNumSigmaClip
+    median = config.overscanFitType == "MEDIAN_PER_ROW"
+    serial = stack[:, :, DATA_COLS.stop + skip : stack.shape[2] - skip]
+    stack -= _clipped_stat(serial, nsigma=nsigma, median=median)[:, :, None]
+    if not config.doParallelOverscan:
+        return
+    rows = slice(PARALLEL_OVERSCAN_ROWS.start + skip, PARALLEL_OVERSCAN_ROWS.stop - skip)
+    parallel = np.swapaxes(stack[:, rows, DATA_COLS], 1, 2)  # (16, 509, n_rows)
+    per_col = _clipped_stat(parallel, nsigma=nsigma, median=median)  # (16, 509)
+    typical = np.median(per_col, axis=1, keepdims=True)
+    bleed = per_col - typical > config.parallelOverscanMaskThreshold
+    if bleed.any():
+        _log.debug("parallel overscan: %d bleeding columns get the amplifier median", int(bleed.sum()))
+    per_col = np.where(bleed, typical, per_col)
+    stack[:, :, DATA_COLS] -= per_col[:, None, :]
+
+
+# ------------------------------------------------------------------------------------------ interpolation
+
+
+def _interpolate_rows(image: NDArray[np.float32], bad: NDArray[np.bool_]) -> None:
+    """Replace ``bad`` pixels in place by linear interpolation between the nearest good pixels of the row."""
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size == 0:
+        return
+    sub, sub_bad = image[rows], bad[rows]
+    width = image.shape[1]
+    index = np.arange(width)
+    left = np.maximum.accumulate(np.where(sub_bad, -1, index[None, :]), axis=1)
+    right = np.minimum.accumulate(np.where(sub_bad, width, index[None, :])[:, ::-1], axis=1)[:, ::-1]
+    has_left, has_right = left >= 0, right < width
+    vl = np.take_along_axis(sub, np.clip(left, 0, width - 1), axis=1)
+    vr = np.take_along_axis(sub, np.clip(right, 0, width - 1), axis=1)
+    span = np.maximum(right - left, 1)
+    weight = (index[None, :] - left) / span
+    value = np.where(has_left & has_right, vl + weight * (vr - vl), np.where(has_left, vl, vr))
+    empty = ~(has_left | has_right)
+    if empty.any():  # whole rows masked: use the median of the good pixels (a subsample is enough)
+        good_values = image[::7, ::7][~bad[::7, ::7]]
+        value[empty] = np.median(good_values) if good_values.size else 0.0
+    sub[sub_bad] = value[sub_bad].astype(np.float32)
+    image[rows] = sub
+
+
+def _grow(mask: NDArray[np.bool_], size: int) -> NDArray[np.bool_]:
+    grown = mask.copy()
+    for _ in range(size):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def _check_calibs(calibs: Calibrations | None, config: IsrConfig, raw: RawImage) -> None:
+    needs = {
+        "doBias": ("bias", "bias.fits"),
+        "doDark": ("dark", "dark.fits"),
+        "doFlat": ("flat", "flat.fits"),
+        "doApplyGains": ("amps", "amps.ecsv"),
+        "doVariance": ("amps", "amps.ecsv"),
+    }
+    fringe_needed = config.doFringe and str(raw.header.get("FILTER", "")).strip() in config.fringeFilters
+    if fringe_needed:
+        needs["doFringe"] = ("fringe", "fringe.fits")
+    for flag, (attr, filename) in needs.items():
+        if getattr(config, flag) and (calibs is None or getattr(calibs, attr) is None):
+            where = (
+                "no calibrations were given" if calibs is None else f"{calibs.directory} has no {filename}"
+            )
+            raise CalibrationError(
+                f"{raw.path}: ISR step {flag} needs {filename}, but {where}", value=filename
+            )
+    if calibs is not None and (config.doBias or config.doDark) and calibs.units != config.output_units:
+        raise ConfigurationError(
+            f"calibrations from {calibs.directory} were loaded for {calibs.units} output, but the ISR "
+            f"configuration produces {config.output_units} (doApplyGains={config.doApplyGains}); load them "
+            "with the same configuration",
+            value=calibs.units,
+            allowed=config.output_units,
+        )
+
+
+def _darktime(raw: RawImage) -> float:
+    for key in ("DARKTIME", "EXPTIME"):
+        value = raw.header.get(key)
+        if value is not None:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError) as exc:
+                raise RawFormatError(
+                    f"{raw.path}: header {key}={value!r} is not a number of seconds"
+                ) from exc
+            if seconds >= 0:
+                if key == "EXPTIME":
+                    _log.warning("%s has no DARKTIME; scaling the dark by EXPTIME", raw.path)
+                return seconds
+    raise RawFormatError(f"{raw.path}: header has no DARKTIME (nor EXPTIME) for doDark", value=raw.path)
+
+
+def _fit_fringe(image: NDArray[np.float32], fringe: NDArray[np.float32], usable: NDArray[np.bool_]) -> float:
+    """Least-squares amplitude of ``fringe`` in ``image`` (plus an offset), with 3-sigma clipping passes."""
+    sample = (slice(None, None, 4), slice(None, None, 4))
+    y, x = image[sample].ravel().astype(np.float64), fringe[sample].ravel().astype(np.float64)
+    keep = usable[sample].ravel() & np.isfinite(y) & np.isfinite(x)
+    amplitude = 0.0
+    for _ in range(3):
+        xs, ys = x[keep], y[keep]
+        xc = xs - xs.mean()
+        denominator = float(xc @ xc)
+        if denominator <= 0:
+            return 0.0
+        amplitude = float(xc @ (ys - ys.mean())) / denominator
+        resid = y - amplitude * x - (ys.mean() - amplitude * xs.mean())
+        sigma = 1.4826 * np.median(np.abs(resid[keep]))
+        keep &= np.abs(resid) <= 3.0 * max(sigma, 1e-6)
+    return amplitude
+
+
+def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Exposure:
+    """Remove the instrument signature from a LATISS raw.
+
+    Parameters
+    ----------
+    raw : `lsst.ts.auxtelwep.exposure.RawImage`
+        As read by `lsst.ts.auxtelwep.exposure.read_raw`: 16 amplifier arrays (2048, n_cols), adu.
+    calibs : `lsst.ts.auxtelwep.calibs.Calibrations` or `None`
+        Products loaded with `lsst.ts.auxtelwep.calibs.load_calibrations` for the same ``config``; `None`
+        only when no enabled step needs one.
+    config : `IsrConfig`
+
+    Returns
+    -------
+    exposure : `lsst.ts.auxtelwep.exposure.Exposure`
+        Image (4000, 4072) float32 in ``config.output_units``, mask (`MaskBit`), variance when
+        ``doVariance``, the raw's primary header (BUNIT updated), and the header's WCS if it has one.
+
+    Raises
+    ------
+    ConfigurationError
+        Unsupported or contradictory settings, or calibrations loaded for another output unit.
+    CalibrationError
+        An enabled step lacks its product.
+    RawFormatError
+        Amplifiers missing or of inconsistent shapes, or no DARKTIME for ``doDark``.
+    """
+    problems = _refusals(config)  # also catches configs built with model_construct
+    if problems:
+        raise ConfigurationError("invalid ISR configuration: " + "; ".join(problems))
+    _check_calibs(calibs, config, raw)
+    missing = [g.name for g in _GEOMETRY if g.name not in raw.amps]
+    if missing:
+        raise RawFormatError(f"{raw.path}: amplifiers {missing} missing", value=missing)
+    shapes = {raw.amps[g.name].shape for g in _GEOMETRY}
+    if len(shapes) != 1 or next(iter(shapes))[0] != 2048 or next(iter(shapes))[1] < DATA_COLS.stop + 8:
+        raise RawFormatError(
+            f"{raw.path}: amplifier arrays have shapes {sorted(shapes)}, expected one (2048, 576)"
+        )
+    _log.debug("ISR of %s", raw.path)
+
+    stack = np.stack([np.asarray(raw.amps[g.name], dtype=np.float32) for g in _GEOMETRY])
+    data = stack[:, DATA_ROWS, DATA_COLS]
+    amps = calibs.amps if calibs is not None else None
+    if amps is None and (config.doApplyGains or config.doVariance):  # _check_calibs guarantees it; for typing
+        raise CalibrationError(f"{raw.path}: doApplyGains/doVariance need amps.ecsv")
+
+    sat_amp = None
+    if config.doSaturation:
+        if config.saturation is not None:
+            levels = np.full(len(_GEOMETRY), config.saturation, dtype=np.float32)
+        elif amps is not None:
+            levels = np.array([amps.saturation[g.name] for g in _GEOMETRY], dtype=np.float32)
+        else:
+            levels = np.full(len(_GEOMETRY), NOMINAL_SATURATION_ADU, dtype=np.float32)
+        sat_amp = data >= levels[:, None, None]
+
+    if config.doOverscan:
+        _overscan(stack, config)
+    if config.doApplyGains:
+        stack *= np.array([amps.gain[g.name] for g in _GEOMETRY], dtype=np.float32)[:, None, None]
+
+    image = np.empty(DETECTOR_SHAPE, dtype=np.float32)
+    mask = np.zeros(DETECTOR_SHAPE, dtype=np.uint16)
+    for index, geom in enumerate(_GEOMETRY):
+        image[geom.rows, geom.cols] = geom.to_assembled(data[index])
+        if sat_amp is not None:
+            mask[geom.rows, geom.cols] = geom.to_assembled(sat_amp[index]) * np.uint16(MaskBit.SAT)
+    del stack, data
+    if sat_amp is not None and config.doWidenSaturationTrails and config.growSaturationFootprintSize:
+        saturated = mask.astype(bool)
+        rows = np.flatnonzero(saturated.any(axis=1))
+        if rows.size:
+            band = slice(max(rows[0] - 10, 0), rows[-1] + 11)
+            mask[band] |= _grow(saturated[band], config.growSaturationFootprintSize) * np.uint16(MaskBit.SAT)
+
+    if config.doBias:
+        image -= calibs.bias  # type: ignore[union-attr]
+    if config.doDark:
+        image -= calibs.dark * np.float32(_darktime(raw))  # type: ignore[union-attr]
+    if config.doDefect and calibs is not None:
+        for x0, y0, width, height in calibs.defects:
+            mask[y0 : y0 + height, x0 : x0 + width] |= np.uint16(MaskBit.BAD)
+
+    variance = None
+    if config.doVariance:
+        if config.output_units == "adu":
+            gain = per_amp_image(amps.gain)
+            read_var = per_amp_image({n: (amps.read_noise[n] / amps.gain[n]) ** 2 for n in amps.gain})
+            variance = np.maximum(image, 0.0) / gain + read_var
+        else:
+            variance = np.maximum(image, 0.0) + per_amp_image({n: v**2 for n, v in amps.read_noise.items()})
+        variance = variance.astype(np.float32)
+
+    if config.doFlat:
+        flat = calibs.flat  # type: ignore[union-attr]
+        invalid = ~(np.isfinite(flat) & (flat > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            image /= flat
+            if variance is not None:
+                variance /= flat * flat
+        if invalid.any():
+            mask[invalid] |= np.uint16(MaskBit.BAD)
+            image[invalid] = np.nan
+
+    filter_name = str(raw.header.get("FILTER", "")).strip()
+    if config.doFringe and filter_name in config.fringeFilters:
+        usable = mask == 0
+        amplitude = _fit_fringe(image, calibs.fringe, usable)  # type: ignore[union-attr,arg-type]
+        image -= np.float32(amplitude) * calibs.fringe  # type: ignore[union-attr]
+        _log.debug("%s: fringe amplitude %.4g for filter %s", raw.path, amplitude, filter_name)
+
+    finite = np.isfinite(image)
+    if config.doNanMasking:
+        mask[~finite] |= np.uint16(MaskBit.NO_DATA)
+    if config.doInterpolate:
+        planes = np.uint16(0)
+        for plane in config.maskListToInterpolate:
+            planes |= np.uint16(MaskBit[plane])
+        bad = (mask & planes).astype(bool) | ~finite
+        _interpolate_rows(image, bad)
+        mask[bad] |= np.uint16(MaskBit.INTRP)
+
+    header = raw.header.copy()
+    header["BUNIT"] = config.output_units
+    return Exposure(
+        image=image,
+        mask=mask,
+        header=header,
+        wcs=wcs_from_header(header),
+        variance=variance,
+        units=config.output_units,
+    )
