@@ -1,0 +1,187 @@
+"""The closed loop: its state machine (the ``closedLoopState`` event) and the correction step rules.
+
+A step turns a hexapod correction (the offsets that, applied to M2, null the measured wavefront deviation)
+into the offset sent to ATAOS::
+
+    step = gains * correction          (axes not solved by the pipeline are zero)
+    step = clip(step, -max_step, +max_step)
+    step = clip(total + step, -max_total, +max_total) - total
+
+where ``total`` is the sum already sent in the current epoch (since the loop started), so the telescope never
+strays more than ``max_total`` from where the loop found it (an axis already beyond, because the limit was
+lowered, may only move back). Units: mm for x, y, z; degrees for u, v.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .errors import InputError
+from .instrument import HexapodState
+
+__all__ = ["ClosedLoop", "ClosedLoopState", "CorrectionStep", "IllegalLoopTransitionError", "plan_step"]
+
+
+class ClosedLoopState(enum.IntEnum):
+    """State of the closed loop; the values are those of the ``closedLoopState`` event."""
+
+    IDLE = 1  # the loop is not running (runWEP and issueCorrection still work)
+    WAITING_IMAGE = 2  # running: waiting for the images of the next triplet
+    PROCESSING = 3  # running: a triplet is in the pipeline
+    WAITING_APPLY = 4  # running: a correction is ready and waits for issueCorrection (auto_apply off)
+    APPLYING_CORRECTION = 5  # running: the ATAOS offset command is in flight
+    ERROR = 6  # the last step failed (ATAOS refused or timed out); startClosedLoop or stopClosedLoop
+
+
+_S = ClosedLoopState
+_ALLOWED: dict[ClosedLoopState, frozenset[ClosedLoopState]] = {
+    _S.IDLE: frozenset({_S.WAITING_IMAGE}),
+    _S.WAITING_IMAGE: frozenset({_S.PROCESSING, _S.IDLE}),
+    _S.PROCESSING: frozenset({_S.WAITING_APPLY, _S.APPLYING_CORRECTION, _S.WAITING_IMAGE, _S.IDLE, _S.ERROR}),
+    _S.WAITING_APPLY: frozenset({_S.APPLYING_CORRECTION, _S.PROCESSING, _S.IDLE}),
+    _S.APPLYING_CORRECTION: frozenset({_S.WAITING_IMAGE, _S.ERROR, _S.IDLE}),
+    _S.ERROR: frozenset({_S.WAITING_IMAGE, _S.IDLE}),
+}
+
+_WHY: dict[tuple[ClosedLoopState, ClosedLoopState], str] = {
+    (_S.IDLE, _S.PROCESSING): "the loop is not running; startClosedLoop first (runWEP works without it)",
+    (_S.IDLE, _S.APPLYING_CORRECTION): "the loop is not running; issueCorrection applies outside the loop "
+    "without changing its state",
+    (_S.IDLE, _S.WAITING_APPLY): "the loop is not running, so no correction waits for it",
+    (_S.IDLE, _S.ERROR): "the loop is not running, so it cannot fail",
+    (_S.WAITING_IMAGE, _S.APPLYING_CORRECTION): "no triplet was processed since the last step",
+    (_S.WAITING_IMAGE, _S.WAITING_APPLY): "no triplet was processed since the last step",
+    (_S.WAITING_IMAGE, _S.ERROR): "nothing is in flight that could fail",
+    (_S.PROCESSING, _S.PROCESSING): "one triplet at a time: the current one must finish first",
+    (_S.WAITING_APPLY, _S.WAITING_IMAGE): "a correction is waiting: issue it or stop the loop",
+    (_S.WAITING_APPLY, _S.ERROR): "nothing is in flight that could fail",
+    (_S.APPLYING_CORRECTION, _S.PROCESSING): "the offset is still in flight; wait for its ack",
+    (_S.APPLYING_CORRECTION, _S.WAITING_APPLY): "the offset is already in flight",
+    (_S.APPLYING_CORRECTION, _S.APPLYING_CORRECTION): "the offset is already in flight; never send it twice",
+    (_S.ERROR, _S.PROCESSING): "the loop stopped on an error; startClosedLoop to resume",
+    (_S.ERROR, _S.WAITING_APPLY): "the loop stopped on an error; startClosedLoop to resume",
+    (_S.ERROR, _S.APPLYING_CORRECTION): "the loop stopped on an error; startClosedLoop to resume",
+}
+
+
+class IllegalLoopTransitionError(InputError):
+    """A move of the closed loop that its state machine does not allow."""
+
+
+class ClosedLoop:
+    """The closed loop's state, with checked moves (``state`` starts IDLE)."""
+
+    def __init__(self) -> None:
+        self.state = ClosedLoopState.IDLE
+
+    @property
+    def running(self) -> bool:
+        """True unless IDLE."""
+        return self.state is not ClosedLoopState.IDLE
+
+    def can_move(self, new: ClosedLoopState) -> bool:
+        """Return True if ``new`` may follow the current state (staying put is always allowed)."""
+        return new is self.state or new in _ALLOWED[self.state]
+
+    def move(self, new: ClosedLoopState) -> bool:
+        """Go to ``new``; return True if the state changed.
+
+        Raises
+        ------
+        IllegalLoopTransitionError
+            With a message specific to the illegal move.
+        """
+        if new is self.state and (new, new) not in _WHY:
+            return False
+        if new in _ALLOWED[self.state]:
+            self.state = new
+            return True
+        why = _WHY.get((self.state, new), "not a transition of the closed loop")
+        raise IllegalLoopTransitionError(
+            f"closed loop cannot go from {self.state.name} to {new.name}: {why}",
+            value=new.name,
+            allowed=sorted(s.name for s in _ALLOWED[self.state]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionStep:
+    """The offset to send and how the rules changed it.
+
+    Attributes
+    ----------
+    offset : `HexapodState`
+        What to send to ATAOS (mm, mm, mm, deg, deg).
+    clipped_axes : `tuple` of `str`
+        Axes reduced by ``max_step`` or ``max_total``.
+    message : `str`
+        One line for the log ('' when nothing was clipped).
+    """
+
+    offset: HexapodState
+    clipped_axes: tuple[str, ...]
+    message: str
+
+
+def plan_step(
+    correction: HexapodState,
+    *,
+    gains: ArrayLike,
+    max_step: ArrayLike,
+    max_total: ArrayLike,
+    total: ArrayLike,
+    solved_axes: Sequence[str] = HexapodState.AXES,
+) -> CorrectionStep:
+    """Apply gains and limits to a correction (rules in the module docstring).
+
+    Parameters
+    ----------
+    correction : `HexapodState`
+        The full correction (mm, mm, mm, deg, deg).
+    gains, max_step, max_total, total : array-like of float, shape (5,)
+        Per axis x, y, z, u, v: gains (unitless), limits (>= 0) and the sum already sent (mm or deg).
+    solved_axes : sequence of `str`
+        Axes the pipeline solved; the others are not moved.
+
+    Raises
+    ------
+    InputError
+        If an array does not have 5 values, a limit is negative or an axis name is unknown.
+    """
+    arrays = {}
+    for name, value in (("gains", gains), ("max_step", max_step), ("max_total", max_total), ("total", total)):
+        arr = np.asarray(value, dtype=float).reshape(-1)
+        if arr.shape != (5,):
+            raise InputError(f"{name} needs 5 values (x, y, z, u, v), got {arr.size}", value=arr)
+        arrays[name] = arr
+    if (arrays["max_step"] < 0).any() or (arrays["max_total"] < 0).any():
+        raise InputError(
+            "max_step and max_total must be >= 0", value=(arrays["max_step"], arrays["max_total"])
+        )
+    unknown = sorted(set(solved_axes) - set(HexapodState.AXES))
+    if unknown:
+        raise InputError(f"unknown solved axes {unknown}", value=unknown, allowed=HexapodState.AXES)
+    solved = np.array([axis in solved_axes for axis in HexapodState.AXES])
+    wanted = np.where(solved, correction.as_array() * arrays["gains"], 0.0)
+    step = np.clip(wanted, -arrays["max_step"], arrays["max_step"])
+    # Room left before the total limit; where the total is already beyond it (limits lowered since),
+    # the bound is 0 on that side: such an axis may only move back.
+    room_high = np.maximum(arrays["max_total"] - arrays["total"], 0.0)
+    room_low = np.minimum(-arrays["max_total"] - arrays["total"], 0.0)
+    step = np.clip(step, room_low, room_high)
+    clipped = ~np.isclose(step, wanted, rtol=0.0, atol=1e-12)
+    axes = tuple(a for a, c in zip(HexapodState.AXES, clipped, strict=True) if c)
+    message = ""
+    if axes:
+        detail = ", ".join(
+            f"{a} {w:+.4f} -> {s:+.4f}"
+            for a, w, s, c in zip(HexapodState.AXES, wanted, step, clipped, strict=True)
+            if c
+        )
+        message = f"correction clipped by max_step/max_total: {detail}"
+    return CorrectionStep(offset=HexapodState.from_array(step), clipped_axes=axes, message=message)
