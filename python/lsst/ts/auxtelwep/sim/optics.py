@@ -62,6 +62,7 @@ __all__ = [
     "StampPair",
     "StampTruth",
     "add_donut",
+    "donut_centroid",
     "render_donut",
     "render_stamp_pair",
     "seeing_kernel",
@@ -332,6 +333,23 @@ def _grid_rays(
     col, row, ok = trace_to_pixels(telescope, field_x_deg, field_y_deg, px, py)
     weight = np.full(int(ok.sum()), flux_e / px.size)
     return col[ok], row[ok], weight
+
+
+def donut_centroid(telescope: AuxTel, field_x_deg: float, field_y_deg: float) -> tuple[float, float, float]:
+    """Light centroid of a donut from a coarse pupil grid (about 1400 rays; to ~0.05 px), without an image.
+
+    Returns
+    -------
+    col, row : `float`
+        0-based assembled-frame centroid (NaN when every ray is vignetted).
+    transmitted : `float`
+        Fraction of the pupil annulus not vignetted.
+    """
+    px, py = _pupil_grid(_MIN_GRID)
+    col, row, ok = trace_to_pixels(telescope, field_x_deg, field_y_deg, px, py)
+    if not ok.any():
+        return float("nan"), float("nan"), 0.0
+    return float(col[ok].mean()), float(row[ok].mean()), float(ok.mean())
 
 
 def _photon_rays(

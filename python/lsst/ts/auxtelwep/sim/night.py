@@ -1,0 +1,292 @@
+"""A simulated night: wavefront triplets (intra, extra, in-focus) written as a data root.
+
+Layout of the output directory (also in ``doc/simulator.md``)::
+
+    DIR/night.json                         manifest (`NightManifest`): plan, triplets, files
+    DIR/refcat.ecsv                        reference catalog (ra, dec deg; mag; id; note)
+    DIR/calibs/                            bias.fits, dark.fits, flat.fits, amps.ecsv (`write_calibrations`)
+    DIR/raw/<DAYOBS>/<OBSID>.fits          raws (``.fits.fz`` names are not used: compression is inside)
+    DIR/raw/<DAYOBS>/<OBSID>.truth.json    truth of each raw (`lsst.ts.auxtelwep.sim.scene.Truth`)
+
+``DIR`` is a data root for `lsst.ts.auxtelwep.intake.RawLocator`. Each triplet is one ``GROUPID`` and
+takes consecutive sequence numbers in the order intra, extra, in-focus; its pointing is dithered by a few
+arcsec from the plan's. The hexapod state may step from triplet to triplet (``hexapod_step``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pydantic
+
+from ..errors import InputError
+from ..instrument import DEFAULT_WAVELENGTH_M, HexapodState, Role
+from .scene import (
+    ZERO_POINT_MAG,
+    HexapodTruth,
+    Observation,
+    Pointing,
+    make_catalog,
+    simulate_exposure,
+    truth_path,
+    write_catalog,
+)
+from .signature import DetectorSignature, write_calibrations
+
+__all__ = [
+    "DEFAULT_POINTING",
+    "ExposureRecord",
+    "NightManifest",
+    "NightPlan",
+    "TripletRecord",
+    "simulate_night",
+]
+
+_log = logging.getLogger(__name__)
+
+_ROLES = (Role.INTRA, Role.EXTRA, Role.INFOCUS)
+_ALIGNED = HexapodState()
+DEFAULT_POINTING = Pointing(ra_deg=150.0, dec_deg=-30.0, rotpa_deg=0.0, elevation_deg=60.0)
+"""Pointing of a night when none is given (a field that transits high at Cerro Pachon)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NightPlan:
+    """What to simulate.
+
+    Attributes
+    ----------
+    n_triplets : `int`
+        Number of (intra, extra, in-focus) triplets, >= 1.
+    seed : `int`
+        Seed of the whole night (catalog, detector, every exposure).
+    hexapod : `~lsst.ts.auxtelwep.instrument.HexapodState`
+        Injected M2 state of the first triplet (without defocus).
+    hexapod_step : `~lsst.ts.auxtelwep.instrument.HexapodState`
+        Added to the state at each following triplet.
+    pointing : `Pointing`
+        Nominal pointing (boresight, sky rotation, elevation, camera angle).
+    dither_arcsec : `float`
+        RMS of the per-triplet pointing dither, arcsec per axis.
+    seeing_arcsec, exptime_s, sky_e_per_px_per_s : `float`
+        Kolmogorov FWHM (arcsec), exposure time (s), sky (e-/px/s).
+    wavelength_m : `float`
+        Wavelength of the optical model, metres.
+    dayobs : `str`
+        ``YYYYMMDD``.
+    first_seqnum : `int`
+        SEQNUM of the first exposure.
+    start : `str`
+        ISO time (TAI) of the first exposure.
+    cadence_s : `float`
+        Time from one exposure's start to the next, seconds.
+    n_stars : `int`
+        Random catalog stars (plus the blend pair and saturated star when asked).
+    blend_pair, saturated_star : `bool`
+        Add a forced blend pair / a saturated star to the catalog.
+    wcs_error : `tuple` of `float`, optional
+        ``(dx_px, dy_px, drot_deg)`` error of the header WCS; None writes the true WCS.
+    header_wcs : `bool`
+        Write a WCS in the headers at all.
+    n_cosmic_rays : `int`
+        Cosmic-ray tracks per exposure.
+    compress : `bool`
+        RICE-compress the raws.
+    """
+
+    n_triplets: int
+    seed: int = 0
+    hexapod: HexapodState = _ALIGNED
+    hexapod_step: HexapodState = _ALIGNED
+    pointing: Pointing = DEFAULT_POINTING
+    dither_arcsec: float = 5.0
+    seeing_arcsec: float = 1.0
+    exptime_s: float = 20.0
+    sky_e_per_px_per_s: float = 5.0
+    wavelength_m: float = DEFAULT_WAVELENGTH_M
+    dayobs: str = "20240624"
+    first_seqnum: int = 1
+    start: str = "2024-06-25T02:00:00.000"
+    cadence_s: float = 35.0
+    n_stars: int = 10
+    blend_pair: bool = True
+    saturated_star: bool = False
+    wcs_error: tuple[float, float, float] | None = None
+    header_wcs: bool = True
+    n_cosmic_rays: int = 5
+    compress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_triplets < 1:
+            raise InputError(f"NightPlan.n_triplets={self.n_triplets} must be >= 1", value=self.n_triplets)
+        try:
+            datetime.datetime.fromisoformat(self.start)
+        except ValueError as exc:
+            raise InputError(f"NightPlan.start={self.start!r} is not an ISO time", value=self.start) from exc
+
+    def hexapod_of(self, triplet: int) -> HexapodState:
+        """Injected state of triplet ``triplet`` (0-based)."""
+        return self.hexapod + self.hexapod_step.scaled(triplet)
+
+
+class ExposureRecord(pydantic.BaseModel):
+    """One exposure of the night; paths relative to the night directory."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+    obsid: str
+    seqnum: int
+    role: str
+    raw: str
+    truth: str
+
+
+class TripletRecord(pydantic.BaseModel):
+    """One triplet: a GROUPID, its injected state and its three exposures (intra, extra, infocus)."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+    groupid: str
+    hexapod: HexapodTruth
+    ra_deg: float
+    dec_deg: float
+    exposures: list[ExposureRecord]
+
+
+class NightManifest(pydantic.BaseModel):
+    """Contents of ``night.json``."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+    schema_version: int = 1
+    dayobs: str
+    seed: int
+    camera_angle_deg: float
+    seeing_arcsec: float
+    exptime_s: float
+    wavelength_m: float
+    zero_point_mag: float
+    refcat: str
+    calibs: str
+    raw_root: str
+    triplets: list[TripletRecord]
+
+    @classmethod
+    def read(cls, path: str | Path) -> NightManifest:
+        """Read ``night.json`` (or the directory holding it)."""
+        path = Path(path)
+        path = path / "night.json" if path.is_dir() else path
+        try:
+            return cls.model_validate_json(path.read_text())
+        except (OSError, pydantic.ValidationError) as exc:
+            raise InputError(f"{path}: not a readable night manifest ({exc})", value=str(path)) from exc
+
+
+def simulate_night(
+    out_dir: str | Path, plan: NightPlan, *, signature: DetectorSignature | None = None
+) -> NightManifest:
+    """Write a night of triplets, its reference catalog, calibrations and truths under ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : `str` or `pathlib.Path`
+        Night directory (created; existing files of the same names are overwritten).
+    plan : `NightPlan`
+    signature : `~lsst.ts.auxtelwep.sim.signature.DetectorSignature`, optional
+        Detector; default ``DetectorSignature.typical(seed=plan.seed)``.
+
+    Returns
+    -------
+    manifest : `NightManifest`
+        Also written to ``out_dir/night.json``.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(plan.seed).spawn(3 + 3 * plan.n_triplets)
+    rng = np.random.default_rng(seeds[0])
+    signature = signature or DetectorSignature.typical(seed=plan.seed)
+    write_calibrations(signature, out_dir / "calibs", rng=np.random.default_rng(seeds[1]))
+    catalog = make_catalog(
+        plan.pointing,
+        seed=int(seeds[2].generate_state(1)[0]),
+        n_stars=plan.n_stars,
+        blend_pair=plan.blend_pair,
+        saturated_star=plan.saturated_star,
+    )
+    write_catalog(catalog, out_dir / "refcat.ecsv")
+    start = datetime.datetime.fromisoformat(plan.start)
+    raw_dir = Path("raw") / plan.dayobs
+    triplets = []
+    for k in range(plan.n_triplets):
+        dra, ddec = rng.normal(0.0, plan.dither_arcsec, 2) if plan.dither_arcsec > 0 else (0.0, 0.0)
+        pointing = plan.pointing.dithered(float(dra), float(ddec))
+        first = start + datetime.timedelta(seconds=3 * k * plan.cadence_s)
+        groupid = first.isoformat(timespec="milliseconds")
+        state = plan.hexapod_of(k)
+        records = []
+        for i, role in enumerate(_ROLES):
+            seqnum = plan.first_seqnum + 3 * k + i
+            when = first + datetime.timedelta(seconds=i * plan.cadence_s)
+            observation = Observation(
+                dayobs=plan.dayobs,
+                seqnum=seqnum,
+                groupid=groupid,
+                date_obs=when.isoformat(timespec="milliseconds"),
+            )
+            raw = raw_dir / f"{observation.obsid}.fits"
+            simulate_exposure(
+                out_dir / raw,
+                telescope_state=state,
+                role=role,
+                pointing=pointing,
+                catalog=catalog,
+                seeing_arcsec=plan.seeing_arcsec,
+                exptime_s=plan.exptime_s,
+                sky_e_per_px_per_s=plan.sky_e_per_px_per_s,
+                seed=int(seeds[3 + 3 * k + i].generate_state(1)[0]),
+                signature=signature,
+                observation=observation,
+                wcs_error=plan.wcs_error,
+                header_wcs=plan.header_wcs,
+                wavelength_m=plan.wavelength_m,
+                n_cosmic_rays=plan.n_cosmic_rays,
+                compress=plan.compress,
+            )
+            records.append(
+                ExposureRecord(
+                    obsid=observation.obsid,
+                    seqnum=seqnum,
+                    role=role.value,
+                    raw=raw.as_posix(),
+                    truth=truth_path(raw).as_posix(),
+                )
+            )
+        triplets.append(
+            TripletRecord(
+                groupid=groupid,
+                hexapod=HexapodTruth.of(state),
+                ra_deg=pointing.ra_deg,
+                dec_deg=pointing.dec_deg,
+                exposures=records,
+            )
+        )
+        _log.info("triplet %d/%d (%s) written", k + 1, plan.n_triplets, groupid)
+    manifest = NightManifest(
+        dayobs=plan.dayobs,
+        seed=plan.seed,
+        camera_angle_deg=plan.pointing.camera_angle_deg,
+        seeing_arcsec=plan.seeing_arcsec,
+        exptime_s=plan.exptime_s,
+        wavelength_m=plan.wavelength_m,
+        zero_point_mag=ZERO_POINT_MAG,
+        refcat="refcat.ecsv",
+        calibs="calibs",
+        raw_root=".",
+        triplets=triplets,
+    )
+    (out_dir / "night.json").write_text(manifest.model_dump_json(indent=1))
+    _log.info("night of %d triplets in %s (%.1f s)", plan.n_triplets, out_dir, time.perf_counter() - t0)
+    return manifest
