@@ -54,7 +54,6 @@ class Truth:
 
 
 def _scene() -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-    rows, cols = DETECTOR_SHAPE
     electrons = np.full(DETECTOR_SHAPE, SKY_E, dtype=np.float32)
     quiet = np.ones(DETECTOR_SHAPE, dtype=bool)
     sources = [(r, c, f, 4.0) for r, c, f in STARS] + [(*SATURATED_STAR, 3.0)]

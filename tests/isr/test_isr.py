@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from isr_truth import DARKTIME_S, DONUT, EXPTIME_S, HOT_COLUMN, SATURATED_STAR, SKY_E, STARS, Truth
 from numpy.typing import NDArray
 
-from lsst.ts.auxtelwep.calibs import load_calibrations, per_amp_image
+from lsst.ts.auxtelwep.calibs import load_calibrations, per_amp_image, write_image
 from lsst.ts.auxtelwep.exposure import AMP_NAMES, Exposure, MaskBit, RawImage, amp_geometry, read_raw
 from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
 from lsst.ts.auxtelwep.sim.signature import electrons_to_amps
-
-from isr_truth import DARKTIME_S, DONUT, EXPTIME_S, HOT_COLUMN, SATURATED_STAR, SKY_E, STARS, Truth
 
 GEOMETRY = {g.name: g for g in amp_geometry()}
 
@@ -109,7 +108,7 @@ def test_adu_output_matches_injected_electrons(truth: Truth, adu: Exposure) -> N
 
     resid = adu.image - truth.electrons * np.float32(truth.adu_scale)
     expected_sigma = float(np.sqrt(expected_sky_variance(truth, unit="adu")[quiet].mean()))
-    # Residual scatter is the noise and nothing else (2 %: parallel overscan and calibration noise add ~0.5 %).
+    # Residual scatter is the noise and nothing else (2 %: overscan and calibration noise add ~0.5 %).
     assert float(resid[quiet].std()) == pytest.approx(expected_sigma, rel=0.02)
 
     check_fluxes(adu.image, truth.adu_scale, truth, expected_sigma)
@@ -205,8 +204,6 @@ def test_fringe_fitted_for_configured_filters(truth: Truth, tmp_path: Path) -> N
     raw = RawImage(path="fringed", header=header, amps=amps)
     for name in ("bias.fits", "dark.fits", "flat.fits", "amps.ecsv"):
         os.symlink(truth.calib_dir / name, tmp_path / name)
-    from lsst.ts.auxtelwep.calibs import write_image
-
     write_image(tmp_path / "fringe.fits", pattern, "")
     quiet = truth.quiet
     stds = {}
