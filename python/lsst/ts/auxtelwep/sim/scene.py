@@ -158,7 +158,7 @@ def make_catalog(
     Returns
     -------
     catalog : `astropy.table.Table`
-        Columns ``id`` (int), ``ra``, ``dec`` (deg, ICRS), ``mag``, ``note`` (``""``, ``"blend"``,
+        Columns ``id`` (int), ``ra``, ``dec`` (deg, ICRS), ``mag``, ``note`` (``"field"``, ``"blend"``,
         ``"saturated"``).
     """
     if n_stars < 0 or radius_deg <= 0 or mag_range[0] > mag_range[1]:
@@ -206,7 +206,7 @@ def make_catalog(
             row = BORESIGHT_PIXEL[1] + r * np.sin(phi)
             if free(col, row):
                 break
-        cols.append(col), rows.append(row), mags.append(rng.uniform(*mag_range)), notes.append("")
+        cols.append(col), rows.append(row), mags.append(rng.uniform(*mag_range)), notes.append("field")
     ra, dec = wcs.pixel_to_world_values(np.array(cols), np.array(rows))
     table = Table()
     table["id"] = np.arange(len(cols), dtype=np.int64)
@@ -256,7 +256,7 @@ class StarTruth(pydantic.BaseModel):
     ra_deg: float
     dec_deg: float
     mag: float
-    note: str = ""
+    note: str = ""  # the catalog's note column, if any
     field_x_deg: float
     field_y_deg: float
     wcs_col: float  # where the TRUE WCS puts the star (nominal chief ray)
