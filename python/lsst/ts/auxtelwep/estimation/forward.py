@@ -1,0 +1,477 @@
+"""Joint forward-model fit of an intra/extra donut pair (danish optics), fast enough for the closed loop.
+
+The model (`forward_model.DonutSetModel`) gives its Jacobian analytically, so a Gauss-Newton step costs about
+one model evaluation instead of one per parameter. The fit runs in stages:
+
+1. *Start*: the seed (a TIE solution, or zero), and when no seed is given the best of a small grid in Z4
+   evaluated on binned stamps (large focus errors otherwise stall in a local minimum).
+2. *Coarse*: all terms on stamps binned ``coarse_binning`` x ``coarse_binning`` (4x fewer pixels), loose
+   tolerance.
+3. *Polish*: all terms at full resolution from the coarse solution, with the requested tolerances.
+
+Fitted: one wavefront deviation ``dz`` from the design shared by both donuts (it is the in-focus deviation,
+the mean of what the intra and extra donuts see), one Kolmogorov FWHM, and per donut a flux, an offset and a
+constant background. The noise model is ``variance + max(model, 0) / gain`` (background variance of the
+stamp plus the source's Poisson term); masked pixels have zero weight.
+
+The optimiser is `scipy.optimize.least_squares` (trust region, ``x_scale="jac"``); its verdict (status,
+message, evaluations) is kept for every stage. A fit that fails raises `EstimationError` with the partial
+`ForwardFitResult` attached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import EstimationError, InputError
+from ..instrument import DEFAULT_NOLL, AuxTel, Role
+from ..stamps import DonutPair
+from .forward_model import DonutSetModel, DonutSpec, bin_stamp, design_references
+from .lm import LMResult, levenberg_marquardt
+
+__all__ = ["FitStage", "ForwardFitResult", "ForwardOptions", "fit_pair"]
+
+_log = logging.getLogger(__name__)
+
+_FWHM_BOUNDS_ARCSEC = (0.1, 8.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardOptions:
+    """Options of `fit_pair`.
+
+    Attributes
+    ----------
+    noll : `tuple` of `int`
+        Noll indices of the fitted deviation.
+    coarse_binning : `int`
+        Binning of the coarse stage (1: no coarse stage).
+    coarse_step_tol : `float`
+        Step tolerance of the coarse stage, standard deviations (see `lm`).
+    step_tol : `float`
+        Step tolerance of the final stage, standard deviations.
+    chi2_tol : `float`
+        Chi-square gain below which a stage stops, in reduced units.
+    max_nfev : `int`
+        Evaluations allowed per stage.
+    z4_grid_um : `tuple` of `float`
+        Z4 offsets tried on the binned stamps when no start is given (empty: start from zero).
+    fwhm_start_arcsec : `float`
+        Starting seeing FWHM, arcsec.
+    min_valid_fraction : `float`
+        Smallest fraction of a donut's flux the optical model must map at the solution (below it, the
+        solution lies in a caustic and the fit is refused).
+    """
+
+    noll: tuple[int, ...] = DEFAULT_NOLL
+    coarse_binning: int = 2
+    coarse_step_tol: float = 1.0
+    step_tol: float = 0.1
+    chi2_tol: float = 0.1
+    max_nfev: int = 40
+    z4_grid_um: tuple[float, ...] = (-0.45, -0.3, -0.15, 0.0, 0.15, 0.3, 0.45)
+    fwhm_start_arcsec: float = 1.0
+    min_valid_fraction: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.coarse_binning <= 8:
+            raise InputError(f"coarse_binning={self.coarse_binning} outside 1..8", value=self.coarse_binning)
+        if not self.noll or min(self.noll) < 4 or max(self.noll) > 28:
+            raise InputError(f"noll must lie in 4..28, got {self.noll}", value=self.noll, allowed=(4, 28))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitStage:
+    """The optimiser's report for one stage.
+
+    Attributes
+    ----------
+    name : `str`
+        ``"grid"``, ``"coarse"`` or ``"polish"``.
+    binning : `int`
+        Stamp pixels per model pixel.
+    nfev, njev : `int`
+        Model and Jacobian evaluations.
+    status : `int`
+        `scipy.optimize.least_squares` status (0: evaluation budget exhausted; < 0: error).
+    message : `str`
+        The optimiser's message.
+    chi2_reduced : `float`
+        Chi-square per degree of freedom at the end of the stage.
+    elapsed_s : `float`
+        Wall time, seconds.
+    """
+
+    name: str
+    binning: int
+    nfev: int
+    njev: int
+    status: int
+    message: str
+    chi2_reduced: float
+    elapsed_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardFitResult:
+    """Result of a forward-model fit of one donut pair.
+
+    Attributes
+    ----------
+    noll : `tuple` of `int`
+        Noll indices of ``zernikes_um``.
+    zernikes_um, zernikes_err_um : `numpy.ndarray`, shape (len(noll),)
+        In-focus wavefront deviation from the design and its 1-sigma uncertainty (from the Jacobian at the
+        solution, scaled by the reduced chi-square), micrometres.
+    fwhm_arcsec : `float`
+        Fitted Kolmogorov FWHM, arcsec.
+    fluxes, backgrounds : `numpy.ndarray`, shape (2,)
+        Intra, extra flux (stamp units) and residual background (stamp units per pixel).
+    offsets_px : `numpy.ndarray`, shape (2, 2)
+        ``[[dx, dy] intra, [dx, dy] extra]``: donut centre relative to the stamp centre, pixels.
+    chi2_reduced : `float`
+        Chi-square per degree of freedom of the final stage, both stamps.
+    chi2_reduced_per_stamp : `tuple` of `float`
+        The same per stamp (intra, extra).
+    success : `bool`
+        True when the final stage converged and the solution is usable.
+    status : `int`
+        Final stage's optimiser status.
+    message : `str`
+        Final stage's optimiser message, or why the fit was refused.
+    nfev, njev : `int`
+        Model and Jacobian evaluations over all stages.
+    stages : `tuple` of `FitStage`
+        Per-stage reports.
+    elapsed_s : `float`
+        Wall time of the whole fit, seconds.
+    residuals : `numpy.ndarray` or `None`, shape (2, n, n)
+        Normalised residuals ``(data - model) / sigma`` of the final stage (0 on masked pixels), when asked.
+    models : `numpy.ndarray` or `None`, shape (2, n, n)
+        Model images of the final stage, when asked.
+    """
+
+    noll: tuple[int, ...]
+    zernikes_um: NDArray[np.float64]
+    zernikes_err_um: NDArray[np.float64]
+    fwhm_arcsec: float
+    fluxes: NDArray[np.float64]
+    backgrounds: NDArray[np.float64]
+    offsets_px: NDArray[np.float64]
+    chi2_reduced: float
+    chi2_reduced_per_stamp: tuple[float, ...]
+    success: bool
+    status: int
+    message: str
+    nfev: int
+    njev: int
+    stages: tuple[FitStage, ...]
+    elapsed_s: float
+    residuals: NDArray[np.float64] | None = None
+    models: NDArray[np.float64] | None = None
+
+
+@dataclasses.dataclass
+class _StageData:
+    """Stamps of one stage (binned or not) and the model that goes with them."""
+
+    model: DonutSetModel
+    images: NDArray[np.float64]  # (nd, n, n)
+    variances: NDArray[np.float64]  # background-only
+    good: NDArray[np.bool_]
+    gain: float
+    ndata: int
+
+
+def _stage_data(
+    pair: DonutPair, specs: Sequence[DonutSpec], *, noll: Sequence[int], binning: int, telescope: AuxTel
+) -> _StageData:
+    images, variances, goods = [], [], []
+    offset = 0.0
+    for stamp in (pair.intra, pair.extra):
+        bad = stamp.mask | ~np.isfinite(stamp.image) | ~np.isfinite(stamp.variance)
+        image = np.where(bad, 0.0, stamp.image.astype(np.float64))
+        variance = np.where(bad, 1.0, stamp.variance.astype(np.float64))
+        image_b, offset = bin_stamp(image, binning)
+        variance_b, _ = bin_stamp(variance, binning)
+        bad_b, _ = bin_stamp(bad, binning, reduce="any")
+        images.append(image_b)
+        variances.append(variance_b)
+        goods.append(~bad_b)
+    model = DonutSetModel(
+        specs,
+        noll=noll,
+        npix=images[0].shape[0],
+        binning=binning,
+        origin_offset_px=offset,
+        telescope=telescope,
+    )
+    good = np.array(goods)
+    return _StageData(
+        model=model,
+        images=np.array(images),
+        variances=np.array(variances),
+        good=good,
+        gain=pair.gain,
+        ndata=int(good.sum()),
+    )
+
+
+class _Objective:
+    """Residuals and Jacobian for the solver (weights from the current model, held fixed in the Jacobian)."""
+
+    def __init__(self, data: _StageData) -> None:
+        self.data = data
+
+    def weights(self, sources: NDArray) -> NDArray:
+        var = self.data.variances + np.maximum(sources, 0.0) / self.data.gain
+        return np.where(self.data.good, 1.0 / np.sqrt(np.maximum(var, 1e-12)), 0.0)
+
+    def chi(self, params: NDArray) -> NDArray:
+        ev = self.data.model.evaluate(params, jacobian=False)
+        return (self.data.images - ev.images) * self.weights(ev.sources)
+
+    def chi_and_jac(self, params: NDArray) -> tuple[NDArray, NDArray]:
+        ev = self.data.model.evaluate(params, jacobian=True)
+        w = self.weights(ev.sources)
+        jac = ev.jacobian
+        jac *= -w.astype(np.float32)
+        return (self.data.images - ev.images) * w, jac.reshape(jac.shape[0], -1)
+
+
+def _start_params(data: _StageData, *, fwhm: float, dz: NDArray) -> NDArray:
+    nd = data.model.nd
+    flux = np.maximum([data.images[d][data.good[d]].sum() for d in range(nd)], 1.0)
+    return np.concatenate([flux, np.zeros(nd), np.zeros(nd), np.zeros(nd), [fwhm], dz])
+
+
+def _bounds(nparams: int, nd: int) -> tuple[NDArray, NDArray]:
+    lower = np.full(nparams, -np.inf)
+    upper = np.full(nparams, np.inf)
+    lower[:nd] = 0.0
+    lower[4 * nd], upper[4 * nd] = _FWHM_BOUNDS_ARCSEC
+    return lower, upper
+
+
+def _run_stage(
+    name: str, data: _StageData, p0: NDArray, *, step_tol: float, chi2_tol: float, max_nfev: int
+) -> tuple[NDArray, FitStage, LMResult]:
+    objective = _Objective(data)
+    t0 = time.perf_counter()
+    lower, upper = _bounds(len(p0), data.model.nd)
+    res = levenberg_marquardt(
+        objective.chi,
+        objective.chi_and_jac,
+        p0,
+        lower=lower,
+        upper=upper,
+        ndof=max(data.ndata - len(p0), 1),
+        step_tol=step_tol,
+        chi2_tol=chi2_tol,
+        max_nfev=max_nfev,
+    )
+    stage = FitStage(
+        name=name,
+        binning=data.model.binning,
+        nfev=res.nfev,
+        njev=res.njev,
+        status=res.status,
+        message=res.message,
+        chi2_reduced=float(res.chi2 / max(data.ndata - len(p0), 1)),
+        elapsed_s=time.perf_counter() - t0,
+    )
+    _log.debug("%s stage: %s", name, stage)
+    return res.x, stage, res
+
+
+def _grid_start(
+    data: _StageData, p0: NDArray, grid: Sequence[float], noll: Sequence[int]
+) -> tuple[NDArray, FitStage]:
+    """Pick the Z4 offset of ``grid`` with the lowest chi-square (fluxes refitted linearly)."""
+    t0 = time.perf_counter()
+    nd = data.model.nd
+    j4 = list(noll).index(4)
+    objective = _Objective(data)
+    best, best_cost = p0, np.inf
+    for z4 in grid:
+        p = p0.copy()
+        p[4 * nd + 1 + j4] += z4
+        ev = data.model.evaluate(p, jacobian=False)
+        # Linear least squares for the flux of each donut at this shape.
+        for d in range(nd):
+            shape = ev.sources[d] / max(p[d], 1e-12)
+            g = data.good[d]
+            denom = float(np.sum(shape[g] ** 2))
+            if denom > 0:
+                p[d] = max(float(np.sum(shape[g] * data.images[d][g]) / denom), 1e-6)
+        cost = float(np.sum(objective.chi(p) ** 2))
+        if cost < best_cost:
+            best, best_cost = p, cost
+    stage = FitStage(
+        name="grid",
+        binning=data.model.binning,
+        nfev=len(grid),
+        njev=0,
+        status=1,
+        message=f"best Z4 offset {best[4 * nd + 1 + j4] - p0[4 * nd + 1 + j4]:+.2f} um of {list(grid)}",
+        chi2_reduced=best_cost / max(data.ndata - len(p0), 1),
+        elapsed_s=time.perf_counter() - t0,
+    )
+    return best, stage
+
+
+def pair_specs(pair: DonutPair, telescope: AuxTel, jmax: int) -> tuple[DonutSpec, DonutSpec]:
+    """Design references of the intra and extra donuts of ``pair`` (see `design_references`)."""
+    specs = []
+    for role in (Role.INTRA, Role.EXTRA):
+        fx, fy = pair.stamp(role).field_deg
+        specs.append(
+            DonutSpec(
+                reference_um=design_references(telescope, role, fx, fy, jmax=jmax),
+                field_x_deg=fx,
+                field_y_deg=fy,
+            )
+        )
+    return specs[0], specs[1]
+
+
+def fit_pair(
+    pair: DonutPair,
+    *,
+    telescope: AuxTel,
+    options: ForwardOptions | None = None,
+    start_um: NDArray | None = None,
+    keep_images: bool = False,
+) -> ForwardFitResult:
+    """Fit the wavefront deviation of one intra/extra pair with the forward model.
+
+    Parameters
+    ----------
+    pair : `DonutPair`
+        Background-subtracted, centred stamps with variances and masks.
+    telescope : `AuxTel`
+        Geometry and wavelength of the model (its hexapod state is ignored: the reference is the design).
+    options : `ForwardOptions`, optional
+        Terms, stages and tolerances.
+    start_um : `numpy.ndarray`, shape (len(options.noll),), optional
+        Starting deviation (e.g. a TIE solution), micrometres. Without it, the fit starts from the best Z4
+        of ``options.z4_grid_um``.
+    keep_images : `bool`
+        Keep the model images and normalised residuals in the result.
+
+    Returns
+    -------
+    result : `ForwardFitResult`
+
+    Raises
+    ------
+    EstimationError
+        If the fit did not converge, ended in a caustic or the model could not be drawn; ``result`` holds
+        the `ForwardFitResult` when there is one.
+    """
+    options = options or ForwardOptions()
+    noll = tuple(options.noll)
+    t0 = time.perf_counter()
+    dz0 = np.zeros(len(noll)) if start_um is None else np.asarray(start_um, dtype=float).copy()
+    if dz0.shape != (len(noll),):
+        raise InputError(
+            f"start_um has shape {dz0.shape}, expected ({len(noll)},) for noll {noll}", value=dz0
+        )
+    specs = pair_specs(pair, telescope, max(22, max(noll)))
+    stages: list[FitStage] = []
+    full = _stage_data(pair, specs, noll=noll, binning=1, telescope=telescope)
+    params = _start_params(full, fwhm=options.fwhm_start_arcsec, dz=dz0)
+    if options.coarse_binning > 1:
+        coarse = _stage_data(pair, specs, noll=noll, binning=options.coarse_binning, telescope=telescope)
+        if start_um is None and options.z4_grid_um:
+            params, stage = _grid_start(coarse, params, options.z4_grid_um, noll)
+            stages.append(stage)
+        params, stage, _ = _run_stage(
+            "coarse",
+            coarse,
+            params,
+            step_tol=options.coarse_step_tol,
+            chi2_tol=options.chi2_tol,
+            max_nfev=options.max_nfev,
+        )
+        stages.append(stage)
+    elif start_um is None and options.z4_grid_um:
+        params, stage = _grid_start(full, params, options.z4_grid_um, noll)
+        stages.append(stage)
+    params, stage, res = _run_stage(
+        "polish",
+        full,
+        params,
+        step_tol=options.step_tol,
+        chi2_tol=options.chi2_tol,
+        max_nfev=options.max_nfev,
+    )
+    stages.append(stage)
+    return _result(full, params, res, tuple(stages), noll, options, t0, keep_images)
+
+
+def _result(
+    data: _StageData,
+    params: NDArray,
+    res: LMResult,
+    stages: tuple[FitStage, ...],
+    noll: tuple[int, ...],
+    options: ForwardOptions,
+    t0: float,
+    keep_images: bool,
+) -> ForwardFitResult:
+    nd = data.model.nd
+    objective = _Objective(data)
+    ev = data.model.evaluate(params, jacobian=False)
+    chi = objective.chi(params).reshape(data.images.shape)
+    dof = max(data.ndata - len(params), 1)
+    chi2r = float(np.sum(chi**2) / dof)
+    per_stamp = tuple(
+        float(np.sum(chi[d] ** 2) / max(data.good[d].sum() - len(params) / nd, 1)) for d in range(nd)
+    )
+    try:
+        cov = np.linalg.pinv(res.normal_matrix) * max(chi2r, 1.0)
+        err = np.sqrt(np.clip(np.diag(cov), 0, None))[4 * nd + 1 :]
+    except np.linalg.LinAlgError:
+        err = np.full(len(noll), np.nan)
+    final = stages[-1]
+    reasons = []
+    if final.status <= 0:
+        reasons.append(f"optimiser did not converge (status {final.status}: {final.message})")
+    low = [f"{v:.3f}" for v in ev.valid_fraction if v < options.min_valid_fraction]
+    if low:
+        reasons.append(
+            f"the solution is in a caustic: the model maps only {', '.join(low)} of the flux "
+            f"(need {options.min_valid_fraction})"
+        )
+    if not np.all(np.isfinite(params)):
+        reasons.append("non-finite parameters")
+    result = ForwardFitResult(
+        noll=noll,
+        zernikes_um=params[4 * nd + 1 :].copy(),
+        zernikes_err_um=err,
+        fwhm_arcsec=float(params[4 * nd]),
+        fluxes=params[:nd].copy(),
+        backgrounds=params[3 * nd : 4 * nd].copy(),
+        offsets_px=np.stack([params[nd : 2 * nd], params[2 * nd : 3 * nd]], axis=1),
+        chi2_reduced=chi2r,
+        chi2_reduced_per_stamp=per_stamp,
+        success=not reasons,
+        status=final.status,
+        message="; ".join(reasons) if reasons else final.message,
+        nfev=sum(s.nfev for s in stages),
+        njev=sum(s.njev for s in stages),
+        stages=stages,
+        elapsed_s=time.perf_counter() - t0,
+        residuals=chi if keep_images else None,
+        models=ev.images if keep_images else None,
+    )
+    if reasons:
+        raise EstimationError(f"forward fit failed: {result.message}", result=result)
+    return result
