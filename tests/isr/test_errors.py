@@ -1,0 +1,254 @@
+"""Bad raws, missing or wrong calibrations, refused configurations: each raises the package's error and the
+message names the file (or option) and the problem."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from lsst.ts.auxtelwep.calibs import Calibrations, load_calibrations, write_image
+from lsst.ts.auxtelwep.errors import CalibrationError, ConfigurationError, RawFormatError
+from lsst.ts.auxtelwep.exposure import AMP_NAMES, RawImage, read_raw
+from lsst.ts.auxtelwep.instrument import DETECTOR_SHAPE
+from lsst.ts.auxtelwep.isr import UNSUPPORTED_FLAGS, IsrConfig, run_isr
+from lsst.ts.auxtelwep.sim.signature import default_header, write_raw
+
+
+@pytest.fixture(scope="module")
+def small_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid raw with constant amplifiers (bias 1000 adu + 500 adu of signal), fast to write."""
+    amps = {name: np.full((2048, 576), 1000.0, dtype=np.float32) for name in AMP_NAMES}
+    for amp in amps.values():
+        amp[:2000, 3:512] += 500.0
+    path = tmp_path_factory.mktemp("raws") / "good.fits"
+    write_raw(path, amps, default_header())
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Valid products, to be linked one by one into each test's directory."""
+    directory = tmp_path_factory.mktemp("calib_store")
+    write_image(directory / "bias.fits", np.zeros(DETECTOR_SHAPE), "adu")
+    write_image(directory / "dark.fits", np.zeros(DETECTOR_SHAPE), "adu/s")
+    write_image(directory / "flat.fits", np.ones(DETECTOR_SHAPE), "")
+    table = Table({"amp": sorted(AMP_NAMES), "gain": [1.1] * 16, "read_noise": [9.0] * 16})
+    table["saturation"] = [120000.0] * 16
+    table.write(directory / "amps.ecsv", format="ascii.ecsv")
+    return directory
+
+
+def link(store: Path, directory: Path, *names: str) -> Path:
+    for name in names:
+        os.symlink(store / name, directory / name)
+    return directory
+
+
+# ------------------------------------------------------------------------------------------------- raws
+
+
+def test_good_small_raw_runs(small_raw: Path, tmp_path: Path, calib_store: Path) -> None:
+    # The baseline the failure cases below break: 500 adu of signal after overscan, bias 0, flat 1.
+    calibs = load_calibrations(
+        link(calib_store, tmp_path, "bias.fits", "dark.fits", "flat.fits"), IsrConfig()
+    )
+    exposure = run_isr(read_raw(small_raw), calibs, IsrConfig())
+    np.testing.assert_allclose(exposure.image, 500.0)
+
+
+def test_corrupt_raw(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.fits"
+    path.write_bytes(b"this is not FITS at all" * 400)
+    with pytest.raises(RawFormatError, match="not a readable FITS") as info:
+        read_raw(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")  # astropy's own notice, before the error
+def test_truncated_raw(small_raw: Path, tmp_path: Path) -> None:
+    path = tmp_path / "truncated.fits"
+    path.write_bytes(small_raw.read_bytes()[:-100_000])
+    with pytest.raises(RawFormatError, match="Segment00 is unreadable or truncated") as info:
+        read_raw(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_shape_hdu(small_raw: Path, tmp_path: Path) -> None:
+    path = tmp_path / "narrow.fits"
+    with fits.open(small_raw) as hdul:
+        hdul["Segment05"].data = hdul["Segment05"].data[:, :500]
+        hdul.writeto(path)
+    with pytest.raises(
+        RawFormatError, match=r"Segment05 has shape \(2048, 500\), expected \(2048, 576\)"
+    ) as info:
+        read_raw(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_hdu(small_raw: Path, tmp_path: Path) -> None:
+    path = tmp_path / "fifteen.fits"
+    with fits.open(small_raw) as hdul:
+        del hdul["Segment07"]
+        hdul.writeto(path)
+    with pytest.raises(RawFormatError, match="missing amplifier HDU Segment07") as info:
+        read_raw(path)
+    assert str(path) in str(info.value)
+
+
+def test_run_isr_refuses_incomplete_amps(small_raw: Path) -> None:
+    raw = read_raw(small_raw)
+    amps = {name: data for name, data in raw.amps.items() if name != "C13"}
+    with pytest.raises(RawFormatError, match=r"in-memory: amplifiers \['C13'\] missing"):
+        run_isr(
+            RawImage("in-memory", raw.header, amps), None, IsrConfig(doBias=False, doDark=False, doFlat=False)
+        )
+
+
+# --------------------------------------------------------------------------------------------- calibrations
+
+
+@pytest.mark.parametrize(
+    ("config", "present", "missing_file", "step"),
+    [
+        ({}, ("dark.fits", "flat.fits"), "bias.fits", "doBias"),
+        ({}, ("bias.fits", "flat.fits"), "dark.fits", "doDark"),
+        ({}, ("bias.fits", "dark.fits"), "flat.fits", "doFlat"),
+        ({"doFlat": False, "doApplyGains": True}, ("bias.fits", "dark.fits"), "amps.ecsv", "doApplyGains"),
+        ({"doVariance": True}, ("bias.fits", "dark.fits", "flat.fits"), "amps.ecsv", "doVariance"),
+        ({"doDefect": True}, ("bias.fits", "dark.fits", "flat.fits"), "defects.ecsv", "doDefect"),
+        ({"fringeFilters": ("SDSSi",)}, ("bias.fits", "dark.fits", "flat.fits"), "fringe.fits", "doFringe"),
+    ],
+)
+def test_missing_calibration(
+    calib_store: Path, tmp_path: Path, config: dict, present: tuple[str, ...], missing_file: str, step: str
+) -> None:
+    link(calib_store, tmp_path, *present)
+    with pytest.raises(CalibrationError) as info:
+        load_calibrations(tmp_path, IsrConfig(**config))
+    message = str(info.value)
+    assert step in message and str(tmp_path / missing_file) in message and "does not exist" in message
+
+
+def test_missing_calibration_directory(tmp_path: Path) -> None:
+    with pytest.raises(
+        CalibrationError, match=f"calibration directory {tmp_path / 'nowhere'} does not exist"
+    ):
+        load_calibrations(tmp_path / "nowhere", IsrConfig())
+
+
+def test_run_isr_without_calibrations(small_raw: Path) -> None:
+    with pytest.raises(
+        CalibrationError, match=re.escape("ISR step doBias needs bias.fits, but no calibrations were given")
+    ):
+        run_isr(read_raw(small_raw), None, IsrConfig())
+
+
+def test_calibration_wrong_shape(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "dark.fits", "flat.fits")
+    write_image(tmp_path / "bias.fits", np.zeros((2000, 4072)), "adu")
+    with pytest.raises(CalibrationError, match=r"bias .*bias.fits: image has shape \(2000, 4072\), expected"):
+        load_calibrations(tmp_path, IsrConfig())
+
+
+def test_calibration_wrong_unit(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "flat.fits")
+    write_image(tmp_path / "dark.fits", np.zeros(DETECTOR_SHAPE), "Jy")
+    with pytest.raises(CalibrationError, match=r"dark .*dark.fits: BUNIT 'Jy' not understood"):
+        load_calibrations(tmp_path, IsrConfig())
+
+
+def test_flat_not_normalised(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "dark.fits")
+    write_image(tmp_path / "flat.fits", np.full(DETECTOR_SHAPE, 30000.0), "")
+    with pytest.raises(CalibrationError, match=r"flat .*flat.fits: mean of valid pixels is 3e\+04, expected"):
+        load_calibrations(tmp_path, IsrConfig())
+
+
+def test_corrupt_calibration(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "dark.fits")
+    (tmp_path / "flat.fits").write_bytes(b"garbage" * 1000)
+    with pytest.raises(CalibrationError, match=r"flat .*flat.fits: unreadable or truncated FITS"):
+        load_calibrations(tmp_path, IsrConfig())
+
+
+def test_amps_table_missing_amplifier(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "dark.fits")
+    table = Table.read(calib_store / "amps.ecsv")
+    table[table["amp"] != "C12"].write(tmp_path / "amps.ecsv", format="ascii.ecsv")
+    with pytest.raises(CalibrationError, match=r"amps table .*amps.ecsv: amplifiers \['C12'\] missing"):
+        load_calibrations(tmp_path, IsrConfig(doFlat=False, doApplyGains=True))
+
+
+def test_dark_frame_scaled_by_its_darktime(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "flat.fits")
+    write_image(tmp_path / "dark.fits", np.full(DETECTOR_SHAPE, 60.0), "adu", DARKTIME=120.0)
+    assert float(load_calibrations(tmp_path, IsrConfig()).dark[0, 0]) == pytest.approx(0.5)
+    write_image(tmp_path / "dark.fits", np.full(DETECTOR_SHAPE, 60.0), "adu/s", DARKTIME=120.0)
+    with pytest.raises(CalibrationError, match=re.escape("DARKTIME 120.0 s does not fit BUNIT 'adu/s'")):
+        load_calibrations(tmp_path, IsrConfig())
+
+
+def test_electron_bias_converted_to_adu(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "dark.fits", "flat.fits", "amps.ecsv")
+    write_image(tmp_path / "bias.fits", np.full(DETECTOR_SHAPE, 11.0), "electron")
+    calibs = load_calibrations(tmp_path, IsrConfig())
+    assert calibs.units == "adu" and float(calibs.bias[0, 0]) == pytest.approx(10.0)  # 11 e- / 1.1 e-/adu
+    assert not calibs.bias.flags.writeable
+
+
+def test_calibrations_for_another_unit_refused(small_raw: Path, calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "dark.fits", "flat.fits", "amps.ecsv")
+    calibs = load_calibrations(tmp_path, IsrConfig())
+    with pytest.raises(
+        ConfigurationError, match="loaded for adu output, but the ISR configuration produces electron"
+    ):
+        run_isr(read_raw(small_raw), calibs, IsrConfig(doFlat=False, doApplyGains=True))
+    with pytest.raises(CalibrationError, match=r"bias has shape \(10, 10\)"):
+        Calibrations(str(tmp_path), bias=np.zeros((10, 10)))
+
+
+# ------------------------------------------------------------------------------------------- configuration
+
+
+def test_seed_defaults() -> None:
+    config = IsrConfig()
+    on = {"doOverscan", "doBias", "doDark", "doFlat", "doFringe", "doInterpolate"}
+    off = {"doApplyGains", "doBrighterFatter", "doCrosstalk", "doDefect", "doLinearize", "doNanMasking"}
+    assert all(getattr(config, flag) for flag in on) and not any(getattr(config, flag) for flag in off)
+    assert not config.doVariance and config.fringeFilters == () and config.output_units == "adu"
+
+
+def test_flat_and_gains_refused() -> None:
+    with pytest.raises(ConfigurationError, match="doFlat and doApplyGains are both true"):
+        IsrConfig(doApplyGains=True)
+
+
+@pytest.mark.parametrize("flag", UNSUPPORTED_FLAGS)
+def test_unsupported_flag_refused(flag: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{flag}=True is not supported yet"):
+        IsrConfig(**{flag: True})
+
+
+def test_unknown_and_mistyped_options_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="unknown option 'doMagic'"):
+        IsrConfig(doMagic=True)
+    with pytest.raises(ConfigurationError, match="overscanSkip"):
+        IsrConfig(overscanSkip="many")
+    path = tmp_path / "isr.yaml"
+    path.write_text("isr:\n  doFlat: false\n  doApplyGains: true\n  doVariance: true\n")
+    assert IsrConfig.from_yaml(path) == IsrConfig(doFlat=False, doApplyGains=True, doVariance=True)
+    path.write_text("doBias: true\ndoCrossTalk: false\n")
+    with pytest.raises(ConfigurationError, match=f"{path}: .*unknown option 'doCrossTalk'"):
+        IsrConfig.from_yaml(path)
+
+
+def test_run_isr_rechecks_constructed_config(small_raw: Path) -> None:
+    config = IsrConfig.model_construct(doApplyGains=True)  # bypasses validation
+    with pytest.raises(ConfigurationError, match="doFlat and doApplyGains"):
+        run_isr(read_raw(small_raw), None, config)
