@@ -274,18 +274,39 @@ class Journal:
 
     # --- triplets ----------------------------------------------------------------------------------------
 
-    def add_triplet(self, triplet: Triplet, *, source: str) -> bool:
-        """Record a COMPLETE triplet and mark its images IN_TRIPLET; return False if already recorded."""
+    def add_triplet(
+        self,
+        triplet: Triplet,
+        *,
+        source: str,
+        key: str | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a COMPLETE triplet and mark its images IN_TRIPLET; return False if already recorded.
+
+        Parameters
+        ----------
+        triplet : `cadence.Triplet`
+        source : `str`
+            ``"events"`` or ``"runWEP"``.
+        key : `str`, optional
+            Journal key; default ``triplet.key`` (runWEP gives a unique one, so a re-run is a new result).
+        overrides : `dict`, optional
+            Pipeline option overrides to process it with (kept as ``result["overrides"]`` until done).
+        """
+        key = triplet.key if key is None else key
         now = time.time()
+        result = json.dumps({"overrides": overrides} if overrides else {})
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO triplets VALUES (?, ?, ?, '', ?, ?, '{}', 0, ?, ?)",
+                "INSERT OR IGNORE INTO triplets VALUES (?, ?, ?, '', ?, ?, ?, 0, ?, ?)",
                 (
-                    triplet.key,
+                    key,
                     triplet.group_id,
                     TripletState.COMPLETE.value,
                     source,
                     json.dumps(triplet.to_dict()),
+                    result,
                     now,
                     now,
                 ),
@@ -295,7 +316,7 @@ class Journal:
                 for image in triplet.images:
                     db.execute(
                         "UPDATE images SET status = ?, triplet_key = ?, updated = ? WHERE obsid = ?",
-                        (ImageStatus.IN_TRIPLET.value, triplet.key, now, image.obsid),
+                        (ImageStatus.IN_TRIPLET.value, key, now, image.obsid),
                     )
         return added
 

@@ -1,0 +1,510 @@
+"""`AuxTelWepCsc`: the AuxTelWEP CSC (wavefront estimation for AuxTel/LATISS).
+
+What it does while ENABLED
+--------------------------
+- **Intake** (`csc_intake`): ATCamera ``endReadout`` and ATOODS ``imageInOODS`` -> raw under the data
+  root -> `cadence.Sequencer` -> journal; publishes ``imageReceived`` and ``cadenceWarning``.
+- **Processing**: each complete triplet goes to the processor (default `csc_worker.run_pipeline`) in a
+  worker process; ``donutDetection``, ``wavefrontError``, ``hexapodCorrection`` (applied=false) and
+  ``wepDuration`` are published, or ``rejectedWavefrontError`` with the reason. Bad data never faults the CSC.
+- **Corrections** (`csc_corrections`): ``issueCorrection`` (or, in closed loop with ``auto_apply``, each new
+  result) sends the last correction to ATAOS ``offset`` after the gains and limits of
+  `closed_loop.plan_step`; the journal's claim makes sure one result is never sent twice, even across a
+  crash. ``hexapodCorrection`` (applied=true) then reports what was sent.
+- **Telemetry**: ``zernikeCorrection`` and ``hexapodCorrection`` (the last result) every
+  ``telemetry_interval_s``.
+
+FAULT is for lost dependencies only: the data root unreadable (at enable, or found so later), or a
+configured refcat / calibration directory missing at enable. The journal (SQLite in ``state_dir``) is
+opened at ``start``; at the first enable after that, pending work is resumed: queued images go back to the
+sequencer, triplets that were being processed are processed again (at most ``max_attempts`` times in all),
+and a correction that was in flight becomes UNCERTAIN and is reported, never re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import __version__
+from .cadence import Triplet, TripletState
+from .closed_loop import ClosedLoop, ClosedLoopState
+from .config import SHIPPED_CONFIG_DIR, AuxTelWepConfig, load_config
+from .csc_corrections import CorrectionSender
+from .csc_intake import ROLE_NAMES, ImageIntake
+from .csc_publish import parse_overrides, publish_correction, publish_rejected, publish_result, zernike_slots
+from .csc_worker import Processor, WepSummary, WorkerPool, run_pipeline
+from .errors import AuxTelWepError, ConfigurationError
+from .instrument import Role
+from .intake import ImageInfo, RawLocator, read_image_info
+from .journal import JOURNAL_FILE_NAME, CorrectionState, ImageStatus, Journal, TripletRecord
+from .sal import (
+    ConfigurableCsc,
+    ExpectedError,
+    Remote,
+    State,
+    current_tai,
+)
+
+__all__ = ["ERROR_CONFIG", "ERROR_DATA_ROOT", "AuxTelWepCsc", "run_auxtelwep"]
+
+#: ``errorCode`` when the data root is unreadable.
+ERROR_DATA_ROOT = 1
+#: ``errorCode`` when the configuration names a refcat or calibration directory that is missing at enable.
+ERROR_CONFIG = 2
+#: Interval of the intake housekeeping (partner timeouts, silent ATOODS), seconds.
+HOUSEKEEPING_INTERVAL_S = 1.0
+#: Interval between checks that the data root is still readable, seconds.
+DEPENDENCY_CHECK_INTERVAL_S = 10.0
+#: Camera events kept from before the CSC started (late-joiner history), so images announced while it was
+#: down are not lost.
+EVENT_HISTORY = 50
+
+
+class AuxTelWepCsc(ConfigurableCsc):
+    """The AuxTelWEP CSC (see the module docstring).
+
+    Parameters
+    ----------
+    config_dir : `str` or `pathlib.Path`, optional
+        Configuration directory (default: the shipped one).
+    initial_state, override, simulation_mode, check_if_duplicate
+        As `sal.BaseCsc`.
+    processor : callable, optional
+        ``(cadence.Triplet, options) -> csc_worker.WepSummary``, picklable; default `csc_worker.run_pipeline`.
+    mp_context : `str`, optional
+        Start method of the worker processes.
+    """
+
+    config_model: ClassVar[type[AuxTelWepConfig]] = AuxTelWepConfig
+    version: ClassVar[str] = __version__
+    auth_commands: ClassVar[frozenset[str]] = frozenset({"issueCorrection", "startClosedLoop"})
+    default_config_dir: ClassVar[Path | None] = SHIPPED_CONFIG_DIR
+
+    def __init__(
+        self,
+        config_dir: str | Path | None = None,
+        initial_state: State = State.STANDBY,
+        override: str = "",
+        simulation_mode: int = 0,
+        *,
+        processor: Processor = run_pipeline,
+        mp_context: str = "spawn",
+        check_if_duplicate: bool = False,
+    ) -> None:
+        self.processor = processor
+        self.mp_context = mp_context
+        self.cfg: AuxTelWepConfig | None = None
+        self.journal: Journal | None = None
+        self.intake: ImageIntake | None = None
+        self.pool: WorkerPool | None = None
+        self.closed_loop = ClosedLoop()
+        self.last_summary: WepSummary | None = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recovered = False
+        self._start_tai = current_tai()
+        self._fault_task: asyncio.Task[None] | None = None
+        super().__init__(
+            "AuxTelWEP",
+            config_dir=config_dir,
+            initial_state=initial_state,
+            override=override,
+            simulation_mode=simulation_mode,
+            check_if_duplicate=check_if_duplicate,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start_extra(self) -> None:
+        await super().start_extra()
+        self.atcamera = Remote(self.domain, "ATCamera", include=["endReadout"], evt_max_history=EVENT_HISTORY)
+        self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], evt_max_history=EVENT_HISTORY)
+        self.ataos = Remote(self.domain, "ATAOS", include=[])
+        self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
+
+    def read_config(self, override: str) -> tuple[AuxTelWepConfig, list[str]]:
+        """Read the configuration files (`config.load_config`); refuse with ExpectedError."""
+        try:
+            config, files = load_config(self.config_dir, override)
+        except ConfigurationError as exc:
+            raise ExpectedError(str(exc)) from exc
+        return config, [Path(f).name for f in files]
+
+    async def configure(self, config: AuxTelWepConfig) -> None:
+        """Open the journal and the data root of ``config``; start the worker pool."""
+        try:
+            locator = RawLocator(config.data_root)
+            journal = Journal(Path(config.state_dir).expanduser() / JOURNAL_FILE_NAME)
+        except ConfigurationError as exc:
+            raise ExpectedError(str(exc)) from exc
+        if self.journal is not None:
+            self.journal.close()
+        self.cfg, self.journal, self._recovered = config, journal, False
+        self.intake = ImageIntake(
+            locator=locator,
+            journal=journal,
+            limits=config.cadence.limits(),
+            oods_timeout_s=config.oods_timeout_s,
+            sink=self,
+        )
+        if self.pool is None or self.pool.n_workers != config.n_workers:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = WorkerPool(n_workers=config.n_workers, context=self.mp_context)
+        self.log.info(f"configured: data_root={config.data_root!r}, journal={journal.path}")
+
+    async def handle_summary_state(self) -> None:
+        if self.summary_state != State.ENABLED:
+            await self._stop_work()
+            return
+        problem = self._dependency_problem()
+        if problem is not None:
+            await self.fault(code=problem[0], report=problem[1])
+            return
+        self._resume()
+        n_workers = self._config.n_workers
+        self._tasks = [asyncio.create_task(self._consume()) for _ in range(n_workers)]
+        self._tasks += [asyncio.create_task(self._housekeeping()), asyncio.create_task(self._telemetry())]
+        intake = self._intake
+        self.atcamera.evt_endReadout.callback = lambda d: intake.on_end_readout(
+            d.imageName,
+            additional_keys=d.additionalKeys,
+            additional_values=d.additionalValues,
+            historical=d.private_sndStamp < self._start_tai,
+        )
+        self.atoods.evt_imageInOODS.callback = lambda d: intake.on_image_in_oods(
+            d.obsid,
+            status_code=d.statusCode,
+            description=d.description,
+            historical=d.private_sndStamp < self._start_tai,
+        )
+
+    async def _stop_work(self) -> None:
+        for topic in (getattr(self, "atcamera", None), getattr(self, "atoods", None)):
+            if topic is not None:
+                for reader in topic.topic_names:
+                    getattr(topic, reader).callback = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._queue = asyncio.Queue()
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(ExpectedError(f"the CSC left ENABLED (now {self.summary_state!r})"))
+        self._waiters.clear()
+        self._move_loop(ClosedLoopState.IDLE)
+
+    async def close_tasks(self) -> None:
+        await self._stop_work()
+        if self.pool is not None:
+            self.pool.close()
+        if self.journal is not None:
+            self.journal.close()
+        await super().close_tasks()
+
+    @property
+    def _config(self) -> AuxTelWepConfig:
+        if self.cfg is None:
+            raise ExpectedError("not configured: send start first")
+        return self.cfg
+
+    @property
+    def _journal(self) -> Journal:
+        if self.journal is None:
+            raise ExpectedError("not configured: send start first")
+        return self.journal
+
+    @property
+    def _intake(self) -> ImageIntake:
+        if self.intake is None:
+            raise ExpectedError("not configured: send start first")
+        return self.intake
+
+    def _dependency_problem(self) -> tuple[int, str] | None:
+        config = self._config
+        try:
+            self._intake.locator.check_readable()
+        except AuxTelWepError as exc:
+            return ERROR_DATA_ROOT, str(exc)
+        if config.refcat_path and not Path(config.refcat_path).expanduser().is_file():
+            return ERROR_CONFIG, f"refcat_path={config.refcat_path!r} is not a file"
+        if config.calibs_dir and not Path(config.calibs_dir).expanduser().is_dir():
+            return ERROR_CONFIG, f"calibs_dir={config.calibs_dir!r} is not a directory"
+        return None
+
+    def _resume(self) -> None:
+        """Resume journaled work (see the module docstring)."""
+        journal = self._journal
+        if not self._recovered:
+            self._recovered = True
+            counts = self._intake.recover()
+            for record in journal.corrections(CorrectionState.APPLYING):
+                message = (
+                    "the CSC stopped while this correction was being sent to ATAOS: it may or may not have "
+                    "been applied (check the hexapod); it will not be sent again"
+                )
+                journal.finish_correction(record.triplet_key, CorrectionState.UNCERTAIN, message=message)
+                self.log.error(f"group {record.group_id}: {message}")
+            if any(counts.values()):
+                self.log.info(f"resumed from the journal: {counts}")
+        for record in journal.triplets(TripletState.PROCESSING):
+            journal.set_triplet_state(
+                record.key, TripletState.COMPLETE, reason="resumed after an interruption"
+            )
+        for record in journal.triplets(TripletState.COMPLETE):
+            self.log.info(f"triplet {record.key} (group {record.group_id}) queued for processing")
+            self._queue.put_nowait(record.key)
+
+    # --- intake sink (csc_intake.IntakeSink) -------------------------------------------------------------
+
+    def image_received(
+        self, obsid: str, *, group_id: str, role: Role | None, status: str, reason: str
+    ) -> None:
+        self.evt_imageReceived.set_write(
+            obsid=obsid,
+            groupId=group_id,
+            role=ROLE_NAMES.get(role, "") if role is not None else "",
+            status=status,
+            reason=reason,
+            force_output=True,
+        )
+
+    def cadence_warning(self, kind: str, *, group_id: str, obsid: str, message: str) -> None:
+        self.evt_cadenceWarning.set_write(
+            kind=kind, groupId=group_id, obsid=obsid, message=message, force_output=True
+        )
+
+    def triplet_ready(self, key: str) -> None:
+        self._queue.put_nowait(key)
+
+    def triplet_rejected(self, triplet: Triplet, reason: str) -> None:
+        publish_rejected(self, triplet, reason)
+
+    def data_root_lost(self, message: str) -> None:
+        self._fault_soon(ERROR_DATA_ROOT, message)
+
+    def _fault_soon(self, code: int, report: str) -> None:
+        """Go to FAULT from code that cannot await (callbacks, the housekeeping task)."""
+        if self._fault_task is None or self._fault_task.done():
+            self._fault_task = asyncio.create_task(self.fault(code=code, report=report))
+
+    # --- background tasks ------------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_check = time.monotonic()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            try:
+                self._intake.housekeeping()
+            except Exception:
+                self.log.exception("intake housekeeping failed")
+            if time.monotonic() - last_check > DEPENDENCY_CHECK_INTERVAL_S:
+                last_check = time.monotonic()
+                problem = self._dependency_problem()
+                if problem is not None:
+                    self._fault_soon(*problem)
+                    return
+
+    async def _telemetry(self) -> None:
+        while True:
+            summary = self.last_summary
+            if summary is not None:
+                noll, values, _ = zernike_slots(summary)
+                self.tel_zernikeCorrection.set_write(nollZernikeIndices=noll, nollZernikeValues=values)
+                c = summary.correction
+                self.tel_hexapodCorrection.set_write(x=c.x, y=c.y, z=c.z, u=c.u, v=c.v)
+            await asyncio.sleep(self._config.telemetry_interval_s)
+
+    async def _consume(self) -> None:
+        while True:
+            key = await self._queue.get()
+            try:
+                await self._process(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.exception(f"processing {key} failed unexpectedly")
+                self._resolve(key, ExpectedError(f"processing {key} failed unexpectedly: {exc!r}"))
+
+    # --- processing ------------------------------------------------------------------------------------
+
+    async def _process(self, key: str) -> None:
+        journal, config = self._journal, self._config
+        record = journal.triplet(key)
+        if record is None or record.state is not TripletState.COMPLETE:
+            return
+        if record.attempts >= config.max_attempts:
+            self._reject(
+                record,
+                f"processing started {record.attempts} times without finishing (the CSC stopped each time); "
+                "giving up on this triplet",
+            )
+            return
+        record = journal.set_triplet_state(key, TripletState.PROCESSING)
+        self._move_loop(
+            ClosedLoopState.PROCESSING,
+            only_from=(ClosedLoopState.WAITING_IMAGE, ClosedLoopState.WAITING_APPLY),
+        )
+        options = self._pipeline_options(record)
+        pool = self.pool
+        if pool is None:
+            raise ExpectedError("no worker pool: send start first")
+        self.log.info(f"processing {key} (group {record.group_id}, attempt {record.attempts})")
+        try:
+            summary: WepSummary = await pool.run(
+                self.processor, record.triplet, options, timeout=config.process_timeout_s
+            )
+        except AuxTelWepError as exc:
+            self._reject(record, str(exc))
+            return
+        except Exception as exc:  # a bug in a processor is still not a reason to fault
+            self.log.exception(f"processor failed on {key}")
+            self._reject(record, f"unexpected error in the pipeline: {exc!r}")
+            return
+        journal.set_triplet_state(key, TripletState.DONE, result=summary.to_dict())
+        self.last_summary = summary
+        publish_result(self, record.triplet, summary)
+        journal.add_correction(key, record.group_id, summary.correction)
+        self._resolve(key, None)
+        if self.closed_loop.state is ClosedLoopState.PROCESSING:
+            if config.correction.auto_apply:
+                try:
+                    await self._apply(key)
+                except ExpectedError as exc:
+                    self.log.error(f"closed loop: {exc}")
+            else:
+                self._move_loop(ClosedLoopState.WAITING_APPLY)
+
+    def _pipeline_options(self, record: TripletRecord) -> dict[str, Any]:
+        config = self._config
+        options = dict(config.pipeline)
+        if config.refcat_path:
+            options.setdefault("refcat", config.refcat_path)
+        if config.calibs_dir:
+            options.setdefault("calibs_dir", config.calibs_dir)
+        overrides = record.result.get("overrides") or {}
+        return {**options, **overrides}
+
+    def _reject(self, record: TripletRecord, reason: str) -> None:
+        self.log.warning(f"rejected triplet {record.key} (group {record.group_id}): {reason}")
+        self._journal.set_triplet_state(record.key, TripletState.REJECTED, reason=reason)
+        self.triplet_rejected(record.triplet, reason)
+        self._resolve(record.key, ExpectedError(f"rejected: {reason}"))
+        self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.PROCESSING,))
+
+    def _resolve(self, key: str, error: Exception | None) -> None:
+        future = self._waiters.pop(key, None)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    # --- corrections and the closed loop ---------------------------------------------------------------
+
+    def _move_loop(
+        self, new: ClosedLoopState, *, only_from: tuple[ClosedLoopState, ...] | None = None
+    ) -> None:
+        if only_from is not None and self.closed_loop.state not in only_from:
+            return
+        if self.closed_loop.move(new):
+            self.evt_closedLoopState.set_write(state=int(new))
+
+    async def _apply(self, key: str) -> None:
+        """Send the correction of triplet ``key`` to ATAOS once; raise ExpectedError if not applied."""
+        sender = CorrectionSender(
+            journal=self._journal, ataos=self.ataos, config=self._config.correction, log=self.log
+        )
+        offset = sender.prepare(key)
+        from_states = (ClosedLoopState.PROCESSING, ClosedLoopState.WAITING_APPLY)
+        self._move_loop(ClosedLoopState.APPLYING_CORRECTION, only_from=from_states)
+        try:
+            await sender.send(key, offset)
+        except ExpectedError:
+            self._move_loop(ClosedLoopState.ERROR, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
+            raise
+        record = self._journal.triplet(key)
+        group = record.group_id if record is not None else ""
+        axes = tuple(record.result.get("solved_axes", ())) if record is not None else ()
+        publish_correction(self, group, offset, axes, applied=True)
+        self.log.info(f"applied the correction of group {group}: {offset}")
+        self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
+
+    # --- commands --------------------------------------------------------------------------------------
+
+    async def do_runWEP(self, data: Any) -> None:
+        """Process the named images now; COMPLETE once the result is published."""
+        self.assert_enabled("runWEP")
+        journal, config = self._journal, self._config
+        names = [data.intraObsid.strip(), data.extraObsid.strip(), data.inFocusObsid.strip()]
+        if not names[0] or not names[1]:
+            raise ExpectedError(f"runWEP needs intraObsid and extraObsid; got {names[0]!r} and {names[1]!r}")
+        overrides = parse_overrides(data.config)
+        infos = [self._named_image(name) if name else None for name in names]
+        intra, extra, infocus = infos
+        if intra is None or extra is None:  # for the type checker: names were checked above
+            raise ExpectedError("runWEP needs intraObsid and extraObsid")
+        triplet = Triplet(
+            group_id=intra.group_id or f"runWEP-{intra.obsid}", intra=intra, extra=extra, infocus=infocus
+        )
+        key = f"{triplet.key}@runWEP-{time.time():.3f}"
+        for info in triplet.images:
+            journal.add_image(info.obsid, status=ImageStatus.QUEUED, info=info, group_id=triplet.group_id)
+        journal.add_triplet(triplet, source="runWEP", key=key, overrides=overrides)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = future
+        ahead = self._queue.qsize() // config.n_workers
+        self.cmd_runWEP.ack_in_progress(
+            data, timeout=config.process_timeout_s * (1 + ahead), result=f"processing {key}"
+        )
+        self._queue.put_nowait(key)
+        await future
+
+    def _named_image(self, obsid: str) -> ImageInfo:
+        locator = self._intake.locator
+        try:
+            path = locator.find(obsid)
+            if path is None:
+                where = ", ".join(str(p) for p in locator.candidates(obsid))
+                raise ExpectedError(f"no raw for {obsid} at {where}")
+            return read_image_info(path)
+        except AuxTelWepError as exc:
+            raise ExpectedError(str(exc)) from exc
+
+    async def do_startClosedLoop(self, data: Any) -> None:
+        """Start the closed loop (a new epoch for the total limits)."""
+        self.assert_enabled("startClosedLoop")
+        state = self.closed_loop.state
+        if state not in (ClosedLoopState.IDLE, ClosedLoopState.ERROR):
+            raise ExpectedError(f"the closed loop is already running (state {state.name})")
+        epoch = self._journal.new_epoch("startClosedLoop")
+        self._move_loop(ClosedLoopState.WAITING_IMAGE)
+        self.log.info(f"closed loop started (epoch {epoch})")
+
+    async def do_stopClosedLoop(self, data: Any) -> None:
+        """Stop the closed loop; an offset in flight finishes but nothing new is applied automatically."""
+        self.assert_enabled("stopClosedLoop")
+        self._move_loop(ClosedLoopState.IDLE)
+
+    async def do_issueCorrection(self, data: Any) -> None:
+        """Apply the last correction through ATAOS ``offset`` (refused if already sent)."""
+        self.assert_enabled("issueCorrection")
+        record = self._journal.last_correction()
+        if record is None:
+            raise ExpectedError("no correction computed yet")
+        if record.state not in (CorrectionState.COMPUTED, CorrectionState.FAILED):
+            raise ExpectedError(
+                f"the last correction (group {record.group_id}) is {record.state.name}: it is not sent again"
+            )
+        await self._apply(record.triplet_key)
+
+
+def run_auxtelwep() -> None:
+    """Entry point ``run_auxtelwep``: run the CSC until exitControl or a signal (salobj ``amain``)."""
+    asyncio.run(AuxTelWepCsc.amain(index=None))

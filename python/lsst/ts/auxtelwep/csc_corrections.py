@@ -1,0 +1,107 @@
+"""Sending hexapod corrections to ATAOS, at most once per result.
+
+`CorrectionSender.prepare` applies the gains and limits (`closed_loop.plan_step`, with the total already sent
+in the journal's current epoch) and claims the correction in the journal; only then does
+`CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED on
+CMD_COMPLETE; FAILED when ATAOS refused for sure (CMD_FAILED, CMD_NOPERM: it may be sent again); UNCERTAIN
+when the outcome is unknown (timeout, abort, cancellation: never sent again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .closed_loop import plan_step
+from .config import CorrectionConfig
+from .instrument import HexapodState
+from .journal import CorrectionState, Journal
+from .sal import AckError, AckTimeoutError, ExpectedError, SalRetCode
+
+__all__ = ["CorrectionSender"]
+
+_DEFINITE_REFUSALS = (SalRetCode.CMD_FAILED, SalRetCode.CMD_NOPERM)
+
+
+class CorrectionSender:
+    """Send corrections through an ATAOS remote (see the module docstring).
+
+    Parameters
+    ----------
+    journal : `journal.Journal`
+    ataos : `sal.Remote`
+        Remote of ATAOS with its ``offset`` command.
+    config : `config.CorrectionConfig`
+        Gains, limits and the command's time limit.
+    log : `logging.Logger`
+    """
+
+    def __init__(
+        self, *, journal: Journal, ataos: Any, config: CorrectionConfig, log: logging.Logger
+    ) -> None:
+        self.journal = journal
+        self.ataos = ataos
+        self.config = config
+        self.log = log
+
+    def prepare(self, key: str) -> HexapodState:
+        """Compute the offset to send for triplet ``key`` and claim it; return the offset (mm, deg).
+
+        Raises
+        ------
+        ExpectedError
+            If there is no correction for ``key``, or it cannot be claimed (already being sent, sent,
+            uncertain or superseded).
+        """
+        record = self.journal.correction(key)
+        if record is None:
+            raise ExpectedError(f"no correction for triplet {key}")
+        step = plan_step(
+            record.raw,
+            gains=self.config.gains.as_array(),
+            max_step=self.config.max_step.as_array(),
+            max_total=self.config.max_total.as_array(),
+            total=self.journal.total_applied(),
+        )
+        if step.message:
+            self.log.warning(f"group {record.group_id}: {step.message}")
+        if not self.journal.claim_correction(key, step.offset):
+            current = self.journal.correction(key)
+            state = current.state.name if current is not None else "missing"
+            raise ExpectedError(f"the correction of group {record.group_id} is {state}: it is not sent again")
+        return step.offset
+
+    async def send(self, key: str, offset: HexapodState) -> None:
+        """Write ATAOS ``offset`` for a claimed correction and journal the outcome.
+
+        Raises
+        ------
+        ExpectedError
+            If ATAOS did not acknowledge it as done (the message says whether it may have been applied).
+        """
+        try:
+            await self.ataos.cmd_offset.set_start(
+                x=offset.x,
+                y=offset.y,
+                z=offset.z,
+                u=offset.u,
+                v=offset.v,
+                w=0.0,
+                m1=0.0,
+                m2=0.0,
+                timeout=self.config.apply_timeout_s,
+            )
+        except asyncio.CancelledError:
+            self.journal.finish_correction(
+                key, CorrectionState.UNCERTAIN, message="cancelled while in flight"
+            )
+            raise
+        except AckError as exc:
+            definite = not isinstance(exc, AckTimeoutError) and exc.ackcmd.ack in _DEFINITE_REFUSALS
+            state = CorrectionState.FAILED if definite else CorrectionState.UNCERTAIN
+            outcome = "refused it" if definite else "did not confirm it (it may have been applied)"
+            message = f"ATAOS {outcome}: {exc}"
+            self.journal.finish_correction(key, state, message=message)
+            raise ExpectedError(message) from exc
+        self.journal.finish_correction(key, CorrectionState.APPLIED)

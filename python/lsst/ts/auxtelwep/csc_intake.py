@@ -1,0 +1,298 @@
+"""The CSC's intake: camera events -> raw file -> header -> sequencer -> journal -> triplets to process.
+
+Flow for one image
+------------------
+1. ATCamera ``endReadout`` announces ``imageName`` with ``groupId``/``imageType``/``reason`` in
+   ``additionalKeys``/``additionalValues``. A non-wavefront ``imageType`` is journaled IGNORED; otherwise the
+   image is journaled ANNOUNCED and given ``oods_timeout_s`` for ATOODS to report it.
+2. ATOODS ``imageInOODS`` (``statusCode`` 0) says the file is ingested: the raw is looked for under the data
+   root (`intake.RawLocator`), its primary header read, and the image handed to the `cadence.Sequencer`.
+   A non-zero ``statusCode`` rejects the image. If ATOODS stays silent past the timeout, the file is looked
+   for anyway; if it is not there either, the image is LOST (reported).
+3. The sequencer's verdict is journaled (QUEUED, REJECTED...) and published (``imageReceived``,
+   ``cadenceWarning``); complete triplets are journaled and handed to the sink to be processed.
+
+Samples replayed as late-joiner history for images already journaled are skipped silently; the same image
+announced again live is a duplicate and reported. Times are `time.monotonic` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .cadence import CadenceLimits, RejectionKind, Sequencer, Triplet, TripletState, WarningKind
+from .errors import AuxTelWepError, InputError, RawFormatError
+from .instrument import Role
+from .intake import ImageInfo, RawLocator, parse_additional, read_image_info
+from .journal import ImageStatus, Journal
+
+__all__ = ["ROLE_NAMES", "ImageIntake", "IntakeSink", "kind_name"]
+
+log = logging.getLogger(__name__)
+
+#: Role names written in ``imageReceived.role``.
+ROLE_NAMES = {Role.INTRA: "intra", Role.EXTRA: "extra", Role.INFOCUS: "inFocus"}
+_KIND_NAMES = {WarningKind.POINTING_MOVED: "pointingChanged", WarningKind.MISSING_PARTNER: "timeout"}
+
+
+def kind_name(kind: WarningKind | RejectionKind) -> str:
+    """Name of a warning or rejection kind in ``cadenceWarning.kind`` (camelCase: ``outOfOrder``...)."""
+    if kind in _KIND_NAMES:
+        return _KIND_NAMES[kind]  # type: ignore[index]
+    head, *rest = kind.value.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+class IntakeSink(Protocol):
+    """What the intake needs from the CSC."""
+
+    def image_received(
+        self, obsid: str, *, group_id: str, role: Role | None, status: str, reason: str
+    ) -> None:
+        """Publish ``imageReceived`` (status: accepted, ignored or rejected)."""
+
+    def cadence_warning(self, kind: str, *, group_id: str, obsid: str, message: str) -> None:
+        """Publish ``cadenceWarning``."""
+
+    def triplet_ready(self, key: str) -> None:
+        """A journaled COMPLETE triplet is ready to process."""
+
+    def triplet_rejected(self, triplet: Triplet, reason: str) -> None:
+        """Publish ``rejectedWavefrontError`` for a triplet refused before processing."""
+
+    def data_root_lost(self, message: str) -> None:
+        """The data root became unreadable (a lost dependency: FAULT)."""
+
+
+class ImageIntake:
+    """Turn camera events into journaled triplets (see the module docstring).
+
+    Parameters
+    ----------
+    locator : `intake.RawLocator`
+    journal : `journal.Journal`
+    limits : `cadence.CadenceLimits`
+    oods_timeout_s : `float`
+        Time after ``endReadout`` to wait for ``imageInOODS`` before looking for the file, seconds.
+    sink : `IntakeSink`
+    clock : callable, optional
+        Monotonic clock, seconds (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        *,
+        locator: RawLocator,
+        journal: Journal,
+        limits: CadenceLimits,
+        oods_timeout_s: float,
+        sink: IntakeSink,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.locator = locator
+        self.journal = journal
+        self.limits = limits
+        self.oods_timeout_s = oods_timeout_s
+        self.sink = sink
+        self.clock = clock
+        self.sequencer = Sequencer(limits=limits)
+        self._deadlines: dict[str, float] = {}
+
+    def recover(self) -> dict[str, int]:
+        """Rebuild the in-memory state from the journal after a (re)start; return counts per kind.
+
+        Queued images go back to the sequencer (their timeout restarts now); announced or lost images are
+        looked for at the next `housekeeping`; every journaled OBSID counts as seen.
+        """
+        queued = self.journal.images(ImageStatus.QUEUED)
+        queued_ids = {r.obsid for r in queued}
+        self.sequencer.mark_seen(r.obsid for r in self.journal.images() if r.obsid not in queued_ids)
+        now = self.clock()
+        for record in queued:
+            if record.info is not None:
+                self._accept(record.obsid, record.info, replay=True)
+        waiting = self.journal.images(ImageStatus.ANNOUNCED)
+        for record in waiting:
+            self._deadlines[record.obsid] = now
+        return {"queued": len(queued), "announced": len(waiting)}
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    def on_end_readout(
+        self, image_name: str, *, additional_keys: str, additional_values: str, historical: bool
+    ) -> None:
+        """Handle ATCamera ``endReadout``."""
+        if self._known(image_name, historical, "endReadout"):
+            return
+        try:
+            extra = parse_additional(additional_keys, additional_values)
+        except InputError as exc:
+            log.warning("endReadout %s: %s; using no additional keys", image_name, exc)
+            extra = {}
+        group_id = extra.get("groupid", "")
+        image_type = extra.get("imagetype", "").upper()
+        types = self.limits.wavefront_image_types
+        if image_type and types and image_type not in types:
+            reason = f"imageType={image_type!r} is not a wavefront image type (one of {list(types)})"
+            self.journal.add_image(image_name, status=ImageStatus.IGNORED, group_id=group_id, reason=reason)
+            self.sink.image_received(
+                image_name, group_id=group_id, role=None, status="ignored", reason=reason
+            )
+            return
+        self.journal.add_image(image_name, status=ImageStatus.ANNOUNCED, group_id=group_id)
+        self._deadlines[image_name] = self.clock() + self.oods_timeout_s
+
+    def on_image_in_oods(self, obsid: str, *, status_code: int, description: str, historical: bool) -> None:
+        """Handle ATOODS ``imageInOODS``."""
+        record = self.journal.image(obsid)
+        if record is not None and record.status not in (ImageStatus.ANNOUNCED, ImageStatus.LOST):
+            if not historical:
+                self._duplicate(
+                    obsid, record.group_id, f"imageInOODS again for {obsid} ({record.status.value})"
+                )
+            return
+        if record is None:
+            self.journal.add_image(obsid, status=ImageStatus.ANNOUNCED)
+        if status_code != 0:
+            self._reject(
+                obsid, "", f"ATOODS could not ingest {obsid}: statusCode={status_code} ({description})"
+            )
+            return
+        self.ingest(obsid)
+
+    def ingest(self, obsid: str) -> None:
+        """Find raw ``obsid``, read its header and hand it to the sequencer (it must be journaled)."""
+        self._deadlines.pop(obsid, None)
+        try:
+            path = self.locator.find(obsid)
+        except InputError as exc:
+            self._reject(obsid, "", str(exc))
+            return
+        if path is None:
+            try:
+                self.locator.check_readable()
+            except AuxTelWepError as exc:
+                self.sink.data_root_lost(str(exc))
+                return
+            where = ", ".join(str(p) for p in self.locator.candidates(obsid))
+            self._reject(obsid, "", f"{obsid} was announced but no raw is at {where}")
+            return
+        try:
+            info = read_image_info(path)
+        except RawFormatError as exc:
+            self._reject(obsid, "", f"unreadable raw: {exc}")
+            return
+        if info.obsid != obsid:
+            self._reject(obsid, info.group_id, f"{path} has OBSID={info.obsid!r}, expected {obsid!r}")
+            return
+        self._accept(obsid, info, replay=False)
+
+    def housekeeping(self) -> None:
+        """Report groups whose partners never came; look for announced images ATOODS never reported."""
+        now = self.clock()
+        for expired in self.sequencer.expire(now_s=now):
+            for obsid in expired.obsids:
+                self.journal.update_image(obsid, status=ImageStatus.EXPIRED, reason=expired.message)
+            log.warning(expired.message)
+            self.sink.cadence_warning(
+                kind_name(WarningKind.MISSING_PARTNER),
+                group_id=expired.group_id,
+                obsid=expired.obsids[0],
+                message=expired.message,
+            )
+        for obsid, deadline in list(self._deadlines.items()):
+            if now < deadline:
+                continue
+            record = self.journal.image(obsid)
+            if record is None or record.status is not ImageStatus.ANNOUNCED:
+                self._deadlines.pop(obsid, None)
+                continue
+            if self.locator.find(obsid) is not None:
+                log.warning(
+                    "%s: no imageInOODS within %g s, but the raw is there: using it",
+                    obsid,
+                    self.oods_timeout_s,
+                )
+                self.ingest(obsid)
+                continue
+            self._deadlines.pop(obsid, None)
+            reason = (
+                f"no imageInOODS within {self.oods_timeout_s:g} s of endReadout and no raw in the data root"
+            )
+            self.journal.update_image(obsid, status=ImageStatus.LOST, reason=reason)
+            self.sink.image_received(
+                obsid, group_id=record.group_id, role=None, status="rejected", reason=reason
+            )
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _known(self, obsid: str, historical: bool, source: str) -> bool:
+        record = self.journal.image(obsid)
+        if record is None:
+            return False
+        if not historical:
+            self._duplicate(obsid, record.group_id, f"{source} again for {obsid} ({record.status.value})")
+        return True
+
+    def _duplicate(self, obsid: str, group_id: str, message: str) -> None:
+        log.warning(message)
+        self.sink.cadence_warning(
+            kind_name(RejectionKind.DUPLICATE), group_id=group_id, obsid=obsid, message=message
+        )
+
+    def _reject(self, obsid: str, group_id: str, reason: str) -> None:
+        log.warning("rejected %s: %s", obsid, reason)
+        self.journal.update_image(obsid, status=ImageStatus.REJECTED, reason=reason)
+        self.sink.image_received(obsid, group_id=group_id, role=None, status="rejected", reason=reason)
+
+    def _accept(self, obsid: str, info: ImageInfo, *, replay: bool) -> None:
+        outcome = self.sequencer.add(info, now_s=self.clock(), replay=replay)
+        if outcome.rejection is not None:
+            rejection = outcome.rejection
+            self.journal.update_image(obsid, status=ImageStatus.REJECTED, info=info, reason=rejection.message)
+            if rejection.kind in (RejectionKind.DUPLICATE, RejectionKind.OUT_OF_ORDER):
+                self.sink.cadence_warning(
+                    kind_name(rejection.kind),
+                    group_id=rejection.group_id,
+                    obsid=obsid,
+                    message=rejection.message,
+                )
+            log.warning("rejected %s: %s", obsid, rejection.message)
+            self.sink.image_received(
+                obsid, group_id=rejection.group_id, role=None, status="rejected", reason=rejection.message
+            )
+            return
+        role = outcome.role
+        if role is Role.INFOCUS and not self.limits.require_infocus:
+            reason = "in-focus image not needed (cadence.require_infocus is false)"
+            self.journal.update_image(obsid, status=ImageStatus.IGNORED, info=info, role=role, reason=reason)
+            self.sink.image_received(
+                obsid, group_id=info.group_id, role=role, status="ignored", reason=reason
+            )
+            return
+        self.journal.update_image(
+            obsid, status=ImageStatus.QUEUED, info=info, role=role, group_id=outcome.group_id
+        )
+        if not replay:
+            self.sink.image_received(
+                obsid, group_id=outcome.group_id, role=role, status="accepted", reason=""
+            )
+        for warning in outcome.warnings:
+            log.warning(warning.message)
+            self.sink.cadence_warning(
+                kind_name(warning.kind),
+                group_id=warning.group_id,
+                obsid=warning.obsids[0],
+                message=warning.message,
+            )
+        for triplet in outcome.triplets:
+            if self.journal.add_triplet(triplet, source="events"):
+                self.sink.triplet_ready(triplet.key)
+        for refused in outcome.triplet_rejections:
+            self.journal.add_triplet(refused.triplet, source="events")
+            self.journal.set_triplet_state(refused.triplet.key, TripletState.REJECTED, reason=refused.message)
+            log.warning(refused.message)
+            self.sink.triplet_rejected(refused.triplet, refused.message)

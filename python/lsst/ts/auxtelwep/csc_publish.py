@@ -1,0 +1,138 @@
+"""What the CSC writes for a result: the AuxTelWEP events, mirroring the MTAOS names.
+
+Each function takes the CSC (a `sal.Controller` with the AuxTelWEP topics) and writes with
+``force_output=True``, so two equal results still give two events. Zernikes are micrometres with their Noll
+indices beside them, padded with zeros to `ZERNIKE_SLOTS` entries (``numZernikes`` says how many are used);
+hexapod offsets are mm (x, y, z) and degrees (u, v).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from .cadence import Triplet
+from .csc_worker import WepSummary
+from .instrument import HexapodState
+from .sal import ExpectedError
+
+__all__ = [
+    "ZERNIKE_SLOTS",
+    "parse_overrides",
+    "publish_correction",
+    "publish_rejected",
+    "publish_result",
+    "zernike_slots",
+]
+
+#: Length of the Zernike arrays of ``wavefrontError`` and ``zernikeCorrection``.
+ZERNIKE_SLOTS = 28
+
+log = logging.getLogger(__name__)
+
+
+def zernike_slots(summary: WepSummary) -> tuple[list[int], list[float], list[float]]:
+    """Noll indices, values and errors (um) padded (or cut) to `ZERNIKE_SLOTS` entries."""
+    n = min(len(summary.noll), ZERNIKE_SLOTS)
+    pad = ZERNIKE_SLOTS - n
+    return (
+        list(summary.noll[:n]) + [0] * pad,
+        list(summary.zernikes_um[:n]) + [0.0] * pad,
+        list(summary.zernikes_err_um[:n]) + [0.0] * pad,
+    )
+
+
+def _obsids(triplet: Triplet) -> dict[str, str]:
+    return dict(
+        intraObsid=triplet.intra.obsid,
+        extraObsid=triplet.extra.obsid,
+        inFocusObsid=triplet.infocus.obsid if triplet.infocus is not None else "",
+    )
+
+
+def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
+    """Write ``donutDetection``, ``wavefrontError``, ``hexapodCorrection`` (applied=false) and
+    ``wepDuration``."""
+    group = triplet.group_id
+    csc.evt_donutDetection.set_write(
+        groupId=group,
+        mode=summary.detection_mode,
+        reason=summary.detection_reason,
+        donutCount=summary.donut_count,
+        wcsScatter=summary.wcs_scatter_arcsec,
+        force_output=True,
+    )
+    noll, values, errors = zernike_slots(summary)
+    if len(summary.noll) > ZERNIKE_SLOTS:
+        log.warning(f"group {group}: {len(summary.noll)} Zernikes, only the first {ZERNIKE_SLOTS} published")
+    csc.evt_wavefrontError.set_write(
+        groupId=group,
+        **_obsids(triplet),
+        nollZernikeIndices=noll,
+        nollZernikeValues=values,
+        nollZernikeErrors=errors,
+        numZernikes=min(len(summary.noll), ZERNIKE_SLOTS),
+        donutCount=summary.donut_count,
+        reducedChi2=summary.reduced_chi2,
+        algorithm=summary.algorithm,
+        force_output=True,
+    )
+    publish_correction(csc, group, summary.correction, summary.solved_axes, applied=False)
+    t = summary.timings_s
+    nan = float("nan")
+    csc.evt_wepDuration.set_write(
+        groupId=group,
+        calcTime=t.get("total", nan),
+        isrTime=t.get("isr", nan),
+        detectionTime=t.get("detection", nan),
+        estimationTime=t.get("estimation", nan),
+        force_output=True,
+    )
+
+
+def publish_correction(
+    csc: Any, group_id: str, offset: HexapodState, solved_axes: Sequence[str], *, applied: bool
+) -> None:
+    """Write ``hexapodCorrection``: the computed correction (applied=false) or what was sent
+    (applied=true)."""
+    csc.evt_hexapodCorrection.set_write(
+        groupId=group_id,
+        x=offset.x,
+        y=offset.y,
+        z=offset.z,
+        u=offset.u,
+        v=offset.v,
+        solvedAxes=",".join(solved_axes),
+        applied=applied,
+        force_output=True,
+    )
+
+
+def publish_rejected(csc: Any, triplet: Triplet, reason: str) -> None:
+    """Write ``rejectedWavefrontError`` for a triplet that gave no result."""
+    csc.evt_rejectedWavefrontError.set_write(
+        groupId=triplet.group_id, **_obsids(triplet), reason=reason, force_output=True
+    )
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """Parse runWEP's ``config`` (a YAML or JSON mapping; blank for none).
+
+    Raises
+    ------
+    ExpectedError
+        If it is not YAML/JSON or not a mapping.
+    """
+    if not text.strip():
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ExpectedError(f"runWEP config is not YAML/JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ExpectedError(f"runWEP config must be a mapping, not {json.dumps(value)[:100]}")
+    return value

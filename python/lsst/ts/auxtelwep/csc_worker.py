@@ -1,0 +1,227 @@
+"""Running the science pipeline off the CSC's event loop.
+
+The CSC hands a `cadence.Triplet` and the pipeline options to a *processor*, a picklable function
+``(triplet, options) -> WepSummary`` run in a worker process (`WorkerPool`, spawn context), so heartbeats,
+commands and intake stay responsive however long a triplet takes. The default processor, `run_pipeline`,
+calls `lsst.ts.auxtelwep.pipeline.process` and summarises its result; tests inject fakes that sleep, burn CPU,
+return fixed numbers or raise. A processor raises the package's errors (`errors.AuxTelWepError`) for bad
+data; the CSC turns them into ``rejectedWavefrontError``.
+
+`WepSummary` is what the CSC publishes and journals: plain numbers, micrometres for Zernikes (Noll indices
+in ``noll``), mm and degrees for the hexapod correction, seconds for timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import multiprocessing
+from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from .cadence import Triplet
+from .errors import AuxTelWepError, ConfigurationError
+from .instrument import HexapodState
+
+__all__ = ["Processor", "WepSummary", "WorkerError", "WorkerPool", "run_pipeline", "summarize"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerError(AuxTelWepError, RuntimeError):
+    """A worker process died or overran its time limit (the pool is restarted)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WepSummary:
+    """What the CSC publishes for one processed triplet.
+
+    Attributes
+    ----------
+    noll : `tuple` of `int`
+        Noll indices of the Zernikes.
+    zernikes_um, zernikes_err_um : `tuple` of `float`
+        In-focus wavefront deviation from the design and its 1-sigma error, micrometres, one per ``noll``.
+    donut_count : `int`
+        Donut pairs combined.
+    reduced_chi2 : `float`
+        Reduced chi-square of the fit (NaN if the estimator has none).
+    algorithm : `str`
+        Estimator (``tie``, ``danish``...).
+    detection_mode, detection_reason : `str`
+        How donuts were found and why that mode.
+    wcs_scatter_arcsec : `float`
+        Scatter of the catalog match, arcsec (NaN without a WCS match).
+    correction : `HexapodState`
+        Full hexapod correction (before the CSC's gains and limits), mm and degrees.
+    solved_axes : `tuple` of `str`
+        Axes solved (others are zero).
+    timings_s : `dict` of `str` to `float`
+        Seconds per stage: ``isr``, ``detection``, ``estimation``, ``total`` (others allowed).
+    """
+
+    noll: tuple[int, ...]
+    zernikes_um: tuple[float, ...]
+    zernikes_err_um: tuple[float, ...]
+    donut_count: int
+    reduced_chi2: float
+    algorithm: str
+    detection_mode: str
+    detection_reason: str
+    wcs_scatter_arcsec: float
+    correction: HexapodState
+    solved_axes: tuple[str, ...]
+    timings_s: dict[str, float]
+
+    def __post_init__(self) -> None:
+        if not len(self.noll) == len(self.zernikes_um) == len(self.zernikes_err_um):
+            raise ConfigurationError(
+                f"WepSummary: noll ({len(self.noll)}), zernikes_um ({len(self.zernikes_um)}) and "
+                f"zernikes_err_um ({len(self.zernikes_err_um)}) must have the same length",
+                value=(self.noll, self.zernikes_um),
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (inverse of `from_dict`)."""
+        data = dataclasses.asdict(self)
+        data["correction"] = self.correction.as_array().tolist()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WepSummary:
+        """Build from `to_dict` output."""
+        fields = dict(data)
+        fields["correction"] = HexapodState.from_array(fields["correction"])
+        for name in ("noll", "zernikes_um", "zernikes_err_um", "solved_axes"):
+            fields[name] = tuple(fields[name])
+        return cls(**fields)
+
+
+Processor = Callable[[Triplet, Mapping[str, Any]], WepSummary]
+"""A picklable (module-level) function ``(triplet, pipeline options) -> WepSummary``."""
+
+
+def summarize(result: Any) -> WepSummary:
+    """Summarise a `lsst.ts.auxtelwep.pipeline.WavefrontResult`.
+
+    The correction is the pipeline's offset before clipping (``unclipped``); the CSC applies its own gains
+    and limits when it sends it.
+    """
+    estimate, catalog, correction = result.estimate, result.catalog, result.correction
+    scatter = catalog.wcs_scatter_arcsec
+    return WepSummary(
+        noll=tuple(int(n) for n in estimate.noll),
+        zernikes_um=tuple(float(v) for v in estimate.um),
+        zernikes_err_um=tuple(float(v) for v in estimate.um_err),
+        donut_count=len(estimate.used_indices),
+        reduced_chi2=float("nan") if estimate.reduced_chi2 is None else float(estimate.reduced_chi2),
+        algorithm=str(estimate.algorithm),
+        detection_mode=str(catalog.mode),
+        detection_reason=str(catalog.reason),
+        wcs_scatter_arcsec=float("nan") if scatter is None else float(scatter),
+        correction=correction.unclipped,
+        solved_axes=tuple(correction.solved_axes),
+        timings_s={k: float(v) for k, v in result.timings_s.items()},
+    )
+
+
+def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
+    """The default processor: `lsst.ts.auxtelwep.pipeline.process` on the triplet's raw files.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``options`` do not validate as a `pipeline.PipelineConfig`.
+    AuxTelWepError
+        Whatever the pipeline raises for bad data.
+    """
+    import pydantic
+
+    from . import pipeline  # imported here: only worker processes pay for the science imports
+
+    try:
+        config = pipeline.PipelineConfig.model_validate(dict(options))
+    except pydantic.ValidationError as exc:
+        raise ConfigurationError(f"pipeline options are invalid: {exc}", value=dict(options)) from exc
+    files = pipeline.Triplet(
+        intra=Path(triplet.intra.path),
+        extra=Path(triplet.extra.path),
+        infocus=None if triplet.infocus is None else Path(triplet.infocus.path),
+        group_id=triplet.group_id,
+    )
+    return summarize(pipeline.process(files, config=config))
+
+
+def _warm_up() -> None:
+    """Run once in each new worker so it is started (and imports done) before the first triplet."""
+
+
+class WorkerPool:
+    """A process pool for processors, restarted when a worker dies or overruns.
+
+    Parameters
+    ----------
+    n_workers : `int`
+        Worker processes.
+    context : `str`, optional
+        Multiprocessing start method; ``spawn`` (default) never copies the CSC's DDS threads.
+    """
+
+    def __init__(self, *, n_workers: int, context: str = "spawn") -> None:
+        self.n_workers = n_workers
+        self.context = context
+        self._pool = self._make()
+
+    def _make(self) -> concurrent.futures.ProcessPoolExecutor:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.n_workers, mp_context=multiprocessing.get_context(self.context)
+        )
+        for _ in range(self.n_workers):
+            pool.submit(_warm_up)
+        return pool
+
+    async def run(self, func: Callable[..., Any], *args: Any, timeout: float) -> Any:
+        """Run ``func(*args)`` in a worker; return its result or raise its exception.
+
+        Raises
+        ------
+        WorkerError
+            If the worker died, or did not finish within ``timeout`` seconds (it is then killed and the
+            pool restarted; other triplets running in the pool fail the same way).
+        """
+        try:
+            future = self._pool.submit(func, *args)
+        except (BrokenProcessPool, RuntimeError):
+            self.restart()
+            future = self._pool.submit(func, *args)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=timeout)
+        except TimeoutError:
+            self.restart()
+            raise WorkerError(
+                f"processing did not finish within {timeout:g} s; the worker was stopped"
+            ) from None
+        except BrokenProcessPool as exc:
+            self.restart()
+            raise WorkerError(f"the worker process died while processing ({exc})") from exc
+
+    def restart(self) -> None:
+        """Kill the workers and start a fresh pool."""
+        self._kill()
+        self._pool = self._make()
+
+    def _kill(self) -> None:
+        # ProcessPoolExecutor cannot cancel a running task: kill its processes (private attribute, guarded).
+        processes = getattr(self._pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            if process.is_alive():
+                process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the workers (running tasks are abandoned)."""
+        self._kill()
