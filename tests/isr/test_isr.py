@@ -193,8 +193,9 @@ def test_defects_masked_and_interpolated(truth: Truth, raw: RawImage, adu: Expos
 
 
 def test_fringe_fitted_for_configured_filters(truth: Truth, tmp_path: Path) -> None:
-    rows, cols = np.mgrid[0:4000, 0:4072].astype(np.float32)
-    pattern = np.sin(rows / 37.0 + cols / 53.0) * np.cos(cols / 91.0)
+    rows = np.arange(4000, dtype=np.float32)[:, None] / np.float32(37.0)
+    cols = np.arange(4072, dtype=np.float32)[None, :]
+    pattern = np.sin(rows + cols / np.float32(53.0)) * np.cos(cols / np.float32(91.0))  # tilted fringes
     electrons = truth.electrons + np.float32(120.0) * pattern  # fringes of +-120 e- on 800 e- of sky
     amps = electrons_to_amps(
         electrons, truth.signature, exptime_s=EXPTIME_S, darktime_s=DARKTIME_S, rng=np.random.default_rng(5)

@@ -182,18 +182,21 @@ class DetectorSignature:
         columns = rng.normal(0.0, 1.0, (n_amp, n_cols)).astype(np.float32)
 
         rows, cols = DETECTOR_SHAPE
-        yy = (np.arange(rows, dtype=np.float32)[:, None] - rows / 2) / (rows / 2)
-        xx = (np.arange(cols, dtype=np.float32)[None, :] - cols / 2) / (cols / 2)
-        r2 = yy * yy + xx * xx
-        structure = (2.0 * np.exp(-(yy + 1.0) * 40.0) + 0.5 * xx).astype(np.float32)
-        structure = structure + rng.normal(0.0, 0.5, DETECTOR_SHAPE).astype(np.float32)
+        yy = (np.arange(rows, dtype=np.float32)[:, None] - rows / 2) / np.float32(rows / 2)
+        xx = (np.arange(cols, dtype=np.float32)[None, :] - cols / 2) / np.float32(cols / 2)
+        # Static structure: a glow along the bottom rows, a 0.5 adu gradient in x, 0.5 adu of pixel noise.
+        structure = rng.standard_normal(DETECTOR_SHAPE, dtype=np.float32)
+        structure *= np.float32(0.5)
+        structure += np.float32(2.0) * np.exp(-(yy + 1.0) * 40.0) + np.float32(0.5) * xx
 
         dark = np.full(DETECTOR_SHAPE, 0.004, dtype=np.float32)
         warm = rng.integers(0, rows * cols, 200)
         dark.ravel()[warm] = rng.uniform(0.1, 2.0, warm.size).astype(np.float32)
 
-        flat = (1.0 - 0.03 * r2).astype(np.float32)
-        flat *= 1.0 + 0.01 * rng.standard_normal(DETECTOR_SHAPE, dtype=np.float32)
+        flat = rng.standard_normal(DETECTOR_SHAPE, dtype=np.float32)
+        flat *= np.float32(0.01)
+        flat += np.float32(1.0)
+        flat *= np.float32(1.0) - np.float32(0.03) * (yy * yy + xx * xx)
         for _ in range(6):  # dust shadows: shallow discs tens of pixels across
             cy, cx = rng.uniform(200, rows - 200), rng.uniform(200, cols - 200)
             radius, depth = rng.uniform(15, 60), rng.uniform(0.02, 0.08)
