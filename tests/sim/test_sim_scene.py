@@ -9,18 +9,17 @@ from astropy.wcs import WCS
 from lsst.ts.auxtelwep.errors import CatalogError, InputError
 from lsst.ts.auxtelwep.exposure import wcs_from_header
 from lsst.ts.auxtelwep.instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE, AuxTel, HexapodState, Role
+from lsst.ts.auxtelwep.sim.night import make_catalog, write_catalog
 from lsst.ts.auxtelwep.sim.scene import (
     Observation,
     Pointing,
     Truth,
     build_header,
-    make_catalog,
     offset_wcs,
     render_scene,
     simulate_exposure,
     true_wcs,
     truth_path,
-    write_catalog,
 )
 
 POINTING = Pointing(ra_deg=210.0, dec_deg=-45.0, rotpa_deg=35.0, camera_angle_deg=20.0)

@@ -156,7 +156,8 @@ def _exposure(args: argparse.Namespace) -> int:
     from astropy.table import Table
 
     from ..instrument import HexapodState, Role
-    from ..sim.scene import Observation, make_catalog, simulate_exposure, write_catalog
+    from ..sim.night import make_catalog, write_catalog
+    from ..sim.scene import Observation, simulate_exposure
     from ..sim.signature import DetectorSignature, write_calibrations
 
     pointing = _pointing(args)

@@ -1,4 +1,4 @@
-"""A simulated night: wavefront triplets (intra, extra, in-focus) written as a data root.
+"""A simulated night: its reference catalog and wavefront triplets (intra, extra, in-focus) in a data root.
 
 Layout of the output directory (also in ``doc/simulator.md``)::
 
@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import pydantic
+from astropy.table import Table
 
 from ..errors import InputError
-from ..instrument import DEFAULT_WAVELENGTH_M, HexapodState, Role
+from ..instrument import BORESIGHT_PIXEL, DEFAULT_WAVELENGTH_M, DETECTOR_SHAPE, AuxTel, HexapodState, Role
 from .scene import (
     ZERO_POINT_MAG,
     HexapodTruth,
     Observation,
     Pointing,
-    make_catalog,
     simulate_exposure,
+    true_wcs,
     truth_path,
-    write_catalog,
 )
 from .signature import DetectorSignature, write_calibrations
 
@@ -182,6 +182,100 @@ class NightManifest(pydantic.BaseModel):
             return cls.model_validate_json(path.read_text())
         except (OSError, pydantic.ValidationError) as exc:
             raise InputError(f"{path}: not a readable night manifest ({exc})", value=str(path)) from exc
+
+
+def make_catalog(
+    pointing: Pointing,
+    *,
+    seed: int,
+    n_stars: int = 12,
+    radius_deg: float = 0.08,
+    mag_range: tuple[float, float] = (9.0, 13.0),
+    blend_pair: bool = False,
+    saturated_star: bool = False,
+    min_separation_px: float = 260.0,
+) -> Table:
+    """A random reference catalog around a pointing.
+
+    Stars are uniform over a disc of ``radius_deg`` about the boresight (the chip is about 0.108 deg wide,
+    so some fall off it) with magnitudes uniform in ``mag_range``; a star closer than
+    ``min_separation_px`` to an earlier one is redrawn, so only the forced pair blends. Options add a forced
+    blend pair (two stars 60 px apart, 1 mag apart, on the chip) and a saturated star (magnitude 4.5, on
+    the chip).
+
+    Returns
+    -------
+    catalog : `astropy.table.Table`
+        Columns ``id`` (int), ``ra``, ``dec`` (deg, ICRS), ``mag``, ``note`` (``"field"``, ``"blend"``,
+        ``"saturated"``).
+    """
+    if n_stars < 0 or radius_deg <= 0 or mag_range[0] > mag_range[1]:
+        raise InputError(
+            f"make_catalog needs n_stars >= 0, radius_deg > 0, mag_range low <= high; got {n_stars}, "
+            f"{radius_deg}, {mag_range}",
+            value=(n_stars, radius_deg, mag_range),
+        )
+    rng = np.random.default_rng(seed)
+    wcs = true_wcs(pointing, AuxTel())
+    scale_deg = AuxTel().plate_scale_arcsec_per_px / 3600.0
+    cols: list[float] = []
+    rows: list[float] = []
+    notes: list[str] = []
+    mags: list[float] = []
+    margin = 350.0
+
+    def free(col: float, row: float) -> bool:
+        return all(np.hypot(col - c, row - r) >= min_separation_px for c, r in zip(cols, rows, strict=True))
+
+    def place_on_chip() -> tuple[float, float]:
+        for _ in range(1000):
+            col = rng.uniform(margin, DETECTOR_SHAPE[1] - margin)
+            row = rng.uniform(margin, DETECTOR_SHAPE[0] - margin)
+            if free(col, row):
+                return col, row
+        raise InputError("make_catalog: no free place left on the chip; ask for fewer stars", value=n_stars)
+
+    if saturated_star:
+        col, row = place_on_chip()
+        cols.append(col), rows.append(row), mags.append(4.5), notes.append("saturated")
+    if blend_pair:
+        col, row = place_on_chip()
+        mag = rng.uniform(*mag_range)
+        angle = rng.uniform(0, 2 * np.pi)
+        cols += [col, col + 60.0 * np.cos(angle)]
+        rows += [row, row + 60.0 * np.sin(angle)]
+        mags += [mag, mag + 1.0]
+        notes += ["blend", "blend"]
+    for _ in range(n_stars):
+        for _attempt in range(1000):
+            r = radius_deg * np.sqrt(rng.uniform()) / scale_deg
+            phi = rng.uniform(0, 2 * np.pi)
+            col = BORESIGHT_PIXEL[0] + r * np.cos(phi)
+            row = BORESIGHT_PIXEL[1] + r * np.sin(phi)
+            if free(col, row):
+                break
+        cols.append(col), rows.append(row), mags.append(rng.uniform(*mag_range)), notes.append("field")
+    ra, dec = wcs.pixel_to_world_values(np.array(cols), np.array(rows))
+    table = Table()
+    table["id"] = np.arange(len(cols), dtype=np.int64)
+    table["ra"] = np.asarray(ra, dtype=float) % 360.0
+    table["dec"] = np.asarray(dec, dtype=float)
+    table["mag"] = np.round(mags, 3)
+    table["note"] = notes
+    table["ra"].unit = table["dec"].unit = "deg"
+    table["mag"].unit = "mag"
+    table.meta["comment"] = (
+        f"simulated around RA {pointing.ra_deg:.5f}, Dec {pointing.dec_deg:.5f}, seed {seed}"
+    )
+    return table
+
+
+def write_catalog(catalog: Table, path: str | Path) -> Path:
+    """Write a catalog as ECSV (overwriting); return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write(path, format="ascii.ecsv", overwrite=True)
+    return path
 
 
 def simulate_night(
