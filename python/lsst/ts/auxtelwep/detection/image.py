@@ -1,0 +1,200 @@
+"""A binned, cleaned copy of an exposure: what the correlation stages work on.
+
+`prepare` bins the image by block means, removes a global background and then the median of every binned
+column and row (sky gradients, hot or dark columns and rows), replaces masked pixels (``BAD``, ``SAT``,
+``NO_DATA``) by the background, and optionally flattens cosmic rays: binned pixels much brighter than the mean
+of their 8 neighbours (a donut's light, blurred by the seeing, is never that sharp at the binned scale).
+
+Binned pixel ``(i, j)`` covers full-resolution rows ``i*b .. i*b+b-1`` and columns ``j*b .. j*b+b-1``, so its
+centre is at full-resolution ``(j*b + (b-1)/2, i*b + (b-1)/2)`` as ``(x, y)``; see `to_full` and `to_binned`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+from ..errors import DetectionError
+from ..exposure import MaskBit
+
+__all__ = ["UNUSABLE_BITS", "BinnedImage", "bin_image", "prepare", "to_binned", "to_full"]
+
+UNUSABLE_BITS = int(MaskBit.BAD | MaskBit.SAT | MaskBit.NO_DATA)
+"""Mask bits whose pixels carry no usable signal."""
+
+_MAD_TO_SIGMA = 1.4826
+# A binned pixel is a cosmic ray when it exceeds the mean of its neighbours by this many sigma and is more
+# than twice as bright as they are (above background). Donut light never has such contrast after binning.
+_CR_SIGMA = 6.0
+_CR_CONTRAST = 2.0
+
+
+def to_full(ij: ArrayLike, binning: int) -> NDArray[np.float64]:
+    """Binned ``(x, y)`` (or any array of binned coordinates) to full-resolution pixels (0-based)."""
+    return np.asarray(ij, dtype=float) * binning + (binning - 1) / 2.0
+
+
+def to_binned(xy: ArrayLike, binning: int) -> NDArray[np.float64]:
+    """Full-resolution pixel coordinates to binned ones (inverse of `to_full`)."""
+    return (np.asarray(xy, dtype=float) - (binning - 1) / 2.0) / binning
+
+
+def bin_image(image: NDArray, binning: int) -> NDArray[np.float32]:
+    """Block-mean ``image`` by ``binning`` (cropping the last partial block), float32.
+
+    Sums strided views, which is about three times faster than a reshaped mean on a full LATISS frame.
+    """
+    b = int(binning)
+    ny, nx = image.shape[0] // b, image.shape[1] // b
+    if ny == 0 or nx == 0:
+        raise DetectionError(f"image of shape {image.shape} is smaller than one {b} x {b} bin")
+    if b == 1:
+        return np.array(image, dtype=np.float32)
+    cropped = image[: ny * b, : nx * b]
+    cols = np.array(cropped[:, 0::b], dtype=np.float32)
+    for j in range(1, b):
+        cols += cropped[:, j::b]
+    out = cols[0::b].copy()
+    for i in range(1, b):
+        out += cols[i::b]
+    out *= np.float32(1.0 / (b * b))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BinnedImage:
+    """A binned, background-subtracted, cleaned image.
+
+    Attributes
+    ----------
+    data : `numpy.ndarray`, float32, shape (ny, nx)
+        Block means minus background, image units per full-resolution pixel.
+    bad : `numpy.ndarray` of `bool`, same shape
+        Bins that held an unusable pixel (set to 0 in ``data``).
+    binning : `int`
+        Block size, pixels.
+    background : `float`
+        Global background removed before the column/row medians, image units per pixel.
+    sigma_binned : `float`
+        Robust noise of one bin, image units.
+    sigma_pixel : `float`
+        The same scaled to one full-resolution pixel (``sigma_binned * binning``).
+    n_cosmic_rays : `int`
+        Bins flattened as cosmic rays.
+    n_bad_columns : `int`
+        Binned columns whose median stood out by more than 5 sigma from the others (hot or dark columns).
+    """
+
+    data: NDArray[np.float32]
+    bad: NDArray[np.bool_]
+    binning: int
+    background: float
+    sigma_binned: float
+    sigma_pixel: float
+    n_cosmic_rays: int = 0
+    n_bad_columns: int = 0
+
+
+def _local_median(data: NDArray, index: tuple[NDArray, NDArray], *, half: int) -> NDArray:
+    """Median of the ``(2 half + 1)^2`` neighbourhood of each ``data[index]`` (edges clamped)."""
+    offsets = np.arange(-half, half + 1)
+    rows = np.clip(index[0][:, None, None] + offsets[None, :, None], 0, data.shape[0] - 1)
+    cols = np.clip(index[1][:, None, None] + offsets[None, None, :], 0, data.shape[1] - 1)
+    return np.median(data[rows, cols].reshape(index[0].size, -1), axis=1)
+
+
+def _robust_sigma(values: NDArray) -> float:
+    med = np.median(values)
+    return float(_MAD_TO_SIGMA * np.median(np.abs(values - med)))
+
+
+def prepare(
+    image: NDArray,
+    mask: NDArray | None,
+    *,
+    binning: int,
+    clean_cosmic_rays: bool = True,
+) -> BinnedImage:
+    """Bin and clean an image for correlation.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape (rows, cols)
+        Full-resolution ISR'd image, ``image[y, x]``.
+    mask : `numpy.ndarray` of uint16 or `None`
+        `MaskBit` flags, same shape.
+    binning : `int`
+        Block size, pixels.
+    clean_cosmic_rays : `bool`
+        Flatten sharp bins (for defocal images; leave off for in-focus images, whose stars are sharp).
+
+    Returns
+    -------
+    binned : `BinnedImage`
+
+    Raises
+    ------
+    DetectionError
+        If the image has no finite pixel.
+    """
+    b = int(binning)
+    nonfinite = None
+    if not np.isfinite(image.max()):
+        nonfinite = ~np.isfinite(image)
+        image = np.where(nonfinite, 0.0, image)
+    data = bin_image(image, b)
+    ny, nx = data.shape
+    bad = np.zeros(data.shape, dtype=bool)
+    if mask is not None and mask.any():
+        unusable = (mask[: ny * b, : nx * b] & UNUSABLE_BITS) != 0
+        bad |= unusable.reshape(ny, b, nx, b).any(axis=(1, 3))
+    if nonfinite is not None:
+        bad |= nonfinite[: ny * b, : nx * b].reshape(ny, b, nx, b).any(axis=(1, 3))
+    if bad.all():
+        raise DetectionError("every pixel of the image is masked (BAD, SAT or NO_DATA)")
+    sample = data[::3, ::3][~bad[::3, ::3]]
+    if sample.size < 100:
+        sample = data[~bad]
+    background = float(np.median(sample))
+    data = data - np.float32(background)
+    data[bad] = 0.0
+
+    # Column and row medians: sky gradients and hot columns. A donut covers a small fraction of any column,
+    # so the median is the column's own level.
+    col_level = np.median(data, axis=0)
+    col_sigma = _robust_sigma(col_level)
+    n_bad_columns = int(
+        np.count_nonzero(np.abs(col_level - np.median(col_level)) > 5 * max(col_sigma, 1e-12))
+    )
+    data -= col_level[np.newaxis, :].astype(np.float32)
+    data -= np.median(data, axis=1)[:, np.newaxis].astype(np.float32)
+    data[bad] = 0.0
+
+    sigma_binned = _robust_sigma(data[::3, ::3][~bad[::3, ::3]])
+    if not np.isfinite(sigma_binned) or sigma_binned <= 0:
+        sigma_binned = float(np.std(data[~bad])) or 1.0
+
+    n_cr = 0
+    if clean_cosmic_rays:
+        neighbours = (ndimage.uniform_filter(data, size=3, mode="nearest") * 9.0 - data) / 8.0
+        excess = data - neighbours
+        sharp = (excess > _CR_SIGMA * sigma_binned) & (data > _CR_CONTRAST * np.maximum(neighbours, 0.0))
+        n_cr = int(np.count_nonzero(sharp))
+        if n_cr:
+            # A cosmic-ray track can span two bins: grow the flagged set by one bin where it still stands
+            # out, then replace each flagged bin by the median of its 5 x 5 neighbourhood.
+            sharp = ndimage.binary_dilation(sharp) & (excess > 3.0 * sigma_binned)
+            data[sharp] = _local_median(data, np.nonzero(sharp), half=2)
+    return BinnedImage(
+        data=data.astype(np.float32, copy=False),
+        bad=bad,
+        binning=b,
+        background=background,
+        sigma_binned=sigma_binned,
+        sigma_pixel=sigma_binned * b,
+        n_cosmic_rays=n_cr,
+        n_bad_columns=n_bad_columns,
+    )

@@ -1,0 +1,486 @@
+"""The three detection modes: ``wcs``, ``refit`` and ``template``.
+
+Each mode returns a `ModeResult` (donuts, rejections, notes) or raises `DetectionError` with the reason it
+failed, which `detect_donuts` records before falling back to the next mode.
+
+Placing catalog stars (modes ``wcs`` and ``refit``) on a defocal image: the predicted positions are first
+moved by one common shift, the one that best lines them up with peaks of the matched-filter map within
+``search_radius_px`` (each star contributes its normalised map, so one bright star cannot dominate); then
+each star takes the highest peak within two bins of its shifted prediction, and `measure_donut` refines it
+at full resolution. The common shift absorbs a pointing error and a telescope offset between exposures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import DetectionError
+from ..exposure import Exposure
+from ..instrument import AuxTel, Role
+from ..refcat import RefCatalog
+from .catalog import Donut, Rejection
+from .config import DetectionConfig
+from .image import BinnedImage, prepare, to_binned
+from .measure import Measurement, measure_donut
+from .select import select_sources
+from .template import Candidate, DonutTemplate, correlate, donut_template, find_donuts
+from .wcs import project
+
+__all__ = [
+    "DefocalImage",
+    "ModeResult",
+    "default_saturation",
+    "isolation_px",
+    "pair_offset",
+    "place",
+    "run_catalog_mode",
+    "run_template_mode",
+]
+
+_log = logging.getLogger(__name__)
+
+SATURATION_ADU = 120000.0
+"""LATISS saturation, adu (obs_lsst)."""
+MIN_GAIN = 1.047
+"""Lowest nominal LATISS gain, e-/adu: saturation in electrons is taken as ``SATURATION_ADU * MIN_GAIN``."""
+_LOCAL_SEARCH_BINS = 2
+
+
+def default_saturation(exposure: Exposure, config: DetectionConfig) -> float:
+    """Saturation level in the exposure's units: config, else header ``SATURATE``, else the LATISS value."""
+    if config.saturation is not None:
+        return float(config.saturation)
+    value = exposure.header.get("SATURATE")
+    if isinstance(value, int | float) and value > 0:
+        return float(value)
+    return SATURATION_ADU * (MIN_GAIN if exposure.units == "electron" else 1.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _donut_radii(telescope: AuxTel, role: Role) -> tuple[float, float]:
+    return telescope.with_role(role).donut_radii_px()
+
+
+def isolation_px(telescope: AuxTel, config: DetectionConfig) -> float:
+    """Blend separation: the configured one, else two outer radii plus 30 px."""
+    if config.isolation_px is not None:
+        return float(config.isolation_px)
+    return 2.0 * _donut_radii(telescope, Role.INTRA)[0] + 30.0
+
+
+class DefocalImage:
+    """An exposure with the templates and maps detection needs, computed once on demand.
+
+    Parameters
+    ----------
+    exposure : `Exposure`
+        Defocal ISR'd image.
+    role : `Role`
+        ``Role.INTRA`` or ``Role.EXTRA``: sets the defocus of the template.
+    telescope : `AuxTel`
+        In-focus telescope state (the role's focus offset is added).
+    config : `DetectionConfig`
+    """
+
+    def __init__(self, exposure: Exposure, role: Role, *, telescope: AuxTel, config: DetectionConfig) -> None:
+        self.exposure = exposure
+        self.role = role
+        self.config = config
+        outer, inner = _donut_radii(telescope, role)
+        blur = config.seeing_fwhm_arcsec / telescope.plate_scale_arcsec_per_px / 2.3548
+        self.template: DonutTemplate = donut_template(
+            outer, inner, binning=config.binning, blur_sigma_px=blur
+        )
+        self.template_full: DonutTemplate = donut_template(outer, inner, binning=1, blur_sigma_px=blur)
+        self.saturation = default_saturation(exposure, config)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.exposure.image.shape  # type: ignore[return-value]
+
+    @functools.cached_property
+    def binned(self) -> BinnedImage:
+        return prepare(self.exposure.image, self.exposure.mask, binning=self.config.binning)
+
+    @functools.cached_property
+    def corr(self) -> NDArray[np.float32]:
+        return correlate(self.binned.data, self.template)
+
+    @functools.cached_property
+    def snr(self) -> NDArray[np.float32]:
+        return self.corr / np.float32(self.binned.sigma_binned * self.template.kernel_norm)
+
+    @functools.cached_property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return find_donuts(
+            self.binned, self.template, threshold_sigma=self.config.threshold_sigma, corr=self.corr
+        )
+
+    def measure(self, x: float, y: float) -> Measurement:
+        """Refine and measure a donut found near ``(x, y)`` (within a bin or two)."""
+        return measure_donut(
+            self.exposure.image,
+            self.exposure.mask,
+            x,
+            y,
+            template=self.template_full,
+            search_px=self.config.binning + 3,
+            saturation=self.saturation,
+        )
+
+    def problem(self, m: Measurement) -> str | None:
+        """Why a measurement cannot be kept, or `None`."""
+        if m.saturated:
+            return "saturated"
+        if m.bad_fraction > self.config.max_bad_fraction:
+            return f"{100 * m.bad_fraction:.0f} % of the aperture is BAD/NO_DATA"
+        if not m.snr >= self.config.min_snr:
+            return f"SNR {m.snr:.1f} below min_snr={self.config.min_snr:g}"
+        margin = self.config.edge_margin_px
+        rows, cols = self.shape
+        if not (margin <= m.x <= cols - 1 - margin and margin <= m.y <= rows - 1 - margin):
+            return f"within {margin:g} px of the edge"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeResult:
+    """What a mode found."""
+
+    donuts: tuple[Donut, ...]
+    rejected: tuple[Rejection, ...]
+    note: str
+    offsets_px: tuple[float, float, float, float]
+
+
+def place(
+    image: DefocalImage, x: NDArray, y: NDArray, *, search_px: float
+) -> tuple[tuple[float, float], NDArray, NDArray]:
+    """Find the donuts of stars predicted at ``(x, y)`` (see the module docstring).
+
+    Returns
+    -------
+    shift : `tuple` of `float`
+        Common shift applied to the predictions, full-resolution pixels.
+    peak_xy : `numpy.ndarray`, shape (n, 2)
+        Full-resolution position of each star's binned peak (NaN where none).
+    peak_snr : `numpy.ndarray`, shape (n,)
+        Matched-filter SNR at that peak (0 where none).
+    """
+    b = image.config.binning
+    snr = image.snr
+    ny, nx = snr.shape
+    xb, yb = to_binned(x, b), to_binned(y, b)
+    s = math.ceil(search_px / b)
+    offs = np.arange(-s, s + 1)
+    rows = np.rint(yb)[:, None, None] + offs[None, :, None]
+    cols = np.rint(xb)[:, None, None] + offs[None, None, :]
+    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    values = np.where(
+        inside, snr[np.clip(rows, 0, ny - 1).astype(int), np.clip(cols, 0, nx - 1).astype(int)], 0.0
+    )  # (n, 2s+1, 2s+1)
+    best = values.reshape(len(x), -1).max(axis=1)
+    useful = best >= image.config.threshold_sigma
+    shift_b = (0, 0)
+    if useful.any():
+        score = np.clip(values[useful], 0.0, None) / best[useful, None, None]
+        total = score.sum(axis=0)
+        # Prefer the smallest shift among equal scores.
+        total = total - 1e-6 * (offs[:, None] ** 2 + offs[None, :] ** 2)
+        si, sj = np.unravel_index(int(np.argmax(total)), total.shape)
+        shift_b = (int(offs[si]), int(offs[sj]))
+    k = _LOCAL_SEARCH_BINS
+    peak_xy = np.full((len(x), 2), np.nan)
+    peak_snr = np.zeros(len(x))
+    for n in range(len(x)):
+        ci, cj = s + shift_b[0], s + shift_b[1]
+        win = values[n, max(ci - k, 0) : ci + k + 1, max(cj - k, 0) : cj + k + 1]
+        if win.size == 0 or win.max() < image.config.threshold_sigma:
+            peak_snr[n] = float(win.max()) if win.size else 0.0
+            continue
+        wi, wj = np.unravel_index(int(np.argmax(win)), win.shape)
+        row = rows[n, max(ci - k, 0) + wi, 0]
+        col = cols[n, 0, max(cj - k, 0) + wj]
+        peak_xy[n] = (col * b + (b - 1) / 2.0, row * b + (b - 1) / 2.0)
+        peak_snr[n] = float(win[wi, wj])
+    return (float(shift_b[1] * b), float(shift_b[0] * b)), peak_xy, peak_snr
+
+
+def _field_angle(telescope: AuxTel, xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    fx, fy = telescope.pixel_to_field(float(np.mean(xs)), float(np.mean(ys)))
+    return float(fx), float(fy)
+
+
+def run_catalog_mode(
+    intra: DefocalImage,
+    extra: DefocalImage,
+    refcat: RefCatalog,
+    wcs_intra,
+    wcs_extra,
+    *,
+    telescope: AuxTel,
+    config: DetectionConfig,
+) -> ModeResult:
+    """Place catalog stars through a WCS on both defocal images (modes ``wcs`` and ``refit``).
+
+    Raises
+    ------
+    DetectionError
+        If no catalog star lands on the chip, or none is found as a donut on both images.
+    """
+    xi, yi = project(wcs_intra, refcat.ra_deg, refcat.dec_deg)
+    xe, ye = project(wcs_extra, refcat.ra_deg, refcat.dec_deg)
+    rows, cols = intra.shape
+    iso = isolation_px(telescope, config)
+    on_extra = (xe >= config.edge_margin_px) & (xe <= cols - 1 - config.edge_margin_px)
+    on_extra &= (ye >= config.edge_margin_px) & (ye <= rows - 1 - config.edge_margin_px)
+    selection = select_sources(
+        xi,
+        yi,
+        refcat.mag,
+        shape=(rows, cols),
+        edge_margin_px=config.edge_margin_px,
+        isolation_px=iso,
+        isolated_mag_diff=config.isolated_mag_diff,
+        max_donuts=len(refcat),
+        keep_blended=config.keep_blended,
+        mag_min=config.mag_min,
+        mag_max=config.mag_max,
+        eligible=np.isfinite(xi) & np.isfinite(yi) & (np.abs(xi) < 1e5) & (np.abs(yi) < 1e5),
+    )
+    keep = selection.keep
+    rejected = [
+        Rejection(float(xi[i]), float(yi[i]), reason, "intra", int(i))
+        for i, reason in selection.rejected
+        if 0 <= xi[i] < cols and 0 <= yi[i] < rows  # stars off the chip are not news
+    ]
+    if keep.size == 0:
+        raise DetectionError(
+            f"no catalog star ({refcat.source}) lands on the chip inside the {config.edge_margin_px:g} px "
+            "margin and magnitude limits"
+        )
+    shift_i, peak_i, snr_i = place(intra, xi[keep], yi[keep], search_px=config.search_radius_px)
+    shift_e, peak_e, snr_e = place(extra, xe[keep], ye[keep], search_px=config.search_radius_px)
+    accepted: list[tuple[int, int, Measurement, Measurement]] = []  # (position in keep, ref, mi, me)
+    for n, ref in enumerate(keep.tolist()):
+        if len(accepted) >= config.max_donuts:
+            rejected.append(
+                Rejection(
+                    float(xi[ref]), float(yi[ref]), f"beyond max_donuts={config.max_donuts}", "intra", ref
+                )
+            )
+            continue
+        if not on_extra[ref]:
+            rejected.append(
+                Rejection(
+                    float(xe[ref]), float(ye[ref]), "off the extra-focal image or in its margin", "extra", ref
+                )
+            )
+            continue
+        problem = None
+        found = []
+        for image, peak, peak_snr, role in ((intra, peak_i, snr_i, "intra"), (extra, peak_e, snr_e, "extra")):
+            if not np.isfinite(peak[n, 0]):
+                problem = (
+                    role,
+                    f"no donut above {config.threshold_sigma:g} sigma near the prediction "
+                    f"(peak {peak_snr[n]:.1f})",
+                )
+                break
+            m = image.measure(*peak[n])
+            why = image.problem(m)
+            if why is not None:
+                problem = (role, why)
+                break
+            found.append(m)
+        if problem is not None:
+            px, py = (xi[ref], yi[ref]) if problem[0] == "intra" else (xe[ref], ye[ref])
+            rejected.append(Rejection(float(px), float(py), problem[1], problem[0], ref))
+            continue
+        accepted.append((n, ref, found[0], found[1]))
+    if not accepted:
+        reasons = sorted({r.reason.split(" (")[0] for r in rejected})
+        raise DetectionError(
+            f"none of {keep.size} catalog stars on the chip was found as a donut on both images "
+            f"({'; '.join(reasons)})"
+        )
+    ref_rows = [ref for _, ref, _, _ in accepted]
+    position = {ref: k for k, ref in enumerate(ref_rows)}
+    donuts = []
+    for n, ref, mi, me in accepted:
+        neighbours = selection.blend_with[n]
+        donuts.append(
+            Donut(
+                intra_x=mi.x,
+                intra_y=mi.y,
+                extra_x=me.x,
+                extra_y=me.y,
+                intra_flux=mi.flux,
+                extra_flux=me.flux,
+                intra_snr=mi.snr,
+                extra_snr=me.snr,
+                field_x_deg=_field_angle(telescope, [mi.x, me.x], [mi.y, me.y])[0],
+                field_y_deg=_field_angle(telescope, [mi.x, me.x], [mi.y, me.y])[1],
+                blended=bool(selection.blended[n]),
+                blend_with=tuple(position[j] for j in neighbours if j in position),
+                ref_index=int(ref),
+                ref_ra_deg=float(refcat.ra_deg[ref]),
+                ref_dec_deg=float(refcat.dec_deg[ref]),
+                ref_mag=float(refcat.mag[ref]),
+            )
+        )
+    note = (
+        f"{len(donuts)} of {keep.size} catalog stars on the chip found; common shift intra "
+        f"({shift_i[0]:+.0f}, {shift_i[1]:+.0f}) px, extra ({shift_e[0]:+.0f}, {shift_e[1]:+.0f}) px"
+    )
+    return ModeResult(tuple(donuts), tuple(rejected), note, (*shift_i, *shift_e))
+
+
+def pair_offset(p: NDArray, q: NDArray, *, max_offset_px: float, tol_px: float) -> tuple[float, float] | None:
+    """The offset ``q - p`` shared by most pairs of points (intra -> extra); `None` if no pair is close."""
+    if len(p) == 0 or len(q) == 0:
+        return None
+    d = (q[None, :, :] - p[:, None, :]).reshape(-1, 2)
+    d = d[np.hypot(d[:, 0], d[:, 1]) <= max_offset_px]
+    if len(d) == 0:
+        return None
+    close = np.hypot(d[:, None, 0] - d[None, :, 0], d[:, None, 1] - d[None, :, 1]) <= tol_px
+    votes = close.sum(axis=1) - 1e-6 * np.hypot(d[:, 0], d[:, 1])
+    best = int(np.argmax(votes))
+    members = d[close[best]]
+    return float(np.median(members[:, 0])), float(np.median(members[:, 1]))
+
+
+def _measure_candidates(
+    image: DefocalImage, role: str
+) -> tuple[list[Measurement], list[Rejection], list[tuple[float, float, float]]]:
+    """Measure accepted candidates: kept ones, rejections, and every source (x, y, flux) for blends."""
+    kept: list[Measurement] = []
+    rejected: list[Rejection] = []
+    everything: list[tuple[float, float, float]] = []
+    for c in image.candidates:
+        if not c.accepted:
+            if not c.reason.startswith("skirt") and not c.reason.startswith("duplicate"):
+                rejected.append(Rejection(c.x, c.y, c.reason, role))
+            continue
+        m = image.measure(c.x, c.y)
+        everything.append((m.x, m.y, max(m.flux, c.flux, 1e-9)))
+        why = image.problem(m)
+        if why is not None:
+            rejected.append(Rejection(m.x, m.y, why, role))
+            continue
+        kept.append(m)
+    return kept, rejected, everything
+
+
+def run_template_mode(
+    intra: DefocalImage, extra: DefocalImage, *, telescope: AuxTel, config: DetectionConfig
+) -> ModeResult:
+    """Find donuts on both defocal images by matched filtering and pair them (mode ``template``).
+
+    Raises
+    ------
+    DetectionError
+        If no donut is found, or none pairs up.
+    """
+    mi, rej_i, all_i = _measure_candidates(intra, "intra")
+    me, rej_e, _all_e = _measure_candidates(extra, "extra")
+    rejected = rej_i + rej_e
+    if not mi or not me:
+        empty = [name for name, ms in (("intra", mi), ("extra", me)) if not ms]
+        details = "; ".join(f"{r.role} ({r.x:.0f}, {r.y:.0f}): {r.reason}" for r in rejected[:6])
+        raise DetectionError(
+            f"no donuts on the {' and '.join(empty)}-focal image "
+            f"({intra.exposure.obsid}, {extra.exposure.obsid}): "
+            f"no usable peak above {config.threshold_sigma:g} sigma"
+            + (f"; rejected: {details}" + (" ..." if len(rejected) > 6 else "") if rejected else "")
+        )
+    p = np.array([[m.x, m.y] for m in mi])
+    q = np.array([[m.x, m.y] for m in me])
+    tol = max(15.0, 2.0 * config.binning)
+    offset = pair_offset(p, q, max_offset_px=config.max_pair_offset_px, tol_px=tol)
+    pairs: list[tuple[int, int]] = []
+    if offset is not None:
+        used: set[int] = set()
+        for a in np.argsort([-m.flux for m in mi]).tolist():
+            dist = np.hypot(q[:, 0] - p[a, 0] - offset[0], q[:, 1] - p[a, 1] - offset[1])
+            for j in used:
+                dist[j] = np.inf
+            j = int(np.argmin(dist))
+            if dist[j] <= tol:
+                used.add(j)
+                pairs.append((a, j))
+    paired_i = {a for a, _ in pairs}
+    paired_e = {j for _, j in pairs}
+    rejected += [
+        Rejection(m.x, m.y, "no extra-focal partner", "intra") for a, m in enumerate(mi) if a not in paired_i
+    ]
+    rejected += [
+        Rejection(m.x, m.y, "no intra-focal partner", "extra") for j, m in enumerate(me) if j not in paired_e
+    ]
+    if not pairs:
+        raise DetectionError(
+            f"{len(mi)} intra- and {len(me)} extra-focal donuts found but none pair up within "
+            f"{config.max_pair_offset_px:g} px"
+        )
+    # Blends: every measured source on the intra image counts as a neighbour, kept or not.
+    px = np.array([p[a, 0] for a, _ in pairs] + [s[0] for s in all_i])
+    py = np.array([p[a, 1] for a, _ in pairs] + [s[1] for s in all_i])
+    flux = np.array([0.5 * (mi[a].flux + me[j].flux) for a, j in pairs] + [s[2] for s in all_i])
+    mag = -2.5 * np.log10(np.clip(flux, 1e-9, None))
+    # The pairs also appear in all_i: drop those duplicates from the neighbour list.
+    n_pairs = len(pairs)
+    dup = np.zeros(len(px), dtype=bool)
+    for k in range(n_pairs, len(px)):
+        dup[k] = np.any(np.hypot(px[:n_pairs] - px[k], py[:n_pairs] - py[k]) < 1.0)
+    px, py, mag = px[~dup], py[~dup], mag[~dup]
+    eligible = np.zeros(len(px), dtype=bool)
+    eligible[:n_pairs] = True
+    selection = select_sources(
+        px,
+        py,
+        mag,
+        shape=intra.shape,
+        edge_margin_px=config.edge_margin_px,
+        isolation_px=isolation_px(telescope, config),
+        isolated_mag_diff=config.isolated_mag_diff,
+        max_donuts=config.max_donuts,
+        keep_blended=config.keep_blended,
+        eligible=eligible,
+    )
+    rejected += [Rejection(float(px[i]), float(py[i]), reason, "intra") for i, reason in selection.rejected]
+    position = {int(i): k for k, i in enumerate(selection.keep.tolist())}
+    donuts = []
+    for k, idx in enumerate(selection.keep.tolist()):
+        a, j = pairs[idx]
+        m1, m2 = mi[a], me[j]
+        fx, fy = _field_angle(telescope, [m1.x, m2.x], [m1.y, m2.y])
+        donuts.append(
+            Donut(
+                intra_x=m1.x,
+                intra_y=m1.y,
+                extra_x=m2.x,
+                extra_y=m2.y,
+                intra_flux=m1.flux,
+                extra_flux=m2.flux,
+                intra_snr=m1.snr,
+                extra_snr=m2.snr,
+                field_x_deg=fx,
+                field_y_deg=fy,
+                blended=bool(selection.blended[k]),
+                blend_with=tuple(position[n] for n in selection.blend_with[k] if n in position),
+            )
+        )
+    off = offset if offset is not None else (0.0, 0.0)
+    note = (
+        f"{len(donuts)} donut pairs (intra {len(mi)}, extra {len(me)} measured); extra - intra offset "
+        f"({off[0]:+.1f}, {off[1]:+.1f}) px"
+    )
+    return ModeResult(tuple(donuts), tuple(rejected), note, (*off, *off))

@@ -1,0 +1,198 @@
+"""WCS helpers for detection: the initial WCS of an exposure, projections, and moving a WCS between exposures.
+
+Conventions: pixels are 0-based ``(x, y)`` = ``(col, row)`` (astropy calls with ``origin=0``); the WCS is a
+TAN projection whose reference pixel is the boresight (`instrument.BORESIGHT_PIXEL`) and whose CD matrix
+follows `exposure.boresight_wcs`: ``CD = s * P @ R(rotpa)`` with ``P = diag(-1, 1)`` (east toward -x at zero
+rotation) and ``R`` a counter-clockwise rotation. Tangent-plane coordinates ``(xi, eta)`` are in degrees,
+``xi`` toward east and ``eta`` toward north, as FITS intermediate world coordinates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+from astropy.wcs import WCS
+from numpy.typing import ArrayLike, NDArray
+
+from ..exposure import Exposure, boresight_wcs
+from ..instrument import BORESIGHT_PIXEL, AuxTel
+
+__all__ = [
+    "Pointing",
+    "from_tangent_plane",
+    "initial_wcs",
+    "pointing_of",
+    "project",
+    "tan_wcs",
+    "tangent_plane",
+    "transfer_wcs",
+    "wcs_rotation_deg",
+]
+
+_log = logging.getLogger(__name__)
+
+
+def tangent_plane(
+    ra_deg: ArrayLike, dec_deg: ArrayLike, ra0_deg: float, dec0_deg: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Gnomonic projection about ``(ra0, dec0)``.
+
+    Returns
+    -------
+    xi, eta : `numpy.ndarray`
+        Standard coordinates, degrees (``xi`` east, ``eta`` north). Points more than 90 degrees away are NaN.
+    """
+    ra = np.deg2rad(np.asarray(ra_deg, dtype=float))
+    dec = np.deg2rad(np.asarray(dec_deg, dtype=float))
+    a0, d0 = math.radians(ra0_deg), math.radians(dec0_deg)
+    dra = ra - a0
+    cos_c = math.sin(d0) * np.sin(dec) + math.cos(d0) * np.cos(dec) * np.cos(dra)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = np.where(cos_c > 0, np.cos(dec) * np.sin(dra) / cos_c, np.nan)
+        eta = np.where(
+            cos_c > 0, (math.cos(d0) * np.sin(dec) - math.sin(d0) * np.cos(dec) * np.cos(dra)) / cos_c, np.nan
+        )
+    return np.rad2deg(xi), np.rad2deg(eta)
+
+
+def from_tangent_plane(
+    xi_deg: ArrayLike, eta_deg: ArrayLike, ra0_deg: float, dec0_deg: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Inverse of `tangent_plane`: standard coordinates (deg) to ``(ra, dec)`` (deg)."""
+    xi = np.deg2rad(np.asarray(xi_deg, dtype=float))
+    eta = np.deg2rad(np.asarray(eta_deg, dtype=float))
+    a0, d0 = math.radians(ra0_deg), math.radians(dec0_deg)
+    denom = math.cos(d0) - eta * math.sin(d0)
+    ra = a0 + np.arctan2(xi, denom)
+    dec = np.arctan2(math.sin(d0) + eta * math.cos(d0), np.hypot(xi, denom))
+    return np.mod(np.rad2deg(ra), 360.0), np.rad2deg(dec)
+
+
+def tan_wcs(
+    ra0_deg: float, dec0_deg: float, cd: ArrayLike, *, crpix0: tuple[float, float] = BORESIGHT_PIXEL
+) -> WCS:
+    """A TAN WCS with reference pixel ``crpix0`` (0-based ``(x, y)``) and CD matrix ``cd`` (deg/px)."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra0_deg, dec0_deg]
+    wcs.wcs.crpix = [crpix0[0] + 1.0, crpix0[1] + 1.0]
+    wcs.wcs.cd = np.asarray(cd, dtype=float)
+    wcs.wcs.radesys = "ICRS"
+    wcs.wcs.set()
+    return wcs
+
+
+def project(
+    wcs: WCS, ra_deg: ArrayLike, dec_deg: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Sky (deg) to 0-based pixels ``(x, y)`` through ``wcs``."""
+    x, y = wcs.all_world2pix(np.asarray(ra_deg, dtype=float), np.asarray(dec_deg, dtype=float), 0)
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def wcs_rotation_deg(wcs: WCS) -> float:
+    """Position angle of the +y (row) axis, degrees from north through east (the ``ROTPA`` convention)."""
+    cd = _cd_of(wcs)
+    # Column 2 of CD is the sky direction of +y: (d xi, d eta) = (s sin t, s cos t).
+    return math.degrees(math.atan2(cd[0, 1], cd[1, 1]))
+
+
+def _cd_of(wcs: WCS) -> NDArray[np.float64]:
+    if wcs.wcs.has_cd():
+        return np.array(wcs.wcs.cd, dtype=float)
+    return np.array(wcs.wcs.get_pc() * wcs.wcs.get_cdelt()[:, None], dtype=float)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pointing:
+    """Where an exposure's header says the boresight pointed.
+
+    Attributes
+    ----------
+    ra_deg, dec_deg : `float`
+        Boresight, degrees.
+    rotpa_deg : `float`
+        Position angle of +y, degrees.
+    source : `str`
+        ``"header"`` (RA/DEC/ROTPA keys) or ``"wcs"`` (the exposure's WCS).
+    """
+
+    ra_deg: float
+    dec_deg: float
+    rotpa_deg: float
+    source: str
+
+
+def pointing_of(exposure: Exposure) -> Pointing | None:
+    """The boresight pointing of an exposure: its RA/DEC/ROTPA keys, else its WCS, else `None`."""
+    header = exposure.header
+    try:
+        ra, dec = float(header["RA"]), float(header["DEC"])
+        rotpa = float(header.get("ROTPA", 0.0))
+        if math.isfinite(ra) and math.isfinite(dec):
+            return Pointing(ra, dec, rotpa, "header")
+    except (KeyError, TypeError, ValueError):
+        pass
+    if exposure.wcs is not None:
+        ra, dec = exposure.wcs.all_pix2world([[BORESIGHT_PIXEL[0], BORESIGHT_PIXEL[1]]], 0)[0]
+        return Pointing(float(ra), float(dec), wcs_rotation_deg(exposure.wcs), "wcs")
+    return None
+
+
+def initial_wcs(exposure: Exposure, telescope: AuxTel) -> tuple[WCS | None, str]:
+    """The WCS to start from: the exposure's own, else one built from the header's boresight.
+
+    Returns
+    -------
+    wcs : `astropy.wcs.WCS` or `None`
+        `None` when the exposure has neither a WCS nor RA/DEC keys.
+    source : `str`
+        Where it came from, for the result's reason.
+    """
+    if exposure.wcs is not None:
+        return exposure.wcs, "the exposure's WCS"
+    pointing = pointing_of(exposure)
+    if pointing is None:
+        return None, "no WCS and no RA/DEC in the header"
+    wcs = boresight_wcs(
+        pointing.ra_deg,
+        pointing.dec_deg,
+        pointing.rotpa_deg,
+        scale_arcsec_per_px=telescope.plate_scale_arcsec_per_px,
+    )
+    return wcs, "the boresight WCS (header RA, DEC, ROTPA)"
+
+
+def transfer_wcs(wcs: WCS, source: Exposure, target: Exposure) -> tuple[WCS, str]:
+    """Carry a WCS solved on ``source`` over to ``target``, applying their header pointing difference.
+
+    The telescope is assumed not to have moved except as the headers say: the reference point is moved by
+    the difference of boresight RA/DEC and the CD matrix turned by the difference of ROTPA.
+
+    Returns
+    -------
+    wcs : `astropy.wcs.WCS`
+        WCS for ``target``.
+    note : `str`
+        The offset applied, for the result's reason.
+    """
+    p_src, p_tgt = pointing_of(source), pointing_of(target)
+    cd = _cd_of(wcs)
+    ra0, dec0 = (float(v) for v in wcs.wcs.crval)
+    if p_src is None or p_tgt is None:
+        return tan_wcs(
+            ra0, dec0, cd, crpix0=tuple(wcs.wcs.crpix - 1.0)
+        ), "no pointing difference known (none applied)"
+    # Move the solved reference point by the on-sky offset between the two boresights.
+    xi, eta = tangent_plane(p_tgt.ra_deg, p_tgt.dec_deg, p_src.ra_deg, p_src.dec_deg)
+    ra1, dec1 = from_tangent_plane(xi, eta, ra0, dec0)
+    drot = p_tgt.rotpa_deg - p_src.rotpa_deg
+    t = math.radians(drot)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    note = (
+        f"pointing offset ({float(xi) * 3600:.1f}, {float(eta) * 3600:.1f}) arcsec, rotation {drot:.3f} deg"
+    )
+    return tan_wcs(float(ra1), float(dec1), cd @ rot, crpix0=tuple(wcs.wcs.crpix - 1.0)), note
