@@ -1,0 +1,144 @@
+"""Corrections on real DDS: authorisation, gains and limits, once-only sending, the closed loop, ATAOS errors.
+
+ATAOS is a Controller in the test that records every ``offset`` it receives (`csc_fakes.Observatory`).
+Results come from runWEP (or camera events) with the fake processor, whose correction is set per test.
+"""
+
+from typing import Any, ClassVar
+
+import numpy as np
+from csc_fakes import RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
+
+from lsst.ts.auxtelwep.instrument import HexapodState
+from lsst.ts.auxtelwep.journal import CorrectionState, Journal
+from lsst.ts.auxtelwep.sal import AckError, Domain, ExpectedError, Remote, SalRetCode, State
+from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
+
+TRIPLET = ("INTRA", "EXTRA", "INFOCUS")
+# gains (0.5, 0.5, 0.9, 0.5, 0.5); per-step limits (0.5, 0.5, 0.1, 0.05, 0.05); total limit on x: 0.8 mm.
+RAW = (2.0, -0.3, 0.5, 0.0, 0.0)
+FIRST_STEP = (0.5, -0.15, 0.1, 0.0, 0.0)  # x and z clipped by max_step; y is gain * raw
+
+
+class CorrectionTestCase(CscTestCase):
+    config_overrides: ClassVar[dict[str, Any]] = {
+        "pipeline": {"fake_correction": list(RAW)},
+        "correction": {
+            "max_total": {"x": 0.8, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2},
+            "apply_timeout_s": 5.0,
+        },
+    }
+
+    async def asyncSetUp(self) -> None:
+        self.obs = await Observatory().start()
+        self.names = [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 1)]
+
+    async def asyncTearDown(self) -> None:
+        await self.obs.close()
+
+    async def run_wep(self) -> None:
+        await self.remote.cmd_runWEP.set_start(
+            intraObsid=self.names[0],
+            extraObsid=self.names[1],
+            inFocusObsid=self.names[2],
+            timeout=RESULT_TIMEOUT,
+        )
+
+    async def test_unauthorised_identity_gets_noperm(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_setAuthList.set_start(
+                authorizedUsers="operator@summit", timeout=STD_TIMEOUT
+            )
+            async with Domain() as domain:
+                domain.identity = "intruder@elsewhere"
+                async with Remote(domain, "AuxTelWEP", include=[]) as intruder:
+                    for command in (intruder.cmd_issueCorrection, intruder.cmd_startClosedLoop):
+                        with self.assertRaises(AckError) as cm:
+                            await command.start(timeout=STD_TIMEOUT)
+                        self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_NOPERM)
+                    # Commands that need no authorisation still work for anyone.
+                    await intruder.cmd_stopClosedLoop.start(timeout=STD_TIMEOUT)
+            async with Domain() as domain:
+                domain.identity = "operator@summit"
+                async with Remote(domain, "AuxTelWEP", include=[]) as operator:
+                    ack = await operator.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+                    self.assertEqual(ack.ack, SalRetCode.CMD_COMPLETE)
+            self.assertEqual(self.obs.offsets, [])
+
+    async def test_issue_correction_gains_limits_and_once_only(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            self.assertIn("no correction computed yet", cm.exception.ackcmd.result)
+            await self.run_wep()
+            await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            np.testing.assert_allclose(self.obs.offsets, [FIRST_STEP], atol=1e-12)
+            applied = await self.next_matching(self.remote.evt_hexapodCorrection, lambda d: d.applied)
+            np.testing.assert_allclose([applied.x, applied.y, applied.z], FIRST_STEP[:3], atol=1e-12)
+            # The same result is never sent twice.
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            self.assertIn("is APPLIED: it is not sent again", cm.exception.ackcmd.result)
+            # A new result: x is limited by the total (0.8 mm, 0.5 already sent).
+            await self.run_wep()
+            await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            self.assertEqual(len(self.obs.offsets), 2)
+            self.assertAlmostEqual(self.obs.offsets[1][0], 0.3, places=12)
+            total = np.sum(self.obs.offsets, axis=0)
+            self.assertLessEqual(total[0], 0.8 + 1e-12)
+
+    async def test_closed_loop_applies_each_result_automatically(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 1)
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            for seq, reason in enumerate(TRIPLET, 11):
+                self.obs.take(self.data_root, seq, reason, group="G2")
+            states = []
+            while not states or states[-1] != 2 or 5 not in states:
+                states.append(
+                    (await self.remote.evt_closedLoopState.next(flush=False, timeout=RESULT_TIMEOUT)).state
+                )
+            # WAITING_IMAGE, PROCESSING, APPLYING_CORRECTION, WAITING_IMAGE
+            self.assertEqual(states, [2, 3, 5, 2])
+            np.testing.assert_allclose(self.obs.offsets, [FIRST_STEP], atol=1e-12)
+            await self.remote.cmd_stopClosedLoop.start(timeout=STD_TIMEOUT)
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 1)
+            # A new loop is a new epoch: the total limit counts from zero again.
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            await self.run_wep()
+            await self.next_matching(
+                self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == "G1"
+            )
+            self.assertAlmostEqual(self.obs.offsets[-1][0], 0.5, places=12)
+
+    async def test_ataos_refusal_is_reported_and_may_be_retried(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            self.obs.offset_error = ExpectedError("hexapod not ready")
+            await self.run_wep()
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)  # ERROR
+            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+            self.addCleanup(journal.close)
+            record = journal.last_correction()
+            self.assertEqual(record.state, CorrectionState.FAILED)
+            self.assertIn("hexapod not ready", record.message)
+            self.obs.offset_error = None
+            await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            self.assertEqual(len(self.obs.offsets), 2)  # the refused one, then the retry
+            self.assertEqual(journal.last_correction().state, CorrectionState.APPLIED)
+            self.assertEqual(self.csc.summary_state, State.ENABLED)
+
+    async def test_correction_in_flight_at_a_crash_is_never_resent(self) -> None:
+        journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+        journal.add_correction("k", "G0", HexapodState(z=0.05))
+        journal.claim_correction("k", HexapodState(z=0.045))  # then the CSC "died"
+        journal.close()
+        async with self.make_csc(initial_state=State.ENABLED):
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            self.assertIn("is UNCERTAIN: it is not sent again", cm.exception.ackcmd.result)
+            message = await self.next_matching(
+                self.remote.evt_logMessage, lambda d: "may or may not" in d.message
+            )
+            self.assertIn("G0", message.message)
+        self.assertEqual(self.obs.offsets, [])
