@@ -155,20 +155,8 @@ def trace_to_pixels(
 
 
 @functools.lru_cache(maxsize=32)
-def _kernel(seeing_arcsec: float, scale_arcsec_per_px: float) -> NDArray[np.float64]:
-    fwhm_px = seeing_arcsec / scale_arcsec_per_px
-    half = max(8, int(np.ceil(_KERNEL_HALF_WIDTH_FWHM * fwhm_px)))
-    image = galsim.Kolmogorov(fwhm=seeing_arcsec).drawImage(
-        nx=2 * half + 1, ny=2 * half + 1, scale=scale_arcsec_per_px, method="no_pixel"
-    )
-    kernel = np.asarray(image.array, dtype=np.float64)
-    kernel /= kernel.sum()
-    kernel.setflags(write=False)
-    return kernel
-
-
 def seeing_kernel(seeing_arcsec: float, *, scale_arcsec_per_px: float) -> NDArray[np.float64]:
-    """Kolmogorov atmospheric kernel sampled at pixel centres, normalised to unit sum.
+    """Kolmogorov atmospheric kernel sampled at pixel centres, normalised to unit sum (memoised).
 
     Parameters
     ----------
@@ -180,14 +168,21 @@ def seeing_kernel(seeing_arcsec: float, *, scale_arcsec_per_px: float) -> NDArra
     Returns
     -------
     kernel : `numpy.ndarray`, shape (2h+1, 2h+1)
-        Read-only, centred on the middle pixel, half width ``h`` of 8 FWHM.
+        Read-only, centred on the middle pixel, half width ``h`` of 8 FWHM (at least 8 px).
     """
     if not seeing_arcsec > 0 or not scale_arcsec_per_px > 0:
         raise InputError(
             f"seeing_arcsec={seeing_arcsec} and scale_arcsec_per_px={scale_arcsec_per_px} must be > 0",
             value=(seeing_arcsec, scale_arcsec_per_px),
         )
-    return _kernel(float(seeing_arcsec), float(scale_arcsec_per_px))
+    half = max(8, int(np.ceil(_KERNEL_HALF_WIDTH_FWHM * seeing_arcsec / scale_arcsec_per_px)))
+    image = galsim.Kolmogorov(fwhm=seeing_arcsec).drawImage(
+        nx=2 * half + 1, ny=2 * half + 1, scale=scale_arcsec_per_px, method="no_pixel"
+    )
+    kernel = np.asarray(image.array, dtype=np.float64)
+    kernel /= kernel.sum()
+    kernel.setflags(write=False)
+    return kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,7 +367,7 @@ def _kolmogorov_offsets_px(
     Kolmogorov restricted to a square of half width 8 FWHM and renormalised.
     """
     profile = galsim.Kolmogorov(fwhm=seeing_arcsec)
-    half = _kernel(float(seeing_arcsec), float(scale_arcsec_per_px)).shape[0] // 2 + 0.5
+    half = seeing_kernel(seeing_arcsec, scale_arcsec_per_px=scale_arcsec_per_px).shape[0] // 2 + 0.5
     dx = np.empty(n)
     dy = np.empty(n)
     todo = np.arange(n)
@@ -458,7 +453,7 @@ def true_zernikes(
     )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class StampTruth:
     """What went into a `StampPair`.
 
@@ -475,7 +470,7 @@ class StampTruth:
     noll : `tuple` of `int`
         Noll indices of the Zernike arrays.
     zernikes_ta_um, zernikes_opd_um : `numpy.ndarray`, shape (len(noll),)
-        In-focus deviation from the design (`true_zernikes`), micrometres.
+        In-focus deviation from the design (`true_zernikes`), micrometres, read-only.
     intra_centroid, extra_centroid : `tuple` of `float`
         True light centroid ``(col, row)`` inside each stamp, 0-based.
     intra_origin, extra_origin : `tuple` of `int`
@@ -498,7 +493,7 @@ class StampTruth:
     extra_origin: tuple[int, int]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class StampPair:
     """An intra/extra-focal pair of stamps of one star, with the truth.
 
@@ -600,6 +595,10 @@ def render_stamp_pair(
         stamps[role] = stamp.astype(np.float32)
         centroids[role] = (donut.centroid[0] - origin[0], donut.centroid[1] - origin[1])
         origins[role] = origin
+    zernikes = {}
+    for kind in ("ta", "opd"):
+        zernikes[kind] = true_zernikes(telescope, field_x_deg, field_y_deg, noll=noll, kind=kind)
+        zernikes[kind].setflags(write=False)
     truth = StampTruth(
         hexapod=telescope.hexapod,
         camera_angle_deg=telescope.camera_angle_deg,
@@ -609,8 +608,8 @@ def render_stamp_pair(
         flux_e=float(flux),
         sky_e=float(sky),
         noll=tuple(int(j) for j in noll),
-        zernikes_ta_um=true_zernikes(telescope, field_x_deg, field_y_deg, noll=noll, kind="ta"),
-        zernikes_opd_um=true_zernikes(telescope, field_x_deg, field_y_deg, noll=noll, kind="opd"),
+        zernikes_ta_um=zernikes["ta"],
+        zernikes_opd_um=zernikes["opd"],
         intra_centroid=centroids[Role.INTRA],
         extra_centroid=centroids[Role.EXTRA],
         intra_origin=origins[Role.INTRA],
