@@ -1,0 +1,582 @@
+"""The simulated observatory peers of AuxTelWEP: ATCamera, ATOODS, ATAOS and ATHexapod on DDS.
+
+One `SimulatedTelescope` holds the truth every peer shares: where M2 is. Its hexapod position (x, y, z mm;
+u, v deg, relative to the aligned telescope, `instrument.HexapodState` conventions) starts at the injected
+misalignment, and every ATAOS ``offset`` (from the night script's defocus moves or the CSC's corrections) or
+ATHexapod move changes it. The camera renders each image from the position at the time of the exposure, so
+a correction changes the next images::
+
+    night script --ATAOS offset z=+0.8--> SimulatedATAOS --> SimulatedTelescope <-- SimulatedATHexapod
+                                                                 |                 (positionUpdate)
+    night script --camera.take_image(INTRA, group)--> SimulatedATCamera
+        renders <staging>/<OBSID>.fits from the telescope's CURRENT position (sim.scene.simulate_exposure)
+        writes ATCamera endReadout, hands the file to SimulatedATOODS
+    SimulatedATOODS moves it to <data_root>/raw/<DAYOBS>/<OBSID>.fits (and the truth JSON beside it)
+        and writes ATOODS imageInOODS (statusCode 0)
+
+Cameras have no commands in our interface subset, so the camera is driven through its Python API by code in
+the same process (`SimulatedATCamera.take_image`). All four peers are `BaseCsc` components that start
+ENABLED; commands to ATAOS/ATHexapod are refused unless ENABLED, as the real ones are.
+
+Header and render conventions: the raw is written by `sim.scene.simulate_exposure` with ``role`` naming the
+exposure (``REASON``, ``IMGTYPE``, header ``FOCUSZ`` = the role's nominal focus offset) while the optics are
+those of the telescope's current position: the state passed to the renderer is the current position minus
+the role's nominal defocus, which the renderer adds back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from astropy.table import Table
+
+from ..errors import InputError
+from ..instrument import DEFAULT_WAVELENGTH_M, HexapodState, Role
+from ..intake import read_image_info
+from ..sal import BaseCsc, ExpectedError, State
+from .scene import Observation, Pointing, Truth, simulate_exposure, truth_path
+from .signature import DetectorSignature
+
+__all__ = [
+    "CAMERA_ADDITIONAL_KEYS",
+    "HexapodMove",
+    "ImageRecord",
+    "SceneConfig",
+    "SimulatedATAOS",
+    "SimulatedATCamera",
+    "SimulatedATHexapod",
+    "SimulatedATOODS",
+    "SimulatedObservatory",
+    "SimulatedTelescope",
+]
+
+_log = logging.getLogger(__name__)
+
+#: ``additionalKeys`` of the simulated ``endReadout`` events (values in the same order).
+CAMERA_ADDITIONAL_KEYS = "groupId:imageType:reason"
+_SIM_VERSION = "0.1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class HexapodMove:
+    """One change of the simulated M2 position.
+
+    Attributes
+    ----------
+    time_s : `float`
+        `time.monotonic` of the move, seconds.
+    source : `str`
+        Identity of the commander (``AuxTelWEP``, ``Script:1``, ``user@host``...).
+    kind : `str`
+        ``"offset"`` (relative move) or ``"move"`` (absolute move).
+    delta : `HexapodState`
+        Change of position (mm, mm, mm, deg, deg).
+    position : `HexapodState`
+        Position after the move.
+    """
+
+    time_s: float
+    source: str
+    kind: str
+    delta: HexapodState
+    position: HexapodState
+
+
+class SimulatedTelescope:
+    """Where M2 is, shared by the simulated peers (the truth of the simulation).
+
+    Parameters
+    ----------
+    misalignment : `HexapodState`, optional
+        Initial M2 position relative to the aligned telescope (mm, mm, mm, deg, deg); default aligned.
+
+    Attributes
+    ----------
+    misalignment : `HexapodState`
+        The initial position.
+    moves : `list` of `HexapodMove`
+        Every move, oldest first.
+    """
+
+    def __init__(self, misalignment: HexapodState | None = None) -> None:
+        misalignment = misalignment or HexapodState()
+        self.misalignment = misalignment
+        self._position = misalignment
+        self.moves: list[HexapodMove] = []
+        self._listeners: list[Callable[[HexapodMove], None]] = []
+
+    @property
+    def hexapod(self) -> HexapodState:
+        """Current M2 position relative to the aligned telescope, defocus included."""
+        return self._position
+
+    def add_listener(self, func: Callable[[HexapodMove], None]) -> None:
+        """Call ``func(move)`` after every move (synchronously, in the caller's thread)."""
+        self._listeners.append(func)
+
+    def apply_offset(self, delta: HexapodState, *, source: str) -> HexapodMove:
+        """Move M2 by ``delta``; return the move."""
+        return self._record("offset", delta, self._position + delta, source)
+
+    def move_to(self, position: HexapodState, *, source: str) -> HexapodMove:
+        """Move M2 to ``position``; return the move."""
+        return self._record("move", position - self._position, position, source)
+
+    def moves_by(self, source: str, *, since_s: float = -np.inf) -> list[HexapodMove]:
+        """Moves commanded by ``source`` at or after monotonic time ``since_s``."""
+        return [m for m in self.moves if m.source == source and m.time_s >= since_s]
+
+    def _record(self, kind: str, delta: HexapodState, position: HexapodState, source: str) -> HexapodMove:
+        move = HexapodMove(time.monotonic(), source, kind, delta, position)
+        self._position = position
+        self.moves.append(move)
+        for func in self._listeners:
+            func(move)
+        return move
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SceneConfig:
+    """What the camera sees apart from M2: sky, star field, exposure and detector.
+
+    Attributes
+    ----------
+    pointing : `~lsst.ts.auxtelwep.sim.scene.Pointing`
+        Boresight, sky rotation, elevation and camera angle (fixed for the night).
+    catalog : `astropy.table.Table`
+        Stars (``ra``, ``dec`` deg, ``mag``), e.g. from `~lsst.ts.auxtelwep.sim.scene.make_catalog`.
+    signature : `~lsst.ts.auxtelwep.sim.signature.DetectorSignature`
+        The detector.
+    seed : `int`
+        Seed of the night; each exposure's seed derives from it and the exposure's SEQNUM.
+    seeing_arcsec, sky_e_per_px_per_s : `float`
+        Kolmogorov FWHM (arcsec) and sky (electrons per pixel per second).
+    exptime_s : `float`
+        Exposure time of the defocused images, seconds.
+    infocus_exptime_s : `float`
+        Exposure time of the in-focus images, seconds.
+    dayobs : `str`
+        ``YYYYMMDD`` of every OBSID.
+    first_seqnum : `int`
+        SEQNUM of the first image.
+    wavelength_m : `float`
+        Wavelength of the optical model, metres.
+    n_cosmic_rays : `int`
+        Cosmic-ray tracks per exposure.
+    wcs_error : `tuple` of `float`, optional
+        ``(dx_px, dy_px, drot_deg)`` error of the header WCS (None: exact).
+    program : `str`
+        Header ``PROGRAM``.
+    """
+
+    pointing: Pointing
+    catalog: Table
+    signature: DetectorSignature
+    seed: int = 0
+    seeing_arcsec: float = 1.0
+    sky_e_per_px_per_s: float = 5.0
+    exptime_s: float = 20.0
+    infocus_exptime_s: float = 5.0
+    dayobs: str = "20240624"
+    first_seqnum: int = 1
+    wavelength_m: float = DEFAULT_WAVELENGTH_M
+    n_cosmic_rays: int = 2
+    wcs_error: tuple[float, float, float] | None = None
+    program: str = "AUXTELWEP_DEMO"
+
+    def __post_init__(self) -> None:
+        if not (self.exptime_s > 0 and self.infocus_exptime_s > 0 and self.seeing_arcsec > 0):
+            raise InputError(
+                f"SceneConfig needs exptime_s, infocus_exptime_s, seeing_arcsec > 0; got {self.exptime_s}, "
+                f"{self.infocus_exptime_s}, {self.seeing_arcsec}",
+                value=(self.exptime_s, self.infocus_exptime_s, self.seeing_arcsec),
+            )
+
+    def exposure_seed(self, seqnum: int) -> int:
+        """Seed of the exposure with SEQNUM ``seqnum`` (independent streams per exposure)."""
+        return int(np.random.SeedSequence([self.seed, seqnum]).generate_state(1)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One image taken by the simulated camera.
+
+    Attributes
+    ----------
+    obsid : `str`
+        ``AT_O_<DAYOBS>_<SEQNUM>``.
+    seqnum : `int`
+    role : `~lsst.ts.auxtelwep.instrument.Role`
+    group_id : `str`
+    image_type : `str`
+        Header ``IMGTYPE``.
+    path : `pathlib.Path`
+        Raw file in the data root (after OODS ingestion).
+    truth : `~lsst.ts.auxtelwep.sim.scene.Truth`
+        What was simulated (``hexapod_with_defocus`` is the M2 position of the exposure).
+    render_s : `float`
+        Wall time of the rendering, seconds.
+    """
+
+    obsid: str
+    seqnum: int
+    role: Role
+    group_id: str
+    image_type: str
+    path: Path
+    truth: Truth
+    render_s: float
+
+
+class _SimulatedCsc(BaseCsc):
+    """A peer that starts ENABLED and accepts simulation mode 0 or 1."""
+
+    valid_simulation_modes: ClassVar[tuple[int, ...]] = (0, 1)
+    version: ClassVar[str] = _SIM_VERSION
+
+    def __init__(self, name: str, initial_state: State = State.ENABLED) -> None:
+        super().__init__(name, initial_state=initial_state, simulation_mode=1)
+
+
+class SimulatedATOODS(_SimulatedCsc):
+    """ATOODS: ingests raws into ``<data_root>/raw/<DAYOBS>/`` and writes ``imageInOODS``.
+
+    Parameters
+    ----------
+    data_root : `pathlib.Path`
+        Data root (created if missing).
+    delay_s : `float`
+        Ingestion latency, seconds.
+    """
+
+    def __init__(
+        self, data_root: Path, *, delay_s: float = 0.1, initial_state: State = State.ENABLED
+    ) -> None:
+        self.data_root = Path(data_root)
+        self.delay_s = float(delay_s)
+        super().__init__("ATOODS", initial_state)
+
+    def raw_path(self, obsid: str, dayobs: str) -> Path:
+        """Where raw ``obsid`` lands: ``<data_root>/raw/<dayobs>/<obsid>.fits``."""
+        return self.data_root / "raw" / dayobs / f"{obsid}.fits"
+
+    async def ingest(self, staged: Path, *, obsid: str, dayobs: str) -> Path:
+        """Move a staged raw (and its truth file) into the data root, then write ``imageInOODS``.
+
+        A file that cannot be moved is reported with ``statusCode`` 1 and the error, and `InputError` is
+        raised.
+
+        Returns
+        -------
+        path : `pathlib.Path`
+            The raw in the data root.
+        """
+        await asyncio.sleep(self.delay_s)
+        target = self.raw_path(obsid, dayobs)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            truth_src = truth_path(staged)
+            if truth_src.exists():
+                os.replace(truth_src, truth_path(target))
+            os.replace(staged, target)  # atomic: the CSC never sees a partial file
+        except OSError as exc:
+            self.evt_imageInOODS.set_write(
+                camera="LATISS",
+                obsid=obsid,
+                raft="R00",
+                sensor="S00",
+                statusCode=1,
+                description=f"ingest failed: {exc}",
+                force_output=True,
+            )
+            raise InputError(
+                f"{staged}: cannot ingest {obsid} into {target} ({exc})", value=str(staged)
+            ) from exc
+        self.evt_imageInOODS.set_write(
+            camera="LATISS",
+            obsid=obsid,
+            raft="R00",
+            sensor="S00",
+            statusCode=0,
+            description="ingested",
+            force_output=True,
+        )
+        return target
+
+
+class SimulatedATCamera(_SimulatedCsc):
+    """ATCamera: renders raws from the telescope's current M2 position and writes ``endReadout``.
+
+    Parameters
+    ----------
+    telescope : `SimulatedTelescope`
+    scene : `SceneConfig`
+    oods : `SimulatedATOODS`
+        Receives each raw after readout.
+    staging_dir : `pathlib.Path`
+        Where raws are written before ingestion (created if missing).
+    """
+
+    def __init__(
+        self,
+        telescope: SimulatedTelescope,
+        scene: SceneConfig,
+        oods: SimulatedATOODS,
+        staging_dir: Path,
+        *,
+        initial_state: State = State.ENABLED,
+    ) -> None:
+        self.telescope = telescope
+        self.scene = scene
+        self.oods = oods
+        self.staging_dir = Path(staging_dir)
+        self.next_seqnum = scene.first_seqnum
+        self.images: list[ImageRecord] = []
+        self._lock = asyncio.Lock()
+        super().__init__("ATCamera", initial_state)
+
+    async def take_image(
+        self, role: Role, *, group_id: str, exptime_s: float | None = None, reason_suffix: str = ""
+    ) -> ImageRecord:
+        """Expose, read out and hand the raw to OODS; return once OODS has ingested it.
+
+        Parameters
+        ----------
+        role : `~lsst.ts.auxtelwep.instrument.Role`
+            Role written in the header (``REASON``, ``IMGTYPE``); the optics are the telescope's current
+            position whatever the role.
+        group_id : `str`
+            ``GROUPID`` shared by the images of a triplet (no ``:``: it travels in a colon-separated list).
+        exptime_s : `float`, optional
+            Exposure time, s; default the scene's (``infocus_exptime_s`` for in-focus images).
+        reason_suffix : `str`
+            Appended to ``REASON`` in ``endReadout`` as ``_<suffix>`` (as the ops scripts do).
+
+        Raises
+        ------
+        lsst.ts.auxtelwep.sal.ExpectedError
+            If the camera is not ENABLED.
+        InputError
+            If ``group_id`` holds a ``:``.
+        """
+        self.assert_enabled("take_image")
+        if ":" in group_id:
+            raise InputError(f"group_id={group_id!r} must not contain ':'", value=group_id)
+        scene = self.scene
+        if exptime_s is None:
+            exptime_s = scene.infocus_exptime_s if role is Role.INFOCUS else scene.exptime_s
+        async with self._lock:  # one exposure at a time
+            seqnum = self.next_seqnum
+            self.next_seqnum += 1
+            observation = Observation(
+                dayobs=scene.dayobs, seqnum=seqnum, groupid=group_id, program=scene.program
+            )
+            obsid = observation.obsid
+            position = self.telescope.hexapod
+            staged = self.staging_dir / f"{obsid}.fits"
+            start_tai = time.time()
+            t0 = time.perf_counter()
+            truth = await asyncio.to_thread(
+                simulate_exposure,
+                staged,
+                telescope_state=position.with_offset(z=-role.focus_z_mm),
+                role=role,
+                pointing=scene.pointing,
+                catalog=scene.catalog,
+                seeing_arcsec=scene.seeing_arcsec,
+                exptime_s=exptime_s,
+                sky_e_per_px_per_s=scene.sky_e_per_px_per_s,
+                seed=scene.exposure_seed(seqnum),
+                signature=scene.signature,
+                observation=observation,
+                wcs_error=scene.wcs_error,
+                wavelength_m=scene.wavelength_m,
+                n_cosmic_rays=scene.n_cosmic_rays,
+            )
+            render_s = time.perf_counter() - t0
+            info = await asyncio.to_thread(read_image_info, staged)
+            reason = info.reason + (f"_{reason_suffix}" if reason_suffix else "")
+            self.evt_endReadout.set_write(
+                imageName=obsid,
+                imagesInSequence=1,
+                imageIndex=1,
+                imageSource="AT",
+                imageController="O",
+                imageDate=scene.dayobs,
+                imageNumber=seqnum,
+                timestampAcquisitionStart=start_tai,
+                requestedExposureTime=exptime_s,
+                timestampEndOfReadout=time.time(),
+                additionalKeys=CAMERA_ADDITIONAL_KEYS,
+                additionalValues=f"{group_id}:{info.image_type}:{reason}",
+                force_output=True,
+            )
+            path = await self.oods.ingest(staged, obsid=obsid, dayobs=scene.dayobs)
+            record = ImageRecord(obsid, seqnum, role, group_id, info.image_type, path, truth, render_s)
+            self.images.append(record)
+            self.log.info(
+                f"{obsid} ({role.value}, group {group_id}) at M2 x={position.x:+.4f} y={position.y:+.4f} "
+                f"z={position.z:+.4f} mm, rendered in {render_s:.1f} s"
+            )
+            return record
+
+
+class SimulatedATHexapod(_SimulatedCsc):
+    """ATHexapod: absolute and relative moves of the shared M2; ``positionUpdate`` after every move.
+
+    Parameters
+    ----------
+    telescope : `SimulatedTelescope`
+    settle_s : `float`
+        Time a commanded move takes, seconds.
+    """
+
+    def __init__(
+        self, telescope: SimulatedTelescope, *, settle_s: float = 0.1, initial_state: State = State.ENABLED
+    ) -> None:
+        self.telescope = telescope
+        self.settle_s = float(settle_s)
+        super().__init__("ATHexapod", initial_state)
+        telescope.add_listener(self._on_move)
+
+    async def start(self) -> None:
+        await super().start()
+        self._on_move(None)
+
+    def _on_move(self, move: HexapodMove | None) -> None:
+        if self._closing:
+            return
+        p = self.telescope.hexapod
+        self.evt_positionUpdate.set_write(
+            positionX=p.x, positionY=p.y, positionZ=p.z, positionU=p.u, positionV=p.v, positionW=0.0
+        )
+
+    async def do_moveToPosition(self, data: Any) -> None:
+        self.assert_enabled("moveToPosition")
+        _refuse_w(data.w, "ATHexapod moveToPosition")
+        await asyncio.sleep(self.settle_s)
+        target = HexapodState(data.x, data.y, data.z, data.u, data.v)
+        self.telescope.move_to(target, source=data.private_identity)
+
+    async def do_applyPositionOffset(self, data: Any) -> None:
+        self.assert_enabled("applyPositionOffset")
+        _refuse_w(data.w, "ATHexapod applyPositionOffset")
+        await asyncio.sleep(self.settle_s)
+        delta = HexapodState(data.x, data.y, data.z, data.u, data.v)
+        self.telescope.apply_offset(delta, source=data.private_identity)
+
+
+class SimulatedATAOS(_SimulatedCsc):
+    """ATAOS: ``offset`` adds to the hexapod position, then ``hexapodCorrectionCompleted`` is written.
+
+    Mirror pressure offsets (``m1``, ``m2``) and hexapod ``w`` are refused when non-zero: the simulated
+    telescope has no model for them.
+
+    Parameters
+    ----------
+    telescope : `SimulatedTelescope`
+    settle_s : `float`
+        Time an offset takes to apply, seconds.
+    """
+
+    def __init__(
+        self, telescope: SimulatedTelescope, *, settle_s: float = 0.2, initial_state: State = State.ENABLED
+    ) -> None:
+        self.telescope = telescope
+        self.settle_s = float(settle_s)
+        super().__init__("ATAOS", initial_state)
+
+    async def do_offset(self, data: Any) -> None:
+        self.assert_enabled("offset")
+        _refuse_w(data.w, "ATAOS offset")
+        if data.m1 != 0 or data.m2 != 0:
+            raise ExpectedError(
+                f"ATAOS offset: m1={data.m1} Pa, m2={data.m2} Pa: the simulated telescope has no mirror "
+                "force model; send 0"
+            )
+        delta = HexapodState(data.x, data.y, data.z, data.u, data.v)
+        await asyncio.sleep(self.settle_s)
+        move = self.telescope.apply_offset(delta, source=data.private_identity)
+        p = move.position
+        self.evt_hexapodCorrectionCompleted.set_write(
+            hexapod_x=p.x,
+            hexapod_y=p.y,
+            hexapod_z=p.z,
+            hexapod_u=p.u,
+            hexapod_v=p.v,
+            hexapod_w=0.0,
+            force_output=True,
+        )
+        self.log.info(
+            f"offset from {data.private_identity}: dx={delta.x:+.4f} dy={delta.y:+.4f} dz={delta.z:+.4f} mm "
+            f"du={delta.u:+.4f} dv={delta.v:+.4f} deg -> x={p.x:+.4f} y={p.y:+.4f} z={p.z:+.4f} mm"
+        )
+
+
+def _refuse_w(w: float, what: str) -> None:
+    if w != 0:
+        raise ExpectedError(f"{what}: w={w} deg: rotation about the optical axis is not simulated; send 0")
+
+
+class SimulatedObservatory:
+    """The four peers around one `SimulatedTelescope`, started and closed together.
+
+    Parameters
+    ----------
+    telescope : `SimulatedTelescope`
+    scene : `SceneConfig`
+    data_root : `pathlib.Path`
+        Data root of ATOODS; raws are staged in ``<data_root>/staging``.
+    oods_delay_s, settle_s : `float`
+        Ingestion latency and hexapod move time, seconds.
+
+    Notes
+    -----
+    Make it inside a running event loop (the peers are DDS controllers); use ``async with`` or
+    `start` / `close`.
+    """
+
+    def __init__(
+        self,
+        telescope: SimulatedTelescope,
+        scene: SceneConfig,
+        data_root: Path,
+        *,
+        oods_delay_s: float = 0.1,
+        settle_s: float = 0.2,
+    ) -> None:
+        self.telescope = telescope
+        self.scene = scene
+        self.data_root = Path(data_root)
+        self.oods = SimulatedATOODS(self.data_root, delay_s=oods_delay_s)
+        self.camera = SimulatedATCamera(telescope, scene, self.oods, self.data_root / "staging")
+        self.ataos = SimulatedATAOS(telescope, settle_s=settle_s)
+        self.hexapod = SimulatedATHexapod(telescope, settle_s=settle_s / 2)
+
+    @property
+    def peers(self) -> tuple[BaseCsc, ...]:
+        """ATOODS, ATCamera, ATAOS, ATHexapod."""
+        return (self.oods, self.camera, self.ataos, self.hexapod)
+
+    async def start(self) -> None:
+        """Wait until every peer has started (ENABLED)."""
+        await asyncio.gather(*(peer.start_task for peer in self.peers))
+
+    async def close(self) -> None:
+        """Close every peer (safe to call more than once)."""
+        await asyncio.gather(*(peer.close() for peer in self.peers), return_exceptions=True)
+
+    async def __aenter__(self) -> SimulatedObservatory:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
