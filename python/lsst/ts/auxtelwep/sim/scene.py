@@ -520,7 +520,7 @@ def simulate_exposure(
     observation = observation or Observation()
     darktime_s = exptime_s + 0.3 if darktime_s is None else darktime_s
     rng = np.random.default_rng(seed)
-    telescope = AuxTel(hexapod=telescope_state, wavelength_m=wavelength_m)
+    telescope = AuxTel(hexapod=telescope_state).with_wavelength(wavelength_m)
     electrons, stars = render_scene(
         telescope,
         role,
