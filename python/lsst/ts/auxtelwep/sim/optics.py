@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -70,7 +69,6 @@ __all__ = [
     "true_zernikes",
 ]
 
-_log = logging.getLogger(__name__)
 
 PUPIL_OUTER_RADIUS_M = APERTURE_DIAMETER_M / 2
 """Outer radius of the sampled entrance-pupil annulus, metres (0.6 m)."""
