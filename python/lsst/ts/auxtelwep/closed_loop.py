@@ -85,8 +85,9 @@ class ClosedLoop:
         return self.state is not ClosedLoopState.IDLE
 
     def can_move(self, new: ClosedLoopState) -> bool:
-        """Return True if ``new`` may follow the current state (staying put is always allowed)."""
-        return new is self.state or new in _ALLOWED[self.state]
+        """Return True if `move` to ``new`` would not raise (staying put is allowed unless it means doing
+        the same thing twice, like processing or sending while already doing so)."""
+        return (new is self.state and (new, new) not in _WHY) or new in _ALLOWED[self.state]
 
     def move(self, new: ClosedLoopState) -> bool:
         """Go to ``new``; return True if the state changed.
@@ -96,11 +97,10 @@ class ClosedLoop:
         IllegalLoopTransitionError
             With a message specific to the illegal move.
         """
-        if new is self.state and (new, new) not in _WHY:
-            return False
-        if new in _ALLOWED[self.state]:
+        if self.can_move(new):
+            changed = new is not self.state
             self.state = new
-            return True
+            return changed
         why = _WHY.get((self.state, new), "not a transition of the closed loop")
         raise IllegalLoopTransitionError(
             f"closed loop cannot go from {self.state.name} to {new.name}: {why}",

@@ -1,0 +1,197 @@
+"""Pure parts of the CSC, without DDS: raw lookup, camera-event parsing, correction steps, the closed-loop
+state machine, the intake with a fake sink and clock, and the result summary."""
+
+import itertools
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from csc_fakes import fake_processor, obsid, write_raw
+
+from lsst.ts.auxtelwep.cadence import CadenceLimits, Triplet, TripletState
+from lsst.ts.auxtelwep.closed_loop import ClosedLoop, ClosedLoopState, IllegalLoopTransitionError, plan_step
+from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
+from lsst.ts.auxtelwep.csc_worker import WepSummary
+from lsst.ts.auxtelwep.errors import ConfigurationError, InputError, RawFormatError
+from lsst.ts.auxtelwep.instrument import HexapodState, Role
+from lsst.ts.auxtelwep.intake import RawLocator, day_obs_from_obsid, parse_additional, read_image_info
+from lsst.ts.auxtelwep.journal import ImageStatus, Journal
+
+GAINS = (0.5, 0.5, 0.9, 0.5, 0.5)
+MAX_STEP = (0.5, 0.5, 0.1, 0.05, 0.05)
+MAX_TOTAL = (2.0, 2.0, 0.5, 0.2, 0.2)
+
+
+def test_raw_layout_and_uri(tmp_path: Path) -> None:
+    name = write_raw(tmp_path, 106, "INTRA")
+    assert name == "AT_O_20240624_000106"
+    assert day_obs_from_obsid(name) == "20240624"
+    for root in (str(tmp_path), tmp_path.as_uri()):
+        locator = RawLocator(root)
+        assert locator.find(name) == tmp_path / "raw" / "20240624" / f"{name}.fits"
+        assert locator.find(obsid(107)) is None
+        locator.check_readable()
+    info = read_image_info(RawLocator(str(tmp_path)).find(name))
+    assert (info.obsid, info.reason, info.focus_z_mm, info.group_id) == (name, "INTRA", 0.8, "G1")
+    with pytest.raises(ConfigurationError, match="only local paths and file:// URIs"):
+        RawLocator("s3://bucket/auxtel")
+    with pytest.raises(ConfigurationError, match="is not a readable directory"):
+        RawLocator(str(tmp_path / "nowhere")).check_readable()
+    with pytest.raises(InputError, match="not of the form AT_O_YYYYMMDD_NNNNNN"):
+        day_obs_from_obsid("image42")
+    with pytest.raises(RawFormatError, match="not a readable FITS file"):
+        (tmp_path / "junk.fits").write_text("not fits")
+        read_image_info(tmp_path / "junk.fits")
+
+
+def test_additional_keys() -> None:
+    assert parse_additional("groupId:imageType:reason", "G1:CWFS:INTRA") == {
+        "groupid": "G1",
+        "imagetype": "CWFS",
+        "reason": "INTRA",
+    }
+    assert parse_additional("", "") == {}
+    with pytest.raises(InputError, match="has 2 items but additionalValues='G1' has 1"):
+        parse_additional("groupId:imageType", "G1")
+
+
+def test_plan_step_gains_and_limits() -> None:
+    raw = HexapodState(x=2.0, y=-0.3, z=0.5, u=0.2, v=0.0)
+    step = plan_step(raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=np.zeros(5))
+    np.testing.assert_allclose(step.offset.as_array(), [0.5, -0.15, 0.1, 0.05, 0.0])
+    assert step.clipped_axes == ("x", "z", "u") and "x +1.0000 -> +0.5000" in step.message
+    # Only the room left under the total limit is used; an axis beyond it (limit lowered) may only move back.
+    total = np.array([1.8, 0.0, 0.7, 0.0, 0.0])
+    step = plan_step(raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=total)
+    np.testing.assert_allclose(step.offset.as_array()[[0, 2]], [0.2, 0.0])
+    back = plan_step(-raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=total)
+    np.testing.assert_allclose(back.offset.z, -0.1)
+    # Unsolved axes do not move.
+    xyz = plan_step(
+        raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=np.zeros(5), solved_axes="xyz"
+    )
+    assert xyz.offset.u == 0.0
+
+
+def test_plan_step_never_exceeds_limits_random() -> None:
+    rng = np.random.default_rng(12)
+    total = np.zeros(5)
+    for _ in range(200):
+        raw = HexapodState.from_array(rng.normal(0.0, 1.0, 5))
+        step = plan_step(raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=total)
+        offset = step.offset.as_array()
+        assert np.all(np.abs(offset) <= np.array(MAX_STEP) + 1e-12)
+        total = total + offset
+        assert np.all(np.abs(total) <= np.array(MAX_TOTAL) + 1e-12)
+        # Never against the correction's sign, never more than asked.
+        wanted = raw.as_array() * GAINS
+        assert np.all(offset * wanted >= -1e-15) and np.all(np.abs(offset) <= np.abs(wanted) + 1e-12)
+
+
+def test_plan_step_refuses_bad_input() -> None:
+    with pytest.raises(InputError, match="gains needs 5 values"):
+        plan_step(HexapodState(), gains=(1, 1, 1), max_step=MAX_STEP, max_total=MAX_TOTAL, total=np.zeros(5))
+    with pytest.raises(InputError, match="unknown solved axes"):
+        plan_step(
+            HexapodState(),
+            gains=GAINS,
+            max_step=MAX_STEP,
+            max_total=MAX_TOTAL,
+            total=np.zeros(5),
+            solved_axes="w",
+        )
+
+
+def test_closed_loop_state_machine() -> None:
+    loop = ClosedLoop()
+    path = [ClosedLoopState.WAITING_IMAGE, ClosedLoopState.PROCESSING, ClosedLoopState.APPLYING_CORRECTION]
+    for state in [*path, ClosedLoopState.WAITING_IMAGE, ClosedLoopState.IDLE]:
+        assert loop.move(state)
+    assert not loop.move(ClosedLoopState.IDLE)  # staying put is a no-op
+    with pytest.raises(IllegalLoopTransitionError, match="from IDLE to PROCESSING: the loop is not running"):
+        loop.move(ClosedLoopState.PROCESSING)
+    loop.move(ClosedLoopState.WAITING_IMAGE)
+    loop.move(ClosedLoopState.PROCESSING)
+    loop.move(ClosedLoopState.APPLYING_CORRECTION)
+    with pytest.raises(IllegalLoopTransitionError, match="never send it twice"):
+        loop.move(ClosedLoopState.APPLYING_CORRECTION)
+    # Every illegal move says something specific about its own pair of states.
+    messages = []
+    for old, new in itertools.product(ClosedLoopState, repeat=2):
+        probe = ClosedLoop()
+        probe.state = old
+        if not probe.can_move(new):
+            with pytest.raises(IllegalLoopTransitionError) as info:
+                probe.move(new)
+            messages.append(str(info.value))
+    assert len(messages) == len(set(messages))
+    assert all(f"from {m.split(' from ')[1].split(' to ')[0]} to" in m for m in messages)
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.ready: list[str] = []
+
+    def image_received(self, obsid, *, group_id, role, status, reason):
+        self.events.append(("received", obsid, status, role))
+
+    def cadence_warning(self, kind, *, group_id, obsid, message):
+        self.events.append(("warning", obsid, kind))
+
+    def triplet_ready(self, key):
+        self.ready.append(key)
+
+    def triplet_rejected(self, triplet, reason):
+        self.events.append(("rejected", triplet.key, reason))
+
+    def data_root_lost(self, message):
+        self.events.append(("lost", message))
+
+
+def test_intake_flow_and_recovery(tmp_path: Path) -> None:
+    now = [0.0]
+    sink = FakeSink()
+    journal = Journal(tmp_path / "j.sqlite3")
+    kwargs = dict(locator=RawLocator(str(tmp_path)), journal=journal, oods_timeout_s=5.0, sink=sink)
+    intake = ImageIntake(limits=CadenceLimits(), clock=lambda: now[0], **kwargs)
+    names = [write_raw(tmp_path, seq, r) for seq, r in enumerate(("INTRA", "EXTRA", "INFOCUS"), 1)]
+    for name in names[:2]:
+        intake.on_end_readout(name, additional_keys="groupId", additional_values="G1", historical=False)
+        intake.on_image_in_oods(name, status_code=0, description="", historical=False)
+    assert [e[:3] for e in sink.events] == [
+        ("received", names[0], "accepted"),
+        ("received", names[1], "accepted"),
+    ]
+    # The CSC stops here; a new intake on the same journal takes the queued images back.
+    restarted = ImageIntake(limits=CadenceLimits(), clock=lambda: now[0], **kwargs)
+    assert restarted.recover() == {"queued": 2, "announced": 0}
+    restarted.on_image_in_oods(names[0], status_code=0, description="", historical=True)  # replay: silent
+    restarted.on_image_in_oods(names[2], status_code=0, description="", historical=False)
+    assert len(sink.ready) == 1 and journal.triplet(sink.ready[0]).state is TripletState.COMPLETE
+    restarted.on_image_in_oods(names[0], status_code=0, description="", historical=False)  # live: duplicate
+    assert sink.events[-1] == ("warning", names[0], "duplicate")
+    # endReadout without imageInOODS and without a file: LOST after the timeout.
+    restarted.on_end_readout(obsid(9), additional_keys="", additional_values="", historical=False)
+    now[0] = 6.0
+    restarted.housekeeping()
+    assert journal.image(obsid(9)).status is ImageStatus.LOST
+    journal.close()
+
+
+def test_kind_names_and_summary_round_trip(tmp_path: Path) -> None:
+    from lsst.ts.auxtelwep.cadence import RejectionKind, WarningKind
+
+    assert kind_name(WarningKind.OUT_OF_ORDER) == "outOfOrder"
+    assert kind_name(WarningKind.POINTING_MOVED) == "pointingChanged"
+    assert kind_name(WarningKind.MISSING_PARTNER) == "timeout"
+    assert kind_name(RejectionKind.UNKNOWN_ROLE) == "unknownRole"
+    names = [write_raw(tmp_path, seq, r) for seq, r in enumerate(("INTRA", "EXTRA", "INFOCUS"), 1)]
+    infos = [read_image_info(RawLocator(str(tmp_path)).find(n)) for n in names]
+    summary = fake_processor(Triplet("G1", *infos), {})
+    assert WepSummary.from_dict(summary.to_dict()) == summary
+    assert pickle.loads(pickle.dumps(summary)) == summary
+    with pytest.raises(ConfigurationError, match="must have the same length"):
+        WepSummary(**{**summary.__dict__, "zernikes_um": (0.1,)})
+    assert Role.INFOCUS.value == "infocus"
