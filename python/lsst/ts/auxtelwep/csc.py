@@ -24,6 +24,7 @@ and a correction that was in flight becomes UNCERTAIN and is reported, never re-
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -506,5 +507,12 @@ class AuxTelWepCsc(ConfigurableCsc):
 
 
 def run_auxtelwep() -> None:
-    """Entry point ``run_auxtelwep``: run the CSC until exitControl or a signal (salobj ``amain``)."""
+    """Entry point ``run_auxtelwep``: run the CSC until exitControl or a signal (salobj ``amain``).
+
+    Worker processes inherit one BLAS thread each (unless the environment says otherwise): the pipeline's
+    small least-squares fits are much slower with a multithreaded BLAS on a busy machine, and parallelism
+    comes from ``n_workers``.
+    """
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     asyncio.run(AuxTelWepCsc.amain(index=None))
