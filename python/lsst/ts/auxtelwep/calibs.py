@@ -371,28 +371,66 @@ def write_image(path: str | Path, data: NDArray, unit: str, **keys: object) -> N
     hdu.writeto(path, overwrite=True)
 
 
-def _clipped_mean(stack: NDArray[np.float32], *, nsigma: float, chunk_rows: int = 500) -> NDArray[np.float32]:
-    """Mean over axis 0 after rejecting values beyond ``nsigma`` robust sigmas of the per-pixel median."""
-    if stack.shape[0] == 1:
+def _median0(values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Median over axis 0, with closed forms for 2 and 3 frames (`numpy.median` is slow along axis 0)."""
+    n = values.shape[0]
+    if n == 2:
+        return (values[0] + values[1]) * np.float32(0.5)
+    if n == 3:
+        return values.sum(axis=0) - values.min(axis=0) - values.max(axis=0)
+    return np.median(np.moveaxis(values, 0, -1), axis=-1).astype(np.float32)
+
+
+def _clipped_mean(stack: NDArray[np.float32], *, nsigma: float, chunk_rows: int = 250) -> NDArray[np.float32]:
+    """Mean over axis 0 after rejecting values beyond ``nsigma`` robust sigmas of the per-pixel median.
+
+    With fewer than 5 frames the per-pixel scatter is meaningless, and the typical scatter of the stack
+    (median over pixels of the per-pixel MAD, from a subsample) is used instead.
+    """
+    n = stack.shape[0]
+    if n == 1:
         return stack[0].copy()
+    typical = None
+    if n < 5:
+        sample = stack[:, ::16, ::16]
+        typical = 1.4826 * float(np.median(np.abs(sample - _median0(sample)))) + 1e-6
     out = np.empty(stack.shape[1:], dtype=np.float32)
     for start in range(0, stack.shape[1], chunk_rows):
         part = stack[:, start : start + chunk_rows]
-        median = np.median(part, axis=0)
+        median = _median0(part)
         deviation = np.abs(part - median)
-        sigma = 1.4826 * np.median(deviation, axis=0)
-        if stack.shape[0] < 5:  # too few frames for a per-pixel scatter: use the frame's typical scatter
-            sigma = np.full_like(sigma, np.median(sigma) + 1e-6)
-        keep = deviation <= nsigma * np.maximum(sigma, 1e-6)
+        sigma = typical if typical is not None else np.maximum(1.4826 * _median0(deviation), 1e-6)
+        keep = deviation <= nsigma * sigma
         counts = keep.sum(axis=0)
-        total = np.where(keep, part, 0.0).sum(axis=0)
+        total = np.where(keep, part, np.float32(0.0)).sum(axis=0)
         out[start : start + chunk_rows] = np.where(counts > 0, total / np.maximum(counts, 1), median)
     return out
 
 
 def _robust_var(values: NDArray) -> float:
-    q25, q75 = np.percentile(values, [25, 75])
-    return float((0.7413 * (q75 - q25)) ** 2)
+    """Variance of the values within 5 robust sigmas of their median (cosmic rays and defects excluded).
+
+    The cut comes from the interquartile range of a subsample; the variance itself uses every value kept,
+    which is as precise as a plain variance (the IQR alone is 2.7 times noisier).
+    """
+    flat = values.ravel()
+    q25, q50, q75 = np.percentile(flat[::5], [25, 50, 75])
+    sigma = 0.7413 * (q75 - q25)
+    kept = flat[np.abs(flat - q50) <= 5.0 * sigma]
+    return float(kept.var(dtype=np.float64))
+
+
+def _overscan_noise_factor(n_cols: int, config: IsrConfig) -> float:
+    """Variance of an overscan-corrected pixel over the read-noise variance.
+
+    Serial (per row) and parallel (per column) overscan estimates each add the variance of their statistic
+    over ``n`` values: sigma^2 / n for a mean, (pi / 2) sigma^2 / n for a median.
+    """
+    n_serial = n_cols - 512 - 2 * config.overscanSkip
+    n_parallel = 48 - 2 * config.overscanSkip
+    per_value = np.pi / 2 if config.overscanFitType == "MEDIAN_PER_ROW" else 1.0
+    inverse = 1.0 / n_serial + (1.0 / n_parallel if config.doParallelOverscan else 0.0)
+    return 1.0 + per_value * inverse
 
 
 def build_calibrations(
@@ -410,12 +448,12 @@ def build_calibrations(
     new bias for darks, divided by DARKTIME; then the new dark for flats, each normalised to mean 1), and
     the frames are combined by a sigma-clipped mean (``nsigma`` robust sigmas about the per-pixel median).
     Gains come from the photon transfer of the first two flats (variance of their difference), read noise
-    from the difference of the first two biases (or the serial overscan of a single bias).
+    from the difference of the first two biases, less the noise the overscan correction adds.
 
     Parameters
     ----------
     bias_raws, dark_raws, flat_raws : sequences of paths
-        LATISS raws; at least one bias, one dark and two flats.
+        LATISS raws; at least two biases, one dark and two flats.
     out_dir : `str` or `pathlib.Path`
         Directory to write ``bias.fits`` (adu), ``dark.fits`` (adu/s), ``flat.fits``, ``amps.ecsv``.
     saturation_adu : `float`
@@ -428,9 +466,9 @@ def build_calibrations(
     from .exposure import read_raw
     from .isr import IsrConfig, run_isr
 
-    if not bias_raws or not dark_raws or len(flat_raws) < 2:
+    if len(bias_raws) < 2 or not dark_raws or len(flat_raws) < 2:
         raise CalibrationError(
-            f"build_calibrations needs >= 1 bias, >= 1 dark and >= 2 flats (for the gains); got "
+            f"build_calibrations needs >= 2 biases (read noise), >= 1 dark and >= 2 flats (gains); got "
             f"{len(bias_raws)}, {len(dark_raws)}, {len(flat_raws)}",
             value=(len(bias_raws), len(dark_raws), len(flat_raws)),
         )
@@ -460,7 +498,9 @@ def build_calibrations(
                 stack[i] /= np.float32(darktime)
         return stack
 
-    bias_stack = process(bias_raws, IsrConfig(**base), None)
+    bias_config = IsrConfig(**base)
+    bias_stack = process(bias_raws, bias_config, None)
+    overscan_factor = _overscan_noise_factor(read_raw(bias_raws[0]).amps["C00"].shape[1], bias_config)
     bias = _clipped_mean(bias_stack, nsigma=nsigma)
     directory = str(out_dir)
     dark_stack = process(
@@ -484,10 +524,8 @@ def build_calibrations(
             slice(geom.rows.start + 10, geom.rows.stop - 10),
             slice(geom.cols.start + 10, geom.cols.stop - 10),
         )
-        if len(bias_raws) >= 2:
-            read_var = _robust_var(bias_stack[0][region] - bias_stack[1][region]) / 2.0
-        else:
-            read_var = _robust_var(bias_stack[0][region] - bias[region])  # fallback: one frame about itself
+        # Per-pixel variance of an overscan-corrected bias: read noise plus the overscan estimates' noise.
+        read_var = _robust_var(bias_stack[0][region] - bias_stack[1][region]) / 2.0
         f1, f2 = flat_stack[0][region], flat_stack[1][region]
         ratio = float(np.median(f1) / np.median(f2))
         mean = float(np.median(f1))
@@ -499,7 +537,7 @@ def build_calibrations(
                 f"(mean {mean:.1f} adu, variance {shot_var:.3g} adu^2); are they exposed flats?"
             )
         gains[geom.name] = mean / shot_var
-        noise[geom.name] = float(np.sqrt(max(read_var, 0.0))) * gains[geom.name]
+        noise[geom.name] = float(np.sqrt(max(read_var, 0.0) / overscan_factor)) * gains[geom.name]
     del bias_stack
 
     normalised = flat_stack / flat_means[:, None, None].astype(np.float32)
