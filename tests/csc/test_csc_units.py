@@ -172,6 +172,16 @@ def test_intake_flow_and_recovery(tmp_path: Path) -> None:
     assert len(sink.ready) == 1 and journal.triplet(sink.ready[0]).state is TripletState.COMPLETE
     restarted.on_image_in_oods(names[0], status_code=0, description="", historical=False)  # live: duplicate
     assert sink.events[-1] == ("warning", names[0], "duplicate")
+    # ATOODS heard before ATCamera: no warning; a bias announced then ingested: ignored, no warning.
+    name = write_raw(tmp_path, 4, "INTRA", group="G2")
+    restarted.on_image_in_oods(name, status_code=0, description="", historical=False)
+    restarted.on_end_readout(name, additional_keys="groupId", additional_values="G2", historical=False)
+    restarted.on_end_readout(
+        obsid(5), additional_keys="imageType", additional_values="BIAS", historical=False
+    )
+    restarted.on_image_in_oods(obsid(5), status_code=0, description="", historical=False)
+    assert [e[0] for e in sink.events[-2:]] == ["received", "received"]
+    assert sink.events[-1][2] == "ignored" and journal.image(obsid(5)).status is ImageStatus.IGNORED
     # endReadout without imageInOODS and without a file: LOST after the timeout.
     restarted.on_end_readout(obsid(9), additional_keys="", additional_values="", historical=False)
     now[0] = 6.0

@@ -12,8 +12,9 @@ Flow for one image
 3. The sequencer's verdict is journaled (QUEUED, REJECTED...) and published (``imageReceived``,
    ``cadenceWarning``); complete triplets are journaled and handed to the sink to be processed.
 
-Samples replayed as late-joiner history for images already journaled are skipped silently; the same image
-announced again live is a duplicate and reported. Times are `time.monotonic` seconds.
+Samples replayed as late-joiner history for images already journaled are skipped silently; ``imageInOODS``
+again, live, for an image already handled is a duplicate and reported. ``endReadout`` for a journaled image
+is ignored (ATOODS may be heard first). Times are `time.monotonic` seconds.
 """
 
 from __future__ import annotations
@@ -124,8 +125,10 @@ class ImageIntake:
     def on_end_readout(
         self, image_name: str, *, additional_keys: str, additional_values: str, historical: bool
     ) -> None:
-        """Handle ATCamera ``endReadout``."""
-        if self._known(image_name, historical, "endReadout"):
+        """Handle ATCamera ``endReadout`` (one for an image already journaled is ignored: ATOODS may
+        have been heard first)."""
+        if self.journal.image(image_name) is not None:
+            log.debug("endReadout for %s, already journaled", image_name)
             return
         try:
             extra = parse_additional(additional_keys, additional_values)
@@ -148,6 +151,8 @@ class ImageIntake:
     def on_image_in_oods(self, obsid: str, *, status_code: int, description: str, historical: bool) -> None:
         """Handle ATOODS ``imageInOODS``."""
         record = self.journal.image(obsid)
+        if record is not None and record.status is ImageStatus.IGNORED:
+            return  # a bias, flat...: announced by endReadout, nothing to do
         if record is not None and record.status not in (ImageStatus.ANNOUNCED, ImageStatus.LOST):
             if not historical:
                 self._duplicate(
@@ -228,14 +233,6 @@ class ImageIntake:
             )
 
     # --- helpers ---------------------------------------------------------------------------------------
-
-    def _known(self, obsid: str, historical: bool, source: str) -> bool:
-        record = self.journal.image(obsid)
-        if record is None:
-            return False
-        if not historical:
-            self._duplicate(obsid, record.group_id, f"{source} again for {obsid} ({record.status.value})")
-        return True
 
     def _duplicate(self, obsid: str, group_id: str, message: str) -> None:
         log.warning(message)
