@@ -133,3 +133,31 @@ class StandInCsc(BaseCsc):
         await self.oods.close()
         await self.ataos.close()
         await super().close_tasks()
+
+
+def truth_processor(triplet: Any, options: Any) -> Any:
+    """A picklable processor for the real `AuxTelWepCsc`: the truth instead of the pipeline.
+
+    Zernikes are the mean true deviation of the intra image's stars; the correction is minus the true
+    in-focus misalignment (x, y, z), as a perfect pipeline would find.
+    """
+    from lsst.ts.auxtelwep.csc_worker import WepSummary
+    from lsst.ts.auxtelwep.instrument import HexapodState
+
+    truth = Truth.read(truth_path(triplet.intra.path))
+    values = np.mean([s.zernikes_um["ta"] for s in truth.stars], axis=0)
+    state = truth.hexapod
+    return WepSummary(
+        noll=tuple(truth.noll),
+        zernikes_um=tuple(float(v) for v in values),
+        zernikes_err_um=tuple(0.001 for _ in truth.noll),
+        donut_count=len(truth.stars),
+        reduced_chi2=1.0,
+        algorithm="truth",
+        detection_mode="truth",
+        detection_reason="stand-in processor",
+        wcs_scatter_arcsec=float("nan"),
+        correction=HexapodState(x=-state.x, y=-state.y, z=-state.z),
+        solved_axes=("x", "y", "z"),
+        timings_s={"total": 0.0},
+    )
