@@ -1,1 +1,475 @@
-"""Wavefront estimation from donut pairs: TIE, forward-model fit (danish), combination over donuts."""
+"""Wavefront estimation from donut pairs: TIE, forward-model fit (danish), combination over donuts.
+
+`estimate_wavefront` takes the `~lsst.ts.auxtelwep.stamps.DonutPair` list of one intra/extra exposure pair,
+estimates each usable pair (in parallel across processes when there are many), and combines them with sigma
+clipping (`combine`). Every pair is reported, used or not, with the reason it was not used: flagged by the
+stamp cutter (blend, clipped, masked...), fit failed, or outlier.
+
+Zernikes are Noll-indexed, annular (obscuration 0.3525), micrometres, and are the in-focus deviation from the
+optical design at each donut's field position (ARCHITECTURE.md conventions).
+
+Algorithms (`EstimationConfig.algorithm`):
+
+- ``"danish"``: the forward-model fit of `forward` started from the best Z4 of a small grid (default: as
+  accurate as the TIE-seeded fit on simulations and faster, see doc/estimation.md and the benchmark);
+- ``"tie+danish"``: the same fit started from the TIE solution (falls back to the grid when the TIE fails);
+- ``"tie"``: the TIE alone (`tie.solve_tie`, the in-focus deviation from the design).
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import AuxTelWepError, EstimationError, InputError
+from ..instrument import AuxTel
+from ..stamps import DonutPair, PairFlag
+from .combine import Combination, sigma_clip_combine
+from .forward import ForwardFitResult, ForwardOptions, fit_pair
+from .forward_model import design_fits, install_design_fits
+
+__all__ = [
+    "EstimationConfig",
+    "PairEstimate",
+    "WavefrontEstimate",
+    "estimate_pair",
+    "estimate_wavefront",
+    "shutdown_pool",
+]
+
+_log = logging.getLogger(__name__)
+
+Algorithm = Literal["tie", "danish", "tie+danish"]
+
+
+class EstimationConfig(BaseModel):
+    """Configuration of `estimate_wavefront` (the CSC's ``estimation`` section)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    algorithm: Algorithm = Field(
+        "danish", description="Estimator: TIE alone, danish from a Z4 grid, or danish seeded by the TIE."
+    )
+    noll: tuple[int, ...] = Field(tuple(range(4, 23)), description="Noll indices estimated (4..28).")
+    coarse_binning: int = Field(
+        4, ge=1, le=8, description="Binning of the coarse forward-fit stage (1: none)."
+    )
+    step_tol_sigma: float = Field(0.1, gt=0, description="Final-stage step tolerance, standard deviations.")
+    chi2_tol: float = Field(0.1, gt=0, description="Chi-square gain tolerance, reduced units.")
+    max_nfev: int = Field(40, ge=2, description="Model evaluations allowed per forward-fit stage.")
+    z4_grid_um: tuple[float, ...] = Field(
+        (-0.45, -0.3, -0.15, 0.0, 0.15, 0.3, 0.45), description="Z4 offsets tried when no TIE seed, um."
+    )
+    blur_per_donut: bool = Field(False, description="One seeing FWHM per exposure instead of one per pair.")
+    model_error_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fractional model error added to the pixel noise (real-data speckle)."
+    )
+    tie_solver: Literal["exp", "fft"] = Field("exp", description="TIE solver.")
+    tie_model: Literal["onAxis", "offAxis", "paraxial"] = Field("onAxis", description="TIE optical model.")
+    max_workers: int = Field(
+        0, ge=0, description="Worker processes for many pairs (0: one per core, 1: run in this process)."
+    )
+    min_pairs_for_pool: int = Field(
+        6, ge=2, description="Fewest pairs worth the start-up cost of worker processes."
+    )
+    sigma_clip: float = Field(3.0, gt=0, description="Outlier threshold over pairs, robust sigmas.")
+    clip_floor_um: float = Field(
+        0.005, ge=0, description="Smallest scatter over pairs assumed when clipping, um (field dependence)."
+    )
+    reject_flags: tuple[str, ...] = Field(
+        ("BLEND", "CLIPPED", "MASKED", "RECENTER", "LOW_FLUX"),
+        description="Stamp flags (stamps.PairFlag names) that exclude a pair.",
+    )
+    max_chi2_reduced: float | None = Field(
+        None, gt=0, description="Reject pairs whose forward fit ends above this reduced chi-square."
+    )
+
+    @field_validator("noll")
+    @classmethod
+    def _check_noll(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or min(value) < 4 or max(value) > 28 or len(set(value)) != len(value):
+            raise ValueError(f"noll must be distinct indices in 4..28, got {value}")
+        return tuple(sorted(value))
+
+    @field_validator("reject_flags")
+    @classmethod
+    def _check_flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in PairFlag.__members__]
+        if unknown:
+            raise ValueError(f"unknown PairFlag names {unknown}; known: {list(PairFlag.__members__)}")
+        return value
+
+    def forward_options(self, *, with_grid: bool = True) -> ForwardOptions:
+        """The `ForwardOptions` equivalent of this configuration."""
+        return ForwardOptions(
+            noll=self.noll,
+            coarse_binning=self.coarse_binning,
+            step_tol=self.step_tol_sigma,
+            chi2_tol=self.chi2_tol,
+            max_nfev=self.max_nfev,
+            z4_grid_um=self.z4_grid_um if with_grid else (),
+            blur_per_donut=self.blur_per_donut,
+            model_error_fraction=self.model_error_fraction,
+        )
+
+    @property
+    def reject_mask(self) -> PairFlag:
+        """The union of `reject_flags`."""
+        mask = PairFlag.NONE
+        for name in self.reject_flags:
+            mask |= PairFlag[name]
+        return mask
+
+
+@dataclasses.dataclass(frozen=True)
+class PairEstimate:
+    """What one donut pair gave.
+
+    Attributes
+    ----------
+    index : `int`
+        The pair's ``index`` (its position in the donut catalog).
+    zernikes_um, zernikes_err_um : `numpy.ndarray` or `None`, shape (len(noll),)
+        Estimate and 1-sigma error, micrometres (`None` when the pair was not estimated; the error is NaN
+        for the TIE alone, which has none).
+    used : `bool`
+        Whether it entered the combined wavefront.
+    reason : `str`
+        Why not (empty when used): ``"flagged: ..."``, ``"fit failed: ..."``, ``"poor fit: ..."``,
+        ``"outlier: ..."``.
+    algorithm : `str`
+        What produced the estimate (``"danish"``, ``"tie+danish"``, ``"tie"``; ``"tie+danish (grid)"`` when
+        the TIE seed failed and the grid start was used).
+    chi2_reduced : `float`
+        Reduced chi-square of the forward fit (NaN for the TIE alone).
+    fwhm_arcsec : `numpy.ndarray` or `None`
+        Fitted seeing.
+    success : `bool`
+        The estimator's own verdict.
+    nfev : `int`
+        Model evaluations (forward fit) or TIE iterations.
+    message : `str`
+        The estimator's message.
+    elapsed_s : `float`
+        Wall time for this pair, seconds.
+    """
+
+    index: int
+    zernikes_um: NDArray[np.float64] | None
+    zernikes_err_um: NDArray[np.float64] | None
+    used: bool
+    reason: str
+    algorithm: str
+    chi2_reduced: float = float("nan")
+    fwhm_arcsec: NDArray[np.float64] | None = None
+    success: bool = False
+    nfev: int = 0
+    message: str = ""
+    elapsed_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WavefrontEstimate:
+    """The wavefront of one intra/extra exposure pair.
+
+    Attributes
+    ----------
+    noll : `tuple` of `int`
+        Noll indices.
+    um, um_err : `numpy.ndarray`, shape (len(noll),)
+        Combined in-focus deviation from the design and its uncertainty, micrometres.
+    scatter_um : `numpy.ndarray`, shape (len(noll),)
+        Standard deviation over the pairs used, micrometres.
+    pairs : `tuple` of `PairEstimate`
+        Every pair, used or not.
+    algorithm : `str`
+        Configured algorithm.
+    elapsed_s : `float`
+        Wall time, seconds.
+    """
+
+    noll: tuple[int, ...]
+    um: NDArray[np.float64]
+    um_err: NDArray[np.float64]
+    scatter_um: NDArray[np.float64]
+    pairs: tuple[PairEstimate, ...]
+    algorithm: str
+    elapsed_s: float
+
+    @property
+    def n_used(self) -> int:
+        """Number of pairs in the combination."""
+        return sum(p.used for p in self.pairs)
+
+
+def estimate_pair(pair: DonutPair, *, config: EstimationConfig, telescope: AuxTel) -> PairEstimate:
+    """Estimate one pair (never raises for a science failure: the reason is in the result).
+
+    Parameters
+    ----------
+    pair : `DonutPair`
+        The stamps.
+    config : `EstimationConfig`
+        Algorithm and options.
+    telescope : `AuxTel`
+        Geometry and wavelength (hexapod state ignored: the reference is the design).
+    """
+    t0 = time.perf_counter()
+    try:
+        if config.algorithm == "tie":
+            return _tie_only(pair, config, telescope, t0)
+        seed, label = None, "danish"
+        if config.algorithm == "tie+danish":
+            seed, label = _tie_seed(pair, config, telescope)
+        fit = fit_pair(
+            pair, telescope=telescope, options=config.forward_options(with_grid=seed is None), start_um=seed
+        )
+        return _from_fit(pair, fit, label, config, t0)
+    except EstimationError as exc:
+        fit = exc.result if isinstance(exc.result, ForwardFitResult) else None
+        return PairEstimate(
+            index=pair.index,
+            zernikes_um=None if fit is None else fit.zernikes_um,
+            zernikes_err_um=None if fit is None else fit.zernikes_err_um,
+            used=False,
+            reason=f"fit failed: {exc}",
+            algorithm=config.algorithm,
+            chi2_reduced=float("nan") if fit is None else fit.chi2_reduced,
+            fwhm_arcsec=None if fit is None else fit.fwhm_arcsec,
+            nfev=0 if fit is None else fit.nfev,
+            message=str(exc),
+            elapsed_s=time.perf_counter() - t0,
+        )
+    except AuxTelWepError as exc:
+        return PairEstimate(
+            index=pair.index,
+            zernikes_um=None,
+            zernikes_err_um=None,
+            used=False,
+            reason=f"fit failed: {exc}",
+            algorithm=config.algorithm,
+            message=str(exc),
+            elapsed_s=time.perf_counter() - t0,
+        )
+
+
+def _tie_result(pair: DonutPair, config: EstimationConfig, telescope: AuxTel):
+    from .tie import solve_tie
+    from .tie_geometry import TieGeometry
+
+    return solve_tie(
+        pair.intra.image,
+        pair.extra.image,
+        geometry=TieGeometry.auxtel(telescope.with_hexapod(type(telescope.hexapod)())),
+        field_intra_deg=pair.intra.field_deg,
+        field_extra_deg=pair.extra.field_deg,
+        noll=config.noll,
+        solver=config.tie_solver,
+        model=config.tie_model,
+    )
+
+
+def _tie_seed(pair: DonutPair, config: EstimationConfig, telescope: AuxTel) -> tuple[NDArray | None, str]:
+    try:
+        result = _tie_result(pair, config, telescope)
+    except AuxTelWepError as exc:
+        _log.info("pair %d: TIE seed failed (%s); starting from the Z4 grid", pair.index, exc)
+        return None, "tie+danish (grid)"
+    if not result.converged or not np.all(np.isfinite(result.deviation_um)):
+        _log.info("pair %d: TIE did not converge (%s); starting from the Z4 grid", pair.index, result.message)
+        return None, "tie+danish (grid)"
+    return np.asarray(result.deviation_um, dtype=float), "tie+danish"
+
+
+def _tie_only(pair: DonutPair, config: EstimationConfig, telescope: AuxTel, t0: float) -> PairEstimate:
+    result = _tie_result(pair, config, telescope)
+    z = np.asarray(result.deviation_um, dtype=float)
+    return PairEstimate(
+        index=pair.index,
+        zernikes_um=z,
+        zernikes_err_um=np.full(z.shape, np.nan),
+        used=bool(result.converged),
+        reason="" if result.converged else f"fit failed: TIE {result.message}",
+        algorithm="tie",
+        success=bool(result.converged),
+        nfev=int(result.iterations),
+        message=result.message,
+        elapsed_s=time.perf_counter() - t0,
+    )
+
+
+def _from_fit(
+    pair: DonutPair, fit: ForwardFitResult, label: str, config: EstimationConfig, t0: float
+) -> PairEstimate:
+    reason = ""
+    if config.max_chi2_reduced is not None and fit.chi2_reduced > config.max_chi2_reduced:
+        reason = f"poor fit: reduced chi-square {fit.chi2_reduced:.2f} > {config.max_chi2_reduced}"
+    return PairEstimate(
+        index=pair.index,
+        zernikes_um=fit.zernikes_um,
+        zernikes_err_um=fit.zernikes_err_um,
+        used=not reason,
+        reason=reason,
+        algorithm=label,
+        chi2_reduced=fit.chi2_reduced,
+        fwhm_arcsec=fit.fwhm_arcsec,
+        success=fit.success,
+        nfev=fit.nfev,
+        message=fit.message,
+        elapsed_s=time.perf_counter() - t0,
+    )
+
+
+# --- worker processes ---------------------------------------------------------------------------------------
+# One pool per process, created on first need and reused (start-up costs about a second per worker: the
+# imports, plus the design fits, which are computed once here and installed in each worker). The context is
+# "forkserver": forking a process that runs threads (DDS, asyncio executors) can deadlock the child.
+_POOL: concurrent.futures.ProcessPoolExecutor | None = None
+_POOL_KEY: tuple[int, float] | None = None
+
+
+def _worker_init(fits: dict) -> None:
+    install_design_fits(fits)
+
+
+def _pool(workers: int, wavelength_m: float) -> concurrent.futures.ProcessPoolExecutor:
+    global _POOL, _POOL_KEY
+    key = (workers, float(wavelength_m))
+    if _POOL is None or _POOL_KEY != key:
+        shutdown_pool()
+        context = multiprocessing.get_context("forkserver")
+        _POOL = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(design_fits(wavelength_m),),
+        )
+        _POOL_KEY = key
+    return _POOL
+
+
+def shutdown_pool() -> None:
+    """Stop the worker processes of `estimate_wavefront`, if any."""
+    global _POOL, _POOL_KEY
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+    _POOL, _POOL_KEY = None, None
+
+
+atexit.register(shutdown_pool)
+
+
+def _run_all(pairs: Sequence[DonutPair], config: EstimationConfig, telescope: AuxTel) -> list[PairEstimate]:
+    workers = config.max_workers or (os.cpu_count() or 1)
+    workers = min(workers, len(pairs))
+    if workers <= 1 or len(pairs) < config.min_pairs_for_pool:
+        return [estimate_pair(p, config=config, telescope=telescope) for p in pairs]
+    pool = _pool(workers, telescope.wavelength_m)
+    futures = [pool.submit(estimate_pair, p, config=config, telescope=telescope) for p in pairs]
+    return [f.result() for f in futures]
+
+
+def estimate_wavefront(
+    pairs: Sequence[DonutPair],
+    *,
+    config: EstimationConfig | None = None,
+    telescope: AuxTel | None = None,
+) -> WavefrontEstimate:
+    """Estimate the wavefront from the donut pairs of one intra/extra exposure pair.
+
+    Parameters
+    ----------
+    pairs : sequence of `DonutPair`
+        Stamps from `stamps.cut_pairs` (flagged pairs are reported, not estimated).
+    config : `EstimationConfig`, optional
+        Algorithm, terms, tolerances, parallelism, clipping.
+    telescope : `AuxTel`, optional
+        Geometry and wavelength (default: the design at its default wavelength).
+
+    Returns
+    -------
+    estimate : `WavefrontEstimate`
+
+    Raises
+    ------
+    InputError
+        If ``pairs`` is empty.
+    EstimationError
+        If no pair could be used; ``result`` holds the `WavefrontEstimate` with every pair's reason.
+    """
+    config = config or EstimationConfig()
+    telescope = telescope or AuxTel()
+    t0 = time.perf_counter()
+    if not pairs:
+        raise InputError("no donut pairs to estimate from", value=0)
+    reject = config.reject_mask
+    todo = [p for p in pairs if not (p.flags & reject)]
+    done = {p.index: e for p, e in zip(todo, _run_all(todo, config, telescope), strict=True)}
+    results = []
+    for p in pairs:
+        if p.flags & reject:
+            names = ", ".join(f.name for f in PairFlag if f and f in (p.flags & reject))
+            detail = f" ({'; '.join(p.notes)})" if p.notes else ""
+            results.append(
+                PairEstimate(
+                    index=p.index,
+                    zernikes_um=None,
+                    zernikes_err_um=None,
+                    used=False,
+                    reason=f"flagged: {names}{detail}",
+                    algorithm=config.algorithm,
+                )
+            )
+        else:
+            results.append(done[p.index])
+    return _combine(results, config, t0)
+
+
+def _combine(results: list[PairEstimate], config: EstimationConfig, t0: float) -> WavefrontEstimate:
+    nz = len(config.noll)
+    candidates = [i for i, r in enumerate(results) if r.used and r.zernikes_um is not None]
+    if not candidates:
+        estimate = WavefrontEstimate(
+            noll=config.noll,
+            um=np.full(nz, np.nan),
+            um_err=np.full(nz, np.nan),
+            scatter_um=np.full(nz, np.nan),
+            pairs=tuple(results),
+            algorithm=config.algorithm,
+            elapsed_s=time.perf_counter() - t0,
+        )
+        reasons = "; ".join(f"pair {r.index}: {r.reason}" for r in results)
+        raise EstimationError(f"no usable donut pair out of {len(results)}: {reasons}", result=estimate)
+    values = np.array([results[i].zernikes_um for i in candidates])
+    errors = np.array([results[i].zernikes_err_um for i in candidates])
+    comb: Combination = sigma_clip_combine(
+        values, errors, threshold=config.sigma_clip, floor_um=config.clip_floor_um
+    )
+    for k, i in enumerate(candidates):
+        if not comb.kept[k]:
+            results[i] = dataclasses.replace(
+                results[i],
+                used=False,
+                reason=f"outlier: {comb.distance[k]:.1f} robust sigmas from the median "
+                f"(> {config.sigma_clip})",
+            )
+    return WavefrontEstimate(
+        noll=config.noll,
+        um=comb.mean_um,
+        um_err=comb.err_um,
+        scatter_um=comb.scatter_um,
+        pairs=tuple(results),
+        algorithm=config.algorithm,
+        elapsed_s=time.perf_counter() - t0,
+    )

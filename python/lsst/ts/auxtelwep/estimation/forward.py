@@ -64,6 +64,12 @@ class ForwardOptions:
         Z4 offsets tried on the binned stamps when no start is given (empty: start from zero).
     fwhm_start_arcsec : `float`
         Starting seeing FWHM, arcsec.
+    blur_per_donut : `bool`
+        Fit one seeing FWHM per exposure instead of one for the pair.
+    model_error_fraction : `float`
+        Fractional model error added to the noise: variance ``+ (fraction * model)**2``. Zero (pure
+        photon and background noise) for simulations; real donuts carry speckle from the turbulence of
+        each exposure that no smooth model reproduces (see doc/estimation.md).
     min_valid_fraction : `float`
         Smallest fraction of a donut's flux the optical model must map at the solution (below it, the
         solution lies in a caustic and the fit is refused).
@@ -77,6 +83,8 @@ class ForwardOptions:
     max_nfev: int = 40
     z4_grid_um: tuple[float, ...] = (-0.45, -0.3, -0.15, 0.0, 0.15, 0.3, 0.45)
     fwhm_start_arcsec: float = 1.0
+    blur_per_donut: bool = False
+    model_error_fraction: float = 0.0
     min_valid_fraction: float = 0.9
 
     def __post_init__(self) -> None:
@@ -129,8 +137,8 @@ class ForwardFitResult:
     zernikes_um, zernikes_err_um : `numpy.ndarray`, shape (len(noll),)
         In-focus wavefront deviation from the design and its 1-sigma uncertainty (from the Jacobian at the
         solution, scaled by the reduced chi-square), micrometres.
-    fwhm_arcsec : `float`
-        Fitted Kolmogorov FWHM, arcsec.
+    fwhm_arcsec : `numpy.ndarray`, shape (1,) or (2,)
+        Fitted Kolmogorov FWHM (one for the pair, or intra and extra), arcsec.
     fluxes, backgrounds : `numpy.ndarray`, shape (2,)
         Intra, extra flux (stamp units) and residual background (stamp units per pixel).
     offsets_px : `numpy.ndarray`, shape (2, 2)
@@ -160,7 +168,7 @@ class ForwardFitResult:
     noll: tuple[int, ...]
     zernikes_um: NDArray[np.float64]
     zernikes_err_um: NDArray[np.float64]
-    fwhm_arcsec: float
+    fwhm_arcsec: NDArray[np.float64]
     fluxes: NDArray[np.float64]
     backgrounds: NDArray[np.float64]
     offsets_px: NDArray[np.float64]
@@ -187,10 +195,17 @@ class _StageData:
     good: NDArray[np.bool_]
     gain: float
     ndata: int
+    model_error_fraction: float = 0.0
 
 
 def _stage_data(
-    pair: DonutPair, specs: Sequence[DonutSpec], *, noll: Sequence[int], binning: int, telescope: AuxTel
+    pair: DonutPair,
+    specs: Sequence[DonutSpec],
+    *,
+    noll: Sequence[int],
+    binning: int,
+    telescope: AuxTel,
+    options: ForwardOptions,
 ) -> _StageData:
     images, variances, goods = [], [], []
     offset = 0.0
@@ -211,6 +226,7 @@ def _stage_data(
         binning=binning,
         origin_offset_px=offset,
         telescope=telescope,
+        blur_per_donut=options.blur_per_donut,
     )
     good = np.array(goods)
     return _StageData(
@@ -220,6 +236,7 @@ def _stage_data(
         good=good,
         gain=pair.gain,
         ndata=int(good.sum()),
+        model_error_fraction=options.model_error_fraction,
     )
 
 
@@ -230,7 +247,10 @@ class _Objective:
         self.data = data
 
     def weights(self, sources: NDArray) -> NDArray:
-        var = self.data.variances + np.maximum(sources, 0.0) / self.data.gain
+        src = np.maximum(sources, 0.0)
+        var = self.data.variances + src / self.data.gain
+        if self.data.model_error_fraction:
+            var = var + (self.data.model_error_fraction * src) ** 2
         return np.where(self.data.good, 1.0 / np.sqrt(np.maximum(var, 1e-12)), 0.0)
 
     def chi(self, params: NDArray) -> NDArray:
@@ -248,14 +268,14 @@ class _Objective:
 def _start_params(data: _StageData, *, fwhm: float, dz: NDArray) -> NDArray:
     nd = data.model.nd
     flux = np.maximum([data.images[d][data.good[d]].sum() for d in range(nd)], 1.0)
-    return np.concatenate([flux, np.zeros(nd), np.zeros(nd), np.zeros(nd), [fwhm], dz])
+    return np.concatenate([flux, np.zeros(3 * nd), np.full(data.model.nblur, fwhm), dz])
 
 
-def _bounds(nparams: int, nd: int) -> tuple[NDArray, NDArray]:
-    lower = np.full(nparams, -np.inf)
-    upper = np.full(nparams, np.inf)
-    lower[:nd] = 0.0
-    lower[4 * nd], upper[4 * nd] = _FWHM_BOUNDS_ARCSEC
+def _bounds(model: DonutSetModel) -> tuple[NDArray, NDArray]:
+    lower = np.full(model.nparams, -np.inf)
+    upper = np.full(model.nparams, np.inf)
+    lower[: model.nd] = 0.0
+    lower[model.blur_slice], upper[model.blur_slice] = _FWHM_BOUNDS_ARCSEC
     return lower, upper
 
 
@@ -264,7 +284,7 @@ def _run_stage(
 ) -> tuple[NDArray, FitStage, LMResult]:
     objective = _Objective(data)
     t0 = time.perf_counter()
-    lower, upper = _bounds(len(p0), data.model.nd)
+    lower, upper = _bounds(data.model)
     res = levenberg_marquardt(
         objective.chi,
         objective.chi_and_jac,
@@ -296,12 +316,12 @@ def _grid_start(
     """Pick the Z4 offset of ``grid`` with the lowest chi-square (fluxes refitted linearly)."""
     t0 = time.perf_counter()
     nd = data.model.nd
-    j4 = list(noll).index(4)
+    j4 = data.model.dz_slice.start + list(noll).index(4)
     objective = _Objective(data)
     best, best_cost = p0, np.inf
     for z4 in grid:
         p = p0.copy()
-        p[4 * nd + 1 + j4] += z4
+        p[j4] += z4
         ev = data.model.evaluate(p, jacobian=False)
         # Linear least squares for the flux of each donut at this shape.
         for d in range(nd):
@@ -319,7 +339,7 @@ def _grid_start(
         nfev=len(grid),
         njev=0,
         status=1,
-        message=f"best Z4 offset {best[4 * nd + 1 + j4] - p0[4 * nd + 1 + j4]:+.2f} um of {list(grid)}",
+        message=f"best Z4 offset {best[j4] - p0[j4]:+.2f} um of {list(grid)}",
         chi2_reduced=best_cost / max(data.ndata - len(p0), 1),
         elapsed_s=time.perf_counter() - t0,
     )
@@ -385,10 +405,12 @@ def fit_pair(
         )
     specs = pair_specs(pair, telescope, max(22, max(noll)))
     stages: list[FitStage] = []
-    full = _stage_data(pair, specs, noll=noll, binning=1, telescope=telescope)
+    full = _stage_data(pair, specs, noll=noll, binning=1, telescope=telescope, options=options)
     params = _start_params(full, fwhm=options.fwhm_start_arcsec, dz=dz0)
     if options.coarse_binning > 1:
-        coarse = _stage_data(pair, specs, noll=noll, binning=options.coarse_binning, telescope=telescope)
+        coarse = _stage_data(
+            pair, specs, noll=noll, binning=options.coarse_binning, telescope=telescope, options=options
+        )
         if start_um is None and options.z4_grid_um:
             params, stage = _grid_start(coarse, params, options.z4_grid_um, noll)
             stages.append(stage)
@@ -437,7 +459,7 @@ def _result(
     )
     try:
         cov = np.linalg.pinv(res.normal_matrix) * max(chi2r, 1.0)
-        err = np.sqrt(np.clip(np.diag(cov), 0, None))[4 * nd + 1 :]
+        err = np.sqrt(np.clip(np.diag(cov), 0, None))[data.model.dz_slice]
     except np.linalg.LinAlgError:
         err = np.full(len(noll), np.nan)
     final = stages[-1]
@@ -454,9 +476,9 @@ def _result(
         reasons.append("non-finite parameters")
     result = ForwardFitResult(
         noll=noll,
-        zernikes_um=params[4 * nd + 1 :].copy(),
+        zernikes_um=params[data.model.dz_slice].copy(),
         zernikes_err_um=err,
-        fwhm_arcsec=float(params[4 * nd]),
+        fwhm_arcsec=params[data.model.blur_slice].copy(),
         fluxes=params[:nd].copy(),
         backgrounds=params[3 * nd : 4 * nd].copy(),
         offsets_px=np.stack([params[nd : 2 * nd], params[2 * nd : 3 * nd]], axis=1),

@@ -22,7 +22,7 @@ pixels of the stamp (before binning), FWHM in arcseconds.
 Parameter vector of `DonutSetModel` (``nd`` donuts, ``nz`` Zernike terms), in this order::
 
     flux[nd] (stamp units), dx[nd], dy[nd] (stamp pixels), bkg[nd] (stamp units per stamp pixel),
-    fwhm (arcsec), dz[nz] (um)
+    fwhm[nb] (arcsec; nb = 1, or nd with ``blur_per_donut``), dz[nz] (um)
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ __all__ = [
     "ModelEvaluation",
     "auxtel_mask_params",
     "bin_stamp",
+    "design_fits",
     "design_references",
+    "install_design_fits",
     "make_factory",
 ]
 
@@ -129,14 +131,19 @@ def make_factory(focal_length_m: float, pixel_scale_m: float, wavelength_m: floa
 
 # --- design references -------------------------------------------------------------------------------------
 # The design's Zernikes vary slowly over the LATISS field (coma ~ theta, astigmatism ~ theta^2): a quadratic
-# in the field angle fitted on a 5 x 5 grid over +-0.1 deg reproduces batoid to < 0.05 nm (checked in the
-# tests), and turns 0.14 s of ray tracing per donut into microseconds.
-_REF_GRID_DEG = np.linspace(-0.1, 0.1, 5)
+# in the field angle fitted on a 3 x 3 grid over +-0.1 deg reproduces batoid to 0.05 nm (the ray-trace noise;
+# checked in the tests), and turns 0.14 s of ray tracing per donut and role into microseconds. The fits are
+# kept per process; `design_fits` / `install_design_fits` hand them to worker processes.
+_REF_GRID_DEG = np.linspace(-0.1, 0.1, 3)
 _REF_JMAX = 28
+_DESIGN_FITS: dict[tuple[float, str], NDArray[np.float64]] = {}
 
 
-@functools.lru_cache(maxsize=8)
 def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
+    key = (float(wavelength_m), role.value)
+    cached = _DESIGN_FITS.get(key)
+    if cached is not None:
+        return cached
     telescope = AuxTel(wavelength_m=wavelength_m).with_hexapod(HexapodState()).with_role(role)
     gx, gy = np.meshgrid(_REF_GRID_DEG, _REF_GRID_DEG)
     gx, gy = gx.ravel(), gy.ravel()
@@ -146,10 +153,25 @@ def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
             for x, y in zip(gx, gy, strict=True)
         ]
     )
-    basis = _quadratic_basis(gx, gy)
-    coefs, *_ = np.linalg.lstsq(basis, values, rcond=None)
+    coefs, *_ = np.linalg.lstsq(_quadratic_basis(gx, gy), values, rcond=None)
     coefs.setflags(write=False)
+    _DESIGN_FITS[key] = coefs
     return coefs
+
+
+def design_fits(wavelength_m: float) -> dict[tuple[float, str], NDArray[np.float64]]:
+    """Field fits of the design references at ``wavelength_m`` (computed if needed), to ship to workers."""
+    for role in (Role.INTRA, Role.EXTRA):
+        _design_fit(wavelength_m, role)
+    return {k: v for k, v in _DESIGN_FITS.items() if k[0] == float(wavelength_m)}
+
+
+def install_design_fits(fits: dict[tuple[float, str], NDArray[np.float64]]) -> None:
+    """Install fits made by `design_fits` in another process (a worker initializer)."""
+    for key, value in fits.items():
+        value = np.array(value, dtype=float)
+        value.setflags(write=False)
+        _DESIGN_FITS[(float(key[0]), str(key[1]))] = value
 
 
 def _quadratic_basis(fx: NDArray, fy: NDArray) -> NDArray:
@@ -326,6 +348,8 @@ class DonutSetModel:
         Centre of the model grid relative to the stamp centre, stamp pixels (from `bin_stamp`).
     telescope : `AuxTel`
         Geometry: focal length, plate scale, wavelength.
+    blur_per_donut : `bool`
+        One FWHM per donut (exposures taken at different times see different seeing) instead of one shared.
     """
 
     def __init__(
@@ -337,11 +361,13 @@ class DonutSetModel:
         binning: int,
         origin_offset_px: float,
         telescope: AuxTel,
+        blur_per_donut: bool = False,
     ) -> None:
         if npix % 2 != 1:
             raise InputError(f"model stamps must have an odd size, got {npix}", value=npix)
         self.donuts = tuple(donuts)
         self.noll = np.asarray(noll, dtype=int)
+        self.nblur = len(self.donuts) if blur_per_donut else 1
         self.npix = npix
         self.binning = binning
         self.origin_offset_px = origin_offset_px
@@ -369,7 +395,17 @@ class DonutSetModel:
     @property
     def nparams(self) -> int:
         """Length of the parameter vector."""
-        return 4 * self.nd + 1 + len(self.noll)
+        return 4 * self.nd + self.nblur + len(self.noll)
+
+    @property
+    def blur_slice(self) -> slice:
+        """Where the FWHM parameters sit in the parameter vector."""
+        return slice(4 * self.nd, 4 * self.nd + self.nblur)
+
+    @property
+    def dz_slice(self) -> slice:
+        """Where the Zernike deviation sits in the parameter vector."""
+        return slice(4 * self.nd + self.nblur, self.nparams)
 
     def _aberrations_m(self, d: int, dz_um: NDArray) -> NDArray:
         ref = self.donuts[d].reference_um
@@ -413,15 +449,18 @@ class DonutSetModel:
         nd, npix, n = self.nd, self.npix, self.nfft
         params = np.asarray(params, dtype=float)
         flux, dxs, dys, bkg = (params[i * nd : (i + 1) * nd] for i in range(4))
-        fwhm = params[4 * nd]
-        dz = params[4 * nd + 1 :]
-        mtf, q = self._kernel(fwhm)
+        fwhms = params[self.blur_slice]
+        dz = params[self.dz_slice]
+        kernels = [self._kernel(f) for f in fwhms]
         images = np.empty((nd, npix, npix))
         sources = np.empty((nd, npix, npix))
         jac = np.zeros((self.nparams, nd, npix, npix), dtype=np.float32) if jacobian else None
         valid = np.empty(nd)
         for d in range(nd):
             opt = self.optical_image(d, dz)
+            b = d if self.nblur > 1 else 0
+            fwhm = fwhms[b]
+            mtf, q = kernels[b]
             valid[d] = opt.sum()
             sx = (dxs[d] - self.origin_offset_px) / self.binning
             sy = (dys[d] - self.origin_offset_px) / self.binning
@@ -446,8 +485,8 @@ class DonutSetModel:
             jac[nd + d, d] = flux[d] * derivs[0]
             jac[2 * nd + d, d] = flux[d] * derivs[1]
             jac[3 * nd + d, d] = self.binning**2
-            jac[4 * nd, d] = flux[d] * derivs[2]
-            jac[4 * nd + 1 :, d] = self._zernike_columns(d, dz, opt, kernel * np.float32(flux[d]))
+            jac[4 * nd + b, d] = flux[d] * derivs[2]
+            jac[self.dz_slice, d] = self._zernike_columns(d, dz, opt, kernel * np.float32(flux[d]))
         return ModelEvaluation(images=images, sources=sources, jacobian=jac, valid_fraction=valid)
 
     def _zernike_columns(self, d: int, dz: NDArray, opt: NDArray, kernel: NDArray) -> NDArray:
