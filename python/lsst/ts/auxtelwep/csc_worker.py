@@ -17,15 +17,20 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import multiprocessing
+import statistics
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cadence import Triplet
 from .errors import AuxTelWepError, ConfigurationError
 from .instrument import HexapodState
+
+if TYPE_CHECKING:  # the pipeline is imported only in worker processes (run_pipeline)
+    from .pipeline import WavefrontResult
 
 __all__ = ["Processor", "WepSummary", "WorkerError", "WorkerPool", "run_pipeline", "summarize"]
 
@@ -105,20 +110,22 @@ Processor = Callable[[Triplet, Mapping[str, Any]], WepSummary]
 """A picklable (module-level) function ``(triplet, pipeline options) -> WepSummary``."""
 
 
-def summarize(result: Any) -> WepSummary:
+def summarize(result: WavefrontResult) -> WepSummary:
     """Summarise a `lsst.ts.auxtelwep.pipeline.WavefrontResult`.
 
-    The correction is the pipeline's offset before clipping (``unclipped``); the CSC applies its own gains
-    and limits when it sends it.
+    ``donut_count`` is the number of pairs combined; ``reduced_chi2`` the median over those pairs (NaN if
+    none has one). The correction is the pipeline's offset before its clipping (``unclipped``): the CSC
+    applies its own gains and limits when it sends it.
     """
     estimate, catalog, correction = result.estimate, result.catalog, result.correction
+    chi2 = [p.chi2_reduced for p in estimate.pairs if p.used and math.isfinite(p.chi2_reduced)]
     scatter = catalog.wcs_scatter_arcsec
     return WepSummary(
         noll=tuple(int(n) for n in estimate.noll),
         zernikes_um=tuple(float(v) for v in estimate.um),
         zernikes_err_um=tuple(float(v) for v in estimate.um_err),
-        donut_count=len(estimate.used_indices),
-        reduced_chi2=float("nan") if estimate.reduced_chi2 is None else float(estimate.reduced_chi2),
+        donut_count=int(estimate.n_used),
+        reduced_chi2=float(statistics.median(chi2)) if chi2 else float("nan"),
         algorithm=str(estimate.algorithm),
         detection_mode=str(catalog.mode),
         detection_reason=str(catalog.reason),
