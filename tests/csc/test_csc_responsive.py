@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from csc_fakes import RESULT_TIMEOUT, CscTestCase, write_raw
 
-from lsst.ts.auxtelwep.sal import Domain, Remote, State
+from lsst.ts.auxtelwep.sal import Domain, Remote, SalRetCode, State
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
 
 #: CPU-bound work of the fake processor (s): long enough for several heartbeats.
@@ -25,7 +25,8 @@ class ResponsiveTestCase(CscTestCase):
                 await listener.evt_heartbeat.next(flush=True, timeout=STD_TIMEOUT)
                 self.remote.cmd_runWEP.set(intraObsid=names[0], extraObsid=names[1], inFocusObsid=names[2])
                 ack = await self.remote.cmd_runWEP.start(timeout=RESULT_TIMEOUT, wait_done=False)
-                self.assertEqual(ack.result[:10], "processing")
+                self.assertEqual((ack.ack, ack.result[:10]), (SalRetCode.CMD_INPROGRESS, "processing"))
+                self.assertGreaterEqual(ack.timeout, 60.0)  # process_timeout_s of the test configuration
                 start = time.monotonic()
                 arrivals = [start]
                 while self.csc.last_summary is None:
