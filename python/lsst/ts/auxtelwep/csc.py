@@ -456,7 +456,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         )
         key = f"{triplet.key}@runWEP-{time.time():.3f}"
         for info in triplet.images:
-            journal.add_image(info.obsid, status=ImageStatus.QUEUED, info=info, group_id=triplet.group_id)
+            journal.add_image(info.obsid, status=ImageStatus.IN_TRIPLET, info=info, group_id=triplet.group_id)
         journal.add_triplet(triplet, source="runWEP", key=key, overrides=overrides)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[key] = future
