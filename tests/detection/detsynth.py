@@ -178,7 +178,7 @@ def render(
     if saturation is not None:
         sat = image >= saturation
         image[sat] = saturation
-        mask[sat] |= MaskBit.SAT
+        mask[sat] |= np.uint16(MaskBit.SAT)
     hdr = header if header is not None else fits.Header()
     hdr = hdr.copy()
     hdr["BUNIT"] = "electron"

@@ -21,6 +21,7 @@ there, else ``template``. A mode that fails falls back to the next one (wcs -> r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -34,7 +35,7 @@ from .astrometry import AstrometrySolution, Sources, detect_sources, solve_astro
 from .catalog import Donut, DonutCatalog, Rejection
 from .config import MODES, DetectionConfig, DetectionMode
 from .modes import DefocalImage, ModeResult, default_saturation, run_catalog_mode, run_template_mode
-from .wcs import initial_wcs, project, transfer_wcs
+from .wcs import initial_wcs, model_image_shift_px, project, transfer_wcs
 
 __all__ = [
     "AstrometrySolution",
@@ -103,6 +104,9 @@ class _Run:
             fwhm_px=fwhm_px,
             saturation=default_saturation(self.infocus, self.config),
         )
+        # Fit the WCS to where the aligned telescope would have put the stars (see model_image_shift_px).
+        shift = model_image_shift_px(self.telescope, Role.INFOCUS)
+        sources = dataclasses.replace(sources, x=sources.x - shift[0], y=sources.y - shift[1])
         solution = solve_astrometry(
             sources,
             self.refcat,
@@ -142,6 +146,8 @@ class _Run:
         if not detections:
             return False, "no template detection on the intra-focal image to check the WCS against"
         px, py = project(w_i, self.refcat.ra_deg, self.refcat.dec_deg)
+        shift = model_image_shift_px(self.telescope, Role.INTRA)
+        px, py = px + shift[0], py + shift[1]
         ok = np.isfinite(px) & np.isfinite(py)
         if not ok.any():
             return False, "no catalog star projects onto the image"

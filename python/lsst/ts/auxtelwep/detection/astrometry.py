@@ -4,8 +4,8 @@ Used when the WCS is too far off to place donuts directly (about 100 px, or rota
 
 1. `detect_sources`: smooth the binned image with the seeing, take local maxima above a threshold, then at
    full resolution measure a Gaussian-windowed centroid and a flux; reject cosmic rays (a peak pixel more
-   than twice the mean of its 8 neighbours: a star blurred by the seeing is never that sharp) and saturated
-   stars (their centroids follow the bleed trail).
+   than twice the mean of its 8 neighbours: a star blurred by the seeing is never that sharp) and flag
+   saturated stars (their centroids may follow a bleed trail: used for matching, left out of the fit).
 2. `solve_astrometry`: project the brightest catalog stars through the initial WCS, build every triangle of
    the brightest detections and catalog stars, match triangles by their side ratios (invariant to shift,
    rotation and scale), turn each match into a similarity transform, and vote for the transform (rotation in
@@ -60,16 +60,19 @@ class Sources:
         Background-subtracted flux within two FWHM, image units.
     snr : `numpy.ndarray`, shape (n,)
         Peak significance on the smoothed binned image.
-    n_cosmic_rays, n_saturated : `int`
-        Peaks rejected as cosmic rays and as saturated stars.
+    saturated : `numpy.ndarray` of bool, shape (n,)
+        The star holds saturated pixels: good for pattern matching, but its centroid may follow a bleed
+        trail, so the WCS fit leaves it out when enough other stars match.
+    n_cosmic_rays : `int`
+        Peaks rejected as cosmic rays.
     """
 
     x: NDArray[np.float64]
     y: NDArray[np.float64]
     flux: NDArray[np.float64]
     snr: NDArray[np.float64]
+    saturated: NDArray[np.bool_]
     n_cosmic_rays: int = 0
-    n_saturated: int = 0
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -124,17 +127,15 @@ def detect_sources(
     half = max(math.ceil(2.0 * fwhm_px), 4)
     sig_w = fwhm_px / 2.3548
     offs = np.arange(-half, half + 1, dtype=float)
-    xs, ys, fluxes, snrs = [], [], [], []
-    n_cr = n_sat = 0
+    xs, ys, fluxes, snrs, sats = [], [], [], [], []
+    n_cr = 0
     for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
         x0, y0 = j * b + (b - 1) // 2, i * b + (b - 1) // 2
         r0, r1, c0, c1 = max(y0 - half, 0), min(y0 + half + 1, ny), max(x0 - half, 0), min(x0 + half + 1, nx)
         stamp = np.asarray(image[r0:r1, c0:c1], dtype=float)
         if stamp.shape != (2 * half + 1, 2 * half + 1):
             continue  # too close to the edge for a clean centroid
-        if np.any(stamp >= saturation) or np.any((mask[r0:r1, c0:c1] & MaskBit.SAT) != 0):
-            n_sat += 1
-            continue
+        saturated = bool(np.any(stamp >= saturation) or np.any((mask[r0:r1, c0:c1] & MaskBit.SAT) != 0))
         border = np.concatenate([stamp[0], stamp[-1], stamp[1:-1, 0], stamp[1:-1, -1]])
         stamp = stamp - np.median(border)
         # Sharpness at the brightest pixel near the centre: a cosmic ray stands alone.
@@ -143,7 +144,7 @@ def detect_sources(
         pi, pj = pi + half - 3, pj + half - 3
         peak = stamp[pi, pj]
         nbr = (stamp[pi - 1 : pi + 2, pj - 1 : pj + 2].sum() - peak) / 8.0
-        if peak <= 0 or nbr < 0.5 * peak:
+        if peak <= 0 or (nbr < 0.5 * peak and not saturated):
             n_cr += 1
             continue
         cx, cy = 0.0, 0.0
@@ -162,16 +163,18 @@ def detect_sources(
         ys.append(y0 + cy)
         fluxes.append(float(stamp[np.hypot(offs[None, :], offs[:, None]) <= half].sum()))
         snrs.append(float(snr_map[i, j]))
+        sats.append(saturated)
     x, y, flux, snr = (np.array(v, dtype=float) for v in (xs, ys, fluxes, snrs))
+    sat = np.array(sats, dtype=bool)
     # Drop duplicates (two peaks that converged on one star), keeping the brighter.
     order = np.argsort(-flux)
-    x, y, flux, snr = x[order], y[order], flux[order], snr[order]
+    x, y, flux, snr, sat = x[order], y[order], flux[order], snr[order], sat[order]
     keep = np.ones(x.size, dtype=bool)
     if x.size > 1:
         for a, c in cKDTree(np.column_stack([x, y])).query_pairs(3.0):
             keep[max(a, c)] = False
     keep_idx = np.flatnonzero(keep)[:max_sources]
-    return Sources(x[keep_idx], y[keep_idx], flux[keep_idx], snr[keep_idx], n_cr, n_sat)
+    return Sources(x[keep_idx], y[keep_idx], flux[keep_idx], snr[keep_idx], sat[keep_idx], n_cr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,6 +421,9 @@ def solve_astrometry(
             break
     _, first = np.unique(cat_i, return_index=True)
     src_i, cat_i = src_i[first], cat_i[first]
+    unsaturated = ~sources.saturated[src_i]
+    if unsaturated.sum() >= min_matches:
+        src_i, cat_i = src_i[unsaturated], cat_i[unsaturated]
     n = len(src_i)
     if n < min_matches:
         raise DetectionError(f"astrometry: only {n} stars match after refinement, need {min_matches}")

@@ -31,7 +31,7 @@ from .image import BinnedImage, prepare, to_binned
 from .measure import Measurement, measure_donut
 from .select import select_sources
 from .template import Candidate, DonutTemplate, correlate, donut_template, find_donuts
-from .wcs import project
+from .wcs import model_image_shift_px, project
 
 __all__ = [
     "DefocalImage",
@@ -133,21 +133,26 @@ class DefocalImage:
             template=self.template_full,
             search_px=self.config.binning + 3,
             saturation=self.saturation,
+            neighbour_fraction=10 ** (-0.4 * self.config.isolated_mag_diff),
         )
 
     def problem(self, m: Measurement) -> str | None:
         """Why a measurement cannot be kept, or `None`."""
+        if self.near_edge(m.x, m.y):
+            return f"within {self.config.edge_margin_px:g} px of the edge"
         if m.saturated:
             return "saturated"
         if m.bad_fraction > self.config.max_bad_fraction:
             return f"{100 * m.bad_fraction:.0f} % of the aperture is BAD/NO_DATA"
         if not m.snr >= self.config.min_snr:
             return f"SNR {m.snr:.1f} below min_snr={self.config.min_snr:g}"
+        return None
+
+    def near_edge(self, x: float, y: float) -> bool:
+        """Whether ``(x, y)`` lies within the edge margin."""
         margin = self.config.edge_margin_px
         rows, cols = self.shape
-        if not (margin <= m.x <= cols - 1 - margin and margin <= m.y <= rows - 1 - margin):
-            return f"within {margin:g} px of the edge"
-        return None
+        return not (margin <= x <= cols - 1 - margin and margin <= y <= rows - 1 - margin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +242,12 @@ def run_catalog_mode(
     """
     xi, yi = project(wcs_intra, refcat.ra_deg, refcat.dec_deg)
     xe, ye = project(wcs_extra, refcat.ra_deg, refcat.dec_deg)
+    # The optics move the donuts away from the WCS prediction (M2 decenter: ~538 px/mm).
+    (sxi, syi), (sxe, sye) = (
+        model_image_shift_px(telescope, Role.INTRA),
+        model_image_shift_px(telescope, Role.EXTRA),
+    )
+    xi, yi, xe, ye = xi + sxi, yi + syi, xe + sxe, ye + sye
     rows, cols = intra.shape
     iso = isolation_px(telescope, config)
     on_extra = (xe >= config.edge_margin_px) & (xe <= cols - 1 - config.edge_margin_px)
@@ -311,11 +322,16 @@ def run_catalog_mode(
             f"none of {keep.size} catalog stars on the chip was found as a donut on both images "
             f"({'; '.join(reasons)})"
         )
-    ref_rows = [ref for _, ref, _, _ in accepted]
-    position = {ref: k for k, ref in enumerate(ref_rows)}
+    blended = {
+        ref: bool(selection.blended[n]) or mi.blend_suspected or me.blend_suspected
+        for n, ref, mi, me in accepted
+    }
+    # Unblended first, brightest first (a blend seen only in the image moves a donut back).
+    accepted.sort(key=lambda item: (blended[item[1]], refcat.mag[item[1]]))
+    position = {ref: k for k, (_, ref, _, _) in enumerate(accepted)}
     donuts = []
     for n, ref, mi, me in accepted:
-        neighbours = selection.blend_with[n]
+        fx, fy = _field_angle(telescope, [mi.x, me.x], [mi.y, me.y])
         donuts.append(
             Donut(
                 intra_x=mi.x,
@@ -326,10 +342,10 @@ def run_catalog_mode(
                 extra_flux=me.flux,
                 intra_snr=mi.snr,
                 extra_snr=me.snr,
-                field_x_deg=_field_angle(telescope, [mi.x, me.x], [mi.y, me.y])[0],
-                field_y_deg=_field_angle(telescope, [mi.x, me.x], [mi.y, me.y])[1],
-                blended=bool(selection.blended[n]),
-                blend_with=tuple(position[j] for j in neighbours if j in position),
+                field_x_deg=fx,
+                field_y_deg=fy,
+                blended=blended[ref],
+                blend_with=tuple(position[j] for j in selection.blend_with[n] if j in position),
                 ref_index=int(ref),
                 ref_ra_deg=float(refcat.ra_deg[ref]),
                 ref_dec_deg=float(refcat.dec_deg[ref]),
@@ -367,7 +383,12 @@ def _measure_candidates(
     everything: list[tuple[float, float, float]] = []
     for c in image.candidates:
         if not c.accepted:
-            if not c.reason.startswith("skirt") and not c.reason.startswith("duplicate"):
+            if image.near_edge(c.x, c.y):
+                # A donut cut by the edge fails the sector test; say what matters.
+                rejected.append(
+                    Rejection(c.x, c.y, f"within {image.config.edge_margin_px:g} px of the edge", role)
+                )
+            elif not c.reason.startswith("skirt") and not c.reason.startswith("duplicate"):
                 rejected.append(Rejection(c.x, c.y, c.reason, role))
             continue
         m = image.measure(c.x, c.y)
@@ -443,6 +464,8 @@ def run_template_mode(
     px, py, mag = px[~dup], py[~dup], mag[~dup]
     eligible = np.zeros(len(px), dtype=bool)
     eligible[:n_pairs] = True
+    flagged = np.zeros(len(px), dtype=bool)
+    flagged[:n_pairs] = [mi[a].blend_suspected or me[j].blend_suspected for a, j in pairs]
     selection = select_sources(
         px,
         py,
@@ -454,6 +477,7 @@ def run_template_mode(
         max_donuts=config.max_donuts,
         keep_blended=config.keep_blended,
         eligible=eligible,
+        flagged=flagged,
     )
     rejected += [Rejection(float(px[i]), float(py[i]), reason, "intra") for i, reason in selection.rejected]
     position = {int(i): k for k, i in enumerate(selection.keep.tolist())}

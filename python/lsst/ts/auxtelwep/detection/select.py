@@ -94,6 +94,7 @@ def select_sources(
     mag_min: float | None = None,
     mag_max: float | None = None,
     eligible: ArrayLike | None = None,
+    flagged: ArrayLike | None = None,
 ) -> Selection:
     """Select donuts among sources.
 
@@ -109,6 +110,8 @@ def select_sources(
         The rules of the module docstring.
     eligible : array-like of bool, optional
         Which sources may be kept (default all); the others only act as neighbours and are not reported.
+    flagged : array-like of bool, optional
+        Sources already known to be blended (e.g. an unresolved blend seen in the image).
 
     Returns
     -------
@@ -144,6 +147,8 @@ def select_sources(
 
     neighbours = blend_neighbours(x, y, m, isolation_px=isolation_px, isolated_mag_diff=isolated_mag_diff)
     blended_all = np.array([len(v) > 0 for v in neighbours], dtype=bool)
+    if flagged is not None:
+        blended_all |= np.asarray(flagged, dtype=bool)
     if not keep_blended:
         reject(blended_all, f"blended (a neighbour within {isolation_px:.0f} px)")
     candidates = np.flatnonzero(ok)

@@ -10,20 +10,23 @@ rotation) and ``R`` a counter-clockwise rotation. Tangent-plane coordinates ``(x
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 
+import batoid
 import numpy as np
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
 
 from ..exposure import Exposure, boresight_wcs
-from ..instrument import BORESIGHT_PIXEL, AuxTel
+from ..instrument import BORESIGHT_PIXEL, PIXEL_SIZE_M, AuxTel, Role
 
 __all__ = [
     "Pointing",
     "from_tangent_plane",
     "initial_wcs",
+    "model_image_shift_px",
     "pointing_of",
     "project",
     "tan_wcs",
@@ -196,3 +199,39 @@ def transfer_wcs(wcs: WCS, source: Exposure, target: Exposure) -> tuple[WCS, str
         f"pointing offset ({float(xi) * 3600:.1f}, {float(eta) * 3600:.1f}) arcsec, rotation {drot:.3f} deg"
     )
     return tan_wcs(float(ra1), float(dec1), cd @ rot, crpix0=tuple(wcs.wcs.crpix - 1.0)), note
+
+
+@functools.lru_cache(maxsize=32)
+def model_image_shift_px(telescope: AuxTel, role: Role) -> tuple[float, float]:
+    """Where the optics put a donut's light centroid relative to the WCS prediction, pixels ``(dx, dy)``.
+
+    A WCS (header or fitted) maps a star to where the aligned telescope's in-focus chief ray lands. The
+    telescope's M2 state moves the image (about 538 px per mm of decenter) and the defocus adds a fraction of
+    a pixel; both are taken from the optical model, on axis (the field dependence is below a pixel on the
+    chip). Zero for the aligned telescope apart from the defocus term.
+
+    Parameters
+    ----------
+    telescope : `AuxTel`
+        In-focus telescope state (hexapod, camera angle, wavelength).
+    role : `Role`
+        Which image.
+    """
+    design = AuxTel(wavelength_m=telescope.wavelength_m).optic
+    chief = design.trace(
+        batoid.RayVector.fromStop(
+            0.0, 0.0, optic=design, wavelength=telescope.wavelength_m, theta_x=0.0, theta_y=0.0
+        )
+    )
+    optic = telescope.with_role(role).optic
+    rays = optic.trace(
+        batoid.RayVector.asPolar(
+            optic=optic, wavelength=telescope.wavelength_m, theta_x=0.0, theta_y=0.0, nrad=24, naz=96
+        )
+    )
+    ok = ~(rays.vignetted | rays.failed)
+    if not ok.any():
+        return 0.0, 0.0
+    dx = (float(rays.x[ok].mean()) - float(chief.x[0])) / PIXEL_SIZE_M
+    dy = (float(rays.y[ok].mean()) - float(chief.y[0])) / PIXEL_SIZE_M
+    return dx, dy
