@@ -114,6 +114,17 @@ class TripletTestCase(CscTestCase):
             )
             await self.assert_enabled()
 
+    async def test_pointing_change_warns(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            self.obs.take(self.data_root, 1, "INTRA")
+            self.obs.take(self.data_root, 2, "EXTRA")
+            self.obs.take(self.data_root, 3, "INFOCUS", DEC=-29.9)  # 360 arcsec away; tolerance 180
+            warning = await self.next_matching(
+                self.remote.evt_cadenceWarning, lambda d: d.kind == "pointingChanged"
+            )
+            self.assertIn("by 360.0 arcsec", warning.message)
+            await self.remote.evt_wavefrontError.next(flush=False, timeout=RESULT_TIMEOUT)  # still processed
+
     async def test_duplicate_is_reported_once_processed(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):
             name = self.obs.take(self.data_root, 1, "INTRA")
