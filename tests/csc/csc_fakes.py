@@ -70,6 +70,11 @@ def fake_processor(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
     )
 
 
+def dying_processor(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
+    """A processor whose worker process dies (as a segfault in a C extension would)."""
+    os._exit(3)
+
+
 FOCUS = {"INTRA": 0.8, "EXTRA": -0.8011, "INFOCUS": 0.0}
 
 
@@ -236,6 +241,7 @@ __all__ = [
     "CscTestCase",
     "Observatory",
     "SalRetCode",
+    "dying_processor",
     "fake_processor",
     "obsid",
     "write_config",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from csc_fakes import fake_processor, obsid, write_raw
+from csc_fakes import dying_processor, fake_processor, obsid, write_raw
 
 from lsst.ts.auxtelwep.cadence import CadenceLimits, Triplet, TripletState
 from lsst.ts.auxtelwep.closed_loop import ClosedLoop, ClosedLoopState, IllegalLoopTransitionError, plan_step
@@ -264,3 +264,25 @@ def test_summarize_a_pipeline_result() -> None:
     assert np.isnan(summary.wcs_scatter_arcsec) and summary.detection_mode == "refit"
     assert summary.correction == solved  # before the pipeline's own gains and clipping
     assert summary.timings_s == {"isr": 1.0, "total": 3.0}
+
+
+def test_worker_pool_survives_dead_and_stuck_workers(tmp_path: Path) -> None:
+    import asyncio
+
+    from lsst.ts.auxtelwep.csc_worker import WorkerError, WorkerPool
+
+    names = [write_raw(tmp_path, seq, r) for seq, r in enumerate(("INTRA", "EXTRA", "INFOCUS"), 1)]
+    triplet = Triplet("G1", *[read_image_info(RawLocator(str(tmp_path)).find(n)) for n in names])
+
+    async def scenario() -> WepSummary:
+        pool = WorkerPool(n_workers=1)
+        try:
+            with pytest.raises(WorkerError, match="died while processing"):
+                await pool.run(dying_processor, triplet, {}, timeout=60.0)
+            with pytest.raises(WorkerError, match="did not finish within 1 s"):
+                await pool.run(fake_processor, triplet, {"fake_sleep_s": 30.0}, timeout=1.0)
+            return await pool.run(fake_processor, triplet, {}, timeout=60.0)  # the restarted pool works
+        finally:
+            pool.close()
+
+    assert asyncio.run(scenario()).donut_count == 3
