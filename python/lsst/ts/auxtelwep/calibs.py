@@ -25,6 +25,7 @@ unit (adu, or electrons with ``doApplyGains``), so that `lsst.ts.auxtelwep.isr.r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -128,6 +129,13 @@ class Calibrations:
             array = np.array(array, dtype=np.float32, copy=True)
             array.setflags(write=False)
             object.__setattr__(self, name, array)
+
+    @functools.cached_property
+    def flat_invalid(self) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """``(rows, cols)`` of flat pixels that are not finite and > 0 (none without a flat)."""
+        if self.flat is None:
+            return (np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp))
+        return np.nonzero(~((self.flat > 0) & (self.flat < np.inf)))
 
 
 def per_amp_image(values: Mapping[str, float], *, dtype: type = np.float32) -> NDArray:

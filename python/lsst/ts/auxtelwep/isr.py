@@ -34,7 +34,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .calibs import Calibrations, per_amp_image
+from .calibs import Calibrations
 from .errors import CalibrationError, ConfigurationError, RawFormatError
 from .exposure import (
     DATA_COLS,
@@ -201,38 +201,60 @@ def _describe(exc: ValidationError) -> str:
 # ---------------------------------------------------------------------------------------------- overscan
 
 
+def _sorted_quantile(ordered: NDArray[np.float32], q: float) -> NDArray[np.float32]:
+    """Quantile ``q`` along the last axis of sorted values (linear interpolation, as `numpy.percentile`)."""
+    position = q * (ordered.shape[-1] - 1)
+    below = int(np.floor(position))
+    above = min(below + 1, ordered.shape[-1] - 1)
+    fraction = np.float32(position - below)
+    return ordered[..., below] + fraction * (ordered[..., above] - ordered[..., below])
+
+
 def _clipped_stat(values: NDArray[np.float32], *, nsigma: float, median: bool) -> NDArray[np.float32]:
-    """Clipped median (or mean) along the last axis; outliers beyond ``nsigma`` x 0.74 x IQR of the median."""
-    q25, q50, q75 = np.percentile(values, [25.0, 50.0, 75.0], axis=-1)
-    limit = (nsigma * 0.74 * (q75 - q25))[..., None]
-    keep = np.abs(values - q50[..., None]) <= np.maximum(limit, 1e-3)
-    count = keep.sum(axis=-1)
+    """Clipped median (or mean) along the last axis; outliers beyond ``nsigma`` x 0.74 x IQR of the median.
+
+    One sort serves everything: the quartiles are read off the sorted values, and the values kept form a
+    contiguous run of them, whose middle is the clipped median.
+    """
+    ordered = np.sort(values, axis=-1)
+    q25, q50, q75 = (_sorted_quantile(ordered, q) for q in (0.25, 0.5, 0.75))
+    limit = np.maximum(nsigma * 0.74 * (q75 - q25), 1e-3)[..., None]
+    low = (ordered < q50[..., None] - limit).sum(axis=-1)
+    high = (ordered <= q50[..., None] + limit).sum(axis=-1)  # kept: ordered[..., low:high]
     if not median:
-        total = np.where(keep, values, 0.0).sum(axis=-1)
-        return (total / np.maximum(count, 1)).astype(np.float32)
-    ordered = np.sort(np.where(keep, values, np.inf), axis=-1)
-    lo = np.take_along_axis(ordered, ((count - 1) // 2)[..., None], axis=-1)[..., 0]
-    hi = np.take_along_axis(ordered, (count // 2)[..., None], axis=-1)[..., 0]
-    return (0.5 * (lo + hi)).astype(np.float32)
+        cumulative = np.concatenate(
+            [np.zeros((*ordered.shape[:-1], 1)), np.cumsum(ordered, axis=-1, dtype=np.float64)], axis=-1
+        )
+        total = np.take_along_axis(cumulative, high[..., None], -1) - np.take_along_axis(
+            cumulative, low[..., None], -1
+        )
+        return (total[..., 0] / np.maximum(high - low, 1)).astype(np.float32)
+    lo = np.take_along_axis(ordered, ((low + high - 1) // 2)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(ordered, ((low + high) // 2)[..., None], axis=-1)[..., 0]
+    return ((lo + hi) * np.float32(0.5)).astype(np.float32)
 
 
-def _overscan(stack: NDArray[np.float32], config: IsrConfig) -> None:
-    """Subtract serial then parallel overscan in place; ``stack`` is (16, 2048, n_cols) readout arrays."""
+def _overscan(amps: list[NDArray[np.float32]], config: IsrConfig) -> tuple[NDArray, NDArray]:
+    """Serial overscan per readout row (16, 2048) and parallel overscan per data column (16, 509), adu.
+
+    The parallel overscan is measured after the serial correction of its rows. The inputs are not changed.
+    """
     skip, nsigma = config.overscanSkip, config.overscanNumSigmaClip
     median = config.overscanFitType == "MEDIAN_PER_ROW"
-    serial = stack[:, :, DATA_COLS.stop + skip : stack.shape[2] - skip]
-    stack -= _clipped_stat(serial, nsigma=nsigma, median=median)[:, :, None]
-    if not config.doParallelOverscan:
-        return
-    rows = slice(PARALLEL_OVERSCAN_ROWS.start + skip, PARALLEL_OVERSCAN_ROWS.stop - skip)
-    parallel = np.swapaxes(stack[:, rows, DATA_COLS], 1, 2)  # (16, 509, n_rows)
-    per_col = _clipped_stat(parallel, nsigma=nsigma, median=median)  # (16, 509)
-    typical = np.median(per_col, axis=1, keepdims=True)
-    bleed = per_col - typical > config.parallelOverscanMaskThreshold
-    if bleed.any():
-        _log.debug("parallel overscan: %d bleeding columns get the amplifier median", int(bleed.sum()))
-    per_col = np.where(bleed, typical, per_col)
-    stack[:, :, DATA_COLS] -= per_col[:, None, :]
+    n_cols = amps[0].shape[1]
+    serial_values = np.stack([amp[:, DATA_COLS.stop + skip : n_cols - skip] for amp in amps])
+    serial = _clipped_stat(serial_values, nsigma=nsigma, median=median)  # (16, 2048)
+    per_col = np.zeros((len(amps), DATA_COLS.stop - DATA_COLS.start), dtype=np.float32)
+    if config.doParallelOverscan:
+        rows = slice(PARALLEL_OVERSCAN_ROWS.start + skip, PARALLEL_OVERSCAN_ROWS.stop - skip)
+        parallel = np.stack([amp[rows, DATA_COLS].T for amp in amps]) - serial[:, None, rows]  # (16, 509, n)
+        per_col = _clipped_stat(parallel, nsigma=nsigma, median=median)
+        typical = np.median(per_col, axis=1, keepdims=True)
+        bleed = per_col - typical > config.parallelOverscanMaskThreshold
+        if bleed.any():
+            _log.debug("parallel overscan: %d bleeding columns get the amplifier median", int(bleed.sum()))
+            per_col = np.where(bleed, typical, per_col)
+    return serial, per_col
 
 
 # ------------------------------------------------------------------------------------------ interpolation
@@ -243,23 +265,23 @@ def _interpolate_rows(image: NDArray[np.float32], bad: NDArray[np.bool_]) -> Non
     rows = np.flatnonzero(bad.any(axis=1))
     if rows.size == 0:
         return
-    sub, sub_bad = image[rows], bad[rows]
+    sub_bad = bad[rows]
     width = image.shape[1]
-    index = np.arange(width)
-    left = np.maximum.accumulate(np.where(sub_bad, -1, index[None, :]), axis=1)
-    right = np.minimum.accumulate(np.where(sub_bad, width, index[None, :])[:, ::-1], axis=1)[:, ::-1]
+    index = np.arange(width, dtype=np.int32)
+    left = np.maximum.accumulate(np.where(sub_bad, np.int32(-1), index), axis=1)
+    right = np.minimum.accumulate(np.where(sub_bad, np.int32(width), index)[:, ::-1], axis=1)[:, ::-1]
+    r, c = np.nonzero(sub_bad)
+    left, right, row = left[r, c], right[r, c], rows[r]
     has_left, has_right = left >= 0, right < width
-    vl = np.take_along_axis(sub, np.clip(left, 0, width - 1), axis=1)
-    vr = np.take_along_axis(sub, np.clip(right, 0, width - 1), axis=1)
-    span = np.maximum(right - left, 1)
-    weight = (index[None, :] - left) / span
+    vl = image[row, np.clip(left, 0, width - 1)]
+    vr = image[row, np.clip(right, 0, width - 1)]
+    weight = (c - left) / np.maximum(right - left, 1)
     value = np.where(has_left & has_right, vl + weight * (vr - vl), np.where(has_left, vl, vr))
     empty = ~(has_left | has_right)
     if empty.any():  # whole rows masked: use the median of the good pixels (a subsample is enough)
         good_values = image[::7, ::7][~bad[::7, ::7]]
         value[empty] = np.median(good_values) if good_values.size else 0.0
-    sub[sub_bad] = value[sub_bad].astype(np.float32)
-    image[rows] = sub
+    image[row, c] = value
 
 
 def _grow(mask: NDArray[np.bool_], size: int) -> NDArray[np.bool_]:
@@ -383,69 +405,68 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
         )
     _log.debug("ISR of %s", raw.path)
 
-    stack = np.stack([np.asarray(raw.amps[g.name], dtype=np.float32) for g in _GEOMETRY])
-    data = stack[:, DATA_ROWS, DATA_COLS]
+    raw_amps = [np.asarray(raw.amps[g.name], dtype=np.float32) for g in _GEOMETRY]
     amps = calibs.amps if calibs is not None else None
     if amps is None and (config.doApplyGains or config.doVariance):  # _check_calibs guarantees it; for typing
         raise CalibrationError(f"{raw.path}: doApplyGains/doVariance need amps.ecsv")
-
-    sat_amp = None
-    if config.doSaturation:
-        if config.saturation is not None:
-            levels = np.full(len(_GEOMETRY), config.saturation, dtype=np.float32)
-        elif amps is not None:
-            levels = np.array([amps.saturation[g.name] for g in _GEOMETRY], dtype=np.float32)
-        else:
-            levels = np.full(len(_GEOMETRY), NOMINAL_SATURATION_ADU, dtype=np.float32)
-        sat_amp = data >= levels[:, None, None]
-
-    if config.doOverscan:
-        _overscan(stack, config)
-    if config.doApplyGains:
-        stack *= np.array([amps.gain[g.name] for g in _GEOMETRY], dtype=np.float32)[:, None, None]
-
+    if config.saturation is not None or amps is None:
+        levels = {g.name: config.saturation or NOMINAL_SATURATION_ADU for g in _GEOMETRY}
+    else:
+        levels = dict(amps.saturation)
+    serial, per_col = _overscan(raw_amps, config) if config.doOverscan else (None, None)
+    darktime = np.float32(_darktime(raw)) if config.doDark else None
     image = np.empty(DETECTOR_SHAPE, dtype=np.float32)
     mask = np.zeros(DETECTOR_SHAPE, dtype=np.uint16)
+    variance = np.empty(DETECTOR_SHAPE, dtype=np.float32) if config.doVariance else None
+
+    # One amplifier block at a time: each step works on 1M pixels, with small temporaries.
     for index, geom in enumerate(_GEOMETRY):
-        image[geom.rows, geom.cols] = geom.to_assembled(data[index])
-        if sat_amp is not None:
-            mask[geom.rows, geom.cols] = geom.to_assembled(sat_amp[index]) * np.uint16(MaskBit.SAT)
-    del stack, data
-    if sat_amp is not None and config.doWidenSaturationTrails and config.growSaturationFootprintSize:
+        box = (geom.rows, geom.cols)
+        block = image[box]
+        data = geom.to_assembled(raw_amps[index][DATA_ROWS, DATA_COLS])
+        if config.doSaturation:
+            mask[box] = (data >= np.float32(levels[geom.name])).view(np.uint8) * np.uint16(MaskBit.SAT)
+        if serial is not None and per_col is not None:
+            np.subtract(data, geom.to_assembled(serial[index, DATA_ROWS, None]), out=block)
+            block -= geom.to_assembled(per_col[index, None, :])
+        else:
+            block[...] = data
+        gain = np.float32(amps.gain[geom.name]) if amps is not None else np.float32(1.0)
+        if config.doApplyGains:
+            block *= gain
+        if config.doBias:
+            block -= calibs.bias[box]  # type: ignore[union-attr,index]
+        if config.doDark:
+            block -= calibs.dark[box] * darktime  # type: ignore[union-attr,index,operator]
+        if variance is not None:
+            read_noise = np.float32(amps.read_noise[geom.name])  # type: ignore[union-attr]
+            if config.output_units == "adu":
+                np.maximum(block, np.float32(0.0), out=variance[box])
+                variance[box] /= gain
+                variance[box] += (read_noise / gain) ** 2
+            else:
+                np.maximum(block, np.float32(0.0), out=variance[box])
+                variance[box] += read_noise**2
+        if config.doFlat:
+            flat = calibs.flat[box]  # type: ignore[union-attr,index]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                block /= flat
+                if variance is not None:
+                    variance[box] /= flat * flat
+
+    if config.doSaturation and config.doWidenSaturationTrails and config.growSaturationFootprintSize:
         saturated = mask.astype(bool)
         rows = np.flatnonzero(saturated.any(axis=1))
         if rows.size:
             band = slice(max(rows[0] - 10, 0), rows[-1] + 11)
             mask[band] |= _grow(saturated[band], config.growSaturationFootprintSize) * np.uint16(MaskBit.SAT)
-
-    if config.doBias:
-        image -= calibs.bias  # type: ignore[union-attr]
-    if config.doDark:
-        image -= calibs.dark * np.float32(_darktime(raw))  # type: ignore[union-attr]
+    if config.doFlat:
+        invalid = calibs.flat_invalid  # type: ignore[union-attr]
+        mask[invalid] |= np.uint16(MaskBit.BAD)
+        image[invalid] = np.nan
     if config.doDefect and calibs is not None:
         for x0, y0, width, height in calibs.defects:
             mask[y0 : y0 + height, x0 : x0 + width] |= np.uint16(MaskBit.BAD)
-
-    variance = None
-    if config.doVariance:
-        if config.output_units == "adu":
-            gain = per_amp_image(amps.gain)
-            read_var = per_amp_image({n: (amps.read_noise[n] / amps.gain[n]) ** 2 for n in amps.gain})
-            variance = np.maximum(image, 0.0) / gain + read_var
-        else:
-            variance = np.maximum(image, 0.0) + per_amp_image({n: v**2 for n, v in amps.read_noise.items()})
-        variance = variance.astype(np.float32)
-
-    if config.doFlat:
-        flat = calibs.flat  # type: ignore[union-attr]
-        invalid = ~(np.isfinite(flat) & (flat > 0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            image /= flat
-            if variance is not None:
-                variance /= flat * flat
-        if invalid.any():
-            mask[invalid] |= np.uint16(MaskBit.BAD)
-            image[invalid] = np.nan
 
     filter_name = str(raw.header.get("FILTER", "")).strip()
     if config.doFringe and filter_name in config.fringeFilters:
@@ -454,16 +475,17 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
         image -= np.float32(amplitude) * calibs.fringe  # type: ignore[union-attr]
         _log.debug("%s: fringe amplitude %.4g for filter %s", raw.path, amplitude, filter_name)
 
-    finite = np.isfinite(image)
-    if config.doNanMasking:
-        mask[~finite] |= np.uint16(MaskBit.NO_DATA)
-    if config.doInterpolate:
-        planes = np.uint16(0)
-        for plane in config.maskListToInterpolate:
-            planes |= np.uint16(MaskBit[plane])
-        bad = (mask & planes).astype(bool) | ~finite
-        _interpolate_rows(image, bad)
-        mask[bad] |= np.uint16(MaskBit.INTRP)
+    if config.doNanMasking or config.doInterpolate:
+        not_finite = ~np.isfinite(image)
+        if config.doNanMasking:
+            mask[not_finite] |= np.uint16(MaskBit.NO_DATA)
+        if config.doInterpolate:
+            planes = np.uint16(0)
+            for plane in config.maskListToInterpolate:
+                planes |= np.uint16(MaskBit[plane])
+            bad = (mask & planes).astype(bool) | not_finite
+            _interpolate_rows(image, bad)
+            mask[bad] |= np.uint16(MaskBit.INTRP)
 
     header = raw.header.copy()
     header["BUNIT"] = config.output_units
