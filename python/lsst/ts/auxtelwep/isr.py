@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .calibs import Calibrations
 from .errors import CalibrationError, ConfigurationError, RawFormatError
@@ -149,9 +149,14 @@ class IsrConfig(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise ConfigurationError(f"invalid ISR configuration: {_describe(exc)}", value=data) from exc
+
+    @model_validator(mode="after")
+    def _supported(self) -> IsrConfig:
+        # Runs in nested models too (a pipeline configuration), where it surfaces as a ValidationError.
         problems = _refusals(self)
         if problems:
-            raise ConfigurationError("invalid ISR configuration: " + "; ".join(problems), value=data)
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def output_units(self) -> str:
@@ -193,6 +198,8 @@ def _describe(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown option {where!r} (see IsrConfig for the accepted ip_isr names)")
+        elif err["type"] == "value_error" and not err["loc"]:
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
