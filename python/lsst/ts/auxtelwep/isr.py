@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from scipy.ndimage import binary_dilation
 
 from .calibs import Calibrations
 from .errors import CalibrationError, ConfigurationError, RawFormatError
@@ -291,18 +292,6 @@ def _interpolate_rows(image: NDArray[np.float32], bad: NDArray[np.bool_]) -> Non
     image[row, c] = value
 
 
-def _grow(mask: NDArray[np.bool_], size: int) -> NDArray[np.bool_]:
-    grown = mask.copy()
-    for _ in range(size):
-        step = grown.copy()
-        step[1:] |= grown[:-1]
-        step[:-1] |= grown[1:]
-        step[:, 1:] |= grown[:, :-1]
-        step[:, :-1] |= grown[:, 1:]
-        grown = step
-    return grown
-
-
 # ------------------------------------------------------------------------------------------------ run
 
 
@@ -466,7 +455,9 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
         rows = np.flatnonzero(saturated.any(axis=1))
         if rows.size:
             band = slice(max(rows[0] - 10, 0), rows[-1] + 11)
-            mask[band] |= _grow(saturated[band], config.growSaturationFootprintSize) * np.uint16(MaskBit.SAT)
+            mask[band] |= binary_dilation(
+                saturated[band], iterations=config.growSaturationFootprintSize
+            ) * np.uint16(MaskBit.SAT)
     if config.doFlat:
         invalid = calibs.flat_invalid  # type: ignore[union-attr]
         mask[invalid] |= np.uint16(MaskBit.BAD)
