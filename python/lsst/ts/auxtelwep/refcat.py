@@ -109,7 +109,7 @@ class RefCatalog:
         """Return the catalog as an astropy table with columns ``ra``, ``dec`` (deg) and ``mag``."""
         table = Table(
             {"ra": self.ra_deg * u.deg, "dec": self.dec_deg * u.deg, "mag": self.mag},
-            meta={"source": self.source, "mag_column": self.mag_column},
+            meta={"SOURCE": self.source, "MAGCOL": self.mag_column},
         )
         return table
 

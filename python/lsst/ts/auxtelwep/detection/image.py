@@ -168,15 +168,20 @@ def prepare(
     data = data - np.float32(background)
     data[bad] = 0.0
 
-    # Column and row medians: sky gradients and hot columns. A donut covers a small fraction of any column,
-    # so the median is the column's own level.
+    # Column and row medians: sky gradients and hot columns. A second pass leaves out bins more than
+    # 5 sigma high (bright donuts and stars), so that a bright source does not carve a stripe.
     col_level = np.median(data[::2], axis=0)
     col_sigma = _robust_sigma(col_level)
     n_bad_columns = int(
         np.count_nonzero(np.abs(col_level - np.median(col_level)) > 5 * max(col_sigma, 1e-12))
     )
-    data -= col_level[np.newaxis, :].astype(np.float32)
-    data -= np.median(data[:, ::2], axis=1)[:, np.newaxis].astype(np.float32)
+    data -= col_level[np.newaxis, :]
+    sigma0 = _robust_sigma(data[::3, ::3][~bad[::3, ::3]])
+    clipped = np.where(data > 5.0 * sigma0, np.float32(0.0), data)
+    col_level = np.median(clipped[::2], axis=0)
+    data -= col_level[np.newaxis, :]
+    clipped -= col_level[np.newaxis, :]
+    data -= np.median(clipped[:, ::2], axis=1)[:, np.newaxis]
     data[bad] = 0.0
 
     sigma_binned = _robust_sigma(data[::3, ::3][~bad[::3, ::3]])

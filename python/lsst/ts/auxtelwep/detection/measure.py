@@ -1,10 +1,12 @@
 """Full-resolution refinement and photometry of one donut.
 
 `measure_donut` cuts a stamp around a guess, correlates it with the full-resolution template over a small
-window of shifts (FFT), takes the peak with a parabolic sub-pixel step, and then measures, at that centre:
-the background and noise (median and MAD of a ring outside the donut), the aperture flux, the SNR
-(``flux / sqrt(n_aperture * sigma_sky**2 + flux)``: the source's Poisson term counts one unit per unit of
-flux, exact for electrons and within the LATISS gains of 1.05-1.10 e-/adu for adu), and whether the
+window of shifts (FFT), takes the peak with a parabolic sub-pixel step, moves to the light centroid, and
+measures there: the background and noise (3-sigma-clipped mean and rms of a wide ring outside the donut),
+the aperture flux, the SNR
+(``flux / sqrt(n_ap * sigma_sky**2 * (1 + n_ap / n_ring) + flux)``: sky noise in the aperture, the error of
+the background from a ring of ``n_ring`` pixels, and the source's Poisson term, which counts one unit per unit
+of flux: exact for electrons, and within the LATISS gains of 1.05-1.10 e-/adu for adu), and whether the
 aperture holds saturated (``SAT`` bit, or a value at the saturation level) or unusable pixels.
 """
 
@@ -28,7 +30,7 @@ __all__ = ["ASYMMETRY_LIMIT", "Measurement", "measure_donut"]
 _MAD_TO_SIGMA = 1.4826
 _MEASURE_UNUSABLE = UNUSABLE_BITS | int(MaskBit.CR)
 _SKY_GAP_PX = 4.0
-_SKY_WIDTH_PX = 16.0
+_SKY_WIDTH_PX = 36.0  # wide: the background error over a 36000 px aperture must stay below the noise
 _CENTROID_ITERATIONS = 8
 ASYMMETRY_LIMIT = 0.5
 """Sector-flux contrast above which a donut is flagged as an unresolved blend (one donut: about 0.02, 0.14
@@ -108,6 +110,23 @@ def _stamp_kernel_fft(template: DonutTemplate, size: int) -> NDArray[np.complex1
     out = fft.rfft2(padded)
     out.setflags(write=False)
     return out
+
+
+def _clipped_mean(values: NDArray, *, nsigma: float = 3.0) -> tuple[float, float]:
+    """Mean and standard deviation after clipping at ``nsigma`` about the median (MAD scale), twice."""
+    if values.size == 0:
+        return 0.0, 0.0
+    centre = float(np.median(values))
+    sigma = _robust_sigma(values)
+    keep = values
+    for _ in range(2):
+        if sigma <= 0:
+            break
+        keep = values[np.abs(values - centre) <= nsigma * sigma]
+        if keep.size < 10:
+            break
+        centre, sigma = float(keep.mean()), float(keep.std())
+    return centre, sigma
 
 
 def _robust_sigma(values: NDArray) -> float:
@@ -246,8 +265,7 @@ def measure_donut(
     usable &= ~_sharp_pixels(filled, noise_floor=_robust_sigma(filled[np.isfinite(filled)][::7]))
     sky = sky & usable
     sky_values = stamp[sky]
-    background = float(np.median(sky_values)) if sky_values.size else 0.0
-    sky_sigma = float(_MAD_TO_SIGMA * np.median(np.abs(sky_values - background))) if sky_values.size else 0.0
+    background, sky_sigma = _clipped_mean(sky_values)
     work = np.where(usable, stamp - background, 0.0)
 
     # Correlation over the window of shifts (circular FFT; the kernel fits for every shift in the window).
@@ -302,7 +320,9 @@ def measure_donut(
     if good_ap.sum() < n_ap:
         # Fill the unusable part of the aperture with the mean of the usable part (a small correction).
         flux *= n_ap / max(int(good_ap.sum()), 1)
-    noise = math.sqrt(n_ap * sky_sigma**2 + max(flux, 0.0))
+    # Sky noise in the aperture, the error of the background taken from the ring, and the source's shot noise.
+    n_sky = max(sky_values.size, 1)
+    noise = math.sqrt(n_ap * sky_sigma**2 * (1.0 + n_ap / n_sky) + max(flux, 0.0))
     snr = flux / noise if noise > 0 else 0.0
     saturated = bool(np.any(stamp[aperture & inside] >= saturation))
     if mstamp is not None:

@@ -226,6 +226,31 @@ def _subpixel(values: NDArray, i: int, j: int) -> tuple[float, float]:
     return dx, dy
 
 
+def _relocate(
+    corr: NDArray, kept: list[tuple[int, int, float]], template: DonutTemplate, i: int, j: int, *, half: int
+) -> tuple[int, int, float, float, float]:
+    """Peak of ``corr`` minus the kept donuts' responses within ``half`` bins of ``(i, j)``.
+
+    Returns the new bin ``(i, j)``, its full-resolution ``(x, y)`` and the residual correlation there.
+    """
+    resp = template.response
+    rh = resp.shape[0] // 2
+    ny, nx = corr.shape
+    r0, r1, c0, c1 = max(i - half, 0), min(i + half + 1, ny), max(j - half, 0), min(j + half + 1, nx)
+    residual = np.array(corr[r0:r1, c0:c1], dtype=float)
+    rows, cols = np.arange(r0, r1), np.arange(c0, c1)
+    for ki, kj, kflux in kept:
+        di, dj = rows - ki + rh, cols - kj + rh
+        ok_i, ok_j = (di >= 0) & (di < resp.shape[0]), (dj >= 0) & (dj < resp.shape[1])
+        if ok_i.any() and ok_j.any():
+            residual[np.ix_(ok_i, ok_j)] -= kflux * resp[np.ix_(di[ok_i], dj[ok_j])]
+    wi, wj = np.unravel_index(int(np.argmax(residual)), residual.shape)
+    dx, dy = _subpixel(residual, int(wi), int(wj))
+    b = template.binning
+    ni, nj = r0 + int(wi), c0 + int(wj)
+    return ni, nj, (nj + dx) * b + (b - 1) / 2.0, (ni + dy) * b + (b - 1) / 2.0, float(residual[wi, wj])
+
+
 def sector_test(binned: BinnedImage, template: DonutTemplate, i: int, j: int) -> tuple[int, NDArray]:
     """Count the annulus sectors lit above 2 sigma around binned pixel ``(row i, col j)``.
 
@@ -323,6 +348,13 @@ def find_donuts(
         if predicted > 0 and (excess < threshold_sigma * noise or excess < _SIDELOBE_MARGIN * predicted):
             out.append(Candidate(x, y, float(snr[i, j]), flux, False, "skirt of a brighter donut"))
             continue
+        if predicted > 0:
+            # On a brighter donut's skirt the peak is dragged downhill: find it again once the skirt is
+            # subtracted.
+            i, j, x, y, excess = _relocate(
+                corr, kept, template, i, j, half=math.ceil(0.25 * template.outer_px / b)
+            )
+            flux = excess / peak_resp
         n_lit, _ = sector_test(binned, template, i, j)
         if n_lit < _MIN_LIT_SECTORS:
             out.append(
