@@ -223,10 +223,11 @@ def write_report(
     summary = out / "summary.md"
     summary.write_text(summary_markdown(report))
     s = report.summary
+    verdict = f"converged at triplet {s.converged_iteration}" if s.converged_iteration else "not converged"
     title = (
-        f"closed loop from x={s.initial_misalignment_mm[0]:+.3f} y={s.initial_misalignment_mm[1]:+.3f} "
-        f"z={s.initial_misalignment_mm[2]:+.3f} mm: converged at iteration {s.converged_iteration} "
-        f"(ops rule: {s.ops_rule_iterations or '> 5'})"
+        f"closed loop from x, y, z = {_fmt3(s.initial_misalignment_mm)} mm: {verdict} "
+        f"(ops rule: {s.ops_rule_iterations or 'more than 5'})\n"
+        "point k: what triplet k+1 saw; last point: after the last correction"
     )
     convergence = plot_convergence(convergence_history(outcomes), out / "convergence.png", title=title)
     paths = []

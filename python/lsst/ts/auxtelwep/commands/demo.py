@@ -380,6 +380,9 @@ async def _play(
         group_prefix=group_prefix,
     )
     async with SimulatedObservatory(telescope, scene, data_root) as observatory, Domain() as domain:
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:
+            for peer in observatory.peers:  # their INFO lines would drown the progress lines
+                peer.log.setLevel(logging.WARNING)
         script = NightScript(
             domain,
             observatory.camera,
@@ -479,5 +482,5 @@ def _run(args: argparse.Namespace) -> int:
         keep_data=args.keep_data,
         stamps=not args.no_stamps,
     )
-    report, _ = asyncio.run(run_demo(options))
+    report, _ = asyncio.run(run_demo(options, console=Console(soft_wrap=True)))
     return 0 if report.summary.converged_iteration is not None else 1

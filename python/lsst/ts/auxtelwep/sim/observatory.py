@@ -14,14 +14,11 @@ a correction changes the next images::
     SimulatedATOODS moves it to <data_root>/raw/<DAYOBS>/<OBSID>.fits (and the truth JSON beside it)
         and writes ATOODS imageInOODS (statusCode 0)
 
-Cameras have no commands in our interface subset, so the camera is driven through its Python API by code in
-the same process (`SimulatedATCamera.take_image`). All four peers are `BaseCsc` components that start
-ENABLED; commands to ATAOS/ATHexapod are refused unless ENABLED, as the real ones are.
-
-Header and render conventions: the raw is written by `sim.scene.simulate_exposure` with ``role`` naming the
-exposure (``REASON``, ``IMGTYPE``, header ``FOCUSZ`` = the role's nominal focus offset) while the optics are
-those of the telescope's current position: the state passed to the renderer is the current position minus
-the role's nominal defocus, which the renderer adds back.
+Cameras have no commands in our interface subset: the camera is driven through its Python API from the same
+process (`SimulatedATCamera.take_image`). The peers are `BaseCsc` components that start ENABLED and refuse
+commands unless ENABLED. The raw's header names the role (``REASON``, ``IMGTYPE``, ``FOCUSZ`` = the role's
+nominal offset) while the optics are M2's current position: the renderer gets the position minus the role's
+nominal defocus, which it adds back.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ from astropy.table import Table
 from ..errors import InputError
 from ..instrument import DEFAULT_WAVELENGTH_M, HexapodState, Role
 from ..intake import read_image_info
-from ..sal import BaseCsc, ExpectedError, State
+from ..sal import BaseCsc, ExpectedError, State, current_tai
 from .scene import Observation, Pointing, Truth, simulate_exposure, truth_path
 from .signature import DetectorSignature
 
@@ -74,13 +71,11 @@ class HexapodMove:
     time_s : `float`
         `time.monotonic` of the move, seconds.
     source : `str`
-        Identity of the commander (``AuxTelWEP``, ``Script:1``, ``user@host``...).
+        Identity of the commander (``AuxTelWEP``, ``user@host``...).
     kind : `str`
-        ``"offset"`` (relative move) or ``"move"`` (absolute move).
-    delta : `HexapodState`
-        Change of position (mm, mm, mm, deg, deg).
-    position : `HexapodState`
-        Position after the move.
+        ``"offset"`` (relative) or ``"move"`` (absolute).
+    delta, position : `HexapodState`
+        Change of position and position after the move (mm, mm, mm, deg, deg).
     """
 
     time_s: float
@@ -159,14 +154,10 @@ class SceneConfig:
         Seed of the night; each exposure's seed derives from it and the exposure's SEQNUM.
     seeing_arcsec, sky_e_per_px_per_s : `float`
         Kolmogorov FWHM (arcsec) and sky (electrons per pixel per second).
-    exptime_s : `float`
-        Exposure time of the defocused images, seconds.
-    infocus_exptime_s : `float`
-        Exposure time of the in-focus images, seconds.
-    dayobs : `str`
-        ``YYYYMMDD`` of every OBSID.
-    first_seqnum : `int`
-        SEQNUM of the first image.
+    exptime_s, infocus_exptime_s : `float`
+        Exposure times of the defocused and in-focus images, seconds.
+    dayobs, first_seqnum : `str`, `int`
+        ``YYYYMMDD`` of every OBSID and SEQNUM of the first image.
     wavelength_m : `float`
         Wavelength of the optical model, metres.
     n_cosmic_rays : `int`
@@ -211,13 +202,8 @@ class ImageRecord:
 
     Attributes
     ----------
-    obsid : `str`
-        ``AT_O_<DAYOBS>_<SEQNUM>``.
-    seqnum : `int`
-    role : `~lsst.ts.auxtelwep.instrument.Role`
-    group_id : `str`
-    image_type : `str`
-        Header ``IMGTYPE``.
+    obsid, seqnum, role, group_id, image_type : `str`, `int`, `Role`, `str`, `str`
+        ``AT_O_<DAYOBS>_<SEQNUM>``, SEQNUM, role, GROUPID and header ``IMGTYPE``.
     path : `pathlib.Path`
         Raw file in the data root (after OODS ingestion).
     truth : `~lsst.ts.auxtelwep.sim.scene.Truth`
@@ -264,6 +250,10 @@ class SimulatedATOODS(_SimulatedCsc):
         self.delay_s = float(delay_s)
         super().__init__("ATOODS", initial_state)
 
+    def _announce(self, obsid: str, status: int, description: str) -> None:
+        fields = dict(camera="LATISS", obsid=obsid, raft="R00", sensor="S00", description=description)
+        self.evt_imageInOODS.set_write(statusCode=status, force_output=True, **fields)
+
     def raw_path(self, obsid: str, dayobs: str) -> Path:
         """Where raw ``obsid`` lands: ``<data_root>/raw/<dayobs>/<obsid>.fits``."""
         return self.data_root / "raw" / dayobs / f"{obsid}.fits"
@@ -288,27 +278,11 @@ class SimulatedATOODS(_SimulatedCsc):
                 os.replace(truth_src, truth_path(target))
             os.replace(staged, target)  # atomic: the CSC never sees a partial file
         except OSError as exc:
-            self.evt_imageInOODS.set_write(
-                camera="LATISS",
-                obsid=obsid,
-                raft="R00",
-                sensor="S00",
-                statusCode=1,
-                description=f"ingest failed: {exc}",
-                force_output=True,
-            )
+            self._announce(obsid, 1, f"ingest failed: {exc}")
             raise InputError(
                 f"{staged}: cannot ingest {obsid} into {target} ({exc})", value=str(staged)
             ) from exc
-        self.evt_imageInOODS.set_write(
-            camera="LATISS",
-            obsid=obsid,
-            raft="R00",
-            sensor="S00",
-            statusCode=0,
-            description="ingested",
-            force_output=True,
-        )
+        self._announce(obsid, 0, "ingested")
         return target
 
 
@@ -339,13 +313,10 @@ class SimulatedATCamera(_SimulatedCsc):
         self.oods = oods
         self.staging_dir = Path(staging_dir)
         self.next_seqnum = scene.first_seqnum
-        self.images: list[ImageRecord] = []
         self._lock = asyncio.Lock()
         super().__init__("ATCamera", initial_state)
 
-    async def take_image(
-        self, role: Role, *, group_id: str, exptime_s: float | None = None, reason_suffix: str = ""
-    ) -> ImageRecord:
+    async def take_image(self, role: Role, *, group_id: str, exptime_s: float | None = None) -> ImageRecord:
         """Expose, read out and hand the raw to OODS; return once OODS has ingested it.
 
         Parameters
@@ -357,8 +328,6 @@ class SimulatedATCamera(_SimulatedCsc):
             ``GROUPID`` shared by the images of a triplet (no ``:``: it travels in a colon-separated list).
         exptime_s : `float`, optional
             Exposure time, s; default the scene's (``infocus_exptime_s`` for in-focus images).
-        reason_suffix : `str`
-            Appended to ``REASON`` in ``endReadout`` as ``_<suffix>`` (as the ops scripts do).
 
         Raises
         ------
@@ -382,7 +351,7 @@ class SimulatedATCamera(_SimulatedCsc):
             obsid = observation.obsid
             position = self.telescope.hexapod
             staged = self.staging_dir / f"{obsid}.fits"
-            start_tai = time.time()
+            start_tai = current_tai()
             t0 = time.perf_counter()
             truth = await asyncio.to_thread(
                 simulate_exposure,
@@ -403,7 +372,6 @@ class SimulatedATCamera(_SimulatedCsc):
             )
             render_s = time.perf_counter() - t0
             info = await asyncio.to_thread(read_image_info, staged)
-            reason = info.reason + (f"_{reason_suffix}" if reason_suffix else "")
             self.evt_endReadout.set_write(
                 imageName=obsid,
                 imagesInSequence=1,
@@ -414,14 +382,13 @@ class SimulatedATCamera(_SimulatedCsc):
                 imageNumber=seqnum,
                 timestampAcquisitionStart=start_tai,
                 requestedExposureTime=exptime_s,
-                timestampEndOfReadout=time.time(),
+                timestampEndOfReadout=current_tai(),
                 additionalKeys=CAMERA_ADDITIONAL_KEYS,
-                additionalValues=f"{group_id}:{info.image_type}:{reason}",
+                additionalValues=f"{group_id}:{info.image_type}:{info.reason}",
                 force_output=True,
             )
             path = await self.oods.ingest(staged, obsid=obsid, dayobs=scene.dayobs)
             record = ImageRecord(obsid, seqnum, role, group_id, info.image_type, path, truth, render_s)
-            self.images.append(record)
             self.log.info(
                 f"{obsid} ({role.value}, group {group_id}) at M2 x={position.x:+.4f} y={position.y:+.4f} "
                 f"z={position.z:+.4f} mm, rendered in {render_s:.1f} s"
@@ -460,18 +427,16 @@ class SimulatedATHexapod(_SimulatedCsc):
         )
 
     async def do_moveToPosition(self, data: Any) -> None:
-        self.assert_enabled("moveToPosition")
-        _refuse_w(data.w, "ATHexapod moveToPosition")
-        await asyncio.sleep(self.settle_s)
-        target = HexapodState(data.x, data.y, data.z, data.u, data.v)
-        self.telescope.move_to(target, source=data.private_identity)
+        await self._move(data, "moveToPosition", self.telescope.move_to)
 
     async def do_applyPositionOffset(self, data: Any) -> None:
-        self.assert_enabled("applyPositionOffset")
-        _refuse_w(data.w, "ATHexapod applyPositionOffset")
+        await self._move(data, "applyPositionOffset", self.telescope.apply_offset)
+
+    async def _move(self, data: Any, what: str, action: Callable[..., HexapodMove]) -> None:
+        self.assert_enabled(what)
+        _refuse_w(data.w, f"ATHexapod {what}")
         await asyncio.sleep(self.settle_s)
-        delta = HexapodState(data.x, data.y, data.z, data.u, data.v)
-        self.telescope.apply_offset(delta, source=data.private_identity)
+        action(HexapodState(data.x, data.y, data.z, data.u, data.v), source=data.private_identity)
 
 
 class SimulatedATAOS(_SimulatedCsc):
