@@ -394,9 +394,15 @@ def _run_loop(
             compensated.append(img * mask)
         sums = [float(c.sum()) for c in compensated]
         if min(sums) <= 0:
-            raise EstimationError(
-                f"no light on the pupil after compensation at iteration {it + 1} (sums {sums}): is the donut "
-                "inside the stamp and the geometry right?"
+            return _LoopOutcome(
+                best,
+                np.array(history).reshape(-1, n),
+                images,
+                False,
+                False,
+                it,
+                f"no light on the pupil at iteration {it + 1} (sums {sums[0]:.3g}, {sums[1]:.3g}): the model "
+                f"donut left the stamp; estimate from iteration {it} kept",
             )
         # Each image is divided by its donut's flux (not by its sum over the pupil mask): exposures may differ
         # in flux, and light that a vignetted mask cuts off must not be renormalised into the pupil.

@@ -193,6 +193,12 @@ class SideModel:
         pupil) falls on the stamp's centroid: for the design mapping (``recenter=False``; the wavefront's
         tilt then moves the model) or for this wavefront (``recenter=True``; tilts then have no effect).
         """
+        col, row, det, _ = self._mapping(coefs_m, noll, recenter=recenter)
+        return col, row, det
+
+    def _mapping(
+        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...], *, recenter: bool
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         x, y = self.base_x, self.base_y
         j = self.base_jac
         if np.any(coefs_m):
@@ -216,7 +222,7 @@ class SideModel:
         ref_x, ref_y = (x, y) if recenter else (self.base_x, self.base_y)
         dx = self.centroid_col - float(ref_x[self.mask].mean())
         dy = self.centroid_row - float(ref_y[self.mask].mean())
-        return x + dx, y + dy, det
+        return x + dx, y + dy, det, j
 
     def compensate(
         self, coefs_m: NDArray[np.float64], noll: tuple[int, ...], *, recenter: bool = False
@@ -230,8 +236,16 @@ class SideModel:
         folded : `bool`
             True if the mapping folds (Jacobian determinant <= 0 somewhere on the mask): a caustic.
         """
-        col, row, det = self.mapping(coefs_m, noll, recenter=recenter)
-        folded = bool(np.any(det[self.mask] <= 0))
+        col, row, det, jac = self._mapping(coefs_m, noll, recenter=recenter)
+        # Folded where the Jacobian relative to the design's (B^-1 J) has an eigenvalue <= 0: a determinant
+        # <= 0, or a trace <= 0 (both eigenvalues through zero, e.g. a donut turned inside out by defocus,
+        # whose determinant is positive again).
+        b = self.base_jac[:, self.mask]
+        j = jac[:, self.mask]
+        b_det = b[0] * b[3] - b[1] * b[2]
+        rel_det = (j[0] * j[3] - j[1] * j[2]) / b_det
+        rel_trace = (b[3] * j[0] - b[1] * j[2] - b[2] * j[1] + b[0] * j[3]) / b_det
+        folded = bool(np.any(rel_det <= 0) or np.any(rel_trace <= 0))
         values = map_coordinates(self.stamp, [row, col], order=1, mode="constant", cval=0.0, prefilter=False)
         return np.where(self.mask, values * det, 0.0), folded
 
