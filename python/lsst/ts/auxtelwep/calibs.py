@@ -204,21 +204,22 @@ def _image_unit(header: fits.Header, path: Path, product: str, allowed: Sequence
     return unit
 
 
-def _read_amps(path: Path) -> AmpParameters:
+def _read_table(path: Path, what: str, needed: tuple[str, ...]) -> Table:
     try:
         table = Table.read(path, format="ascii.ecsv")
     except Exception as exc:  # astropy raises many types for a bad ECSV
-        raise CalibrationError(
-            f"amps table {path}: not a readable ECSV table ({exc})", value=str(path)
-        ) from exc
-    needed = ("amp", "gain", "read_noise", "saturation")
+        raise CalibrationError(f"{what} {path}: not a readable ECSV table ({exc})", value=str(path)) from exc
     missing = [c for c in needed if c not in table.colnames]
     if missing:
         raise CalibrationError(
-            f"amps table {path}: columns {missing} missing (has {table.colnames})",
-            value=missing,
-            allowed=needed,
+            f"{what} {path}: columns {missing} missing (has {table.colnames})", value=missing, allowed=needed
         )
+    return table
+
+
+def _read_amps(path: Path) -> AmpParameters:
+    needed = ("amp", "gain", "read_noise", "saturation")
+    table = _read_table(path, "amps table", needed)
     expected_units = {"gain": "electron / adu", "read_noise": "electron", "saturation": "adu"}
     for column, unit in expected_units.items():
         have = table[column].unit
@@ -245,14 +246,8 @@ def _read_amps(path: Path) -> AmpParameters:
 
 
 def _read_defects(path: Path) -> tuple[tuple[int, int, int, int], ...]:
-    try:
-        table = Table.read(path, format="ascii.ecsv")
-    except Exception as exc:  # astropy raises many types for a bad ECSV
-        raise CalibrationError(f"defects {path}: not a readable ECSV table ({exc})", value=str(path)) from exc
     needed = ("x0", "y0", "width", "height")
-    missing = [c for c in needed if c not in table.colnames]
-    if missing:
-        raise CalibrationError(f"defects {path}: columns {missing} missing", value=missing, allowed=needed)
+    table = _read_table(path, "defects", needed)
     boxes = tuple(tuple(int(row[c]) for c in needed) for row in table)
     rows, cols = DETECTOR_SHAPE
     outside = [
