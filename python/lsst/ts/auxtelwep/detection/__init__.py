@@ -82,6 +82,12 @@ class _Run:
         w_e, _ = initial_wcs(self.extra.exposure, self.telescope)
         if w_i is None or w_e is None:
             raise DetectionError(f"no WCS ({src_i})")
+        if self.config.mode != "auto":
+            # Forced mode: still refuse a WCS that does not line up within the search radius, rather than
+            # hand out donuts of the wrong stars.
+            lined_up, text = self.wcs_lines_up(self.config.search_radius_px)
+            if not lined_up:
+                raise DetectionError(f"the WCS does not line up: {text}")
         result = run_catalog_mode(
             self.intra, self.extra, self.refcat, w_i, w_e, telescope=self.telescope, config=self.config
         )
@@ -135,8 +141,11 @@ class _Run:
         return run_template_mode(self.intra, self.extra, telescope=self.telescope, config=self.config)
 
     # --- the choice ------------------------------------------------------------------------------
-    def wcs_lines_up(self) -> tuple[bool, str]:
-        """Do catalog stars projected through the intra WCS lie on template detections?"""
+    def wcs_lines_up(self, tolerance_px: float) -> tuple[bool, str]:
+        """Do catalog stars projected through the intra WCS lie within ``tolerance_px`` of template detections?
+
+        True when at least half of the detections (and at least one) have a catalog star that close.
+        """
         if self.refcat is None:
             return False, "no reference catalog"
         w_i, src = initial_wcs(self.intra.exposure, self.telescope)
@@ -155,11 +164,11 @@ class _Run:
         cat = np.column_stack([px[ok], py[ok]])
         dist = np.min(np.hypot(det[:, None, 0] - cat[None, :, 0], det[:, None, 1] - cat[None, :, 1]), axis=1)
         # The binned peak is good to about half a bin; allow that on top of the tolerance.
-        tol = self.config.wcs_tolerance_px + 0.5 * self.config.binning * math.sqrt(2)
+        tol = tolerance_px + 0.5 * self.config.binning * math.sqrt(2)
         n_ok = int(np.count_nonzero(dist <= tol))
         verdict = n_ok >= max(1, math.ceil(0.5 * len(det)))
         text = (
-            f"{n_ok} of {len(det)} template detections within {self.config.wcs_tolerance_px:g} px of a "
+            f"{n_ok} of {len(det)} template detections within {tolerance_px:g} px of a "
             f"catalog star through {src} (median distance {np.median(dist):.1f} px)"
         )
         return verdict, text
@@ -233,7 +242,7 @@ def detect_donuts(
 
     clauses: list[str] = []
     if config.mode == "auto":
-        lined_up, text = run.wcs_lines_up()
+        lined_up, text = run.wcs_lines_up(config.wcs_tolerance_px)
         if lined_up:
             first = "wcs"
             clauses.append(f"wcs chosen: {text}")

@@ -1,0 +1,192 @@
+"""The three modes and the automatic choice on synthetic fields (independent renderer: tests/detection/detsynth).
+
+Full-frame fields are rendered once per module; the edge cases (empty field, saturated star, blend) use
+small images, which detection handles the same way.
+"""
+
+import dataclasses
+
+import detsynth as ds
+import numpy as np
+import pytest
+
+from lsst.ts.auxtelwep.detection import DetectionConfig, detect_donuts
+from lsst.ts.auxtelwep.errors import ConfigurationError, DetectionError
+from lsst.ts.auxtelwep.exposure import MaskBit
+
+SMALL = (1024, 1024)
+
+
+@pytest.fixture(scope="module")
+def triplet():
+    """A 12-star field: intra, extra (telescope offset by (4.2, -2.7) px) and in-focus images."""
+    rng = np.random.default_rng(20)
+    field = ds.make_field(rng, n_stars=12, extra_faint=15, flux_range=(8e5, 5e6))
+    intra = ds.render(field, rng)
+    extra = ds.render(field, rng, offset_px=(4.2, -2.7))
+    infocus = ds.render(field, rng, kind="star", cosmic_rays=20)
+    return field, intra, extra, infocus
+
+
+def _with_header(exposure, header):
+    return dataclasses.replace(exposure, header=header)
+
+
+def _errors(cat, field, offset=(0.0, 0.0)):
+    """Distance of each donut (intra, extra) to the nearest true position, px."""
+    n = len(field.flux)
+    tx, ty = field.x[:n], field.y[:n]
+    out = []
+    for d in cat.donuts:
+        di = np.hypot(tx - d.intra_x, ty - d.intra_y).min()
+        de = np.hypot(tx + offset[0] - d.extra_x, ty + offset[1] - d.extra_y).min()
+        out.append((di, de))
+    return np.array(out)
+
+
+@pytest.mark.slow
+def test_auto_picks_wcs_when_the_header_is_good(triplet) -> None:
+    field, intra, extra, _ = triplet
+    header = ds.header_for(field, shift_px=(3.0, -4.0), rotation_deg=0.02)
+    cat = detect_donuts(_with_header(intra, header), _with_header(extra, header), refcat=field.refcat)
+    assert cat.mode == "wcs" and cat.reason.startswith("wcs chosen")
+    on_chip = (
+        12  # make_field keeps the 12 bright stars 150 px inside the chip; the faint ones are undetectable
+    )
+    assert len(cat) == on_chip
+    # SNR >= 150 donuts (centroid noise ~0.2 px): within 1 px on both images, each with its own position.
+    assert _errors(cat, field, (4.2, -2.7)).max() < 1.0
+    assert {d.ref_index for d in cat.donuts} == set(range(12))
+
+
+@pytest.mark.slow
+def test_auto_refits_a_wcs_off_by_100_px_and_8_degrees(triplet) -> None:
+    field, intra, extra, infocus = triplet
+    header = ds.header_for(field, shift_px=(100.0, 0.0), rotation_deg=8.0)
+    cat = detect_donuts(
+        _with_header(intra, header),
+        _with_header(extra, header),
+        infocus=_with_header(infocus, header),
+        refcat=field.refcat,
+    )
+    assert cat.mode == "refit" and "wcs not chosen" in cat.reason
+    assert cat.wcs_scatter_arcsec < 0.1 and cat.n_astrometry_matches >= 10
+    assert len(cat) == 12 and _errors(cat, field, (4.2, -2.7)).max() < 1.0
+
+
+@pytest.mark.slow
+def test_auto_falls_back_to_template_without_an_infocus_image(triplet) -> None:
+    field, intra, extra, _ = triplet
+    header = ds.header_for(field, shift_px=(100.0, 0.0), rotation_deg=8.0)
+    cat = detect_donuts(_with_header(intra, header), _with_header(extra, header), refcat=field.refcat)
+    assert cat.mode == "template"
+    assert "refit not possible: no in-focus image" in cat.reason
+    assert len(cat) == 12 and cat.wcs is None and all(d.ref_index is None for d in cat.donuts)
+    # The common extra - intra offset is found (4.2, -2.7) to a fraction of a pixel.
+    assert cat.offsets_px[:2] == pytest.approx((4.2, -2.7), abs=0.3)
+
+
+@pytest.mark.slow
+def test_forced_wcs_mode_falls_back_when_the_wcs_misses(triplet) -> None:
+    field, intra, extra, infocus = triplet
+    header = ds.header_for(field, shift_px=(300.0, 0.0), rotation_deg=0.0)
+    cat = detect_donuts(
+        _with_header(intra, header),
+        _with_header(extra, header),
+        infocus=_with_header(infocus, header),
+        refcat=field.refcat,
+        config=DetectionConfig(mode="wcs"),
+    )
+    # 300 px off: the catalog does not line up with the template detections even within the search radius,
+    # so mode 'wcs' refuses (rather than hand out donuts of the wrong stars) and the fallback solves the WCS.
+    assert cat.mode == "refit" and cat.reason.startswith("wcs failed: the WCS does not line up")
+    assert len(cat) == 12 and _errors(cat, field, (4.2, -2.7)).max() < 1.0
+    with pytest.raises(DetectionError, match="wcs failed: the WCS does not line up"):
+        detect_donuts(
+            _with_header(intra, header),
+            _with_header(extra, header),
+            refcat=field.refcat,
+            config=DetectionConfig(mode="wcs", fallback=False),
+        )
+
+
+@pytest.mark.slow
+def test_template_completeness_with_cosmic_rays_and_hot_columns() -> None:
+    rng = np.random.default_rng(21)
+    # 35 isolated donuts from SNR ~25 to ~600 (sky 400 e-/px, read noise 9 e-).
+    field = ds.make_field(rng, n_stars=35, flux_range=(1.2e5, 4e6))
+    intra = ds.render(field, rng, cosmic_rays=300, hot_column=1500)
+    extra = ds.render(field, rng, offset_px=(-6.0, 3.5), cosmic_rays=300, hot_column=2701)
+    cat = detect_donuts(intra, extra, config=DetectionConfig(max_donuts=100))
+    assert cat.mode == "template"
+    # Ideal aperture SNR of each injected donut: F / sqrt(F + N_ap * sigma^2).
+    n_ap = np.pi * (ds.OUTER_PX + 2.5 * ds.FWHM_PX / 2.3548) ** 2
+    snr = field.flux / np.sqrt(field.flux + n_ap * (400.0 + 81.0))
+    err = _errors(cat, field, (-6.0, 3.5))
+    # No false detection: every donut is a true one (cosmic rays and hot columns give none).
+    assert err.max() < 3.0
+    found = np.zeros(len(field.flux), dtype=bool)
+    for d in cat.donuts:
+        found[np.argmin(np.hypot(field.x - d.intra_x, field.y - d.intra_y))] = True
+    bright = snr >= 50
+    assert bright.sum() >= 20
+    assert found[bright].mean() >= 0.95
+    assert not any(d.blended for d in cat.donuts)
+
+
+def _small(rng, positions, fluxes, *, saturation=None, sky=400.0):
+    field = ds.make_field(rng, shape=SMALL, positions=np.array(positions, dtype=float).reshape(-1, 2))
+    field.flux = np.array(fluxes, dtype=float)
+    return (
+        field,
+        ds.render(field, rng, saturation=saturation, sky=sky),
+        ds.render(field, rng, saturation=saturation, sky=sky),
+    )
+
+
+def test_empty_field_says_no_donuts() -> None:
+    rng = np.random.default_rng(22)
+    _, intra, extra = _small(rng, np.empty((0, 2)), [])
+    with pytest.raises(DetectionError, match=r"no donuts on the intra and extra-focal image.*10 sigma"):
+        detect_donuts(intra, extra)
+
+
+def test_saturated_star_is_rejected_with_the_reason() -> None:
+    rng = np.random.default_rng(23)
+    # 2e9 e- over ~26000 px: ~77000 e-/px on the plateau plus the sky... clipped at 60000.
+    _, intra, extra = _small(rng, [(500.0, 480.0)], [2e9], saturation=60000.0)
+    assert (intra.mask & MaskBit.SAT).any()
+    with pytest.raises(DetectionError, match="saturated"):
+        detect_donuts(intra, extra)
+
+
+def test_two_star_blend_is_flagged_not_merged_silently() -> None:
+    rng = np.random.default_rng(24)
+    # A pair 60 px and 1 mag apart: one merged detection, flagged as blended.
+    _, intra, extra = _small(rng, [(400.0, 500.0), (460.0, 500.0)], [2e6, 2e6 / 2.512])
+    cat = detect_donuts(intra, extra)
+    assert len(cat) >= 1 and all(d.blended for d in cat.donuts)
+    # A pair 150 px apart: two detections, each flagged as blending the other.
+    _, intra, extra = _small(rng, [(400.0, 500.0), (550.0, 500.0)], [2e6, 1e6])
+    cat = detect_donuts(intra, extra)
+    assert len(cat) == 2 and all(d.blended for d in cat.donuts)
+    assert cat.donuts[0].blend_with == (1,) and cat.donuts[1].blend_with == (0,)
+
+
+def test_configuration_errors() -> None:
+    rng = np.random.default_rng(25)
+    _, intra, extra = _small(rng, [(500.0, 500.0)], [1e6])
+    with pytest.raises(ConfigurationError, match="needs a reference catalog"):
+        detect_donuts(intra, extra, config=DetectionConfig(mode="wcs", fallback=False))
+    with pytest.raises(ConfigurationError, match="differ in shape"):
+        detect_donuts(intra, dataclasses.replace(extra, image=extra.image[:-1], mask=extra.mask[:-1]))
+    with pytest.raises(ValueError, match="mag_min"):
+        DetectionConfig(mag_min=15.0, mag_max=12.0)
+    # Without fallback a forced refit without an in-focus image is refused up front.
+    with pytest.raises(ConfigurationError, match="in-focus"):
+        detect_donuts(
+            intra,
+            extra,
+            refcat=ds.make_field(rng, shape=SMALL, n_stars=1).refcat,
+            config=DetectionConfig(mode="refit", fallback=False),
+        )
