@@ -1,4 +1,4 @@
-"""The three modes and the automatic choice on synthetic fields (independent renderer: tests/detection/detsynth).
+"""The three modes and the automatic choice on synthetic fields (independent renderer: detsynth.py).
 
 Full-frame fields are rendered once per module; the edge cases (empty field, saturated star, blend) use
 small images, which detection handles the same way.

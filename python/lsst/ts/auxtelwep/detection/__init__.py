@@ -142,7 +142,7 @@ class _Run:
 
     # --- the choice ------------------------------------------------------------------------------
     def wcs_lines_up(self, tolerance_px: float) -> tuple[bool, str]:
-        """Do catalog stars projected through the intra WCS lie within ``tolerance_px`` of template detections?
+        """Do catalog stars projected through the intra WCS lie within ``tolerance_px`` of detections?
 
         True when at least half of the detections (and at least one) have a catalog star that close.
         """
