@@ -74,7 +74,7 @@ def test_corrupt_raw(tmp_path: Path) -> None:
 def test_truncated_raw(small_raw: Path, tmp_path: Path) -> None:
     path = tmp_path / "truncated.fits"
     path.write_bytes(small_raw.read_bytes()[:-100_000])
-    with pytest.raises(RawFormatError, match="Segment00 is unreadable or truncated") as info:
+    with pytest.raises(RawFormatError, match="file is truncated") as info:
         read_raw(path)
     assert str(path) in str(info.value)
 
@@ -85,7 +85,7 @@ def test_wrong_shape_hdu(small_raw: Path, tmp_path: Path) -> None:
         hdul["Segment05"].data = hdul["Segment05"].data[:, :500]
         hdul.writeto(path)
     with pytest.raises(
-        RawFormatError, match=r"Segment05 has shape \(2048, 500\), expected \(2048, 576\)"
+        RawFormatError, match=r"Segment05 has shape \(2048, 500\), expected one of \(\(2048, 576\)"
     ) as info:
         read_raw(path)
     assert str(path) in str(info.value)

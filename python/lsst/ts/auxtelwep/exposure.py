@@ -35,6 +35,7 @@ __all__ = [
     "AMP_DATA_SHAPE",
     "AMP_NAMES",
     "AMP_RAW_SHAPE",
+    "AMP_RAW_SHAPES",
     "DATA_COLS",
     "DATA_ROWS",
     "PARALLEL_OVERSCAN_ROWS",
@@ -54,7 +55,9 @@ __all__ = [
 ]
 
 AMP_RAW_SHAPE = (2048, 576)
-"""Shape of one amplifier HDU, ``(rows, cols)``."""
+"""Shape of one amplifier HDU, ``(rows, cols)``, with the 64-column serial overscan used since Nov 2022."""
+AMP_RAW_SHAPES = (AMP_RAW_SHAPE, (2048, 544))
+"""Accepted amplifier HDU shapes: 64 or (before Nov 2022) 32 serial overscan columns."""
 DATA_ROWS = slice(0, 2000)
 DATA_COLS = slice(3, 512)
 SERIAL_OVERSCAN_COLS = slice(512, 576)
@@ -197,10 +200,20 @@ def _open_fits(path: str | Path) -> fits.HDUList:
     path = Path(path)
     if not path.is_file():
         raise RawFormatError(f"{path}: no such file", value=str(path))
-    try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise RawFormatError(f"{path}: not a readable FITS file ({exc})", value=str(path)) from exc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            raise RawFormatError(f"{path}: not a readable FITS file ({exc})", value=str(path)) from exc
+    # astropy drops the HDUs of a file cut short with only a warning: make it an error that says so.
+    if any("truncated" in str(w.message).lower() for w in caught):
+        hdul.close()
+        raise RawFormatError(
+            f"{path}: the file is truncated ({path.stat().st_size} bytes); it was cut short while being "
+            "written or copied",
+            value=str(path),
+        )
     return hdul
 
 
@@ -222,9 +235,9 @@ def read_raw(path: str | Path) -> RawImage:
         If the file is missing, corrupt or truncated, lacks an amplifier HDU, or has an HDU of the
         wrong shape.
     """
+    hdul = _open_fits(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        hdul = _open_fits(path)
         try:
             header = hdul[0].header.copy()
             images = [h for h in hdul[1:] if h.is_image and h.header.get("NAXIS", 0) == 2]
@@ -246,12 +259,12 @@ def read_raw(path: str | Path) -> RawImage:
                     raise RawFormatError(
                         f"{path}: HDU {extname} is unreadable or truncated ({exc})", value=extname
                     ) from exc
-                if data is None or data.shape != AMP_RAW_SHAPE:
+                if data is None or data.shape not in AMP_RAW_SHAPES:
                     shape = None if data is None else data.shape
                     raise RawFormatError(
-                        f"{path}: HDU {extname} has shape {shape}, expected {AMP_RAW_SHAPE}",
+                        f"{path}: HDU {extname} has shape {shape}, expected one of {AMP_RAW_SHAPES}",
                         value=shape,
-                        allowed=AMP_RAW_SHAPE,
+                        allowed=AMP_RAW_SHAPES,
                     )
                 amps[geom.name] = np.asarray(data, dtype=np.float32)
         finally:
