@@ -42,7 +42,7 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from ..errors import InputError
+from ..errors import AuxTelWepError, InputError
 from ..instrument import HexapodState
 from ..report import DemoReport, ReportFiles, build_summary, triplet_panels, write_report
 from ..sal import Domain, Remote, State
@@ -207,6 +207,8 @@ class _CscProcess:
 
     async def stop(self, remote: Remote) -> None:
         """Disable, standby and exitControl; terminate the process if it does not exit in time."""
+        if self.proc is not None and self.proc.returncode is not None:
+            return
         for name in ("stopClosedLoop", "disable", "standby", "exitControl"):
             try:
                 await getattr(remote, f"cmd_{name}").start(timeout=10.0)
@@ -274,7 +276,7 @@ async def run_demo(
     ops_text = ops_run.iterations or "more than 5"
     console.print(
         f"initial M2 misalignment x {initial.x:+.3f} y {initial.y:+.3f} z {initial.z:+.4f} mm "
-        f"(the ops rule, with perfect measurements, needs {ops_text} iterations)"
+        f"(ops rule with perfect measurements: {ops_text} iteration(s))"
     )
     try:
         scene, pipeline_options = _prepare_data(options, data_root)
@@ -392,11 +394,11 @@ async def _play(
         )
         try:
             with console.status("starting AuxTelWEP (configuration, worker process)..."):
-                await script.prepare_csc()
+                await _unless_exited(script.prepare_csc(), csc_process, out)
             console.print(
                 f"AuxTelWEP {State.ENABLED.name}, closed loop running; {options.n_triplets} triplets"
             )
-            outcomes = await script.run()
+            outcomes = await _unless_exited(script.run(), csc_process, out)
         finally:
             if csc_process is not None:
                 await csc_process.stop(script.wep)
@@ -404,6 +406,25 @@ async def _play(
                 await csc.close()
             await script.close()
     return outcomes
+
+
+async def _unless_exited(work: Any, csc_process: _CscProcess | None, out: Path) -> Any:
+    """Await ``work``; raise `AuxTelWepError` if the CSC process exits first (its log says why)."""
+    if csc_process is None or csc_process.proc is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    exited = asyncio.ensure_future(csc_process.proc.wait())
+    try:
+        await asyncio.wait({task, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        raise AuxTelWepError(
+            f"AuxTelWEP exited with status {csc_process.proc.returncode} during the demo; "
+            f"see {out / 'csc.log'}"
+        )
+    finally:
+        exited.cancel()
 
 
 def _panels(data_root: Path, outcome: TripletOutcome, pipeline_options: dict[str, Any]) -> Any:

@@ -440,6 +440,10 @@ class NightScript:
                     deadline = time.monotonic() + cfg.apply_timeout_s
                 if not cfg.closed_loop or self._correction_done(entry, group_id, result_at, since_s):
                     return entry
+            state = self.wep.evt_summaryState.get()
+            if state is not None and state.summaryState != State.ENABLED:
+                _log.warning("group %s: AuxTelWEP left ENABLED (%r)", group_id, State(state.summaryState))
+                return {**entry, "timeout": f"AuxTelWEP is {State(state.summaryState).name}, not ENABLED"}
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 what = "a result" if result_at is None else "its correction to be applied"
