@@ -167,7 +167,8 @@ def test_template_mode_without_wcs_with_cosmic_rays_and_a_hot_column(sim: Sim) -
     # No false detection: every donut is a star's donut (cosmic rays and the hot column give none).
     nearest = [int(np.argmin(np.hypot(*(truth_i - (d.intra_x, d.intra_y)).T))) for d in cat.donuts]
     distance = [
-        np.hypot(d.intra_x - truth_i[k, 0], d.intra_y - truth_i[k, 1]) for d, k in zip(cat.donuts, nearest)
+        np.hypot(d.intra_x - truth_i[k, 0], d.intra_y - truth_i[k, 1])
+        for d, k in zip(cat.donuts, nearest, strict=False)
     ]
     for d, k, dist in zip(cat.donuts, nearest, distance, strict=True):
         assert dist < 1.0 or (d.blended and sim.notes[k] == "blend"), (k, dist)
