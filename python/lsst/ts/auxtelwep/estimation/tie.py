@@ -44,7 +44,7 @@ from .. import zernikes
 from ..errors import EstimationError, InputError
 from .tie_geometry import TieGeometry
 from .tie_mapping import PupilGrid, SideModel, build_side, pupil_grid
-from .tie_solvers import exp_solve, fft_solve
+from .tie_solvers import FftPoissonSolver, exp_solve
 
 __all__ = ["DEFAULT_COMP_SEQUENCE", "Model", "Solver", "TieResult", "solve_tie"]
 
@@ -372,6 +372,7 @@ def _run_loop(
     # Ray displacement per unit wavefront slope, in pupil units: the TIE's scale (1/m).
     k_scale = -(sides[0].kappa + sides[1].kappa) / grid.scale_px
     mask = sides[0].mask & sides[1].mask
+    fft = FftPoissonSolver.build(mask, grid) if solver == "fft" else None
     last_change = np.inf
     for it in range(max_iter):
         jcomp = comp_sequence[it] if it < len(comp_sequence) else jmax
@@ -408,10 +409,10 @@ def _run_loop(
         # in flux, and light that a vignetted mask cuts off must not be renormalised into the pupil.
         i1, i2 = compensated[0] / sides[0].flux, compensated[1] / sides[1].flux
         images = (i1, i2)
-        if solver == "exp":
+        if fft is None:
             resid = exp_solve(i1, i2, grid.bases, k_scale)
         else:
-            resid = fft_solve(i1, i2, mask, grid, k_scale, iteration=it)
+            resid = fft(i1, i2, k_scale, iteration=it)
         new_best = comp + resid
         last_change = float(np.max(np.abs(new_best - best)[~tilt]))
         best = new_best

@@ -23,6 +23,8 @@ with derivatives in normalised pupil coordinates and ``w`` in metres.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import binary_dilation, binary_erosion, uniform_filter
@@ -30,7 +32,7 @@ from scipy.ndimage import binary_dilation, binary_erosion, uniform_filter
 from ..zernikes import ZernikeBases
 from .tie_mapping import PupilGrid
 
-__all__ = ["FFT_INNER_ITERATIONS", "SUM_CLIP_SEQUENCE", "exp_solve", "fft_solve"]
+__all__ = ["FFT_INNER_ITERATIONS", "SUM_CLIP_SEQUENCE", "FftPoissonSolver", "exp_solve"]
 
 FFT_INNER_ITERATIONS = 6
 """Boundary-condition iterations of the FFT solver (cwfs)."""
@@ -51,87 +53,102 @@ def exp_solve(
 
 
 def _frequencies(n_pad: int, spacing: float) -> NDArray[np.float64]:
-    f = np.fft.fftfreq(n_pad, d=spacing)
-    k2 = -4.0 * np.pi**2 * (f[:, None] ** 2 + f[None, :] ** 2)
+    """-4 pi^2 |f|^2 on the half-spectrum grid of ``rfft2``, with the zero frequency set to infinity."""
+    fy = np.fft.fftfreq(n_pad, d=spacing)
+    fx = np.fft.rfftfreq(n_pad, d=spacing)
+    k2 = -4.0 * np.pi**2 * (fy[:, None] ** 2 + fx[None, :] ** 2)
     k2[0, 0] = np.inf  # the mean of the solution is free: set it to zero
     return k2
 
 
-def fft_solve(
-    i1: NDArray[np.float64],
-    i2: NDArray[np.float64],
-    mask: NDArray[np.bool_],
-    grid: PupilGrid,
-    k_scale: float,
-    *,
-    iteration: int,
-    boundary_px: int = 1,
-) -> NDArray[np.float64]:
-    """FFT Poisson solution, coefficients in metres in the order of ``grid.bases.noll``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class FftPoissonSolver:
+    """FFT Poisson solver for one pupil mask, with everything that does not change between iterations.
 
-    Parameters
-    ----------
-    i1, i2 : `numpy.ndarray`, shape ``(grid.npoint,)``
-        Compensated pupil images (unit sums).
-    mask : `numpy.ndarray` of bool, shape ``(grid.npoint,)``
-        Lit domain points, boundary rings included: where the signal is measured.
-    grid : `PupilGrid`
-        The pupil grid.
-    k_scale : `float`
-        TIE scale (see module docstring), 1/m.
-    iteration : `int`
-        Outer iteration number (0-based), which selects the sum clip level.
-    boundary_px : `int`
-        Width of the Neumann boundary band, grid pixels.
+    Build it with `FftPoissonSolver.build`; call it like `exp_solve`.
 
     Notes
     -----
-    The signal is ``2 (i1 - i2) / (k_scale (i1 + i2))`` where the sum is above the clip level; the signal
-    on the pupil's own edge pixels carries the normal derivative of the wavefront (the "edge signal"). The
-    pupil proper (``obscuration <= r <= 1`` and the vignetting) is where the signal is imposed and where the
+    The signal is ``2 (i1 - i2) / (k_scale (i1 + i2))`` where the sum is above the clip level; the signal on
+    the pupil's own edge pixels carries the normal derivative of the wavefront (the "edge signal"). The pupil
+    proper (``obscuration <= r <= 1`` and the vignetting) is where the signal is imposed and where the
     solution is fitted with Zernikes; outside it the Laplacian of the Neumann extension is used.
     """
-    n = grid.n_side
-    n_pad = int(2 ** np.ceil(np.log2(n)))
-    lo = (n_pad - n) // 2
-    r = np.hypot(grid.bases.x, grid.bases.y)
-    core = mask & (r <= 1.0) & (r >= grid.obscuration)
-    pupil = np.zeros((n_pad, n_pad), dtype=bool)
-    pupil[lo : lo + n, lo : lo + n] = grid.domain_image(core)
 
-    total = i1 + i2
-    level = SUM_CLIP_SEQUENCE[min(iteration, len(SUM_CLIP_SEQUENCE) - 1)]
-    lit = total[mask & (total > 0)]
-    mid = 0.5 * (lit.max() + lit.min())
-    den = np.where(total < level * mid, 1.5 * mid, total)
-    signal = np.zeros((n_pad, n_pad))
-    signal[lo : lo + n, lo : lo + n][grid.domain] = np.where(mask, 2.0 * (i1 - i2) / (den * k_scale), 0.0)
+    grid: PupilGrid
+    mask: NDArray[np.bool_]
+    core: NDArray[np.bool_]
+    pupil: NDArray[np.bool_]
+    ring_in: NDArray[np.bool_]
+    fill: NDArray[np.bool_]
+    count: NDArray[np.float64]
+    k2: NDArray[np.float64]
+    fit_matrix: NDArray[np.float64]
+    lo: int
+    box: int
 
-    structure = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-    ring_out = binary_dilation(pupil, structure, iterations=boundary_px) & ~pupil
-    ring_in = pupil & ~binary_erosion(pupil, structure, iterations=boundary_px)
-    box = 2 * boundary_px + 1
-    count = uniform_filter(ring_in.astype(float), box, mode="constant")
-    fill = ring_out & (count > 0.5 / box**2)
-    k2 = _frequencies(n_pad, grid.spacing)
-    s = signal
-    wave = np.zeros_like(s)
-    for _ in range(FFT_INNER_ITERATIONS):
-        wave = np.real(np.fft.ifft2(np.fft.fft2(s) / k2))
-        wave -= wave[pupil].mean()
-        wave[~pupil] = 0.0
-        # Neumann condition: each outside ring pixel takes the mean of the nearby inside ring pixels.
-        extended = wave.copy()
-        extended[fill] = (
-            uniform_filter(np.where(ring_in, wave, 0.0), box, mode="constant")[fill] / count[fill]
+    @classmethod
+    def build(cls, mask: NDArray[np.bool_], grid: PupilGrid, *, boundary_px: int = 1) -> FftPoissonSolver:
+        """Prepare the solver for the lit domain points ``mask`` (boundary rings included) of ``grid``."""
+        n = grid.n_side
+        n_pad = int(2 ** np.ceil(np.log2(n)))
+        lo = (n_pad - n) // 2
+        r = np.hypot(grid.bases.x, grid.bases.y)
+        core = mask & (r <= 1.0) & (r >= grid.obscuration)
+        pupil = np.zeros((n_pad, n_pad), dtype=bool)
+        pupil[lo : lo + n, lo : lo + n] = grid.domain_image(core)
+        structure = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+        ring_out = binary_dilation(pupil, structure, iterations=boundary_px) & ~pupil
+        ring_in = pupil & ~binary_erosion(pupil, structure, iterations=boundary_px)
+        box = 2 * boundary_px + 1
+        count = uniform_filter(ring_in.astype(float), box, mode="constant")
+        fill = ring_out & (count > 0.5 / box**2)
+        # Least-squares Zernike fit over the pupil, with a piston column (on a vignetted pupil the other
+        # Zernikes are not free of piston); the piston row is dropped.
+        design = np.vstack([np.ones(int(core.sum())), grid.bases.value[:, core]]).T
+        fit_matrix = np.linalg.pinv(design)[1:]
+        k2 = _frequencies(n_pad, grid.spacing)
+        return cls(grid, mask, core, pupil, ring_in, fill, count, k2, fit_matrix, lo, box)
+
+    def __call__(
+        self, i1: NDArray[np.float64], i2: NDArray[np.float64], k_scale: float, *, iteration: int
+    ) -> NDArray[np.float64]:
+        """Solve for the residual wavefront, coefficients in metres in the order of ``grid.bases.noll``.
+
+        Parameters
+        ----------
+        i1, i2 : `numpy.ndarray`, shape ``(grid.npoint,)``
+            Compensated pupil images.
+        k_scale : `float`
+            TIE scale (module docstring), 1/m.
+        iteration : `int`
+            Outer iteration (0-based), which selects the sum clip level.
+        """
+        n, lo, pupil = self.grid.n_side, self.lo, self.pupil
+        total = i1 + i2
+        level = SUM_CLIP_SEQUENCE[min(iteration, len(SUM_CLIP_SEQUENCE) - 1)]
+        lit = total[self.mask & (total > 0)]
+        mid = 0.5 * (lit.max() + lit.min())
+        den = np.where(total < level * mid, 1.5 * mid, total)
+        signal = np.zeros(pupil.shape)
+        signal[lo : lo + n, lo : lo + n][self.grid.domain] = np.where(
+            self.mask, 2.0 * (i1 - i2) / (den * k_scale), 0.0
         )
-        lap = np.zeros_like(extended)
-        lap[1:-1, :] += extended[:-2, :] - 2 * extended[1:-1, :] + extended[2:, :]
-        lap[:, 1:-1] += extended[:, :-2] - 2 * extended[:, 1:-1] + extended[:, 2:]
-        s = lap / grid.spacing**2
-        s[pupil] = signal[pupil]
-    values = wave[lo : lo + n, lo : lo + n][grid.domain][core]
-    # Fit with a piston column too: on a vignetted pupil the other Zernikes are not free of piston.
-    design = np.vstack([np.ones(values.size), grid.bases.value[:, core]]).T
-    coefs, *_ = np.linalg.lstsq(design, values, rcond=None)
-    return coefs[1:]
+        s = signal
+        wave = np.zeros_like(s)
+        spacing2 = self.grid.spacing**2
+        for _ in range(FFT_INNER_ITERATIONS):
+            wave = np.fft.irfft2(np.fft.rfft2(s) / self.k2, s=s.shape)
+            wave -= wave[pupil].mean()
+            wave[~pupil] = 0.0
+            # Neumann condition: each outside ring pixel takes the mean of the nearby inside ring pixels.
+            extended = wave.copy()
+            near = uniform_filter(np.where(self.ring_in, wave, 0.0), self.box, mode="constant")
+            extended[self.fill] = near[self.fill] / self.count[self.fill]
+            lap = np.zeros_like(extended)
+            lap[1:-1, :] += extended[:-2, :] - 2 * extended[1:-1, :] + extended[2:, :]
+            lap[:, 1:-1] += extended[:, :-2] - 2 * extended[:, 1:-1] + extended[:, 2:]
+            s = lap / spacing2
+            s[pupil] = signal[pupil]
+        values = wave[lo : lo + n, lo : lo + n][self.grid.domain][self.core]
+        return self.fit_matrix @ values
