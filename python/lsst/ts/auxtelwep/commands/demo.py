@@ -45,7 +45,7 @@ from rich.console import Console
 from ..errors import AuxTelWepError, InputError
 from ..instrument import HexapodState
 from ..report import DemoReport, ReportFiles, build_summary, triplet_panels, write_report
-from ..sal import Domain, Remote, State
+from ..sal import DEFAULT_PARTITION_PREFIX, Domain, Remote, State
 from ..sim.night import DEFAULT_POINTING, make_catalog, write_catalog
 from ..sim.night_script import NightScript, NightScriptConfig, OpsRuleRun, TripletOutcome, ops_rule_run
 from ..sim.observatory import SceneConfig, SimulatedObservatory, SimulatedTelescope
@@ -177,12 +177,20 @@ def csc_override(
 
 @contextlib.contextmanager
 def _isolated_dds() -> Iterator[tuple[str, str]]:
-    """Pick a DDS domain id and partition prefix unless the environment sets them (restored on exit)."""
+    """Pick a random DDS domain id and a unique partition prefix unless ``LSST_DDS_DOMAIN_ID`` is set.
+
+    A user who sets the domain id wants to watch the demo from other tools: the partition prefix is then
+    left as the environment has it. The environment is restored on exit.
+    """
     saved = {k: os.environ.get(k) for k in ("LSST_DDS_DOMAIN_ID", "LSST_DDS_PARTITION_PREFIX")}
-    os.environ.setdefault("LSST_DDS_DOMAIN_ID", str(random.SystemRandom().randint(100, 229)))
-    os.environ.setdefault("LSST_DDS_PARTITION_PREFIX", f"auxtelwep-demo-{uuid.uuid4().hex[:8]}")
+    if saved["LSST_DDS_DOMAIN_ID"] is None:
+        os.environ["LSST_DDS_DOMAIN_ID"] = str(random.SystemRandom().randint(100, 229))
+        os.environ.setdefault("LSST_DDS_PARTITION_PREFIX", f"auxtelwep-demo-{uuid.uuid4().hex[:8]}")
     try:
-        yield os.environ["LSST_DDS_DOMAIN_ID"], os.environ["LSST_DDS_PARTITION_PREFIX"]
+        yield (
+            os.environ["LSST_DDS_DOMAIN_ID"],
+            os.environ.get("LSST_DDS_PARTITION_PREFIX", DEFAULT_PARTITION_PREFIX),
+        )
     finally:
         for key, value in saved.items():
             if value is None:
