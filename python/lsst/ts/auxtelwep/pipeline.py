@@ -1,0 +1,296 @@
+"""One wavefront triplet end to end: raw files in, Zernikes and a hexapod correction out.
+
+`process` is a pure function of files and configuration (no SAL, no global state), so the CSC, the
+``auxtelwep process`` command, the benchmarks and offline reprocessing all run exactly the same code::
+
+    raw FITS --isr--> Exposure --detection--> DonutCatalog --stamps--> DonutPairs
+             --estimation--> WavefrontEstimate --correction--> HexapodCorrection
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import calibs as calibs_module
+from .correction import CorrectionConfig, HexapodCorrection, compute_correction
+from .detection import DetectionConfig, DonutCatalog, detect_donuts
+from .errors import ConfigurationError, EstimationError
+from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront
+from .exposure import Exposure, read_exposure, read_raw
+from .instrument import DEFAULT_WAVELENGTH_M, AuxTel
+from .isr import IsrConfig, run_isr
+from .refcat import RefCatalog, load_refcat
+from .stamps import cut_pairs
+
+__all__ = [
+    "PipelineConfig",
+    "Triplet",
+    "WavefrontResult",
+    "camera_angle_from_header",
+    "correct_from_estimate",
+    "process",
+]
+
+log = logging.getLogger(__name__)
+
+
+class PipelineConfig(BaseModel):
+    """Configuration of the whole pipeline (the ``pipeline`` section of the CSC configuration)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    apply_isr: bool = Field(
+        True, description="Run ISR on raw files; false for images that are already ISR'd."
+    )
+    calibs_dir: Path | None = Field(
+        None, description="Directory of calibration products (bias, dark, flat...)."
+    )
+    refcat: Path | None = Field(None, description="Reference catalog (ECSV/FITS/Parquet with ra, dec, mag).")
+    wavelength_nm: float = Field(
+        DEFAULT_WAVELENGTH_M * 1e9, gt=300, lt=1100, description="Effective wavelength."
+    )
+    isr: IsrConfig = Field(default_factory=IsrConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    estimation: EstimationConfig = Field(default_factory=EstimationConfig)
+    correction: CorrectionConfig = Field(default_factory=CorrectionConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class Triplet:
+    """The files of one wavefront measurement.
+
+    Attributes
+    ----------
+    intra, extra : `pathlib.Path`
+        Intra- and extra-focal raw files (or ISR'd images when ``apply_isr`` is false).
+    infocus : `pathlib.Path` or `None`
+        The in-focus image of the same group, used for astrometry when the WCS is poor.
+    group_id : `str`
+        GROUPID of the triplet (informational).
+    """
+
+    intra: Path
+    extra: Path
+    infocus: Path | None = None
+    group_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class WavefrontResult:
+    """Everything one triplet produced.
+
+    Attributes
+    ----------
+    group_id, intra_obsid, extra_obsid, infocus_obsid : `str` (infocus may be `None`)
+        Identification of the images.
+    camera_angle_deg : `float`
+        Camera rotation used for the correction (instrument.py convention).
+    catalog : `DonutCatalog`
+        The donuts found and how.
+    estimate : `WavefrontEstimate`
+        Zernikes (um, in-focus deviation from the design) with errors and per-pair details.
+    correction : `HexapodCorrection`
+        Offset to apply to M2.
+    timings_s : `dict` of `str` to `float`
+        Wall time per stage (isr, detection, estimation, correction, total), seconds.
+    """
+
+    group_id: str
+    intra_obsid: str
+    extra_obsid: str
+    infocus_obsid: str | None
+    camera_angle_deg: float
+    catalog: DonutCatalog
+    estimate: WavefrontEstimate
+    correction: HexapodCorrection
+    timings_s: dict[str, float]
+
+    @property
+    def reduced_chi2(self) -> float:
+        """Median reduced chi-square of the forward fits of the pairs used (NaN for the TIE alone)."""
+        values = [p.chi2_reduced for p in self.estimate.pairs if p.used and np.isfinite(p.chi2_reduced)]
+        return float(np.median(values)) if values else float("nan")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The documented JSON shape of ``auxtelwep process --json`` (extra keys allowed by the spec)."""
+        by_index = {p.index: p for p in self.estimate.pairs}
+        donuts = []
+        for index, donut in enumerate(self.catalog.donuts):
+            pair = by_index.get(index)
+            donuts.append(
+                {
+                    "intra_xy": [float(donut.intra_x), float(donut.intra_y)],
+                    "extra_xy": [float(donut.extra_x), float(donut.extra_y)],
+                    "used": bool(pair is not None and pair.used),
+                    "reason": "not cut into a stamp pair" if pair is None else pair.reason,
+                    "field_deg": [float(donut.field_x_deg), float(donut.field_y_deg)],
+                    "blended": bool(donut.blended),
+                    "reduced_chi2": None if pair is None else _finite_or_none(pair.chi2_reduced),
+                    "zernikes_um": None
+                    if pair is None or pair.zernikes_um is None
+                    else [float(v) for v in pair.zernikes_um],
+                }
+            )
+        correction = self.correction
+        return {
+            "group_id": self.group_id,
+            "intra": self.intra_obsid,
+            "extra": self.extra_obsid,
+            "infocus": self.infocus_obsid,
+            "detection": {
+                "mode": self.catalog.mode,
+                "reason": self.catalog.reason,
+                "wcs_scatter_arcsec": self.catalog.wcs_scatter_arcsec,
+                "donuts": donuts,
+            },
+            "zernikes": {
+                "noll": [int(n) for n in self.estimate.noll],
+                "um": [float(v) for v in self.estimate.um],
+                "um_err": [float(v) for v in self.estimate.um_err],
+                "algorithm": self.estimate.algorithm,
+                "reduced_chi2": _finite_or_none(self.reduced_chi2),
+                "donuts_used": self.estimate.n_used,
+            },
+            "hexapod": correction.as_dict(),
+            "hexapod_solved_axes": list(correction.solved_axes),
+            "hexapod_ops_rule": {
+                "x_mm": correction.ops_offset.x,
+                "y_mm": correction.ops_offset.y,
+                "z_mm": correction.ops_offset.z,
+            },
+            "camera_angle_deg": self.camera_angle_deg,
+            "timing_s": dict(self.timings_s),
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def camera_angle_from_header(header: fits.Header) -> float:
+    """Camera angle relative to the hexapod frame, degrees: header ``CAMANGLE`` when present, else 0."""
+    value = header.get("CAMANGLE")
+    if value is None:
+        log.warning(
+            "OBSID=%s has no CAMANGLE; assuming the camera is aligned with the hexapod frame",
+            header.get("OBSID"),
+        )
+        return 0.0
+    return float(value)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _load(path: Path, config: PipelineConfig, calibrations: Any) -> Exposure:
+    if not config.apply_isr:
+        return read_exposure(path)
+    return run_isr(read_raw(path), calibrations, config.isr)
+
+
+def process(triplet: Triplet, *, config: PipelineConfig | None = None) -> WavefrontResult:
+    """Run ISR, detection, estimation and correction on one triplet.
+
+    Parameters
+    ----------
+    triplet : `Triplet`
+        Paths of the intra, extra and (optional) in-focus images.
+    config : `PipelineConfig`, optional
+        Pipeline configuration; defaults when omitted.
+
+    Returns
+    -------
+    result : `WavefrontResult`
+
+    Raises
+    ------
+    AuxTelWepError
+        A subclass naming the problem: unreadable raw, missing calibration, no donuts, failed fits...
+    """
+    config = config or PipelineConfig()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    with _timed(timings, "isr"):
+        calibrations = None
+        if config.apply_isr and config.calibs_dir is not None:
+            calibrations = calibs_module.load_calibrations(config.calibs_dir, config.isr)
+        elif config.apply_isr and _needs_calibrations(config.isr):
+            raise ConfigurationError(
+                "ISR is configured to use calibration products (doBias/doDark/doFlat) but no calibs_dir is "
+                "set; "
+                "give --calibs DIR or turn those steps off"
+            )
+        intra = _load(triplet.intra, config, calibrations)
+        extra = _load(triplet.extra, config, calibrations)
+        infocus = _load(triplet.infocus, config, calibrations) if triplet.infocus is not None else None
+    camera_angle = camera_angle_from_header(intra.header)
+    telescope = AuxTel().with_camera_angle(camera_angle).with_wavelength(config.wavelength_nm * 1e-9)
+    with _timed(timings, "detection"):
+        refcat: RefCatalog | None = load_refcat(config.refcat) if config.refcat is not None else None
+        catalog = detect_donuts(
+            intra, extra, infocus=infocus, refcat=refcat, config=config.detection, telescope=telescope
+        )
+    with _timed(timings, "estimation"):
+        pairs = cut_pairs(intra, extra, catalog, telescope=telescope)
+        estimate = estimate_wavefront(pairs, config=config.estimation, telescope=telescope)
+    with _timed(timings, "correction"):
+        correction = correct_from_estimate(estimate, catalog, telescope=telescope, config=config.correction)
+    timings["total"] = time.perf_counter() - start
+    return WavefrontResult(
+        group_id=triplet.group_id or str(intra.header.get("GROUPID", "")),
+        intra_obsid=intra.obsid,
+        extra_obsid=extra.obsid,
+        infocus_obsid=infocus.obsid if infocus is not None else None,
+        camera_angle_deg=camera_angle,
+        catalog=catalog,
+        estimate=estimate,
+        correction=correction,
+        timings_s=timings,
+    )
+
+
+def correct_from_estimate(
+    estimate: WavefrontEstimate, catalog: DonutCatalog, *, telescope: AuxTel, config: CorrectionConfig
+) -> HexapodCorrection:
+    """Hexapod correction from the pairs used in ``estimate``, each at its own field position.
+
+    Raises
+    ------
+    EstimationError
+        If no pair was used (every donut was rejected; the reasons are listed).
+    """
+    used = [p for p in estimate.pairs if p.used and p.zernikes_um is not None]
+    if not used:
+        reasons = "; ".join(f"donut {p.index}: {p.reason}" for p in estimate.pairs) or "no donut pairs"
+        raise EstimationError(f"no usable wavefront estimate: {reasons}", result=estimate)
+    deviations = np.array([p.zernikes_um for p in used])
+    errors = np.array(
+        [
+            p.zernikes_err_um if p.zernikes_err_um is not None else np.full(len(estimate.noll), np.nan)
+            for p in used
+        ]
+    )
+    fields = np.array(
+        [[catalog.donuts[p.index].field_x_deg, catalog.donuts[p.index].field_y_deg] for p in used]
+    )
+    return compute_correction(estimate.noll, deviations, errors, fields, telescope=telescope, config=config)
+
+
+def _needs_calibrations(isr: IsrConfig) -> bool:
+    return bool(isr.doBias or isr.doDark or isr.doFlat)
