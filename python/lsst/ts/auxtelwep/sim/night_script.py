@@ -102,14 +102,12 @@ class NightScriptConfig:
     rule : `ConvergenceRule`
     override : `str`
         Configuration override for AuxTelWEP's ``start`` when it is in STANDBY.
-    state_timeout_s : `float`
-        Time limit of AuxTelWEP's state commands (configuration may start worker processes), s.
-    command_timeout_s : `float`
-        Time limit of ATAOS offsets and of ``startClosedLoop``, s.
-    result_timeout_s : `float`
-        Time from the in-focus image to AuxTelWEP's result, s.
-    apply_timeout_s : `float`
-        Time from the result to the correction reaching ATAOS, s.
+    state_timeout_s, command_timeout_s : `float`
+        Time limits of AuxTelWEP's state commands (configuration starts worker processes) and of the ATAOS
+        offsets and ``startClosedLoop``, s.
+    result_timeout_s, apply_timeout_s : `float`
+        Time from the in-focus image to AuxTelWEP's result, and from the result to the correction reaching
+        ATAOS, s.
     group_prefix : `str`
         ``groupId`` of triplet k is ``<group_prefix>-<k:03d>`` (no ``:``).
     csc_identity : `str`
@@ -145,11 +143,8 @@ class TripletOutcome:
 
     Attributes
     ----------
-    index : `int`
-        1-based triplet number.
-    group_id : `str`
-    obsids : `tuple` of `str`
-        Intra, extra, in-focus OBSIDs.
+    index, group_id, obsids : `int`, `str`, `tuple` of `str`
+        1-based triplet number, ``groupId``, intra/extra/in-focus OBSIDs.
     hexapod_before, hexapod_after : `HexapodState`
         True in-focus M2 misalignment before the triplet and after its correction (mm, deg).
     noll : `tuple` of `int`
@@ -158,12 +153,10 @@ class TripletOutcome:
         ``wavefrontError``: in-focus deviation and its error, micrometres.
     true_zernikes_um : `tuple` of `float`
         Truth at the same Noll indices: mean over the on-chip stars of the intra image (``ta`` kind).
-    donut_count : `int`
-    reduced_chi2 : `float`
-    algorithm : `str`
-    correction : `HexapodState` or None
+    donut_count, reduced_chi2, algorithm : `int`, `float`, `str`
+        From ``wavefrontError``.
+    correction, solved_axes : `HexapodState` or None, `str`
         ``hexapodCorrection`` for the group (what AuxTelWEP computed).
-    solved_axes : `str`
     applied : `HexapodState`
         Sum of the ATAOS offsets AuxTelWEP sent during this triplet (what really moved M2).
     rejected_reason : `str`
@@ -206,11 +199,7 @@ class TripletOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (hexapod states as ``{x, y, z, u, v}``)."""
-        out = dataclasses.asdict(self)
-        for key in ("hexapod_before", "hexapod_after", "correction", "applied"):
-            value = getattr(self, key)
-            out[key] = None if value is None else dataclasses.asdict(value)
-        return out
+        return dataclasses.asdict(self)
 
 
 def converged_iteration(outcomes: Sequence[TripletOutcome], rule: ConvergenceRule) -> int | None:
@@ -438,7 +427,7 @@ class NightScript:
                 if result_at is None:
                     result_at = entry["wavefrontError"][0][0]
                     deadline = time.monotonic() + cfg.apply_timeout_s
-                if not cfg.closed_loop or self._correction_done(entry, group_id, result_at, since_s):
+                if not cfg.closed_loop or self._correction_done(entry, result_at, since_s):
                     return entry
             state = self.wep.evt_summaryState.get()
             if state is not None and state.summaryState != State.ENABLED:
@@ -458,17 +447,16 @@ class NightScript:
             except TimeoutError:
                 pass
 
-    def _correction_done(
-        self, entry: dict[str, Any], group_id: str, result_at: float, since_s: float
-    ) -> bool:
+    def _correction_done(self, entry: dict[str, Any], result_at: float, since_s: float) -> bool:
+        """True once the group's correction was applied, or the loop will not apply it (IDLE, ERROR)."""
         corrections = entry.get("hexapodCorrection", [])
         if any(data.applied for _, data in corrections):
             return True
-        moved = bool(self.telescope.moves_by(self.config.csc_identity, since_s=since_s))
-        later_states = [state for t, state in self._loop_states if t >= result_at]
-        if later_states and later_states[-1] in (_LOOP_IDLE, _LOOP_ERROR):
+        if self._loop_states and self._loop_states[-1][1] in (_LOOP_IDLE, _LOOP_ERROR):
             return True
-        return bool(corrections) and moved and bool(later_states) and later_states[-1] == _LOOP_WAITING_IMAGE
+        moved = bool(self.telescope.moves_by(self.config.csc_identity, since_s=since_s))
+        later = [state for t, state in self._loop_states if t >= result_at]
+        return bool(corrections) and moved and bool(later) and later[-1] == _LOOP_WAITING_IMAGE
 
     def _outcome(
         self,
