@@ -24,13 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import calibs as calibs_module
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
-from .errors import ConfigurationError, EstimationError
+from .errors import ConfigurationError, EstimationError, InputError
 from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront
+from .estimation.forward import fit_pair
 from .exposure import Exposure, read_exposure, read_raw
 from .instrument import DEFAULT_WAVELENGTH_M, AuxTel
 from .isr import IsrConfig, run_isr
 from .refcat import RefCatalog, load_refcat
-from .stamps import cut_pairs
+from .stamps import DonutPair, cut_pairs
 
 __all__ = [
     "PipelineConfig",
@@ -38,6 +39,7 @@ __all__ = [
     "WavefrontResult",
     "camera_angle_from_header",
     "correct_from_estimate",
+    "model_stamps",
     "process",
 ]
 
@@ -103,6 +105,8 @@ class WavefrontResult:
         Offset to apply to M2.
     timings_s : `dict` of `str` to `float`
         Wall time per stage (isr, detection, estimation, correction, total), seconds.
+    pairs : `tuple` of `DonutPair`
+        The stamp pairs, kept only when `process` is asked to (``keep_pairs=True``) since they are large.
     """
 
     group_id: str
@@ -114,6 +118,7 @@ class WavefrontResult:
     estimate: WavefrontEstimate
     correction: HexapodCorrection
     timings_s: dict[str, float]
+    pairs: tuple[DonutPair, ...] = ()
 
     @property
     def reduced_chi2(self) -> float:
@@ -204,7 +209,9 @@ def _load(path: Path, config: PipelineConfig, calibrations: Any) -> Exposure:
     return run_isr(read_raw(path), calibrations, config.isr)
 
 
-def process(triplet: Triplet, *, config: PipelineConfig | None = None) -> WavefrontResult:
+def process(
+    triplet: Triplet, *, config: PipelineConfig | None = None, keep_pairs: bool = False
+) -> WavefrontResult:
     """Run ISR, detection, estimation and correction on one triplet.
 
     Parameters
@@ -213,6 +220,8 @@ def process(triplet: Triplet, *, config: PipelineConfig | None = None) -> Wavefr
         Paths of the intra, extra and (optional) in-focus images.
     config : `PipelineConfig`, optional
         Pipeline configuration; defaults when omitted.
+    keep_pairs : `bool`
+        Keep the donut stamp pairs in the result (for figures).
 
     Returns
     -------
@@ -262,7 +271,54 @@ def process(triplet: Triplet, *, config: PipelineConfig | None = None) -> Wavefr
         estimate=estimate,
         correction=correction,
         timings_s=timings,
+        pairs=tuple(pairs) if keep_pairs else (),
     )
+
+
+def model_stamps(
+    result: WavefrontResult, *, config: PipelineConfig, max_pairs: int = 2
+) -> list[dict[str, Any]]:
+    """Data and forward-model images of the first pairs used, for `plots.plot_stamps`.
+
+    The model is the forward model evaluated at the pair's own estimate (a short fit started there, which
+    also fits the nuisance parameters: flux, offsets, seeing, background).
+
+    Parameters
+    ----------
+    result : `WavefrontResult`
+        A result made with ``keep_pairs=True``.
+    config : `PipelineConfig`
+        The configuration it was made with.
+    max_pairs : `int`
+        How many pairs to draw.
+
+    Returns
+    -------
+    stamps : `list` of `dict`
+        ``{"data", "model", "label"}`` per stamp, intra then extra for each pair.
+    """
+    if not result.pairs:
+        raise InputError("the result holds no stamps: run process(..., keep_pairs=True)")
+    telescope = (
+        AuxTel().with_camera_angle(result.camera_angle_deg).with_wavelength(config.wavelength_nm * 1e-9)
+    )
+    estimates = {p.index: p for p in result.estimate.pairs if p.used and p.zernikes_um is not None}
+    panels: list[dict[str, Any]] = []
+    for pair in [p for p in result.pairs if p.index in estimates][:max_pairs]:
+        fit = fit_pair(
+            pair,
+            telescope=telescope,
+            options=config.estimation.forward_options(with_grid=False),
+            start_um=estimates[pair.index].zernikes_um,
+            keep_images=True,
+        )
+        if fit.models is None:
+            continue
+        for k, (role, stamp) in enumerate((("intra", pair.intra), ("extra", pair.extra))):
+            data = np.where(stamp.mask, np.nan, stamp.image)
+            label = f"{role} #{pair.index}  chi2/dof {fit.chi2_reduced_per_stamp[k]:.2f}"
+            panels.append({"data": data, "model": fit.models[k], "label": label})
+    return panels
 
 
 def correct_from_estimate(

@@ -1,0 +1,126 @@
+"""``auxtelwep process``: one triplet of raw files to Zernikes and a hexapod correction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``process`` subcommand."""
+    parser = subparsers.add_parser(
+        "process",
+        help="estimate the wavefront and hexapod correction from an intra/extra pair of raws",
+        description="Run ISR, donut detection, wavefront estimation and the hexapod correction on raw files "
+        "and print a summary. Pixel positions are 0-based in the assembled frame (x = column).",
+    )
+    parser.add_argument("intra", type=Path, help="intra-focal raw (or ISR'd image with --no-isr)")
+    parser.add_argument("extra", type=Path, help="extra-focal raw (or ISR'd image with --no-isr)")
+    parser.add_argument("--infocus", type=Path, help="in-focus raw of the same group (for astrometry)")
+    parser.add_argument("--calibs", type=Path, help="calibration directory (bias, dark, flat, amps.ecsv)")
+    parser.add_argument("--refcat", type=Path, help="reference catalog (ECSV/FITS/Parquet: ra, dec, mag)")
+    parser.add_argument("--mode", choices=("auto", "wcs", "refit", "template"), help="donut detection mode")
+    parser.add_argument("--algorithm", choices=("danish", "tie+danish", "tie"), help="wavefront estimator")
+    parser.add_argument("--config", type=Path, help="pipeline configuration YAML (PipelineConfig fields)")
+    parser.add_argument("--no-isr", action="store_true", help="inputs are already ISR'd single-image files")
+    parser.add_argument("--json", type=Path, help="write the result as JSON")
+    parser.add_argument("--plot", type=Path, help="write stamps, model residuals and the wavefront map (PNG)")
+    parser.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    import yaml
+
+    from ..pipeline import PipelineConfig
+
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            data = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"{args.config}: cannot read the configuration ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(
+                f"{args.config}: the configuration must be a mapping of PipelineConfig fields"
+            )
+    if args.calibs is not None:
+        data["calibs_dir"] = str(args.calibs)
+    if args.refcat is not None:
+        data["refcat"] = str(args.refcat)
+    if args.no_isr:
+        data["apply_isr"] = False
+    if args.mode is not None:
+        data.setdefault("detection", {})["mode"] = args.mode
+    if args.algorithm is not None:
+        data.setdefault("estimation", {})["algorithm"] = args.algorithm
+    if data.get("apply_isr", True) and "calibs_dir" not in data:
+        # Without calibration products only the steps that need none can run (overscan, saturation).
+        isr = data.setdefault("isr", {})
+        for step in ("doBias", "doDark", "doFlat"):
+            isr.setdefault(step, False)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid pipeline configuration: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """Process one triplet and print a summary; return the exit status."""
+    from ..pipeline import Triplet, process
+
+    config = _config(args)
+    result = process(
+        Triplet(args.intra, args.extra, args.infocus), config=config, keep_pairs=args.plot is not None
+    )
+    summary = result.to_json_dict()
+    _print_summary(summary)
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot is not None:
+        from ..pipeline import model_stamps
+        from ..plots import plot_stamps
+
+        plot_stamps(
+            model_stamps(result, config=config),
+            args.plot,
+            noll=result.estimate.noll,
+            coefs_um=result.estimate.um,
+            title=f"{result.intra_obsid} + {result.extra_obsid}: mode {result.catalog.mode}",
+        )
+        print(f"figure: {args.plot}")
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    detection = summary["detection"]
+    zernikes = summary["zernikes"]
+    hexapod = summary["hexapod"]
+    used = sum(d["used"] for d in detection["donuts"])
+    print(f"intra {summary['intra']}  extra {summary['extra']}  in-focus {summary['infocus'] or '-'}")
+    print(f"detection: mode {detection['mode']}, {len(detection['donuts'])} donuts, {used} used")
+    for i, donut in enumerate(detection["donuts"]):
+        if not donut["used"]:
+            x, y = donut["intra_xy"]
+            print(f"  donut {i} at ({x:.0f}, {y:.0f}) rejected: {donut['reason']}")
+    chi2 = zernikes["reduced_chi2"]
+    chi2_text = f", reduced chi2 {chi2:.2f}" if chi2 is not None else ""
+    print(f"wavefront ({zernikes['algorithm']}{chi2_text}), in-focus deviation from design, nm:")
+    cells = [
+        f"Z{n}={v * 1000:+.1f}±{e * 1000:.1f}"
+        for n, v, e in zip(zernikes["noll"], zernikes["um"], zernikes["um_err"], strict=True)
+    ]
+    for start in range(0, len(cells), 6):
+        print("  " + "  ".join(cells[start : start + 6]))
+    axes = "".join(summary["hexapod_solved_axes"])
+    print(
+        f"hexapod correction ({axes}): x {hexapod['x_mm']:+.4f} mm  y {hexapod['y_mm']:+.4f} mm  "
+        f"z {hexapod['z_mm']:+.4f} mm  u {hexapod['u_deg']:+.4f} deg  v {hexapod['v_deg']:+.4f} deg"
+    )
+    timing = summary["timing_s"]
+    print("timing: " + "  ".join(f"{k} {v:.2f} s" for k, v in timing.items()))
