@@ -104,7 +104,13 @@ def auxtel_mask_params(wavelength_m: float) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def make_factory(focal_length_m: float, pixel_scale_m: float, wavelength_m: float) -> danish.DonutFactory:
+def make_factory(
+    focal_length_m: float,
+    pixel_scale_m: float,
+    wavelength_m: float,
+    kind: str = "triangle",
+    mesh_rings: int = 30,
+) -> danish.DonutFactoryBase:
     """danish donut factory with the AuxTel pupil (aperture, obscuration, baffles) from `instrument`.
 
     Parameters
@@ -115,10 +121,16 @@ def make_factory(focal_length_m: float, pixel_scale_m: float, wavelength_m: floa
         Size of a model pixel, metres (10 um times the binning).
     wavelength_m : `float`
         Wavelength of the optical model, metres (selects the batoid optic for the mask).
+    kind : {"triangle", "inverse"}
+        ``"triangle"``: danish's forward mapping of a pupil mesh (`danish.DonutTriangleFactory`), which
+        stays right through caustics; ``"inverse"``: the pixel-to-pupil mapping (`danish.DonutFactory`),
+        which drops the pixels it cannot invert (27 % of the light wrong at 0.5 um of coma).
+    mesh_rings : `int`
+        Radial rings of the triangle mesh (30: triangles of about 2 px on a nominal donut).
     """
     r_outer = APERTURE_DIAMETER_M / 2
     r_inner = r_outer * OBSCURATION
-    return danish.DonutFactory(
+    common = dict(
         R_outer=r_outer,
         R_inner=r_inner,
         pupil_R_outer=r_outer,
@@ -127,6 +139,11 @@ def make_factory(focal_length_m: float, pixel_scale_m: float, wavelength_m: floa
         focal_length=focal_length_m,
         pixel_scale=pixel_scale_m,
     )
+    if kind == "triangle":
+        return danish.DonutTriangleFactory(nrad=mesh_rings, **common)
+    if kind == "inverse":
+        return danish.DonutFactory(**common)
+    raise InputError(f"unknown danish factory kind {kind!r}", value=kind, allowed=("triangle", "inverse"))
 
 
 # --- design references -------------------------------------------------------------------------------------
@@ -492,9 +509,9 @@ class DonutSetModel:
     def _zernike_columns(self, d: int, dz: NDArray, opt: NDArray, kernel: NDArray) -> NDArray:
         """Blurred d(image)/d(dz_k) for every fitted term, shape (nz, npix, npix), per micrometre."""
         npix, n = self.npix, self.nfft
-        # Pixels on the stamp border are left out so that the differences below stay inside the array.
+        # Pixels within 2 of the stamp border are left out so that the differences below stay inside.
         inner = np.zeros_like(opt, dtype=bool)
-        inner[1:-1, 1:-1] = opt[1:-1, 1:-1] > 0
+        inner[2:-2, 2:-2] = opt[2:-2, 2:-2] > 0
         rows, cols = np.nonzero(inner)
         zern = galsim.zernike.Zernike(
             self._aberrations_m(d, dz), R_outer=self.factory.R_outer, R_inner=self.factory.R_inner
@@ -508,13 +525,14 @@ class DonutSetModel:
             tuple(int(j) for j in self.noll), self.factory.R_outer, self.factory.R_inner
         ).evaluate(u, v)  # (2, nz, npts), 1/m
         # Flux carried by each pixel times its displacement per um; the divergence of that field is
-        # d(image)/d(dz). Central differences, scattered from each pixel to its four neighbours (each pixel
-        # appears once, so plain fancy-index updates are safe); the blur that follows is smooth on the
-        # scale of a pixel.
-        carried = (grads * (0.5 * self._shift_per_um * opt[rows, cols])).astype(np.float32)
+        # d(image)/d(dz). Fourth-order central differences (error ~ h^4: 1 % on a 4x-binned grid against 8 %
+        # for second order), scattered from each pixel to its neighbours; each pixel appears once per
+        # update, so plain fancy-index updates are safe.
+        carried = (grads * (self._shift_per_um * opt[rows, cols] / 12.0)).astype(np.float32)
         div = np.zeros((len(self.noll), n, n), dtype=np.float32)
-        div[:, rows, cols - 1] += carried[0]
-        div[:, rows, cols + 1] -= carried[0]
-        div[:, rows - 1, cols] += carried[1]
-        div[:, rows + 1, cols] -= carried[1]
+        for step, weight in ((1, 8.0), (2, -1.0)):
+            div[:, rows, cols - step] += weight * carried[0]
+            div[:, rows, cols + step] -= weight * carried[0]
+            div[:, rows - step, cols] += weight * carried[1]
+            div[:, rows + step, cols] -= weight * carried[1]
         return sfft.irfft2(sfft.rfft2(div) * kernel, s=(n, n))[:, :npix, :npix]
