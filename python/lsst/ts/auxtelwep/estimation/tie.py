@@ -9,9 +9,14 @@ right-hand side of the TIE, solved for annular Zernike coefficients ("exp": seri
 Nugent 1996; "fft": Fourier Poisson solver with Neumann boundary iterations, Roddier & Roddier 1993). A
 fraction ``gain`` of the solution is added to the compensation and the loop repeats, with the highest
 compensated Noll index following ``comp_sequence`` (4, 4, 6, 6, 13, ... then all), until the estimate changes
-by less than ``converge_tol_um`` or ``max_iter`` is reached. Tilts (Noll 2, 3) are always solved for and
-compensated, so that a centring error of a stamp is absorbed instead of leaking into coma; they are reported
-only when asked for.
+by less than ``converge_tol_um`` or ``max_iter`` is reached.
+
+Centring: each donut's flux centroid is matched, to sub-pixel precision, to the centroid of its model donut
+(the mean mapped position over the lit pupil). The two exposures may be pointed differently, so tilts are not
+measurable and never reported; they are nevertheless solved for and compensated, which moves both model
+donuts together: coma and tilt are nearly degenerate on an annulus, and letting the TIE signal itself fix the
+common position keeps centroid errors out of coma (re-centring both donuts on their centroids at every
+iteration, as cwfs and ts_wep do with templates, converged to wrong answers for large M2 decenters).
 
 Optical models of the pupil-to-image mapping: ``paraxial`` (linear), ``onAxis`` (exact on axis for a fast
 beam, analytic) and ``offAxis`` (the design's ray-traced mapping from `TieGeometry.design`, so that
@@ -221,7 +226,6 @@ def solve_tie(
     gain: float = 0.6,
     converge_tol_um: float = 5e-4,
     boundary_px: int = 1,
-    recenter: bool = False,
     keep_images: bool = False,
     strict: bool = False,
 ) -> TieResult:
@@ -252,9 +256,6 @@ def solve_tie(
         all terms are compensated.
     boundary_px : `int`
         Width of the ring of pupil pixels beyond the pupil edges that is kept (sampled at the edge).
-    recenter : `bool`
-        Re-centre each model donut on its stamp's centroid for every compensation (tilts then become nuisance
-        terms), instead of centring once and letting the solved tilts move both donuts (default).
     keep_images : `bool`
         Return the final compensated pupil images in the result.
     strict : `bool`
@@ -305,7 +306,6 @@ def solve_tie(
         comp_sequence=tuple(comp_sequence),
         gain=float(gain),
         tol_m=converge_tol_um * 1e-6,
-        recenter=bool(recenter),
     )
     history = loop.history_m[:, report] * 1e6 + offset_um
     total = (loop.best_m[report] * 1e6 + offset_um) if len(history) else offset_um.copy()
@@ -355,12 +355,11 @@ def _run_loop(
     comp_sequence: tuple[int, ...],
     gain: float,
     tol_m: float,
-    recenter: bool,
 ) -> _LoopOutcome:
     """The compensation loop; coefficients in metres over ``solve_noll``."""
     noll_arr = np.array(solve_noll)
-    # Tilts: solved; compensated (moving both model donuts together) unless every compensation re-centres
-    # the donuts, in which case they are nuisance terms; never reported nor tested for convergence.
+    # Tilts: solved and compensated (moving both model donuts together), never reported nor tested for
+    # convergence (the pointing of each exposure is arbitrary).
     tilt = np.isin(noll_arr, _TILTS)
     jmax = int(noll_arr.max())
     n = len(solve_noll)
@@ -377,10 +376,10 @@ def _run_loop(
     for it in range(max_iter):
         jcomp = comp_sequence[it] if it < len(comp_sequence) else jmax
         comp = comp + gain * resid
-        comp[(noll_arr > jcomp) | (tilt & recenter)] = 0.0
+        comp[noll_arr > jcomp] = 0.0
         compensated = []
         for side in sides:
-            img, folded = side.compensate(comp, solve_noll, recenter=recenter)
+            img, folded = side.compensate(comp, solve_noll)
             if folded:
                 return _LoopOutcome(
                     best,

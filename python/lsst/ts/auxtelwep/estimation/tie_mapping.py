@@ -185,19 +185,18 @@ class SideModel:
     obscuration: float
 
     def mapping(
-        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...], *, recenter: bool = False
+        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         """Image position (col, row in stamp pixels) of each point and the Jacobian determinant (relative).
 
-        The model donut is placed so that its centroid (the mean image position over the uniformly lit
-        pupil) falls on the stamp's centroid: for the design mapping (``recenter=False``; the wavefront's
-        tilt then moves the model) or for this wavefront (``recenter=True``; tilts then have no effect).
+        The design's model donut is placed so that its centroid (the mean image position over the uniformly
+        lit pupil) falls on the stamp's centroid; the wavefront (its tilt included) moves it from there.
         """
-        col, row, det, _ = self._mapping(coefs_m, noll, recenter=recenter)
+        col, row, det, _ = self._mapping(coefs_m, noll)
         return col, row, det
 
     def _mapping(
-        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...], *, recenter: bool
+        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         x, y = self.base_x, self.base_y
         j = self.base_jac
@@ -219,13 +218,12 @@ class SideModel:
                 ]
             )
         det = (j[0] * j[3] - j[1] * j[2]) / self.scale_px**2
-        ref_x, ref_y = (x, y) if recenter else (self.base_x, self.base_y)
-        dx = self.centroid_col - float(ref_x[self.mask].mean())
-        dy = self.centroid_row - float(ref_y[self.mask].mean())
+        dx = self.centroid_col - float(self.base_x[self.mask].mean())
+        dy = self.centroid_row - float(self.base_y[self.mask].mean())
         return x + dx, y + dy, det, j
 
     def compensate(
-        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...], *, recenter: bool = False
+        self, coefs_m: NDArray[np.float64], noll: tuple[int, ...]
     ) -> tuple[NDArray[np.float64], bool]:
         """Map the stamp onto the pupil with the wavefront ``coefs_m`` (metres over ``noll``; see `mapping`).
 
@@ -236,7 +234,7 @@ class SideModel:
         folded : `bool`
             True if the mapping folds (Jacobian determinant <= 0 somewhere on the mask): a caustic.
         """
-        col, row, det, jac = self._mapping(coefs_m, noll, recenter=recenter)
+        col, row, det, jac = self._mapping(coefs_m, noll)
         # Folded where the Jacobian relative to the design's (B^-1 J) has an eigenvalue <= 0: a determinant
         # <= 0, or a trace <= 0 (both eigenvalues through zero, e.g. a donut turned inside out by defocus,
         # whose determinant is positive again).
