@@ -208,56 +208,36 @@ def test_kind_names_and_summary_round_trip(tmp_path: Path) -> None:
 
 
 def test_summarize_a_pipeline_result() -> None:
-    """`summarize` reads the estimation, detection and correction types the pipeline returns."""
-    import dataclasses
-
+    """`summarize` reads the pipeline's result types."""
     from lsst.ts.auxtelwep.correction import HexapodCorrection
     from lsst.ts.auxtelwep.csc_worker import summarize
     from lsst.ts.auxtelwep.detection.catalog import DonutCatalog
     from lsst.ts.auxtelwep.estimation import PairEstimate, WavefrontEstimate
-
-    @dataclasses.dataclass(frozen=True)
-    class Result:  # the fields of pipeline.WavefrontResult that summarize reads
-        estimate: WavefrontEstimate
-        catalog: DonutCatalog
-        correction: HexapodCorrection
-        timings_s: dict
+    from lsst.ts.auxtelwep.pipeline import WavefrontResult
 
     noll = (4, 5, 6)
     pairs = tuple(
-        PairEstimate(
-            index=i,
-            zernikes_um=None,
-            zernikes_err_um=None,
-            used=i < 3,
-            reason="",
-            algorithm="tie",
-            chi2_reduced=c,
-        )
+        PairEstimate(index=i, zernikes_um=None, zernikes_err_um=None, used=i < 3, reason="", algorithm="tie",
+                     chi2_reduced=c)
         for i, c in enumerate((1.2, 0.9, float("nan"), 50.0))
-    )
+    )  # fmt: skip
     estimate = WavefrontEstimate(
-        noll=noll,
-        um=np.array([0.1, -0.02, 0.03]),
-        um_err=np.full(3, 0.004),
-        scatter_um=np.zeros(3),
-        pairs=pairs,
-        algorithm="tie",
-        elapsed_s=0.5,
-    )
+        noll=noll, um=np.array([0.1, -0.02, 0.03]), um_err=np.full(3, 0.004), scatter_um=np.zeros(3),
+        pairs=pairs, algorithm="tie", elapsed_s=0.5,
+    )  # fmt: skip
     catalog = DonutCatalog(
         donuts=(), mode="refit", requested_mode="auto", reason="wcs off", wcs_scatter_arcsec=None
     )
     solved = HexapodState(x=0.2, y=-0.1, z=0.03)
     correction = HexapodCorrection(
-        offset=solved.scaled(0.5),
-        unclipped=solved,
-        solved_axes=("x", "y", "z"),
-        sigma=HexapodState(),
-        residual_rms_um=0.01,
-        ops_offset=HexapodState(),
-    )
-    summary = summarize(Result(estimate, catalog, correction, {"isr": 1.0, "total": 3.0}))
+        offset=solved.scaled(0.5), unclipped=solved, solved_axes=("x", "y", "z"), sigma=HexapodState(),
+        residual_rms_um=0.01, ops_offset=HexapodState(),
+    )  # fmt: skip
+    result = WavefrontResult(
+        group_id="G1", intra_obsid=obsid(1), extra_obsid=obsid(2), infocus_obsid=None, camera_angle_deg=0.0,
+        catalog=catalog, estimate=estimate, correction=correction, timings_s={"isr": 1.0, "total": 3.0},
+    )  # fmt: skip
+    summary = summarize(result)
     assert summary.noll == noll and summary.zernikes_um == (0.1, -0.02, 0.03)
     assert summary.donut_count == 3  # pairs used, the fourth was not
     assert summary.reduced_chi2 == pytest.approx(1.05)  # median of the finite chi2 of used pairs

@@ -17,9 +17,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
-import math
 import multiprocessing
-import statistics
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -113,19 +111,18 @@ Processor = Callable[[Triplet, Mapping[str, Any]], WepSummary]
 def summarize(result: WavefrontResult) -> WepSummary:
     """Summarise a `lsst.ts.auxtelwep.pipeline.WavefrontResult`.
 
-    ``donut_count`` is the number of pairs combined; ``reduced_chi2`` the median over those pairs (NaN if
-    none has one). The correction is the pipeline's offset before its clipping (``unclipped``): the CSC
-    applies its own gains and limits when it sends it.
+    ``donut_count`` is the number of pairs combined; ``reduced_chi2`` the result's (median over those
+    pairs; NaN if none has one). The correction is the pipeline's offset before its clipping
+    (``unclipped``): the CSC applies its own gains and limits when it sends it.
     """
     estimate, catalog, correction = result.estimate, result.catalog, result.correction
-    chi2 = [p.chi2_reduced for p in estimate.pairs if p.used and math.isfinite(p.chi2_reduced)]
     scatter = catalog.wcs_scatter_arcsec
     return WepSummary(
         noll=tuple(int(n) for n in estimate.noll),
         zernikes_um=tuple(float(v) for v in estimate.um),
         zernikes_err_um=tuple(float(v) for v in estimate.um_err),
         donut_count=int(estimate.n_used),
-        reduced_chi2=float(statistics.median(chi2)) if chi2 else float("nan"),
+        reduced_chi2=float(result.reduced_chi2),
         algorithm=str(estimate.algorithm),
         detection_mode=str(catalog.mode),
         detection_reason=str(catalog.reason),
