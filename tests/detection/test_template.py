@@ -138,4 +138,4 @@ def test_measure_donut_ignores_a_cosmic_ray_and_flags_a_blend() -> None:
     # Two donuts 60 px apart, 1 mag apart: one merged detection, flagged.
     blend = _donut_field(rng, [(350.0, 350.0), (410.0, 350.0)], [1e6, 4e5])
     m = measure_donut(blend, None, 367.0, 350.0, template=t, search_px=7, saturation=1e9)
-    assert m.blend_suspected and m.neighbour_light > 0.2
+    assert m.blend_suspected and m.neighbour_light > 10 ** (-0.4 * 2.0)  # a neighbour within 2 mag

@@ -99,14 +99,16 @@ def _cutout(array: NDArray, x0: int, y0: int, half: int, fill: float) -> tuple[N
 
 
 @functools.lru_cache(maxsize=16)
-def _stamp_kernel_fft(template: DonutTemplate, size: int) -> NDArray[np.complex128]:
+def _stamp_kernel_fft(template: DonutTemplate, size: int, model_half: int) -> NDArray[np.complex128]:
+    """FFT of the model (cropped to ``model_half``), flipped and centred at (0, 0), on a ``size`` grid."""
     # The model itself, not the zero-sum kernel: the stamp is already background-subtracted, and the sharp
     # edges of the kernel's background ring would add position noise without adding signal.
+    h = template.half
+    model = template.model[h - model_half : h + model_half + 1, h - model_half : h + model_half + 1]
+    k = model.shape[0]
     padded = np.zeros((size, size))
-    k = template.model.shape[0]
-    h = k // 2
-    padded[:k, :k] = template.model[::-1, ::-1]
-    padded = np.roll(padded, (-h, -h), axis=(0, 1))
+    padded[:k, :k] = model[::-1, ::-1]
+    padded = np.roll(padded, (-model_half, -model_half), axis=(0, 1))
     out = fft.rfft2(padded)
     out.setflags(write=False)
     return out
@@ -165,12 +167,28 @@ def _sector_means(values: NDArray, angle: NDArray, select: NDArray) -> NDArray |
     return np.bincount(sector, weights=values[select], minlength=8) / counts
 
 
+def _sector_medians(values: NDArray, angle: NDArray, select: NDArray) -> NDArray | None:
+    """Median of ``values`` in each of 8 azimuthal sectors of the ``select`` pixels (None if one is empty)."""
+    sector = (np.floor((angle[select] + np.pi) / (2 * np.pi) * 8).astype(int)) % 8
+    picked = values[select]
+    out = np.empty(8)
+    for k in range(8):
+        members = picked[sector == k]
+        if members.size == 0:
+            return None
+        out[k] = np.median(members)
+    return out
+
+
 def _blend_tests(
     work: NDArray,
     usable: NDArray,
     radius: NDArray,
     angle: NDArray,
     *,
+    ring_values: NDArray,
+    ring: NDArray,
+    ring_angle: NDArray,
     template: DonutTemplate,
     sky_sigma: float,
     neighbour_fraction: float,
@@ -178,8 +196,6 @@ def _blend_tests(
     """Asymmetry of the annulus plateau and neighbour light in the sky ring (see `Measurement`)."""
     blur = template.blur_sigma_px
     plateau = usable & (radius >= template.inner_px + blur) & (radius <= template.outer_px - blur)
-    sky_in = template.aperture_radius_px + _SKY_GAP_PX
-    ring = usable & (radius >= sky_in) & (radius <= sky_in + _SKY_WIDTH_PX)
     own = _sector_means(work, angle, plateau)
     if own is None or own.mean() <= 0:
         return 0.0, 0.0, False
@@ -190,7 +206,7 @@ def _blend_tests(
     noise = math.sqrt(2.0 / n_plateau) * math.sqrt(sky_sigma**2 + level)
     blend = asymmetry > ASYMMETRY_LIMIT and spread > 5.0 * noise
     neighbour = 0.0
-    sky = _sector_means(work, angle, ring)
+    sky = _sector_medians(ring_values, ring_angle, ring)  # medians: a cosmic ray does not light a sector
     if sky is not None:
         excess = float(sky.max() - np.median(sky))
         neighbour = excess / level
@@ -200,11 +216,19 @@ def _blend_tests(
 
 
 @functools.lru_cache(maxsize=16)
-def _radius_grid(half: int) -> NDArray[np.float64]:
+def _polar_grid(half: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Radius and azimuth (rad) of every pixel of a ``2 half + 1`` square about its centre (read-only)."""
     c = np.arange(-half, half + 1, dtype=float)
     r = np.hypot(c[:, None], c[None, :])
+    a = np.arctan2(c[:, None], c[None, :])
     r.setflags(write=False)
-    return r
+    a.setflags(write=False)
+    return r, a
+
+
+def _model_half(template: DonutTemplate) -> int:
+    """Half-size of the part of the full-resolution model that holds light (outer radius + 4 sigma)."""
+    return min(math.ceil(template.outer_px + 4.0 * template.blur_sigma_px) + 1, template.half)
 
 
 def measure_donut(
@@ -244,35 +268,37 @@ def measure_donut(
     if template.binning != 1:
         raise InputError(f"measure_donut needs a full-resolution template, got binning {template.binning}")
     search = int(search_px)
-    h = template.half
-    half = h + search
+    model_half = _model_half(template)
+    inner = model_half + search  # box for the correlation, the centroid and the photometry
+    sky_in = template.aperture_radius_px + _SKY_GAP_PX
+    sky_out = sky_in + _SKY_WIDTH_PX
+    half = max(inner, math.ceil(sky_out) + 1)
     x0, y0 = round(x), round(y)
     stamp, inside = _cutout(image, x0, y0, half, np.nan)
     usable = inside & np.isfinite(stamp)
+    mstamp = None
     if mask is not None:
         mstamp, _ = _cutout(mask, x0, y0, half, 0)
         usable &= (mstamp & _MEASURE_UNUSABLE) == 0
-    else:
-        mstamp = None
-    r = _radius_grid(half)
-    sky_in = template.aperture_radius_px + _SKY_GAP_PX
-    sky = (r >= sky_in) & (r <= sky_in + _SKY_WIDTH_PX) & usable
-    if sky.sum() < 20:
-        sky = usable & (r >= template.aperture_radius_px)
+    r, angle = _polar_grid(half)
+    ring = (r >= sky_in) & (r <= sky_out) & usable
+    if ring.sum() < 20:
+        ring = usable & (r >= template.aperture_radius_px)
+    background, sky_sigma = _clipped_mean(stamp[ring])
+
+    box = slice(half - inner, half + inner + 1)
+    sub = stamp[box, box]
+    good = usable[box, box].copy()
     # Cosmic rays not flagged by ISR: pixels far above their 8 neighbours (the donut is blurred by the
     # seeing, so its own pixels never are). They are set aside like masked pixels.
-    filled = np.where(usable, stamp, np.nan)
-    usable &= ~_sharp_pixels(filled, noise_floor=_robust_sigma(filled[np.isfinite(filled)][::7]))
-    sky = sky & usable
-    sky_values = stamp[sky]
-    background, sky_sigma = _clipped_mean(sky_values)
-    work = np.where(usable, stamp - background, 0.0)
+    good &= ~_sharp_pixels(np.where(good, sub, np.nan), noise_floor=sky_sigma)
+    work = np.where(good, sub - background, 0.0)
 
-    # Correlation over the window of shifts (circular FFT; the kernel fits for every shift in the window).
-    size = fft.next_fast_len(2 * half + 1, real=True)
-    spectrum = fft.rfft2(work, s=(size, size)) * _stamp_kernel_fft(template, size)
+    # Correlation over the window of shifts (circular FFT; the model fits for every shift in the window).
+    size = fft.next_fast_len(2 * inner + 1, real=True)
+    spectrum = fft.rfft2(work, s=(size, size)) * _stamp_kernel_fft(template, size, model_half)
     corr = fft.irfft2(spectrum, s=(size, size))[
-        half - search : half + search + 1, half - search : half + search + 1
+        inner - search : inner + search + 1, inner - search : inner + search + 1
     ]
     i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
     at_limit = i in (0, 2 * search) or j in (0, 2 * search)
@@ -285,17 +311,18 @@ def measure_donut(
         lo, mid, hi = corr[i, j - 1], corr[i, j], corr[i, j + 1]
         den = lo - 2 * mid + hi
         dx = float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5)) if den < 0 else 0.0
-    cx = x0 + (j - search) + dx
-    cy = y0 + (i - search) + dy
+    peak_x = x0 + (j - search) + dx
+    peak_y = y0 + (i - search) + dy
 
     # The reported centre is the light centroid, in an aperture started on the correlation peak. An
     # aberrated donut (a decentred M2) is brighter on one side, and its centroid then differs from the
     # peak by up to ~1.3 px at 0.3 mm of decenter; the centroid is what stamps and the simulator use.
-    c = np.arange(-half, half + 1, dtype=float)
+    c = np.arange(-inner, inner + 1, dtype=float)
     gx, gy = c[None, :] + x0, c[:, None] + y0
-    peak_x, peak_y = cx, cy
+    cx, cy = peak_x, peak_y
+    radius_ap = template.aperture_radius_px
     for _ in range(_CENTROID_ITERATIONS):
-        ap = (np.hypot(gx - cx, gy - cy) <= template.aperture_radius_px) & usable
+        ap = ((gx - cx) ** 2 + (gy - cy) ** 2 <= radius_ap**2) & good
         weight = work[ap]
         total = float(weight.sum())
         if total <= 0:
@@ -313,27 +340,31 @@ def measure_donut(
 
     # Photometry in an aperture centred on the refined position.
     r_new = np.hypot(gx - cx, gy - cy)
-    aperture = r_new <= template.aperture_radius_px
+    aperture = r_new <= radius_ap
     n_ap = int(aperture.sum())
-    good_ap = aperture & usable
+    good_ap = aperture & good
     flux = float(work[good_ap].sum())
     if good_ap.sum() < n_ap:
         # Fill the unusable part of the aperture with the mean of the usable part (a small correction).
         flux *= n_ap / max(int(good_ap.sum()), 1)
     # Sky noise in the aperture, the error of the background taken from the ring, and the source's shot noise.
-    n_sky = max(sky_values.size, 1)
+    n_sky = max(int(ring.sum()), 1)
     noise = math.sqrt(n_ap * sky_sigma**2 * (1.0 + n_ap / n_sky) + max(flux, 0.0))
     snr = flux / noise if noise > 0 else 0.0
-    saturated = bool(np.any(stamp[aperture & inside] >= saturation))
+    saturated = bool(np.any(sub[aperture & inside[box, box]] >= saturation))
     if mstamp is not None:
-        saturated |= bool(np.any((mstamp[aperture] & MaskBit.SAT) != 0))
+        saturated |= bool(np.any((mstamp[box, box][aperture] & MaskBit.SAT) != 0))
     bad_fraction = 1.0 - float(good_ap.sum()) / max(n_ap, 1)
-
     asymmetry, neighbour_light, blend = _blend_tests(
         work,
-        usable,
-        np.hypot(gx - cx, gy - cy),
+        good,
+        r_new,
         np.arctan2(gy - cy, gx - cx),
+        ring_values=stamp - background,
+        # The ring is centred on the guess: move its inner edge out by the refinement so the donut's own
+        # light stays out of it.
+        ring=ring & (r >= sky_in + math.ceil(math.hypot(cx - x0, cy - y0))),
+        ring_angle=angle,
         template=template,
         sky_sigma=sky_sigma,
         neighbour_fraction=neighbour_fraction,
