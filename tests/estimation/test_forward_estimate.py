@@ -1,0 +1,128 @@
+"""estimate_wavefront: several pairs, flags, failures, outliers, worker processes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lsst.ts.auxtelwep.errors import EstimationError, InputError
+from lsst.ts.auxtelwep.estimation import EstimationConfig, estimate_wavefront, shutdown_pool
+from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
+from lsst.ts.auxtelwep.sim.optics import render_stamp_pair
+from lsst.ts.auxtelwep.stamps import DonutPair, PairFlag
+
+SKY_E = 200.0
+HEXAPOD = HexapodState(x=0.15, y=-0.1, z=0.03)
+FIELDS = [(0.02, 0.01), (-0.03, 0.02), (0.0, -0.04), (0.04, 0.04)]
+
+
+@pytest.fixture(scope="module")
+def pairs_and_truth():
+    pairs, truths = [], []
+    for i, field in enumerate(FIELDS):
+        sim = render_stamp_pair(
+            AuxTel().with_hexapod(HEXAPOD), *field, seeing_arcsec=1.0, flux=1e6, sky=SKY_E, seed=10 + i
+        )
+        pairs.append(
+            DonutPair.from_arrays(
+                sim.intra - SKY_E,
+                sim.extra - SKY_E,
+                variance_intra=SKY_E,
+                variance_extra=SKY_E,
+                field_deg=field,
+                index=i,
+            )
+        )
+        truths.append(sim.truth.zernikes_ta_um)
+    return pairs, np.array(truths)
+
+
+def test_combined_wavefront_matches_truth(pairs_and_truth) -> None:
+    pairs, truths = pairs_and_truth
+    truth = truths.mean(axis=0)
+    est = estimate_wavefront(pairs, config=EstimationConfig(max_workers=1), telescope=AuxTel())
+    assert est.n_used == len(pairs)
+    assert all(p.reason == "" and p.success for p in est.pairs)
+    assert all(p.chi2_reduced == pytest.approx(1.0, abs=0.03) for p in est.pairs)
+    rms = np.sqrt(np.mean(((est.um - truth)[:8] * 1e3) ** 2))
+    # Mean over 4 pairs of 1e6 e-: the 2 nm single-pair level, averaged.
+    assert rms < 2.0, f"Z4-Z11 RMS error {rms:.2f} nm"
+    assert np.all(est.um_err > 0) and est.noll == tuple(range(4, 23))
+
+
+def test_flagged_failed_and_outlying_pairs_are_reported(pairs_and_truth) -> None:
+    pairs, _ = pairs_and_truth
+    blend = dataclasses.replace(pairs[1], flags=PairFlag.BLEND, notes=("catalog flags a blend",))
+    rng = np.random.default_rng(0)
+    empty = DonutPair.from_arrays(
+        rng.normal(0, 14, (255, 255)),
+        rng.normal(0, 14, (255, 255)),
+        variance_intra=200,
+        variance_extra=200,
+        index=7,
+    )
+    # An outlier: the extra stamp of another star's pair, rotated by 90 degrees (a different wavefront).
+    odd = DonutPair.from_arrays(
+        pairs[2].intra.image,
+        np.rot90(pairs[3].extra.image),
+        variance_intra=SKY_E,
+        variance_extra=SKY_E,
+        index=9,
+    )
+    config = EstimationConfig(max_workers=1)
+    est = estimate_wavefront(
+        [pairs[0], blend, pairs[2], pairs[3], empty, odd], config=config, telescope=AuxTel()
+    )
+    by_index = {p.index: p for p in est.pairs}
+    assert by_index[1].reason.startswith("flagged: BLEND") and "catalog flags a blend" in by_index[1].reason
+    assert by_index[7].reason.startswith("fit failed:")
+    assert by_index[9].reason.startswith("outlier:") or by_index[9].reason.startswith("fit failed:")
+    assert {p.index for p in est.pairs if p.used} == {0, 2, 3}
+
+
+def test_no_usable_pair_raises_with_the_reasons(pairs_and_truth) -> None:
+    pairs, _ = pairs_and_truth
+    flagged = [dataclasses.replace(p, flags=PairFlag.CLIPPED) for p in pairs[:2]]
+    with pytest.raises(EstimationError, match="no usable donut pair out of 2") as info:
+        estimate_wavefront(flagged, telescope=AuxTel())
+    assert all(p.reason.startswith("flagged: CLIPPED") for p in info.value.result.pairs)
+    with pytest.raises(InputError, match="no donut pairs"):
+        estimate_wavefront([], telescope=AuxTel())
+
+
+def test_tie_and_tie_seeded_algorithms(pairs_and_truth) -> None:
+    pairs, truths = pairs_and_truth
+    truth = truths[:2].mean(axis=0)
+    tie = estimate_wavefront(pairs[:2], config=EstimationConfig(algorithm="tie"), telescope=AuxTel())
+    seeded = estimate_wavefront(
+        pairs[:2], config=EstimationConfig(algorithm="tie+danish"), telescope=AuxTel()
+    )
+    assert {p.algorithm for p in seeded.pairs} <= {"tie+danish", "tie+danish (grid)"}
+    assert all(np.isnan(p.chi2_reduced) for p in tie.pairs)
+    # The forward fit ends at the photon-noise level: every term within 4 of its reported sigmas (Z5/Z6,
+    # the noisiest, have about 3.5 nm for two pairs of 1e6 e-); the TIE is a few nm off.
+    pulls = np.abs(seeded.um - truth) / seeded.um_err
+    assert pulls.max() < 4.0, np.round(pulls, 1)
+    assert np.sqrt(np.mean(((seeded.um - truth)[:8] * 1e3) ** 2)) < 4.0
+    assert np.sqrt(np.mean(((tie.um - truth)[:8] * 1e3) ** 2)) < 10.0
+
+
+def test_worker_processes_give_the_same_answer(pairs_and_truth) -> None:
+    pairs, _ = pairs_and_truth
+    config = EstimationConfig(max_workers=2, min_pairs_for_pool=2, noll=tuple(range(4, 12)))
+    try:
+        parallel = estimate_wavefront(pairs[:2], config=config, telescope=AuxTel())
+    finally:
+        shutdown_pool()
+    serial = estimate_wavefront(
+        pairs[:2], config=config.model_copy(update={"max_workers": 1}), telescope=AuxTel()
+    )
+    np.testing.assert_allclose(parallel.um, serial.um, atol=1e-9)
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="noll must be distinct"):
+        EstimationConfig(noll=(3, 4))
+    with pytest.raises(ValueError, match="unknown PairFlag"):
+        EstimationConfig(reject_flags=("BLND",))
+    assert EstimationConfig().forward_options(with_grid=False).z4_grid_um == ()
