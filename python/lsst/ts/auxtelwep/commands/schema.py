@@ -16,7 +16,7 @@ from ..errors import ConfigurationError
 __all__ = ["DEFAULT_SCHEMA_PATH", "register", "render_schema"]
 
 #: ``schema/AuxTelWEP.yaml`` of the source tree this module belongs to.
-DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parents[5] / "schema" / "AuxTelWEP.yaml"
+DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema" / "AuxTelWEP.yaml"
 
 log = logging.getLogger(__name__)
 

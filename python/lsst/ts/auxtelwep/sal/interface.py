@@ -6,7 +6,8 @@ A component ``Name`` is described by ``schema/Name/Name_Commands.xml``, ``Name_E
 Every topic gets the private fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also
 has an ``ackcmd`` topic.
 
-The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else ``schema/`` at the root of the source tree.
+The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else the package's ``schema/`` (in the source tree a link to
+``schema/`` at the repository root; in a wheel, a copy).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def get_schema_dir() -> Path:
     env = os.environ.get("AUXTELWEP_SCHEMA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[5] / "schema"
+    return Path(__file__).resolve().parents[1] / "schema"
 
 
 def _text(elt: ET.Element, tag: str, default: str = "") -> str:
