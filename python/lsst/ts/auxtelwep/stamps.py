@@ -406,19 +406,25 @@ def _annulus_template(size: int, radius: float) -> NDArray:
 
 
 def _robust_background(values: NDArray) -> tuple[float, float]:
-    """Sigma-clipped median and scatter of background pixels."""
+    """Mean and scatter of background pixels after 3-sigma clipping about the median.
+
+    The clipped mean, not the median, is returned: the median of Poisson counts is biased low by about 1/3,
+    which over a 255 px stamp would add 2 % to a 1e6 e- donut.
+    """
     values = values[np.isfinite(values)]
     if values.size < 20:
         return 0.0, float("nan")
-    med = float(np.median(values))
-    sig = _MAD_TO_SIGMA * float(np.median(np.abs(values - med)))
+    centre = float(np.median(values))
+    sig = _MAD_TO_SIGMA * float(np.median(np.abs(values - centre)))
+    keep = np.ones(values.size, dtype=bool)
     for _ in range(3):
-        keep = np.abs(values - med) < 3 * max(sig, 1e-12)
-        if keep.sum() < 20:
+        new = np.abs(values - centre) < 3 * max(sig, 1e-12)
+        if new.sum() < 20:
             break
-        med = float(np.median(values[keep]))
-        sig = _MAD_TO_SIGMA * float(np.median(np.abs(values[keep] - med)))
-    return med, sig
+        keep = new
+        centre = float(np.median(values[keep]))
+        sig = float(np.std(values[keep]))
+    return float(np.mean(values[keep])), sig
 
 
 def _cut(
