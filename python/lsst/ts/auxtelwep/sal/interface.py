@@ -6,8 +6,8 @@ A component ``Name`` is described by ``schema/Name/Name_Commands.xml``, ``Name_E
 Every topic gets the private fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also
 has an ``ackcmd`` topic.
 
-The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else the package's ``schema/`` (in the source tree a link to
-``schema/`` at the repository root; in a wheel, a copy).
+The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else the package's ``schema/`` (in the source
+tree a link to ``schema/`` at the repository root; in a wheel, a copy).
 """
 
 from __future__ import annotations
