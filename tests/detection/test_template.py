@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from lsst.ts.auxtelwep.detection.image import bin_image, prepare, to_binned, to_full
+from lsst.ts.auxtelwep.detection.image import _or_blocks, bin_image, prepare, to_binned, to_full
 from lsst.ts.auxtelwep.detection.measure import measure_donut
 from lsst.ts.auxtelwep.detection.template import correlate, donut_template, find_donuts
 from lsst.ts.auxtelwep.errors import InputError
@@ -139,3 +139,12 @@ def test_measure_donut_ignores_a_cosmic_ray_and_flags_a_blend() -> None:
     blend = _donut_field(rng, [(350.0, 350.0), (410.0, 350.0)], [1e6, 4e5])
     m = measure_donut(blend, None, 367.0, 350.0, template=t, search_px=7, saturation=1e9)
     assert m.blend_suspected and m.neighbour_light > 10 ** (-0.4 * 2.0)  # a neighbour within 2 mag
+
+
+def test_mask_block_or_fast_path_matches_the_generic_one() -> None:
+    rng = np.random.default_rng(8)
+    mask = (rng.integers(0, 64, (400, 408)) * (rng.random((400, 408)) < 0.01)).astype(np.uint16)
+    expected = np.bitwise_or.reduce(np.bitwise_or.reduce(mask.reshape(100, 4, 102, 4), axis=3), axis=1)
+    np.testing.assert_array_equal(_or_blocks(mask, 4), expected)  # uint64 fast path
+    odd = mask[:, :406]  # width not a multiple of 4: generic path
+    np.testing.assert_array_equal(_or_blocks(np.ascontiguousarray(odd), 4), expected[:, :101])
