@@ -105,3 +105,13 @@ def test_bad_inputs() -> None:
         cat.write("donuts.txt")
     with pytest.raises(InputError, match="not a serialised DonutCatalog"):
         DonutCatalog.from_dict({"donuts": []})
+
+
+def test_public_names_are_exported() -> None:
+    import lsst.ts.auxtelwep.detection as detection
+
+    for name in detection.__all__:
+        assert getattr(detection, name) is not None, name
+    assert {"detect_donuts", "DetectionConfig", "DonutCatalog", "Donut", "Rejection"} <= set(
+        detection.__all__
+    )

@@ -34,7 +34,8 @@ from ..refcat import RefCatalog
 from .astrometry import AstrometrySolution, Sources, detect_sources, solve_astrometry
 from .catalog import Donut, DonutCatalog, Rejection
 from .config import MODES, DetectionConfig, DetectionMode
-from .modes import DefocalImage, ModeResult, default_saturation, run_catalog_mode, run_template_mode
+from .defocal import DefocalImage, ModeResult, default_saturation
+from .modes import run_catalog_mode, run_template_mode
 from .wcs import initial_wcs, model_image_shift_px, project, transfer_wcs
 
 __all__ = [

@@ -12,157 +12,29 @@ at full resolution. The common shift absorbs a pointing error and a telescope of
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import math
-from collections.abc import Sequence
 
 import numpy as np
+from astropy.wcs import WCS
 from numpy.typing import NDArray
 
 from ..errors import DetectionError
-from ..exposure import Exposure
 from ..instrument import AuxTel, Role
 from ..refcat import RefCatalog
 from .catalog import Donut, Rejection
 from .config import DetectionConfig
-from .image import BinnedImage, prepare, to_binned
-from .measure import Measurement, measure_donut
+from .defocal import DefocalImage, ModeResult, field_angle, isolation_px
+from .image import to_binned
+from .measure import Measurement
 from .select import select_sources
-from .template import Candidate, DonutTemplate, correlate, donut_template, find_donuts
 from .wcs import model_image_shift_px, project
 
-__all__ = [
-    "DefocalImage",
-    "ModeResult",
-    "default_saturation",
-    "isolation_px",
-    "pair_offset",
-    "place",
-    "run_catalog_mode",
-    "run_template_mode",
-]
+__all__ = ["pair_offset", "place", "run_catalog_mode", "run_template_mode"]
 
 _log = logging.getLogger(__name__)
 
-SATURATION_ADU = 120000.0
-"""LATISS saturation, adu (obs_lsst)."""
-MIN_GAIN = 1.047
-"""Lowest nominal LATISS gain, e-/adu: saturation in electrons is taken as ``SATURATION_ADU * MIN_GAIN``."""
 _LOCAL_SEARCH_BINS = 2
-
-
-def default_saturation(exposure: Exposure, config: DetectionConfig) -> float:
-    """Saturation level in the exposure's units: config, else header ``SATURATE``, else the LATISS value."""
-    if config.saturation is not None:
-        return float(config.saturation)
-    value = exposure.header.get("SATURATE")
-    if isinstance(value, int | float) and value > 0:
-        return float(value)
-    return SATURATION_ADU * (MIN_GAIN if exposure.units == "electron" else 1.0)
-
-
-@functools.lru_cache(maxsize=16)
-def _donut_radii(telescope: AuxTel, role: Role) -> tuple[float, float]:
-    return telescope.with_role(role).donut_radii_px()
-
-
-def isolation_px(telescope: AuxTel, config: DetectionConfig) -> float:
-    """Blend separation: the configured one, else two outer radii plus 30 px."""
-    if config.isolation_px is not None:
-        return float(config.isolation_px)
-    return 2.0 * _donut_radii(telescope, Role.INTRA)[0] + 30.0
-
-
-class DefocalImage:
-    """An exposure with the templates and maps detection needs, computed once on demand.
-
-    Parameters
-    ----------
-    exposure : `Exposure`
-        Defocal ISR'd image.
-    role : `Role`
-        ``Role.INTRA`` or ``Role.EXTRA``: sets the defocus of the template.
-    telescope : `AuxTel`
-        In-focus telescope state (the role's focus offset is added).
-    config : `DetectionConfig`
-    """
-
-    def __init__(self, exposure: Exposure, role: Role, *, telescope: AuxTel, config: DetectionConfig) -> None:
-        self.exposure = exposure
-        self.role = role
-        self.config = config
-        outer, inner = _donut_radii(telescope, role)
-        blur = config.seeing_fwhm_arcsec / telescope.plate_scale_arcsec_per_px / 2.3548
-        self.template: DonutTemplate = donut_template(
-            outer, inner, binning=config.binning, blur_sigma_px=blur
-        )
-        self.template_full: DonutTemplate = donut_template(outer, inner, binning=1, blur_sigma_px=blur)
-        self.saturation = default_saturation(exposure, config)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.exposure.image.shape  # type: ignore[return-value]
-
-    @functools.cached_property
-    def binned(self) -> BinnedImage:
-        return prepare(self.exposure.image, self.exposure.mask, binning=self.config.binning)
-
-    @functools.cached_property
-    def corr(self) -> NDArray[np.float32]:
-        return correlate(self.binned.data, self.template)
-
-    @functools.cached_property
-    def snr(self) -> NDArray[np.float32]:
-        return self.corr / np.float32(self.binned.sigma_binned * self.template.kernel_norm)
-
-    @functools.cached_property
-    def candidates(self) -> tuple[Candidate, ...]:
-        return find_donuts(
-            self.binned, self.template, threshold_sigma=self.config.threshold_sigma, corr=self.corr
-        )
-
-    def measure(self, x: float, y: float) -> Measurement:
-        """Refine and measure a donut found near ``(x, y)`` (within a bin or two)."""
-        return measure_donut(
-            self.exposure.image,
-            self.exposure.mask,
-            x,
-            y,
-            template=self.template_full,
-            search_px=self.config.binning + 3,
-            saturation=self.saturation,
-            neighbour_fraction=10 ** (-0.4 * self.config.isolated_mag_diff),
-        )
-
-    def problem(self, m: Measurement) -> str | None:
-        """Why a measurement cannot be kept, or `None`."""
-        if self.near_edge(m.x, m.y):
-            return f"within {self.config.edge_margin_px:g} px of the edge"
-        if m.saturated:
-            return "saturated"
-        if m.bad_fraction > self.config.max_bad_fraction:
-            return f"{100 * m.bad_fraction:.0f} % of the aperture is BAD/NO_DATA"
-        if not m.snr >= self.config.min_snr:
-            return f"SNR {m.snr:.1f} below min_snr={self.config.min_snr:g}"
-        return None
-
-    def near_edge(self, x: float, y: float) -> bool:
-        """Whether ``(x, y)`` lies within the edge margin."""
-        margin = self.config.edge_margin_px
-        rows, cols = self.shape
-        return not (margin <= x <= cols - 1 - margin and margin <= y <= rows - 1 - margin)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModeResult:
-    """What a mode found."""
-
-    donuts: tuple[Donut, ...]
-    rejected: tuple[Rejection, ...]
-    note: str
-    offsets_px: tuple[float, float, float, float]
 
 
 def place(
@@ -218,17 +90,12 @@ def place(
     return (float(shift_b[1] * b), float(shift_b[0] * b)), peak_xy, peak_snr
 
 
-def _field_angle(telescope: AuxTel, xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    fx, fy = telescope.pixel_to_field(float(np.mean(xs)), float(np.mean(ys)))
-    return float(fx), float(fy)
-
-
 def run_catalog_mode(
     intra: DefocalImage,
     extra: DefocalImage,
     refcat: RefCatalog,
-    wcs_intra,
-    wcs_extra,
+    wcs_intra: WCS,
+    wcs_extra: WCS,
     *,
     telescope: AuxTel,
     config: DetectionConfig,
@@ -331,7 +198,7 @@ def run_catalog_mode(
     position = {ref: k for k, (_, ref, _, _) in enumerate(accepted)}
     donuts = []
     for n, ref, mi, me in accepted:
-        fx, fy = _field_angle(telescope, [mi.x, me.x], [mi.y, me.y])
+        fx, fy = field_angle(telescope, [mi.x, me.x], [mi.y, me.y])
         donuts.append(
             Donut(
                 intra_x=mi.x,
@@ -485,7 +352,7 @@ def run_template_mode(
     for k, idx in enumerate(selection.keep.tolist()):
         a, j = pairs[idx]
         m1, m2 = mi[a], me[j]
-        fx, fy = _field_angle(telescope, [m1.x, m2.x], [m1.y, m2.y])
+        fx, fy = field_angle(telescope, [m1.x, m2.x], [m1.y, m2.y])
         donuts.append(
             Donut(
                 intra_x=m1.x,
