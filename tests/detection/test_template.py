@@ -3,9 +3,9 @@
 import detsynth as ds
 import numpy as np
 import pytest
-from scipy import signal
+from scipy import ndimage, signal
 
-from lsst.ts.auxtelwep.detection.image import _or_blocks, bin_image, prepare, to_binned, to_full
+from lsst.ts.auxtelwep.detection.image import _or_blocks, bin_image, local_maxima, prepare, to_binned, to_full
 from lsst.ts.auxtelwep.detection.measure import measure_donut
 from lsst.ts.auxtelwep.detection.template import correlate, donut_template, find_donuts
 from lsst.ts.auxtelwep.errors import InputError
@@ -148,3 +148,16 @@ def test_mask_block_or_fast_path_matches_the_generic_one() -> None:
     np.testing.assert_array_equal(_or_blocks(mask, 4), expected)  # uint64 fast path
     odd = mask[:, :406]  # width not a multiple of 4: generic path
     np.testing.assert_array_equal(_or_blocks(np.ascontiguousarray(odd), 4), expected[:, :101])
+
+
+def test_local_maxima_match_a_maximum_filter() -> None:
+    rng = np.random.default_rng(9)
+    values = ndimage.gaussian_filter(rng.normal(size=(120, 130)), 2.0)
+    for half in (1, 2):
+        size = 2 * half + 1
+        expected = np.argwhere(
+            (values >= 0.05) & (values == ndimage.maximum_filter(values, size, mode="nearest"))
+        )
+        got = np.column_stack(local_maxima(values, 0.05, half=half))
+        np.testing.assert_array_equal(got, expected)
+        assert len(got) > 5

@@ -34,7 +34,7 @@ from ..errors import DetectionError
 from ..exposure import Exposure, MaskBit
 from ..instrument import BORESIGHT_PIXEL
 from ..refcat import RefCatalog
-from .image import prepare
+from .image import local_maxima, prepare
 from .wcs import _cd_of, from_tangent_plane, project, tan_wcs, tangent_plane, wcs_rotation_deg
 
 __all__ = ["AstrometrySolution", "Sources", "detect_sources", "solve_astrometry"]
@@ -115,10 +115,7 @@ def detect_sources(
     med = float(np.median(sample))
     sigma = 1.4826 * float(np.median(np.abs(sample - med))) or 1.0
     snr_map = (smooth - med) / sigma
-    peaks = (snr_map >= threshold_sigma) & (
-        snr_map == ndimage.maximum_filter(snr_map, size=5, mode="nearest")
-    )
-    ii, jj = np.nonzero(peaks)
+    ii, jj = local_maxima(snr_map, threshold_sigma, half=2)
     order = np.argsort(-snr_map[ii, jj])[: 3 * max_sources]
     ii, jj = ii[order], jj[order]
 

@@ -20,7 +20,7 @@ from scipy import ndimage
 from ..errors import DetectionError
 from ..exposure import MaskBit
 
-__all__ = ["UNUSABLE_BITS", "BinnedImage", "bin_image", "prepare", "to_binned", "to_full"]
+__all__ = ["UNUSABLE_BITS", "BinnedImage", "bin_image", "local_maxima", "prepare", "to_binned", "to_full"]
 
 UNUSABLE_BITS = int(MaskBit.BAD | MaskBit.SAT | MaskBit.NO_DATA)
 """Mask bits whose pixels carry no usable signal."""
@@ -96,6 +96,32 @@ class BinnedImage:
     sigma_pixel: float
     n_cosmic_rays: int = 0
     n_bad_columns: int = 0
+
+
+def local_maxima(values: NDArray, threshold: float, *, half: int = 1) -> tuple[NDArray, NDArray]:
+    """Pixels at or above ``threshold`` that are the maximum of their ``(2 half + 1)^2`` neighbourhood.
+
+    Only the pixels above the threshold are examined (edges clamped), which is much cheaper than a maximum
+    filter over the whole map when the threshold is high.
+
+    Returns
+    -------
+    rows, cols : `numpy.ndarray` of int
+        Positions of the maxima (ties between neighbours keep both).
+    """
+    rows, cols = np.nonzero(values >= threshold)
+    if rows.size == 0:
+        return rows, cols
+    ny, nx = values.shape
+    centre = values[rows, cols]
+    keep = np.ones(rows.size, dtype=bool)
+    for di in range(-half, half + 1):
+        for dj in range(-half, half + 1):
+            if di == 0 and dj == 0:
+                continue
+            neighbour = values[np.clip(rows + di, 0, ny - 1), np.clip(cols + dj, 0, nx - 1)]
+            keep &= centre >= neighbour
+    return rows[keep], cols[keep]
 
 
 def _or_blocks(mask: NDArray, binning: int) -> NDArray:
@@ -176,7 +202,7 @@ def prepare(
 
     # Column and row medians: sky gradients and hot columns. A second pass leaves out bins more than
     # 5 sigma high (bright donuts and stars), so that a bright source does not carve a stripe.
-    col_level = np.median(data[::2], axis=0)
+    col_level = np.median(data[::4], axis=0)
     col_sigma = _robust_sigma(col_level)
     n_bad_columns = int(
         np.count_nonzero(np.abs(col_level - np.median(col_level)) > 5 * max(col_sigma, 1e-12))
@@ -184,10 +210,10 @@ def prepare(
     data -= col_level[np.newaxis, :]
     sigma0 = _robust_sigma(data[::3, ::3][~bad[::3, ::3]])
     clipped = np.where(data > 5.0 * sigma0, np.float32(0.0), data)
-    col_level = np.median(clipped[::2], axis=0)
+    col_level = np.median(clipped[::4], axis=0)
     data -= col_level[np.newaxis, :]
     clipped -= col_level[np.newaxis, :]
-    data -= np.median(clipped[:, ::2], axis=1)[:, np.newaxis]
+    data -= np.median(clipped[:, ::4], axis=1)[:, np.newaxis]
     data[bad] = 0.0
 
     sigma_binned = _robust_sigma(data[::3, ::3][~bad[::3, ::3]])

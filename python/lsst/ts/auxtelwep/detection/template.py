@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import fft, ndimage, signal
 
-from .image import BinnedImage, bin_image
+from .image import BinnedImage, bin_image, local_maxima
 
 __all__ = ["Candidate", "DonutTemplate", "correlate", "donut_template", "find_donuts"]
 
@@ -315,8 +315,7 @@ def find_donuts(
         corr = correlate(binned.data, template)
     noise = binned.sigma_binned * template.kernel_norm
     snr = corr / np.float32(noise)
-    peaks = (snr >= threshold_sigma) & (snr == ndimage.maximum_filter(snr, size=3, mode="nearest"))
-    ii, jj = np.nonzero(peaks)
+    ii, jj = local_maxima(snr, threshold_sigma, half=1)
     order = np.argsort(-snr[ii, jj])[:max_candidates]
     ii, jj = ii[order], jj[order]
 
