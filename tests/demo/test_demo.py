@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -67,3 +68,32 @@ class DemoTestCase(IsolatedTestCase):
             override = yaml.safe_load((out / "config" / "demo.yaml").read_text())
             assert override["correction"]["gains"]["x"] == 1.0
             assert not Path(report.settings["data_root"]).exists()  # temporary raws were removed
+
+
+class DemoPipelineTestCase(IsolatedTestCase):
+    @pytest.mark.slow
+    async def test_demo_with_the_pipeline(self):
+        """Two small triplets through the CSC in its own process with the real pipeline, stamps drawn."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "report"
+            # x, y, z picked so the ops rule needs 3 iterations (its large-defocus step), checked below.
+            options = DemoOptions(
+                n_triplets=2, seed=11, initial=HexapodState(x=0.2, y=-0.25, z=-0.13), out=out, n_stars=3,
+                exptime_s=10.0, result_timeout_s=240.0,
+            )  # fmt: skip
+            report, files = await run_demo(options, console=Console(record=True, width=200))
+            s = report.summary
+            assert s.ops_rule_iterations == 3 and s.n_rejected == 0
+            assert s.converged_iteration in (1, 2)
+            first, second = report.triplets
+            # One correction brings the truth inside the ops limits with margin: the model-based correction
+            # is good to ~1 %, and 2 % of 0.13 mm is 0.003 mm.
+            left = first["hexapod_after"]
+            assert abs(left["z"]) < 0.004 and math.hypot(left["x"], left["y"]) < 0.05
+            assert first["zernikes_um"][first["noll"].index(4)] == pytest.approx(
+                first["true_zernikes_um"][first["noll"].index(4)], abs=0.02
+            )  # 20 nm of ~550 nm: the in-focus deviation vs the intra-image truth (they differ by a few %)
+            assert second["donut_count"] >= 1 and second["wep_time_s"] > 0
+            assert files.stamps_first is not None and files.stamps_first.stat().st_size > 50_000
+            assert files.stamps_last is not None
+            assert "processing" in (out / "csc.log").read_text()

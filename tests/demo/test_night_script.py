@@ -85,9 +85,9 @@ class NightScriptTestCase(IsolatedTestCase):
         assert abs(total.as_array()).max() < TIGHT_MM
         return telescope, outcomes
 
-    async def test_closed_loop_converges_and_records(self):
+    async def test_closed_loop_correction_then_rejection(self):
         start = HexapodState(x=0.3, y=-0.1, z=-0.1)
-        _, outcomes = await self.run_night(start, n_triplets=2)
+        telescope, outcomes = await self.run_night(start, n_triplets=2, reject=frozenset({"t-002"}))
         first, second = outcomes
         assert (first.index, first.group_id, second.group_id) == (1, "t-001", "t-002")
         assert first.obsids[1] == f"AT_O_20240624_{int(first.obsids[0][-6:]) + 1:06d}"
@@ -96,22 +96,16 @@ class NightScriptTestCase(IsolatedTestCase):
         assert first.correction.as_array()[:3] == pytest.approx([-0.3, 0.1, 0.1], abs=TIGHT_MM)
         assert first.applied.as_array() == pytest.approx(first.correction.as_array(), abs=TIGHT_MM)
         assert abs(first.hexapod_after.as_array()).max() < TIGHT_MM
-        assert second.hexapod_before == first.hexapod_after
-        assert abs(second.correction.as_array()).max() < TIGHT_MM
-        assert converged_iteration(outcomes, ConvergenceRule()) == 2
-        # Zernikes came from wavefrontError; Z7/Z8 of a 0.32 mm decenter are tens of nm, then ~0.
+        assert converged_iteration(outcomes[:1], ConvergenceRule()) is None  # a large correction
+        # Zernikes came from wavefrontError; Z7/Z8 of a 0.32 mm decenter are tens of nm.
         assert first.noll[:5] == (4, 5, 6, 7, 8)
         assert abs(first.zernike_nm(7)) + abs(first.zernike_nm(8)) > 20.0
         assert first.zernike_nm(4) == pytest.approx(first.true_zernike_nm(4), abs=1.0)  # stars are a subset
-        assert abs(second.zernike_nm(4)) < 1.0
         assert first.total_s >= first.exposures_s > 0 and first.wep_time_s == pytest.approx(0.01)
         assert first.to_dict()["correction"]["x"] == pytest.approx(-0.3)
-
-    async def test_rejected_triplet_moves_nothing(self):
-        start = HexapodState(x=0.2, z=0.05)
-        telescope, (outcome,) = await self.run_night(start, n_triplets=1, reject=frozenset({"t-001"}))
-        assert outcome.rejected_reason == "stand-in rejection"
-        assert outcome.correction is None and outcome.noll == ()
-        assert outcome.applied == HexapodState()
-        assert abs((telescope.hexapod - start).as_array()).max() < TIGHT_MM
-        assert converged_iteration([outcome], ConvergenceRule()) is None
+        # The rejected triplet: no Zernikes, no correction, M2 unmoved.
+        assert second.rejected_reason == "stand-in rejection"
+        assert second.correction is None and second.noll == ()
+        assert second.applied == HexapodState() and second.hexapod_before == first.hexapod_after
+        assert abs(telescope.hexapod.as_array()).max() < TIGHT_MM
+        assert converged_iteration(outcomes, ConvergenceRule()) is None

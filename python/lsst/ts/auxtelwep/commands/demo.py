@@ -208,7 +208,11 @@ class _CscProcess:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        code = "from lsst.ts.auxtelwep.csc import run_auxtelwep; run_auxtelwep()"
+        code = (
+            "import logging; logging.basicConfig(level=logging.INFO, "
+            "format='%(asctime)s %(levelname)s %(name)s: %(message)s'); "
+            "from lsst.ts.auxtelwep.csc import run_auxtelwep; run_auxtelwep()"
+        )
         args = [sys.executable, "-c", code, "--configdir", str(self.config_dir), "--state", "standby"]
         with open(self.log_path, "ab") as log_file:
             self.proc = await asyncio.create_subprocess_exec(*args, stdout=log_file, stderr=log_file)
@@ -240,9 +244,12 @@ def _progress_line(outcome: TripletOutcome) -> str:
     z = "  ".join(f"Z{j} {o.zernike_nm(j):+6.0f}" for j in (4, 7, 8))
     c = o.correction or HexapodState()
     left = o.hexapod_after
+    tilt = ""
+    if max(abs(left.u), abs(left.v), abs(c.u), abs(c.v)) >= 5e-4:  # only when tilts were solved
+        tilt = f" | tilt u {left.u:+.4f} v {left.v:+.4f} deg (correction {c.u:+.4f}, {c.v:+.4f})"
     return (
         f"{head}  {z} nm | correction x {c.x:+.3f} y {c.y:+.3f} z {c.z:+.4f} | "
-        f"left x {left.x:+.3f} y {left.y:+.3f} z {left.z:+.4f} mm  "
+        f"left x {left.x:+.3f} y {left.y:+.3f} z {left.z:+.4f} mm{tilt}  "
         f"({o.total_s:.1f} s, WEP {o.wep_time_s:.1f} s)"
     )
 
