@@ -122,6 +122,13 @@ class RefCatalog:
             raise ImportError(f"writing {path} as {fmt} needs an optional package: {exc}") from exc
 
 
+def _read_parquet(path: Path) -> Table:
+    # astropy's Parquet reader needs pandas too; pyarrow alone is enough for a flat catalog.
+    import pyarrow.parquet
+
+    return Table(pyarrow.parquet.read_table(path).to_pydict())
+
+
 def _format_of(path: Path) -> str:
     name = path.name.lower()
     for ext, fmt in sorted(_FORMATS.items(), key=lambda item: -len(item[0])):
@@ -184,7 +191,7 @@ def load_refcat(path: str | Path, *, mag_column: str | None = None) -> RefCatalo
     if not path.is_file():
         raise CatalogError(f"{path}: no such reference catalog", value=str(path))
     try:
-        table = Table.read(path, format=fmt)
+        table = _read_parquet(path) if fmt == "parquet" else Table.read(path, format=fmt)
     except ImportError as exc:
         raise ImportError(f"reading {path} as {fmt} needs an optional package (pyarrow): {exc}") from exc
     except (OSError, ValueError, TypeError, KeyError) as exc:
