@@ -281,6 +281,7 @@ async def run_demo(
     out = (options.out or Path("report") / f"demo-{stamp}").resolve()
     config_dir = out / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "state", ignore_errors=True)  # a fresh journal: OBSIDs restart at 1 every demo
     data_root = out / "data" if options.keep_data else Path(tempfile.mkdtemp(prefix="auxtelwep-demo-"))
     (data_root / "raw").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(options.seed)

@@ -156,7 +156,8 @@ class TripletOutcome:
     donut_count, reduced_chi2, algorithm : `int`, `float`, `str`
         From ``wavefrontError``.
     correction, solved_axes : `HexapodState` or None, `str`
-        ``hexapodCorrection`` for the group (what AuxTelWEP computed).
+        ``hexapodCorrection`` for the group as AuxTelWEP computed it (before the closed loop's gains and
+        limits; ``applied`` says what was sent).
     applied : `HexapodState`
         Sum of the ATAOS offsets AuxTelWEP sent during this triplet (what really moved M2).
     rejected_reason : `str`
@@ -472,7 +473,10 @@ class NightScript:
         t_end: float,
     ) -> TripletOutcome:
         wfe = entry["wavefrontError"][-1][1] if "wavefrontError" in entry else None
-        corr = entry["hexapodCorrection"][-1][1] if "hexapodCorrection" in entry else None
+        # The correction as computed (applied=false), not the step sent after the loop's gains and limits.
+        samples = [data for _, data in entry.get("hexapodCorrection", [])]
+        computed = [data for data in samples if not data.applied]
+        corr = (computed or samples or [None])[0]
         rejected = entry["rejectedWavefrontError"][-1][1].reason if "rejectedWavefrontError" in entry else ""
         if not rejected and wfe is None:
             rejected = entry.get("timeout", "no result")
