@@ -76,7 +76,7 @@ class ForwardOptions:
     """
 
     noll: tuple[int, ...] = DEFAULT_NOLL
-    coarse_binning: int = 2
+    coarse_binning: int = 4
     coarse_step_tol: float = 1.0
     step_tol: float = 0.1
     chi2_tol: float = 0.1

@@ -1,0 +1,181 @@
+"""The real LATISS pair 2021032300307/308 (../shared/data/latiss_2021_danish): what the estimators make of it.
+
+There is no truth. These tests pin what doc/estimation.md reports: the forward fit is stable, its chi-square
+and the TIE-vs-forward disagreement are measured and reported, the stamps are in electron-like units with a
+background-only variance (so the chi-square is not a units problem), the residual is turbulence speckle that
+differs between the two exposures, and the TIE cannot be the reference on this pair (it fails even on the
+forward model's own noiseless images).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import shift as nd_shift
+
+from lsst.ts.auxtelwep.estimation.forward import ForwardFitResult, fit_pair, pair_specs
+from lsst.ts.auxtelwep.estimation.forward_model import DonutSetModel
+from lsst.ts.auxtelwep.estimation.tie import solve_tie
+from lsst.ts.auxtelwep.estimation.tie_geometry import TieGeometry
+from lsst.ts.auxtelwep.instrument import AuxTel
+from lsst.ts.auxtelwep.stamps import DonutPair
+
+_log = logging.getLogger(__name__)
+
+DATA = "latiss_2021_danish/AuxTelTestDonuts_2021032300307_308.npz"
+
+
+def _shared_data() -> Path:
+    """``shared/data`` next to the repository root (``<root>/../shared/data``)."""
+    root = Path(__file__).resolve().parents[2]
+    path = root.parent / "shared" / "data" / DATA
+    if not path.is_file():
+        pytest.fail(
+            f"real LATISS test data missing: expected {path} (the repository's ../shared/data, see "
+            "shared/data/README.md)"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def stamps() -> dict[str, np.ndarray]:
+    with np.load(_shared_data()) as data:
+        return {k: np.asarray(data[k]) for k in data.files}
+
+
+def _pair(stamps, *, dx: float = 0.0, dy: float = 0.0) -> DonutPair:
+    images = [stamps["intra"], stamps["extra"]]
+    if dx or dy:
+        images = [nd_shift(im, (dy, dx), order=1, mode="nearest") for im in images]
+    # Field position unknown: on axis (the design varies by < 1 nm over the LATISS field).
+    return DonutPair.from_arrays(
+        images[0],
+        images[1],
+        variance_intra=float(stamps["var_intra"]),
+        variance_extra=float(stamps["var_extra"]),
+    )
+
+
+@pytest.fixture(scope="module")
+def forward(stamps) -> ForwardFitResult:
+    return fit_pair(_pair(stamps), telescope=AuxTel(), keep_images=True)
+
+
+@pytest.fixture(scope="module")
+def tie_on_data(stamps):
+    return solve_tie(
+        stamps["intra"],
+        stamps["extra"],
+        geometry=TieGeometry.auxtel(),
+        field_intra_deg=(0.0, 0.0),
+        field_extra_deg=(0.0, 0.0),
+        model="offAxis",
+    )
+
+
+def test_units_and_variance_are_consistent_with_photon_noise(stamps) -> None:
+    # Pixel-to-pixel noise (from a discrete Laplacian, which removes the smooth signal) against signal:
+    # variance = signal / gain + background variance with gain close to 1, i.e. electron-like units with a
+    # background-only variance, as the model assumes. The chi-square below is not a units problem.
+    for role in ("intra", "extra"):
+        a = stamps[role].astype(float)
+        c = a[1:-1, 1:-1]
+        lap = c - (a[2:, 1:-1] + a[:-2, 1:-1] + a[1:-1, 2:] + a[1:-1, :-2]) / 4
+        sel = (c > 1000) & (c < 6000)
+        var = (1.4826 * np.median(np.abs(lap[sel] - np.median(lap[sel])))) ** 2 / 1.25
+        excess = (var - float(stamps[f"var_{role}"])) / c[sel].mean()
+        assert 0.8 < excess < 1.3, f"{role}: noise variance per unit signal {excess:.2f}"
+
+
+def test_forward_fit_reports_chi2_and_is_stable_under_1px_shifts(stamps, forward) -> None:
+    assert forward.success, forward.message
+    _log.info(
+        "real pair: reduced chi2 %.1f per stamp %s", forward.chi2_reduced, forward.chi2_reduced_per_stamp
+    )
+    # Reported, not hidden: a few hundred (danish upstream: about 359), against 1.00 on simulations.
+    assert 100 < forward.chi2_reduced < 1000
+    for dx, dy in ((1.0, 0.0), (0.0, -1.0)):
+        moved = fit_pair(_pair(stamps, dx=dx, dy=dy), telescope=AuxTel())
+        change = np.abs(moved.zernikes_um - forward.zernikes_um) * 1e3
+        # The stamp shift moves the donut, not the wavefront: within 5 nm in every term (measured: < 1 nm;
+        # upstream danish jumps between local minima 10-30 nm apart).
+        assert change.max() < 5.0, f"shift ({dx}, {dy}): changes {np.round(change, 1)} nm"
+
+
+def test_residual_is_speckle_that_differs_between_exposures(stamps, forward) -> None:
+    # Relative residual in the bright ring, after removing its azimuthal mean, for each donut about its
+    # fitted centre; then the correlation between the intra residual and the extra one turned by 180 deg
+    # (how a static wavefront error would appear in both).
+    n = stamps["intra"].shape[0]
+    yy, xx = np.mgrid[:n, :n]
+    rel = []
+    for k, role in enumerate(("intra", "extra")):
+        model = forward.models[k]
+        cx, cy = (n - 1) / 2 + forward.offsets_px[k]
+        r = np.hypot(xx - cx, yy - cy)
+        ring = (r > 50) & (r < 80)
+        frac = np.where(ring, stamps[role] / model - 1, 0.0)
+        ri = r.astype(int)
+        profile = np.bincount(ri[ring], frac[ring], minlength=ri.max() + 1) / np.maximum(
+            np.bincount(ri[ring], minlength=ri.max() + 1), 1
+        )
+        rel.append(np.where(ring, frac - profile[ri], 0.0))
+        rms = float(np.std(rel[-1][ring]))
+        # 10-25 % RMS structure at a signal of about 1.5e4 e- per pixel (photon noise: 0.8 %).
+        assert 0.10 < rms < 0.25, f"{role}: speckle RMS {rms:.3f}"
+    rotated = rel[0][::-1, ::-1]
+    both = (rel[1] != 0) & (rotated != 0)
+    corr = float(np.corrcoef(rotated[both], rel[1][both])[0, 1])
+    assert abs(corr) < 0.3, f"intra/extra speckle correlation {corr:.2f}"
+
+
+def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward, tie_on_data) -> None:
+    tie_nm = tie_on_data.deviation_um * 1e3
+    fwd_nm = forward.zernikes_um * 1e3
+    disagreement = float(np.sqrt(np.mean((tie_nm - fwd_nm)[:8] ** 2)))
+    _log.info(
+        "real pair: TIE %s (%s) vs forward, Z4-Z11 RMS %.1f nm",
+        tie_on_data.converged,
+        tie_on_data.message,
+        disagreement,
+    )
+    # Measured: about 37 nm (upstream: 30-35 nm), and the TIE does not converge on this pair.
+    assert 10.0 < disagreement < 80.0
+    assert not tie_on_data.converged
+    # The TIE run on the forward model's own noiseless images (same wavefront, same 1.8" seeing) also fails
+    # to converge and misses that known wavefront by more than 10 nm: on this pair the TIE is not the
+    # reference, the disagreement is mostly the TIE's.
+    telescope = AuxTel()
+    pair = _pair(stamps)
+    model = DonutSetModel(
+        pair_specs(pair, telescope, 22),
+        noll=forward.noll,
+        npix=pair.size,
+        binning=1,
+        origin_offset_px=0.0,
+        telescope=telescope,
+    )
+    params = np.concatenate(
+        [
+            forward.fluxes,
+            forward.offsets_px[:, 0],
+            forward.offsets_px[:, 1],
+            [0.0, 0.0],
+            forward.fwhm_arcsec,
+            forward.zernikes_um,
+        ]
+    )
+    images = model.evaluate(params, jacobian=False).images
+    on_model = solve_tie(
+        images[0],
+        images[1],
+        geometry=TieGeometry.auxtel(),
+        field_intra_deg=(0, 0),
+        field_extra_deg=(0, 0),
+        model="offAxis",
+    )
+    miss = float(np.sqrt(np.mean(((on_model.deviation_um - forward.zernikes_um) * 1e3)[:8] ** 2)))
+    assert miss > 10.0, f"TIE on the model images: {miss:.1f} nm"
