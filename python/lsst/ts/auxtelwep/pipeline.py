@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -247,14 +248,29 @@ def process(
             )
         intra = _load(triplet.intra, config, calibrations)
         extra = _load(triplet.extra, config, calibrations)
-        infocus = _load(triplet.infocus, config, calibrations) if triplet.infocus is not None else None
+    loaded: list[Exposure] = []
+
+    def load_infocus(path: Path) -> Exposure:
+        # Called by detection only when it needs astrometry: spares one ISR when the WCS is good.
+        with _timed(timings, "isr"):
+            loaded.append(_load(path, config, calibrations))
+        return loaded[0]
+
     camera_angle = camera_angle_from_header(intra.header)
     telescope = AuxTel().with_camera_angle(camera_angle).with_wavelength(config.wavelength_nm * 1e-9)
+    isr_before_detection = timings["isr"]
     with _timed(timings, "detection"):
         refcat: RefCatalog | None = load_refcat(config.refcat) if config.refcat is not None else None
         catalog = detect_donuts(
-            intra, extra, infocus=infocus, refcat=refcat, config=config.detection, telescope=telescope
+            intra,
+            extra,
+            infocus=None if triplet.infocus is None else functools.partial(load_infocus, triplet.infocus),
+            refcat=refcat,
+            config=config.detection,
+            telescope=telescope,
         )
+    # The in-focus ISR, if detection asked for it, is counted under isr, not detection.
+    timings["detection"] -= timings["isr"] - isr_before_detection
     with _timed(timings, "estimation"):
         pairs = cut_pairs(intra, extra, catalog, telescope=telescope)
         estimate = estimate_wavefront(pairs, config=config.estimation, telescope=telescope)
@@ -265,7 +281,7 @@ def process(
         group_id=triplet.group_id or str(intra.header.get("GROUPID", "")),
         intra_obsid=intra.obsid,
         extra_obsid=extra.obsid,
-        infocus_obsid=infocus.obsid if infocus is not None else None,
+        infocus_obsid=_infocus_obsid(triplet.infocus, loaded),
         camera_angle_deg=camera_angle,
         catalog=catalog,
         estimate=estimate,
@@ -346,6 +362,14 @@ def correct_from_estimate(
         [[catalog.donuts[p.index].field_x_deg, catalog.donuts[p.index].field_y_deg] for p in used]
     )
     return compute_correction(estimate.noll, deviations, errors, fields, telescope=telescope, config=config)
+
+
+def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> str | None:
+    if loaded:
+        return loaded[0].obsid
+    if path is None:
+        return None
+    return str(fits.getheader(path).get("OBSID", path.stem))
 
 
 def _needs_calibrations(isr: IsrConfig) -> bool:

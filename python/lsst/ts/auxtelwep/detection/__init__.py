@@ -22,8 +22,10 @@ there, else ``template``. A mode that fails falls back to the next one (wcs -> r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,6 +39,9 @@ from .config import MODES, DetectionConfig, DetectionMode
 from .defocal import DefocalImage, ModeResult, default_saturation
 from .modes import run_catalog_mode, run_template_mode
 from .wcs import initial_wcs, model_image_shift_px, project, transfer_wcs
+
+InFocusSource = Exposure | Callable[[], Exposure] | None
+"""The in-focus image, or a function that loads it when (and only if) it is needed."""
 
 __all__ = [
     "AstrometrySolution",
@@ -61,19 +66,28 @@ class _Run:
         self,
         intra: Exposure,
         extra: Exposure,
-        infocus: Exposure | None,
+        infocus: InFocusSource,
         refcat: RefCatalog | None,
         config: DetectionConfig,
         telescope: AuxTel,
     ) -> None:
         self.intra = DefocalImage(intra, Role.INTRA, telescope=telescope, config=config)
         self.extra = DefocalImage(extra, Role.EXTRA, telescope=telescope, config=config)
-        self.infocus = infocus
+        self._infocus = infocus
         self.refcat = refcat
         self.config = config
         self.telescope = telescope
         self.solution: AstrometrySolution | None = None
         self.wcs_used = None
+
+    @functools.cached_property
+    def infocus(self) -> Exposure | None:
+        """The in-focus exposure, loaded on first use (only mode ``refit`` needs it)."""
+        if self._infocus is None or isinstance(self._infocus, Exposure):
+            return self._infocus
+        exposure = self._infocus()
+        _check_inputs(self.intra.exposure, self.extra.exposure, exposure, self.config)
+        return exposure
 
     # --- the modes --------------------------------------------------------------------------------
     def wcs(self) -> ModeResult:
@@ -196,7 +210,7 @@ def detect_donuts(
     intra: Exposure,
     extra: Exposure,
     *,
-    infocus: Exposure | None = None,
+    infocus: InFocusSource = None,
     refcat: RefCatalog | None = None,
     config: DetectionConfig | None = None,
     telescope: AuxTel | None = None,
@@ -207,8 +221,9 @@ def detect_donuts(
     ----------
     intra, extra : `Exposure`
         ISR'd intra- and extra-focal images of one triplet (same shape).
-    infocus : `Exposure`, optional
-        The in-focus image of the triplet (needed by mode ``refit``).
+    infocus : `Exposure` or callable returning one, optional
+        The in-focus image of the triplet (needed by mode ``refit``); a callable is called only if
+        ``refit`` runs, which spares the ISR of an image that is not needed.
     refcat : `RefCatalog`, optional
         Reference stars (needed by modes ``wcs`` and ``refit``).
     config : `DetectionConfig`, optional
@@ -231,7 +246,7 @@ def detect_donuts(
     """
     config = DetectionConfig() if config is None else config
     telescope = AuxTel() if telescope is None else telescope
-    _check_inputs(intra, extra, infocus, config)
+    _check_inputs(intra, extra, infocus if isinstance(infocus, Exposure) else None, config)
     if not config.fallback:
         if config.mode in ("wcs", "refit") and refcat is None:
             raise ConfigurationError(
