@@ -74,7 +74,9 @@ class EstimationConfig(BaseModel):
     z4_grid_um: tuple[float, ...] = Field(
         (-0.45, -0.3, -0.15, 0.0, 0.15, 0.3, 0.45), description="Z4 offsets tried when no TIE seed, um."
     )
-    blur_per_donut: bool = Field(False, description="One seeing FWHM per exposure instead of one per pair.")
+    blur_per_donut: bool = Field(
+        True, description="One seeing FWHM per exposure (taken a minute apart) instead of one per pair."
+    )
     model_error_fraction: float = Field(
         0.0, ge=0, lt=1, description="Fractional model error added to the pixel noise (real-data speckle)."
     )

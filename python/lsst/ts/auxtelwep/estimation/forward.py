@@ -65,7 +65,8 @@ class ForwardOptions:
     fwhm_start_arcsec : `float`
         Starting seeing FWHM, arcsec.
     blur_per_donut : `bool`
-        Fit one seeing FWHM per exposure instead of one for the pair.
+        Fit one seeing FWHM per exposure (default: the two exposures are a minute apart; on the real
+        LATISS pair they differ, 1.4" and 2.0") instead of one for the pair.
     model_error_fraction : `float`
         Fractional model error added to the noise: variance ``+ (fraction * model)**2``. Zero (pure
         photon and background noise) for simulations; real donuts carry speckle from the turbulence of
@@ -83,7 +84,7 @@ class ForwardOptions:
     max_nfev: int = 40
     z4_grid_um: tuple[float, ...] = (-0.45, -0.3, -0.15, 0.0, 0.15, 0.3, 0.45)
     fwhm_start_arcsec: float = 1.0
-    blur_per_donut: bool = False
+    blur_per_donut: bool = True
     model_error_fraction: float = 0.0
     min_valid_fraction: float = 0.9
 
