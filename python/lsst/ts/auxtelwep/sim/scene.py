@@ -9,9 +9,13 @@ JSON beside it (`truth_path`).
 A decentred M2 moves the image (about 538 px per mm), so donuts land away from where the true WCS puts the
 star, as on the sky: the truth records both (``wcs_col``/``wcs_row`` and the light centroid ``col``/``row``).
 
-WCS error convention: with ``wcs_error=(dx_px, dy_px, drot_deg)`` the header WCS predicts pixel
-``c + R(drot) (p - c) + (dx, dy)`` for a star the true WCS puts at ``p``, where ``c`` is the boresight
-pixel and ``R`` turns (col, row) vectors counter-clockwise.
+WCS error convention: ``wcs_error=(dx_px, dy_px, drot_deg)`` makes the header WCS the true one passed
+through `lsst.ts.auxtelwep.sim.pointing.offset_wcs`: it predicts pixel ``c + R(drot) (p - c) + (dx, dy)``
+for a star the true WCS puts at ``p``, where ``c`` is the boresight pixel and ``R`` turns (col, row)
+vectors counter-clockwise.
+
+The pointing, header and WCS helpers live in `lsst.ts.auxtelwep.sim.pointing`, the truth records in
+`lsst.ts.auxtelwep.sim.truth`; both are re-exported here.
 
 Flux: a star of magnitude ``m`` gives ``exptime * 10**(-0.4 (m - zero_point_mag))`` electrons through the
 pupil annulus; `ZERO_POINT_MAG` is an approximate r-band value for AuxTel (1.2 m), not a measurement.
@@ -19,21 +23,17 @@ pupil annulus; `ZERO_POINT_MAG` is an approximate r-band value for AuxTel (1.2 m
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pydantic
-from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from numpy.typing import NDArray
 
 from ..errors import CatalogError, InputError
-from ..exposure import boresight_wcs
 from ..instrument import (
     DEFAULT_NOLL,
     DEFAULT_WAVELENGTH_M,
@@ -43,7 +43,9 @@ from ..instrument import (
     Role,
 )
 from .optics import RenderMethod, add_donut, donut_centroid, render_donut, true_zernikes
+from .pointing import Observation, Pointing, build_header, offset_wcs, true_wcs
 from .signature import DetectorSignature
+from .truth import HexapodTruth, StarTruth, Truth, truth_path
 
 __all__ = [
     "ZERO_POINT_MAG",
@@ -65,258 +67,6 @@ _log = logging.getLogger(__name__)
 ZERO_POINT_MAG = 25.0
 """Magnitude giving 1 electron per second through the AuxTel pupil (approximate r band)."""
 _RENDER_MARGIN_PX = 300  # stars whose donut centre is farther than this off the chip are not rendered
-_IMGTYPE = {Role.INTRA: "CWFS", Role.EXTRA: "CWFS", Role.INFOCUS: "ENGTEST"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Pointing:
-    """Where the telescope points and how the camera is turned.
-
-    Attributes
-    ----------
-    ra_deg, dec_deg : `float`
-        Boresight, ICRS degrees.
-    rotpa_deg : `float`
-        Sky position angle of the +row axis, degrees (header ``ROTPA``, `boresight_wcs` convention).
-    elevation_deg : `float`
-        Elevation (header ``ELSTART``), degrees.
-    camera_angle_deg : `float`
-        Camera rotation relative to the hexapod frame (instrument.py convention; header ``CAMANGLE``).
-    azimuth_deg : `float`
-        Azimuth (header ``AZSTART``), degrees.
-    """
-
-    ra_deg: float
-    dec_deg: float
-    rotpa_deg: float = 0.0
-    elevation_deg: float = 60.0
-    camera_angle_deg: float = 0.0
-    azimuth_deg: float = 180.0
-
-    def dithered(self, dra_arcsec: float, ddec_arcsec: float) -> Pointing:
-        """Return the pointing moved by ``(dra, ddec)`` arcsec on the sky (RA step divided by cos dec)."""
-        dra = dra_arcsec / 3600.0 / max(np.cos(np.deg2rad(self.dec_deg)), 1e-6)
-        return dataclasses.replace(
-            self, ra_deg=(self.ra_deg + dra) % 360.0, dec_deg=self.dec_deg + ddec_arcsec / 3600.0
-        )
-
-
-def true_wcs(pointing: Pointing, telescope: AuxTel) -> WCS:
-    """The TRUE celestial WCS of the assembled image: TAN about the boresight with the optical plate scale."""
-    return boresight_wcs(
-        pointing.ra_deg,
-        pointing.dec_deg,
-        pointing.rotpa_deg,
-        scale_arcsec_per_px=telescope.plate_scale_arcsec_per_px,
-    )
-
-
-def offset_wcs(wcs: WCS, *, dx_px: float, dy_px: float, drot_deg: float) -> WCS:
-    """Return ``wcs`` made wrong by a shift and a rotation about the boresight (module docstring convention).
-
-    Parameters
-    ----------
-    wcs : `astropy.wcs.WCS`
-        A WCS whose reference pixel is the boresight (`true_wcs`).
-    dx_px, dy_px : `float`
-        Shift of the predicted positions, pixels (col, row).
-    drot_deg : `float`
-        Rotation of the predicted positions about the boresight, degrees counter-clockwise in (col, row).
-    """
-    a = np.deg2rad(drot_deg)
-    rot_inv = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
-    wrong = wcs.deepcopy()
-    cd = wcs.pixel_scale_matrix @ rot_inv
-    wrong.wcs.cd = cd
-    wrong.wcs.crpix = [wcs.wcs.crpix[0] + dx_px, wcs.wcs.crpix[1] + dy_px]
-    wrong.wcs.set()
-    return wrong
-
-
-class HexapodTruth(pydantic.BaseModel):
-    """A hexapod state in the truth file: x, y, z mm; u, v deg (instrument.HexapodState)."""
-
-    model_config = pydantic.ConfigDict(frozen=True)
-    x: float
-    y: float
-    z: float
-    u: float
-    v: float
-
-    @classmethod
-    def of(cls, state: HexapodState) -> HexapodTruth:
-        return cls(**dataclasses.asdict(state))
-
-    def to_state(self) -> HexapodState:
-        return HexapodState(self.x, self.y, self.z, self.u, self.v)
-
-
-class StarTruth(pydantic.BaseModel):
-    """One catalog star as simulated. Pixels are 0-based assembled-frame ``(col = x, row = y)``."""
-
-    model_config = pydantic.ConfigDict(frozen=True)
-    id: int
-    ra_deg: float
-    dec_deg: float
-    mag: float
-    note: str = ""  # the catalog's note column, if any
-    field_x_deg: float
-    field_y_deg: float
-    wcs_col: float  # where the TRUE WCS puts the star (nominal chief ray)
-    wcs_row: float
-    col: float  # light centroid of the donut in this image (unclipped by the chip edge)
-    row: float
-    flux_e: float  # electrons reaching the focal plane
-    flux_on_chip_e: float  # of which on the chip
-    on_chip: bool  # the centroid is on the chip
-    # kind ("ta", "opd") -> in-focus deviation from design at Truth.noll, um; empty for stars not rendered
-    zernikes_um: dict[str, list[float]]
-
-
-class Truth(pydantic.BaseModel):
-    """Everything that went into one simulated exposure (written as JSON beside the raw)."""
-
-    model_config = pydantic.ConfigDict(frozen=True)
-    schema_version: int = 1
-    obsid: str
-    raw_file: str  # file name, in the truth's directory
-    role: str  # Role value: intra, extra, infocus
-    dayobs: str
-    seqnum: int
-    groupid: str
-    hexapod: HexapodTruth  # injected state, without the role defocus
-    hexapod_with_defocus: HexapodTruth  # what M2 actually was at
-    focus_z_mm: float  # header FOCUSZ
-    camera_angle_deg: float
-    wavelength_m: float
-    seeing_arcsec: float
-    exptime_s: float
-    darktime_s: float
-    sky_e_per_px_per_s: float
-    zero_point_mag: float
-    ra_deg: float
-    dec_deg: float
-    rotpa_deg: float
-    elevation_deg: float
-    noll: list[int]
-    zernike_units: str = "um"
-    stars: list[StarTruth]
-    true_wcs: dict[str, float | int | str]  # FITS cards of the true WCS
-    header_wcs: dict[str, float | int | str] | None  # the WCS written in the header (None: absent)
-    wcs_error: tuple[float, float, float] | None  # (dx_px, dy_px, drot_deg), None when exact or absent
-    render_method: str
-    seed: int
-
-    def write(self, path: str | Path) -> Path:
-        """Write as indented JSON; return the path."""
-        path = Path(path)
-        path.write_text(self.model_dump_json(indent=1))
-        return path
-
-    @classmethod
-    def read(cls, path: str | Path) -> Truth:
-        """Read a truth file written by `write`."""
-        try:
-            return cls.model_validate_json(Path(path).read_text())
-        except (OSError, pydantic.ValidationError) as exc:
-            raise InputError(f"{path}: not a readable truth file ({exc})", value=str(path)) from exc
-
-
-def truth_path(raw_path: str | Path) -> Path:
-    """Truth file of a raw: ``<dir>/<OBSID>.truth.json`` beside ``<dir>/<OBSID>.fits[.fz]``."""
-    raw_path = Path(raw_path)
-    name = raw_path.name
-    for suffix in (".fits.fz", ".fits"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return raw_path.with_name(f"{name}.truth.json")
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    """Identity of one exposure in the night.
-
-    Attributes
-    ----------
-    dayobs : `str`
-        ``YYYYMMDD``.
-    seqnum : `int`
-        Sequence number within the day.
-    groupid : `str`
-        Shared by the images of a triplet.
-    program : `str`
-        Header ``PROGRAM``.
-    date_obs : `str`
-        ISO time (TAI) of the start of the exposure, header ``DATE-OBS`` ('' writes none).
-    """
-
-    dayobs: str = "20240624"
-    seqnum: int = 1
-    groupid: str = ""
-    program: str = "AUXTELWEP_SIM"
-    date_obs: str = ""
-
-    def __post_init__(self) -> None:
-        if len(self.dayobs) != 8 or not self.dayobs.isdigit() or not 0 < self.seqnum < 1_000_000:
-            raise InputError(
-                f"Observation needs dayobs 'YYYYMMDD' and 0 < seqnum < 1e6, got dayobs={self.dayobs!r}, "
-                f"seqnum={self.seqnum}",
-                value=(self.dayobs, self.seqnum),
-            )
-
-    @property
-    def obsid(self) -> str:
-        """``AT_O_<dayobs>_<seqnum:06d>``."""
-        return f"AT_O_{self.dayobs}_{self.seqnum:06d}"
-
-
-def build_header(
-    observation: Observation,
-    role: Role,
-    pointing: Pointing,
-    *,
-    exptime_s: float,
-    darktime_s: float,
-    wcs: WCS | None,
-    filter_name: str = "SDSSr_65mm",
-    grating: str = "empty_1",
-) -> fits.Header:
-    """Primary header of a simulated raw (FACTS.md section 3 keys, ``CAMANGLE``, and ``wcs`` if given)."""
-    header = fits.Header()
-    cards: list[tuple[str, object, str]] = [
-        ("TELESCOP", "LSST AuxTelescope", ""),
-        ("INSTRUME", "LATISS", ""),
-        ("OBSID", observation.obsid, "observation id"),
-        ("IMGTYPE", _IMGTYPE[role], ""),
-        ("REASON", role.name, "INTRA, EXTRA or INFOCUS"),
-        ("PROGRAM", observation.program, ""),
-        ("GROUPID", observation.groupid, "shared by the images of a triplet"),
-        ("DAYOBS", observation.dayobs, ""),
-        ("SEQNUM", observation.seqnum, ""),
-        ("RA", pointing.ra_deg, "[deg] boresight"),
-        ("DEC", pointing.dec_deg, "[deg] boresight"),
-        ("ROTPA", pointing.rotpa_deg, "[deg] sky position angle of +row"),
-        ("ELSTART", pointing.elevation_deg, "[deg]"),
-        ("AZSTART", pointing.azimuth_deg, "[deg]"),
-        ("CAMANGLE", pointing.camera_angle_deg, "[deg] camera vs hexapod frame (auxtelwep)"),
-        ("FOCUSZ", role.focus_z_mm, "[mm] hexapod focus offset"),
-        ("EXPTIME", exptime_s, "[s]"),
-        ("DARKTIME", darktime_s, "[s]"),
-        ("FILTER", filter_name, ""),
-        ("GRATING", grating, ""),
-        ("CCDTEMP", -94.0, "[C]"),
-        ("DETSIZE", f"[1:{DETECTOR_SHAPE[1]},1:{DETECTOR_SHAPE[0]}]", ""),
-        ("BUNIT", "adu", ""),
-        ("SIMULATE", True, "written by auxtelwep simulate"),
-    ]
-    if observation.date_obs:
-        cards.append(("DATE-OBS", observation.date_obs, "start of exposure (TAI)"))
-    for key, value, comment in cards:
-        header[key] = (value, comment)
-    if wcs is not None:
-        header.update(wcs.to_header(relax=True))
-    return header
 
 
 def _wcs_cards(wcs: WCS) -> dict[str, float | int | str]:
