@@ -1,0 +1,193 @@
+"""The optics behind the forward model: AuxTel's pupil mask for danish, danish factories, design references.
+
+Every number comes from `lsst.ts.auxtelwep.instrument` or the batoid model behind it, never from danish's
+defaults (which describe LSST).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import danish
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import InputError
+from ..instrument import APERTURE_DIAMETER_M, OBSCURATION, AuxTel, HexapodState, Role
+
+__all__ = [
+    "auxtel_mask_params",
+    "design_fits",
+    "design_references",
+    "install_design_fits",
+    "make_factory",
+]
+
+# Field radius over which the baffle shadows are modelled: LATISS corners are at 0.076 deg.
+_MASK_THETA_MAX_DEG = 0.2
+_BAFFLES = (("Baffle_M2c", False), ("Baffle_M1", True))
+
+
+@functools.lru_cache(maxsize=8)
+def auxtel_mask_params(wavelength_m: float) -> dict:
+    """Pupil mask of AuxTel for danish, derived from the batoid model.
+
+    Each baffle is a circle in the entrance pupil whose centre moves with the field angle by
+    ``z tan(theta)``, ``z`` being the baffle's height above the stop (FACTS.md section 1: Baffle_M2c blocks,
+    Baffle_M1 passes 0.6 m).
+
+    Parameters
+    ----------
+    wavelength_m : `float`
+        Wavelength of the model (only selects the cached optic), metres.
+
+    Returns
+    -------
+    mask : `dict`
+        danish ``mask_params`` (item -> edge -> clear, thetaMin, thetaMax (deg), center and radius
+        polynomials in degrees -> metres).
+    """
+    optic = AuxTel(wavelength_m=wavelength_m).optic
+    stop_z = float(optic.stopSurface.coordSys.origin[2])
+    mask = {}
+    for name, clear in _BAFFLES:
+        item = optic[name]
+        obsc = item.obscuration
+        radius = float(obsc.original.radius if hasattr(obsc, "original") else obsc.radius)
+        dz = float(item.coordSys.origin[2]) - stop_z
+        mask[name] = {
+            "outer": {
+                "clear": clear,
+                "thetaMin": 0.0,
+                "thetaMax": _MASK_THETA_MAX_DEG,
+                "center": [dz * np.tan(np.deg2rad(1.0)), 0.0],
+                "radius": [radius],
+            }
+        }
+    return mask
+
+
+@functools.lru_cache(maxsize=16)
+def make_factory(
+    focal_length_m: float,
+    pixel_scale_m: float,
+    wavelength_m: float,
+    kind: str = "triangle",
+    mesh_rings: int = 30,
+) -> danish.DonutFactoryBase:
+    """danish donut factory with the AuxTel pupil (aperture, obscuration, baffles) from `instrument`.
+
+    Parameters
+    ----------
+    focal_length_m : `float`
+        Effective focal length, metres (``AuxTel().focal_length_m``).
+    pixel_scale_m : `float`
+        Size of a model pixel, metres (10 um times the binning).
+    wavelength_m : `float`
+        Wavelength of the optical model, metres (selects the batoid optic for the mask).
+    kind : {"triangle", "inverse"}
+        ``"triangle"``: danish's forward mapping of a pupil mesh (`danish.DonutTriangleFactory`), which
+        stays right through caustics; ``"inverse"``: the pixel-to-pupil mapping (`danish.DonutFactory`),
+        which drops the pixels it cannot invert (27 % of the light wrong at 0.5 um of coma).
+    mesh_rings : `int`
+        Radial rings of the triangle mesh (30: triangles of about 2 px on a nominal donut).
+    """
+    r_outer = APERTURE_DIAMETER_M / 2
+    r_inner = r_outer * OBSCURATION
+    common = dict(
+        R_outer=r_outer,
+        R_inner=r_inner,
+        pupil_R_outer=r_outer,
+        pupil_R_inner=r_inner,
+        mask_params=auxtel_mask_params(wavelength_m),
+        focal_length=focal_length_m,
+        pixel_scale=pixel_scale_m,
+    )
+    if kind == "triangle":
+        return danish.DonutTriangleFactory(nrad=mesh_rings, **common)
+    if kind == "inverse":
+        return danish.DonutFactory(**common)
+    raise InputError(f"unknown danish factory kind {kind!r}", value=kind, allowed=("triangle", "inverse"))
+
+
+# --- design references -------------------------------------------------------------------------------------
+# The design's Zernikes vary slowly over the LATISS field (coma ~ theta, astigmatism ~ theta^2): a quadratic
+# in the field angle fitted on a 3 x 3 grid over +-0.1 deg reproduces batoid to 0.05 nm (the ray-trace noise;
+# checked in the tests), and turns 0.14 s of ray tracing per donut and role into microseconds. The fits are
+# kept per process; `design_fits` / `install_design_fits` hand them to worker processes.
+_REF_GRID_DEG = np.linspace(-0.1, 0.1, 3)
+_REF_JMAX = 28
+_DESIGN_FITS: dict[tuple[float, str], NDArray[np.float64]] = {}
+
+
+def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
+    key = (float(wavelength_m), role.value)
+    cached = _DESIGN_FITS.get(key)
+    if cached is not None:
+        return cached
+    telescope = AuxTel(wavelength_m=wavelength_m).with_hexapod(HexapodState()).with_role(role)
+    gx, gy = np.meshgrid(_REF_GRID_DEG, _REF_GRID_DEG)
+    gx, gy = gx.ravel(), gy.ravel()
+    values = np.array(
+        [
+            telescope.zernikes(x, y, noll=range(1, _REF_JMAX + 1), kind="ta")
+            for x, y in zip(gx, gy, strict=True)
+        ]
+    )
+    coefs, *_ = np.linalg.lstsq(_quadratic_basis(gx, gy), values, rcond=None)
+    coefs.setflags(write=False)
+    _DESIGN_FITS[key] = coefs
+    return coefs
+
+
+def design_fits(wavelength_m: float) -> dict[tuple[float, str], NDArray[np.float64]]:
+    """Field fits of the design references at ``wavelength_m`` (computed if needed), to ship to workers."""
+    for role in (Role.INTRA, Role.EXTRA):
+        _design_fit(wavelength_m, role)
+    return {k: v for k, v in _DESIGN_FITS.items() if k[0] == float(wavelength_m)}
+
+
+def install_design_fits(fits: dict[tuple[float, str], NDArray[np.float64]]) -> None:
+    """Install fits made by `design_fits` in another process (a worker initializer)."""
+    for key, value in fits.items():
+        value = np.array(value, dtype=float)
+        value.setflags(write=False)
+        _DESIGN_FITS[(float(key[0]), str(key[1]))] = value
+
+
+def _quadratic_basis(fx: NDArray, fy: NDArray) -> NDArray:
+    return np.stack([np.ones_like(fx), fx, fy, fx * fx, fx * fy, fy * fy], axis=-1)
+
+
+def design_references(
+    telescope: AuxTel, role: Role, field_x_deg: float, field_y_deg: float, *, jmax: int = 22
+) -> NDArray[np.float64]:
+    """Zernikes of the optical design at a field angle, defocused as for ``role`` (kind ``"ta"``).
+
+    Parameters
+    ----------
+    telescope : `AuxTel`
+        Supplies the wavelength; its hexapod state is ignored (the design is the aligned telescope).
+    role : `Role`
+        `Role.INTRA` or `Role.EXTRA`.
+    field_x_deg, field_y_deg : `float`
+        Field angle of the donut, batoid frame, degrees.
+    jmax : `int`
+        Highest Noll index returned (at most 28).
+
+    Returns
+    -------
+    coefs : `numpy.ndarray`, shape (jmax + 1,)
+        Micrometres, indexed by Noll index (``coefs[0]`` unused, zero); tip and tilt (Z1-Z3) are zero, the
+        fitted offsets take their place.
+    """
+    if role not in (Role.INTRA, Role.EXTRA):
+        raise InputError(f"design references exist for intra and extra donuts, not {role}", value=role)
+    if not 4 <= jmax <= _REF_JMAX:
+        raise InputError(f"jmax={jmax} outside 4..{_REF_JMAX}", value=jmax, allowed=(4, _REF_JMAX))
+    fit = _design_fit(float(telescope.wavelength_m), role)
+    basis = _quadratic_basis(np.float64(field_x_deg), np.float64(field_y_deg))
+    coefs = np.zeros(jmax + 1)
+    coefs[1:] = (basis @ fit)[:jmax]
+    coefs[1:4] = 0.0
+    return coefs
