@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import json
 import sqlite3
 import time
@@ -36,6 +35,17 @@ from .cadence import Triplet, TripletState, check_transition
 from .errors import ConfigurationError, InputError
 from .instrument import HexapodState, Role
 from .intake import ImageInfo
+from .journal_records import (
+    CorrectionRecord,
+    CorrectionState,
+    ImageRecord,
+    ImageStatus,
+    TripletRecord,
+    correction_record,
+    dump_state,
+    image_record,
+    triplet_record,
+)
 
 __all__ = [
     "JOURNAL_FILE_NAME",
@@ -70,80 +80,6 @@ CREATE TABLE IF NOT EXISTS corrections (
 CREATE TABLE IF NOT EXISTS epochs (id INTEGER PRIMARY KEY AUTOINCREMENT, reason TEXT NOT NULL,
     created REAL NOT NULL);
 """
-
-
-class ImageStatus(enum.Enum):
-    """What became of an image."""
-
-    ANNOUNCED = "announced"  # endReadout seen; waiting for ATOODS (or the file) to appear
-    QUEUED = "queued"  # accepted by the sequencer; waiting for its partners
-    IN_TRIPLET = "in_triplet"  # part of a triplet (its outcome is the triplet's)
-    IGNORED = "ignored"  # not a wavefront image (bias, flat...); nothing to do
-    REJECTED = "rejected"  # refused: unknown role, unreadable raw, out of order...; ``reason`` says why
-    EXPIRED = "expired"  # its partner never came within the timeout
-    LOST = "lost"  # announced, but neither ATOODS nor the data root ever produced the file
-
-
-class CorrectionState(enum.Enum):
-    """Lifecycle of one hexapod correction."""
-
-    COMPUTED = "computed"  # from a result; not sent
-    APPLYING = "applying"  # claimed and sent to ATAOS; waiting for the ack
-    APPLIED = "applied"  # ATAOS acknowledged it (terminal)
-    FAILED = "failed"  # ATAOS refused it for sure (FAILED/NOPERM ack); may be sent again
-    UNCERTAIN = "uncertain"  # sent, but the outcome is unknown (timeout, crash); never re-sent (terminal)
-    SUPERSEDED = "superseded"  # a newer result replaced it before it was sent (terminal)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRecord:
-    """A row of the images table (``info`` is None for an image known only from ``endReadout``)."""
-
-    obsid: str
-    group_id: str
-    role: Role | None
-    status: ImageStatus
-    reason: str
-    triplet_key: str
-    info: ImageInfo | None
-    created: float
-    updated: float
-
-
-@dataclasses.dataclass(frozen=True)
-class TripletRecord:
-    """A row of the triplets table; ``source`` is ``"events"`` or ``"runWEP"``."""
-
-    key: str
-    group_id: str
-    state: TripletState
-    reason: str
-    source: str
-    triplet: Triplet
-    result: dict[str, Any]
-    attempts: int
-
-
-@dataclasses.dataclass(frozen=True)
-class CorrectionRecord:
-    """A row of the corrections table.
-
-    Attributes
-    ----------
-    raw : `HexapodState`
-        The correction computed from the wavefront (mm, mm, mm, deg, deg), before gains and limits.
-    applied : `HexapodState` or None
-        What was (or is being) sent to ATAOS, after gains and limits; None until claimed.
-    """
-
-    id: int
-    triplet_key: str
-    group_id: str
-    epoch: int
-    state: CorrectionState
-    raw: HexapodState
-    applied: HexapodState | None
-    message: str
 
 
 class Journal:
@@ -260,7 +196,7 @@ class Journal:
     def image(self, obsid: str) -> ImageRecord | None:
         """Return the record of ``obsid`` or None."""
         row = self._db.execute("SELECT * FROM images WHERE obsid = ?", (obsid,)).fetchone()
-        return None if row is None else _image_record(row)
+        return None if row is None else image_record(row)
 
     def images(self, status: ImageStatus | None = None) -> list[ImageRecord]:
         """Return the images (with ``status``, if given), oldest first."""
@@ -270,7 +206,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT * FROM images WHERE status = ? ORDER BY created, rowid", (status.value,)
             ).fetchall()
-        return [_image_record(row) for row in rows]
+        return [image_record(row) for row in rows]
 
     # --- triplets ----------------------------------------------------------------------------------------
 
@@ -349,12 +285,12 @@ class Journal:
     def triplet(self, key: str) -> TripletRecord | None:
         """Return the record of triplet ``key`` or None."""
         row = self._db.execute("SELECT * FROM triplets WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _triplet_record(row)
+        return None if row is None else triplet_record(row)
 
     def triplets(self, *states: TripletState) -> list[TripletRecord]:
         """Return the triplets in any of ``states`` (all if none given), oldest first."""
         rows = self._db.execute("SELECT * FROM triplets ORDER BY created, rowid").fetchall()
-        records = [_triplet_record(row) for row in rows]
+        records = [triplet_record(row) for row in rows]
         return [r for r in records if not states or r.state in states]
 
     # --- corrections and epochs --------------------------------------------------------------------------
@@ -378,7 +314,7 @@ class Journal:
             db.execute(
                 "INSERT OR IGNORE INTO corrections (triplet_key, group_id, epoch, state, raw, applied,"
                 " message, created, updated) VALUES (?, ?, ?, ?, ?, 'null', '', ?, ?)",
-                (triplet_key, group_id, epoch, CorrectionState.COMPUTED.value, _dump(raw), now, now),
+                (triplet_key, group_id, epoch, CorrectionState.COMPUTED.value, dump_state(raw), now, now),
             )
         record = self.correction(triplet_key)
         if record is None:  # cannot happen: just inserted, or already there
@@ -400,7 +336,7 @@ class Journal:
             " WHERE triplet_key = ? AND state IN (?, ?)",
             (
                 CorrectionState.APPLYING.value,
-                _dump(applied),
+                dump_state(applied),
                 time.time(),
                 triplet_key,
                 CorrectionState.COMPUTED.value,
@@ -437,18 +373,18 @@ class Journal:
     def correction(self, triplet_key: str) -> CorrectionRecord | None:
         """Return the correction of triplet ``triplet_key`` or None."""
         row = self._db.execute("SELECT * FROM corrections WHERE triplet_key = ?", (triplet_key,)).fetchone()
-        return None if row is None else _correction_record(row)
+        return None if row is None else correction_record(row)
 
     def corrections(self, *states: CorrectionState) -> list[CorrectionRecord]:
         """Return the corrections in any of ``states`` (all if none given), oldest first."""
         rows = self._db.execute("SELECT * FROM corrections ORDER BY id").fetchall()
-        records = [_correction_record(row) for row in rows]
+        records = [correction_record(row) for row in rows]
         return [r for r in records if not states or r.state in states]
 
     def last_correction(self) -> CorrectionRecord | None:
         """Return the newest correction or None."""
         row = self._db.execute("SELECT * FROM corrections ORDER BY id DESC LIMIT 1").fetchone()
-        return None if row is None else _correction_record(row)
+        return None if row is None else correction_record(row)
 
     def new_epoch(self, reason: str) -> int:
         """Start a new epoch (totals restart from zero); return its number."""
@@ -474,59 +410,3 @@ class Journal:
             if record.epoch == epoch and record.applied is not None:
                 total += record.applied.as_array()
         return total
-
-
-def _dump(state: HexapodState) -> str:
-    return json.dumps(state.as_array().tolist())
-
-
-def _load(text: str) -> HexapodState | None:
-    values = json.loads(text)
-    return None if values is None else HexapodState.from_array(values)
-
-
-def _image_record(row: tuple[Any, ...]) -> ImageRecord:
-    obsid, group_id, role, status, reason, triplet_key, info, created, updated = row
-    info_dict = json.loads(info)
-    return ImageRecord(
-        obsid=obsid,
-        group_id=group_id,
-        role=Role(role) if role else None,
-        status=ImageStatus(status),
-        reason=reason,
-        triplet_key=triplet_key,
-        info=ImageInfo.from_dict(info_dict) if info_dict else None,
-        created=created,
-        updated=updated,
-    )
-
-
-def _triplet_record(row: tuple[Any, ...]) -> TripletRecord:
-    key, group_id, state, reason, source, triplet, result, attempts, _created, _updated = row
-    return TripletRecord(
-        key=key,
-        group_id=group_id,
-        state=TripletState(state),
-        reason=reason,
-        source=source,
-        triplet=Triplet.from_dict(json.loads(triplet)),
-        result=json.loads(result),
-        attempts=int(attempts),
-    )
-
-
-def _correction_record(row: tuple[Any, ...]) -> CorrectionRecord:
-    id_, triplet_key, group_id, epoch, state, raw, applied, message, _created, _updated = row
-    raw_state = _load(raw)
-    if raw_state is None:
-        raise InputError(f"correction {triplet_key!r} has no raw values", value=triplet_key)
-    return CorrectionRecord(
-        id=int(id_),
-        triplet_key=triplet_key,
-        group_id=group_id,
-        epoch=int(epoch),
-        state=CorrectionState(state),
-        raw=raw_state,
-        applied=_load(applied),
-        message=message,
-    )
