@@ -133,6 +133,9 @@ def test_bad_inputs_are_refused(sim_pair) -> None:
     intra, extra = _exposures(sim_pair, [(600, 450)])
     with pytest.raises(InputError, match="odd"):
         cut_pairs(intra, extra, [], options=CutOptions(size_px=254))
+    with pytest.raises(InputError, match="odd"):
+        # The keyword overrides the options.
+        cut_pairs(intra, extra, [], size_px=254, options=CutOptions(size_px=255))
     other = dataclasses.replace(extra, units="adu")
     with pytest.raises(InputError, match="must match in shape and units"):
         cut_pairs(intra, other, [])

@@ -291,6 +291,7 @@ def cut_pairs(
     extra: Exposure,
     catalog: Iterable[CataloguedDonut] | object,
     *,
+    size_px: int | None = None,
     telescope: AuxTel | None = None,
     options: CutOptions | None = None,
 ) -> list[DonutPair]:
@@ -302,6 +303,8 @@ def cut_pairs(
         The defocused exposures (same units).
     catalog : iterable of `CataloguedDonut`, or an object with a ``donuts`` sequence (`DonutCatalog`)
         Donut positions (0-based, x = column, y = row, on each image), field angles and blend flags.
+    size_px : `int`, optional
+        Stamp side (odd), overriding ``options.size_px``; default `stamp_size_px` of the telescope.
     telescope : `AuxTel`, optional
         Optical model for the donut size (default: the aligned design).
     options : `CutOptions`, optional
@@ -319,6 +322,8 @@ def cut_pairs(
         If the exposures differ in shape or units, or the stamp size is even or too small.
     """
     options = options or CutOptions()
+    if size_px is not None:
+        options = dataclasses.replace(options, size_px=int(size_px))
     telescope = AuxTel() if telescope is None else telescope
     donuts = list(getattr(catalog, "donuts", catalog))
     if intra.image.shape != extra.image.shape or intra.units != extra.units:
