@@ -36,6 +36,7 @@ from .config import SHIPPED_CONFIG_DIR, AuxTelWepConfig, load_config
 from .csc_corrections import CorrectionSender
 from .csc_intake import ROLE_NAMES, ImageIntake
 from .csc_publish import parse_overrides, publish_correction, publish_rejected, publish_result, zernike_slots
+from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
 from .csc_worker import Processor, WepSummary, WorkerPool, run_pipeline
 from .errors import AuxTelWepError, ConfigurationError
 from .instrument import Role
@@ -51,10 +52,6 @@ from .sal import (
 
 __all__ = ["ERROR_CONFIG", "ERROR_DATA_ROOT", "AuxTelWepCsc", "run_auxtelwep"]
 
-#: ``errorCode`` when the data root is unreadable.
-ERROR_DATA_ROOT = 1
-#: ``errorCode`` when the configuration names a refcat or calibration directory that is missing at enable.
-ERROR_CONFIG = 2
 #: Interval of the intake housekeeping (partner timeouts, silent ATOODS), seconds.
 HOUSEKEEPING_INTERVAL_S = 1.0
 #: Interval between checks that the data root is still readable, seconds.
@@ -227,39 +224,13 @@ class AuxTelWepCsc(ConfigurableCsc):
         return self.intake
 
     def _dependency_problem(self) -> tuple[int, str] | None:
-        config = self._config
-        try:
-            self._intake.locator.check_readable()
-        except AuxTelWepError as exc:
-            return ERROR_DATA_ROOT, str(exc)
-        if config.refcat_path and not Path(config.refcat_path).expanduser().is_file():
-            return ERROR_CONFIG, f"refcat_path={config.refcat_path!r} is not a file"
-        if config.calibs_dir and not Path(config.calibs_dir).expanduser().is_dir():
-            return ERROR_CONFIG, f"calibs_dir={config.calibs_dir!r} is not a directory"
-        return None
+        return dependency_problem(self._config, self._intake)
 
     def _resume(self) -> None:
         """Resume journaled work (see the module docstring)."""
-        journal = self._journal
-        if not self._recovered:
-            self._recovered = True
-            counts = self._intake.recover()
-            for record in journal.corrections(CorrectionState.APPLYING):
-                message = (
-                    "the CSC stopped while this correction was being sent to ATAOS: it may or may not have "
-                    "been applied (check the hexapod); it will not be sent again"
-                )
-                journal.finish_correction(record.triplet_key, CorrectionState.UNCERTAIN, message=message)
-                self.log.error(f"group {record.group_id}: {message}")
-            if any(counts.values()):
-                self.log.info(f"resumed from the journal: {counts}")
-        for record in journal.triplets(TripletState.PROCESSING):
-            journal.set_triplet_state(
-                record.key, TripletState.COMPLETE, reason="resumed after an interruption"
-            )
-        for record in journal.triplets(TripletState.COMPLETE):
-            self.log.info(f"triplet {record.key} (group {record.group_id}) queued for processing")
-            self._queue.put_nowait(record.key)
+        first, self._recovered = not self._recovered, True
+        for key in resume_work(self._journal, self._intake, first=first, log=self.log):
+            self._queue.put_nowait(key)
 
     # --- intake sink (csc_intake.IntakeSink) -------------------------------------------------------------
 
