@@ -21,6 +21,7 @@ from .commands import ControllerCommand
 from .domain import Domain
 from .read_topic import ReadTopic
 from .sal_info import SalInfo
+from .topic_owner import TopicOwner
 from .write_topic import ControllerEvent, ControllerTelemetry, WriteTopic
 
 __all__ = ["DUPLICATE_CHECK_TIMEOUT", "Controller"]
@@ -69,7 +70,7 @@ class _LogMessageHandler(logging.Handler):
             self._in_emit.active = False
 
 
-class Controller:
+class Controller(TopicOwner):
     """Receive the commands and write the events and telemetry of component ``name`` and ``index``.
 
     Parameters
@@ -150,18 +151,6 @@ class Controller:
         except BaseException:
             self.basic_close()
             raise
-
-    def __getattr__(self, name: str) -> Any:
-        # Called only when normal lookup fails: topics (cmd_*, evt_*, tel_*) live in self._topics.
-        topics = self.__dict__.get("_topics")
-        if topics is not None and name in topics:
-            return topics[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def topic_names(self) -> list[str]:
-        """Attribute names of every topic."""
-        return sorted(self._topics)
 
     def _assert_do_methods_present(self) -> None:
         command_names = set(self.salinfo.interface.commands)
@@ -245,13 +234,6 @@ class Controller:
         self.domain.basic_close()
         if not self.done_task.done():
             self.done_task.set_result(None)
-
-    async def __aenter__(self) -> Controller:
-        await self.start_task
-        return self
-
-    async def __aexit__(self, *args: object) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.salinfo.name_index!r})"

@@ -12,11 +12,12 @@ from .commands import RemoteCommand
 from .domain import Domain
 from .read_topic import DEFAULT_QUEUE_LEN, ReadTopic
 from .sal_info import SalInfo
+from .topic_owner import TopicOwner
 
 __all__ = ["Remote"]
 
 
-class Remote:
+class Remote(TopicOwner):
     """Talk to component ``name`` and ``index``: attributes ``cmd_<name>`` (`RemoteCommand`), ``evt_<name>``
     and ``tel_<name>`` (`ReadTopic`).
 
@@ -100,29 +101,11 @@ class Remote:
         self.start_task: asyncio.Future = make_done_future()
         self.done_task: asyncio.Future = asyncio.get_running_loop().create_future()
 
-    def __getattr__(self, name: str) -> Any:
-        topics = self.__dict__.get("_topics")
-        if topics is not None and name in topics:
-            return topics[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def topic_names(self) -> list[str]:
-        """Attribute names of every topic."""
-        return sorted(self._topics)
-
     async def close(self) -> None:
         """Close the topics (not the domain). Safe to call more than once."""
         self.salinfo.basic_close()
         if not self.done_task.done():
             self.done_task.set_result(None)
-
-    async def __aenter__(self) -> Remote:
-        await self.start_task
-        return self
-
-    async def __aexit__(self, *args: object) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"Remote({self.salinfo.name_index!r})"
