@@ -4,12 +4,15 @@ The model: for a small misalignment ``m`` of M2 (hexapod frame, `instrument.Hexa
 x, y, z mm, u, v deg), the in-focus deviation from the design seen by a donut at field ``f`` is
 ``d(f) = S(f) m`` with ``S`` the batoid sensitivity (`instrument.AuxTel.sensitivity`, detector frame,
 camera rotation included). Stacking every donut's deviation, the correction is the weighted least-squares
-``delta = -argmin |W (S m - d)|``, times a per-axis gain and clipped per axis.
+``delta = -argmin |W (S m - d)|``. This is the full correction: gains and step limits belong to whoever
+applies it (the CSC's configuration), so that one place owns them.
 
 Decenter and tilt are degenerate for near-axis stars (FACTS.md section 2): a tilt's coma is matched by a
 decenter's to a few nm across the LATISS field. By default (``axes="auto"``) the five-axis solution is
-used only when the donuts' field spread pins u and v down to ``uv_sigma_max_deg``; otherwise x, y, z are
-solved with u = v = 0, which nulls coma by decentering about the coma-free point, as the ops script does.
+used only when the donuts' field spread pins u and v down to ``uv_sigma_max_deg`` *and* the tilt found is
+significant (``uv_min_significance`` sigmas); otherwise x, y, z are solved with u = v = 0, which nulls coma
+by decentering about the coma-free point, as the ops script does. The significance test keeps an aligned
+telescope from wandering along the coma-free line on noise.
 
 For comparison the ops-script rule (ts_externalscripts latiss_base_align, FACTS.md section 2) is also
 evaluated: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm, rotated by ``-camera_angle``, times the
@@ -51,17 +54,13 @@ class CorrectionConfig(BaseModel):
     noll: tuple[int, ...] = Field(
         (4, 5, 6, 7, 8, 9, 10, 11), description="Noll indices used in the fit (those M2 motion changes)."
     )
-    gains: tuple[float, float, float, float, float] = Field(
-        (1.0, 1.0, 1.0, 1.0, 1.0),
-        description="Fraction of the solved offset applied per axis (x, y, z, u, v). The model-based "
-        "sensitivity is good to ~1 %, so full gain converges in one step.",
-    )
-    max_step: tuple[float, float, float, float, float] = Field(
-        (0.5, 0.5, 0.15, 0.05, 0.05),
-        description="Largest offset of one correction per axis (mm, mm, mm, deg, deg).",
-    )
     uv_sigma_max_deg: float = Field(
         0.005, gt=0, description="With axes='auto', solve u, v only when their 1-sigma error is below this."
+    )
+    uv_min_significance: float = Field(
+        3.0,
+        ge=0,
+        description="With axes='auto', solve u, v only when the tilt found exceeds this many sigmas.",
     )
     ops_gains: tuple[float, float, float] = Field(
         (0.5, 0.5, 0.9), description="Gains of the ops-script rule (x, y, z), reported for comparison."
@@ -75,9 +74,7 @@ class HexapodCorrection:
     Attributes
     ----------
     offset : `HexapodState`
-        The offset to apply (gains and step clipping included), hexapod frame.
-    unclipped : `HexapodState`
-        The solved offset times the gains, before clipping.
+        The offset that nulls the measured deviation (full: no gain, no limit), hexapod frame.
     solved_axes : `tuple` of `str`
         Axes that were solved (the others are zero).
     sigma : `HexapodState`
@@ -85,18 +82,14 @@ class HexapodCorrection:
     residual_rms_um : `float`
         RMS of the wavefront left unexplained by the solution, micrometres.
     ops_offset : `HexapodState`
-        The ops-script rule's offset for the same measurement (x, y, z only), for comparison.
-    clipped : `tuple` of `str`
-        Axes whose offset hit ``max_step``.
+        The ops-script rule's offset for the same measurement (x, y, z only, with its gains), for comparison.
     """
 
     offset: HexapodState
-    unclipped: HexapodState
     solved_axes: tuple[str, ...]
     sigma: HexapodState
     residual_rms_um: float
     ops_offset: HexapodState
-    clipped: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         """The offset as ``{"x_mm", "y_mm", "z_mm", "u_deg", "v_deg"}``."""
@@ -129,7 +122,7 @@ def compute_correction(
         The aligned telescope with the camera angle of the exposures (its hexapod state is the linearisation
         point, normally the nominal one).
     config : `CorrectionConfig`, optional
-        Axes, gains and limits; defaults when omitted.
+        Axes and Noll indices used; defaults when omitted.
 
     Returns
     -------
@@ -177,24 +170,17 @@ def compute_correction(
 
     solution, cov, axes = _solve(design, rhs, config)
     residual = rows[keep] @ solution - target[keep]
-    misalignment = HexapodState.from_array(solution)
-    unclipped = (-misalignment).scaled(config.gains)
-    step = np.asarray(config.max_step)
-    raw = unclipped.as_array()
-    clipped_mask = np.abs(raw) > step
-    offset = HexapodState.from_array(np.clip(raw, -step, step))
+    offset = -HexapodState.from_array(solution)
     sigma = HexapodState.from_array(np.sqrt(np.clip(np.diag(cov), 0, None)))
     mean_dev = np.nanmean(dev, axis=0)
     return HexapodCorrection(
         offset=offset,
-        unclipped=unclipped,
         solved_axes=axes,
         sigma=sigma,
         residual_rms_um=float(np.sqrt(np.mean(residual**2))),
         ops_offset=ops_script_correction(
             noll_used, mean_dev, camera_angle_deg=telescope.camera_angle_deg, gains=config.ops_gains
         ),
-        clipped=tuple(a for a, c in zip(_AXES, clipped_mask, strict=True) if c),
     )
 
 
@@ -223,7 +209,9 @@ def _solve(
     if config.axes in ("xyzuv", "auto"):
         sol, cov = lstsq([0, 1, 2, 3, 4])
         uv_sigma = np.sqrt(np.diag(cov)[3:])
-        if config.axes == "xyzuv" or np.all(uv_sigma < config.uv_sigma_max_deg):
+        pinned = np.all(uv_sigma < config.uv_sigma_max_deg)
+        significant = np.hypot(*sol[3:]) > config.uv_min_significance * np.hypot(*uv_sigma)
+        if config.axes == "xyzuv" or (pinned and significant):
             return sol, cov, _AXES
     sol, cov = lstsq([0, 1, 2])
     return sol, cov, _AXES[:3]

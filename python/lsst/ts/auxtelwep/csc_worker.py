@@ -113,7 +113,7 @@ def summarize(result: WavefrontResult) -> WepSummary:
 
     ``donut_count`` is the number of pairs combined; ``reduced_chi2`` the result's (median over those
     pairs; NaN if none has one). The correction is the pipeline's offset before its clipping
-    (``unclipped``): the CSC applies its own gains and limits when it sends it.
+    (``offset``): the CSC applies its own gains and limits when it sends it.
     """
     estimate, catalog, correction = result.estimate, result.catalog, result.correction
     scatter = catalog.wcs_scatter_arcsec
@@ -127,7 +127,7 @@ def summarize(result: WavefrontResult) -> WepSummary:
         detection_mode=str(catalog.mode),
         detection_reason=str(catalog.reason),
         wcs_scatter_arcsec=float("nan") if scatter is None else float(scatter),
-        correction=correction.unclipped,
+        correction=correction.offset,
         solved_axes=tuple(correction.solved_axes),
         timings_s={k: float(v) for k, v in result.timings_s.items()},
     )
