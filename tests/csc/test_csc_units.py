@@ -230,7 +230,7 @@ def test_summarize_a_pipeline_result() -> None:
     )
     solved = HexapodState(x=0.2, y=-0.1, z=0.03)
     correction = HexapodCorrection(
-        offset=solved.scaled(0.5), unclipped=solved, solved_axes=("x", "y", "z"), sigma=HexapodState(),
+        offset=solved, solved_axes=("x", "y", "z"), sigma=HexapodState(),
         residual_rms_um=0.01, ops_offset=HexapodState(),
     )  # fmt: skip
     result = WavefrontResult(
@@ -242,7 +242,7 @@ def test_summarize_a_pipeline_result() -> None:
     assert summary.donut_count == 3  # pairs used, the fourth was not
     assert summary.reduced_chi2 == pytest.approx(1.05)  # median of the finite chi2 of used pairs
     assert np.isnan(summary.wcs_scatter_arcsec) and summary.detection_mode == "refit"
-    assert summary.correction == solved  # before the pipeline's own gains and clipping
+    assert summary.correction == solved  # the full correction: the CSC applies gains and limits
     assert summary.timings_s == {"isr": 1.0, "total": 3.0}
 
 
