@@ -391,14 +391,13 @@ def solve_astrometry(
     ra0, dec0 = (float(v) for v in initial.wcs.crval)
     radius = _MATCH_RADIUS_PX
     wcs, resid, affine = initial, np.zeros(0), False
-    for _ in range(4):
-        # Keep one detection per catalog star (the nearest).
-        _, first = np.unique(cat_i, return_index=True)
-        src_i, cat_i = src_i[first], cat_i[first]
-        ref = near_idx[cat_i]
-        affine = len(src_i) >= 5
+
+    def fit(src: NDArray[np.intp], cat: NDArray[np.intp]) -> tuple[WCS, NDArray, bool]:
+        # Affine (6 parameters) from 5 matches on, else scale and rotation (4).
+        ref = near_idx[cat]
+        affine = len(src) >= 5
         wcs, resid = _fit_wcs(
-            det_xy[src_i],
+            det_xy[src],
             refcat.ra_deg[ref],
             refcat.dec_deg[ref],
             ra0=ra0,
@@ -406,6 +405,13 @@ def solve_astrometry(
             parity=parity,
             affine=affine,
         )
+        return wcs, resid, affine
+
+    for _ in range(4):
+        # Keep one detection per catalog star (the nearest).
+        _, first = np.unique(cat_i, return_index=True)
+        src_i, cat_i = src_i[first], cat_i[first]
+        wcs, resid, affine = fit(src_i, cat_i)
         scale = 3600.0 * math.sqrt(abs(np.linalg.det(_cd_of(wcs))))
         rms = float(np.sqrt(np.mean(resid**2))) if resid.size else 0.0
         radius = max(min(radius, 3.0 * rms / scale), 1.5)
@@ -424,17 +430,8 @@ def solve_astrometry(
     n = len(src_i)
     if n < min_matches:
         raise DetectionError(f"astrometry: only {n} stars match after refinement, need {min_matches}")
-    affine = n >= 5
+    wcs, resid, affine = fit(src_i, cat_i)
     ref = near_idx[cat_i]
-    wcs, resid = _fit_wcs(
-        det_xy[src_i],
-        refcat.ra_deg[ref],
-        refcat.dec_deg[ref],
-        ra0=ra0,
-        dec0=dec0,
-        parity=parity,
-        affine=affine,
-    )
     n_par = 6 if affine else 4
     scatter = float(np.sqrt(np.sum(resid**2) / max(n - n_par / 2, 1)))
     if scatter > max_scatter_arcsec:

@@ -198,19 +198,11 @@ def run_catalog_mode(
     position = {ref: k for k, (_, ref, _, _) in enumerate(accepted)}
     donuts = []
     for n, ref, mi, me in accepted:
-        fx, fy = field_angle(telescope, [mi.x, me.x], [mi.y, me.y])
         donuts.append(
-            Donut(
-                intra_x=mi.x,
-                intra_y=mi.y,
-                extra_x=me.x,
-                extra_y=me.y,
-                intra_flux=mi.flux,
-                extra_flux=me.flux,
-                intra_snr=mi.snr,
-                extra_snr=me.snr,
-                field_x_deg=fx,
-                field_y_deg=fy,
+            _donut(
+                telescope,
+                mi,
+                me,
                 blended=blended[ref],
                 blend_with=tuple(position[j] for j in selection.blend_with[n] if j in position),
                 ref_index=int(ref),
@@ -224,6 +216,41 @@ def run_catalog_mode(
         f"({shift_i[0]:+.0f}, {shift_i[1]:+.0f}) px, extra ({shift_e[0]:+.0f}, {shift_e[1]:+.0f}) px"
     )
     return ModeResult(tuple(donuts), tuple(rejected), note, (*shift_i, *shift_e))
+
+
+def _donut(
+    telescope: AuxTel,
+    intra: Measurement,
+    extra: Measurement,
+    *,
+    blended: bool,
+    blend_with: tuple[int, ...],
+    ref_index: int | None = None,
+    ref_ra_deg: float | None = None,
+    ref_dec_deg: float | None = None,
+    ref_mag: float | None = None,
+) -> Donut:
+    """The `Donut` of a measured intra/extra pair (field angle of the pair's mean position; other fields as
+    `Donut`)."""
+    fx, fy = field_angle(telescope, [intra.x, extra.x], [intra.y, extra.y])
+    return Donut(
+        intra_x=intra.x,
+        intra_y=intra.y,
+        extra_x=extra.x,
+        extra_y=extra.y,
+        intra_flux=intra.flux,
+        extra_flux=extra.flux,
+        intra_snr=intra.snr,
+        extra_snr=extra.snr,
+        field_x_deg=fx,
+        field_y_deg=fy,
+        blended=blended,
+        blend_with=blend_with,
+        ref_index=ref_index,
+        ref_ra_deg=ref_ra_deg,
+        ref_dec_deg=ref_dec_deg,
+        ref_mag=ref_mag,
+    )
 
 
 def pair_offset(p: NDArray, q: NDArray, *, max_offset_px: float, tol_px: float) -> tuple[float, float] | None:
@@ -351,20 +378,11 @@ def run_template_mode(
     donuts = []
     for k, idx in enumerate(selection.keep.tolist()):
         a, j = pairs[idx]
-        m1, m2 = mi[a], me[j]
-        fx, fy = field_angle(telescope, [m1.x, m2.x], [m1.y, m2.y])
         donuts.append(
-            Donut(
-                intra_x=m1.x,
-                intra_y=m1.y,
-                extra_x=m2.x,
-                extra_y=m2.y,
-                intra_flux=m1.flux,
-                extra_flux=m2.flux,
-                intra_snr=m1.snr,
-                extra_snr=m2.snr,
-                field_x_deg=fx,
-                field_y_deg=fy,
+            _donut(
+                telescope,
+                mi[a],
+                me[j],
                 blended=bool(selection.blended[k]),
                 blend_with=tuple(position[n] for n in selection.blend_with[k] if n in position),
             )
