@@ -32,6 +32,18 @@ def _with_header(exposure, header):
     return dataclasses.replace(exposure, header=header)
 
 
+def _detect(triplet, header, *, infocus=False, config=None):
+    """`detect_donuts` on the triplet's pair (and in-focus image if ``infocus``), all with ``header``."""
+    field, intra, extra, focus = triplet
+    return detect_donuts(
+        _with_header(intra, header),
+        _with_header(extra, header),
+        infocus=_with_header(focus, header) if infocus else None,
+        refcat=field.refcat,
+        config=config,
+    )
+
+
 def _errors(cat, field, offset=(0.0, 0.0)):
     """Distance of each donut (intra, extra) to the nearest true position, px."""
     n = len(field.flux)
@@ -46,9 +58,9 @@ def _errors(cat, field, offset=(0.0, 0.0)):
 
 @pytest.mark.slow
 def test_auto_picks_wcs_when_the_header_is_good(triplet) -> None:
-    field, intra, extra, _ = triplet
+    field = triplet[0]
     header = ds.header_for(field, shift_px=(3.0, -4.0), rotation_deg=0.02)
-    cat = detect_donuts(_with_header(intra, header), _with_header(extra, header), refcat=field.refcat)
+    cat = _detect(triplet, header)
     assert cat.mode == "wcs" and cat.reason.startswith("wcs chosen")
     on_chip = (
         12  # make_field keeps the 12 bright stars 150 px inside the chip; the faint ones are undetectable
@@ -61,14 +73,9 @@ def test_auto_picks_wcs_when_the_header_is_good(triplet) -> None:
 
 @pytest.mark.slow
 def test_auto_refits_a_wcs_off_by_100_px_and_8_degrees(triplet) -> None:
-    field, intra, extra, infocus = triplet
+    field = triplet[0]
     header = ds.header_for(field, shift_px=(100.0, 0.0), rotation_deg=8.0)
-    cat = detect_donuts(
-        _with_header(intra, header),
-        _with_header(extra, header),
-        infocus=_with_header(infocus, header),
-        refcat=field.refcat,
-    )
+    cat = _detect(triplet, header, infocus=True)
     assert cat.mode == "refit" and "wcs not chosen" in cat.reason
     assert cat.wcs_scatter_arcsec < 0.1 and cat.n_astrometry_matches >= 10
     assert len(cat) == 12 and _errors(cat, field, (4.2, -2.7)).max() < 1.0
@@ -76,9 +83,9 @@ def test_auto_refits_a_wcs_off_by_100_px_and_8_degrees(triplet) -> None:
 
 @pytest.mark.slow
 def test_auto_falls_back_to_template_without_an_infocus_image(triplet) -> None:
-    field, intra, extra, _ = triplet
+    field = triplet[0]
     header = ds.header_for(field, shift_px=(100.0, 0.0), rotation_deg=8.0)
-    cat = detect_donuts(_with_header(intra, header), _with_header(extra, header), refcat=field.refcat)
+    cat = _detect(triplet, header)
     assert cat.mode == "template"
     assert "refit not possible: no in-focus image" in cat.reason
     assert len(cat) == 12 and cat.wcs is None and all(d.ref_index is None for d in cat.donuts)
@@ -88,26 +95,15 @@ def test_auto_falls_back_to_template_without_an_infocus_image(triplet) -> None:
 
 @pytest.mark.slow
 def test_forced_wcs_mode_falls_back_when_the_wcs_misses(triplet) -> None:
-    field, intra, extra, infocus = triplet
+    field = triplet[0]
     header = ds.header_for(field, shift_px=(300.0, 0.0), rotation_deg=0.0)
-    cat = detect_donuts(
-        _with_header(intra, header),
-        _with_header(extra, header),
-        infocus=_with_header(infocus, header),
-        refcat=field.refcat,
-        config=DetectionConfig(mode="wcs"),
-    )
+    cat = _detect(triplet, header, infocus=True, config=DetectionConfig(mode="wcs"))
     # 300 px off: the catalog does not line up with the template detections even within the search radius,
     # so mode 'wcs' refuses (rather than hand out donuts of the wrong stars) and the fallback solves the WCS.
     assert cat.mode == "refit" and cat.reason.startswith("wcs failed: the WCS does not line up")
     assert len(cat) == 12 and _errors(cat, field, (4.2, -2.7)).max() < 1.0
     with pytest.raises(DetectionError, match="wcs failed: the WCS does not line up"):
-        detect_donuts(
-            _with_header(intra, header),
-            _with_header(extra, header),
-            refcat=field.refcat,
-            config=DetectionConfig(mode="wcs", fallback=False),
-        )
+        _detect(triplet, header, config=DetectionConfig(mode="wcs", fallback=False))
 
 
 @pytest.mark.slow

@@ -28,6 +28,19 @@ def _exposure(header: fits.Header, wcs=None) -> Exposure:
     )
 
 
+def _solve(sources, field, start):
+    """`solve_astrometry` with the settings every test here uses (800 px search, 4 matches, 1 arcsec)."""
+    return solve_astrometry(
+        sources,
+        field.refcat,
+        start,
+        shape=ds.FULL_SHAPE,
+        max_shift_px=800,
+        min_matches=4,
+        max_scatter_arcsec=1.0,
+    )
+
+
 def test_tangent_plane_round_trip_and_agrees_with_astropy() -> None:
     rng = np.random.default_rng(1)
     ra = 150.0 + rng.uniform(-0.1, 0.1, 50)
@@ -98,15 +111,7 @@ def test_solve_astrometry_recovers_shift_and_rotation(shift, rotation) -> None:
     sources = _star_sources(
         rng, dataclasses.replace(field, x=field.x[:12], y=field.y[:12], flux=field.flux[:12]), wrong
     )
-    sol = solve_astrometry(
-        sources,
-        field.refcat,
-        start,
-        shape=ds.FULL_SHAPE,
-        max_shift_px=800,
-        min_matches=4,
-        max_scatter_arcsec=1.0,
-    )
+    sol = _solve(sources, field, start)
     assert sol.n_matches >= 11
     # 0.05 px of centroid noise is 0.005": the fit must be far below the 1" requirement.
     assert sol.scatter_arcsec < 0.02
@@ -121,15 +126,7 @@ def test_solve_astrometry_failures_are_explained() -> None:
     start = boresight_wcs(field.ra0, field.dec0, field.rotpa, scale_arcsec_per_px=ds.SCALE)
     few = Sources(field.x[:2], field.y[:2], field.flux[:2], field.flux[:2], np.zeros(2, dtype=bool))
     with pytest.raises(DetectionError, match="2 stars found on the in-focus image, need 4"):
-        solve_astrometry(
-            few,
-            field.refcat,
-            start,
-            shape=ds.FULL_SHAPE,
-            max_shift_px=800,
-            min_matches=4,
-            max_scatter_arcsec=1.0,
-        )
+        _solve(few, field, start)
     # Random points have no counterpart in the catalog.
     junk = Sources(
         rng.uniform(0, 4000, 12),
@@ -139,15 +136,7 @@ def test_solve_astrometry_failures_are_explained() -> None:
         np.zeros(12, dtype=bool),
     )
     with pytest.raises(DetectionError, match="astrometry"):
-        solve_astrometry(
-            junk,
-            field.refcat,
-            start,
-            shape=ds.FULL_SHAPE,
-            max_shift_px=800,
-            min_matches=4,
-            max_scatter_arcsec=1.0,
-        )
+        _solve(junk, field, start)
 
 
 def test_detect_sources_finds_stars_and_rejects_cosmic_rays() -> None:
