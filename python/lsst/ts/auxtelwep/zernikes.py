@@ -105,6 +105,16 @@ def _unit(j: int, obscuration: float, radius: float) -> galsim.zernike.Zernike:
     return galsim.zernike.Zernike(coef, R_outer=radius, R_inner=obscuration * radius)
 
 
+def _checked_units(
+    noll: Iterable[int], x: ArrayLike, y: ArrayLike, obscuration: float, radius: float
+) -> tuple[list[galsim.zernike.Zernike], NDArray[np.float64], NDArray[np.float64]]:
+    """Check the arguments of a basis function; return the unit Zernikes of ``noll`` and ``x``, ``y``."""
+    idx = check_noll(noll)
+    obscuration, radius = _check_geometry(obscuration, radius)
+    xa, ya = _xy(x, y)
+    return [_unit(j, obscuration, radius) for j in idx], xa, ya
+
+
 def basis(
     noll: Iterable[int], x: ArrayLike, y: ArrayLike, *, obscuration: float, radius: float = 1.0
 ) -> NDArray[np.float64]:
@@ -125,10 +135,8 @@ def basis(
     -------
     values : `numpy.ndarray`, shape ``(len(noll), *x.shape)``
     """
-    idx = check_noll(noll)
-    obscuration, radius = _check_geometry(obscuration, radius)
-    xa, ya = _xy(x, y)
-    return np.stack([_unit(j, obscuration, radius)(xa, ya) for j in idx])
+    units, xa, ya = _checked_units(noll, x, y, obscuration, radius)
+    return np.stack([z(xa, ya) for z in units])
 
 
 def gradient_basis(
@@ -141,12 +149,9 @@ def gradient_basis(
     grad : `numpy.ndarray`, shape ``(2, len(noll), *x.shape)``
         ``grad[0]`` is d/dx, ``grad[1]`` is d/dy (per unit of ``radius``).
     """
-    idx = check_noll(noll)
-    obscuration, radius = _check_geometry(obscuration, radius)
-    xa, ya = _xy(x, y)
-    out = np.empty((2, len(idx), *xa.shape))
-    for k, j in enumerate(idx):
-        z = _unit(j, obscuration, radius)
+    units, xa, ya = _checked_units(noll, x, y, obscuration, radius)
+    out = np.empty((2, len(units), *xa.shape))
+    for k, z in enumerate(units):
         out[0, k] = z.gradX(xa, ya)
         out[1, k] = z.gradY(xa, ya)
     return out
@@ -162,12 +167,9 @@ def hessian_basis(
     hess : `numpy.ndarray`, shape ``(3, len(noll), *x.shape)``
         d2/dx2, d2/dxdy and d2/dy2, in that order.
     """
-    idx = check_noll(noll)
-    obscuration, radius = _check_geometry(obscuration, radius)
-    xa, ya = _xy(x, y)
-    out = np.empty((3, len(idx), *xa.shape))
-    for k, j in enumerate(idx):
-        z = _unit(j, obscuration, radius)
+    units, xa, ya = _checked_units(noll, x, y, obscuration, radius)
+    out = np.empty((3, len(units), *xa.shape))
+    for k, z in enumerate(units):
         gx, gy = z.gradX, z.gradY
         out[0, k] = gx.gradX(xa, ya)
         out[1, k] = gx.gradY(xa, ya)
