@@ -373,6 +373,14 @@ def _run_loop(
     mask = sides[0].mask & sides[1].mask
     fft = FftPoissonSolver.build(mask, grid) if solver == "fft" else None
     last_change = np.inf
+
+    def outcome(
+        iterations: int, message: str, *, converged: bool = False, caustic: bool = False
+    ) -> _LoopOutcome:
+        # The state at the time of the call: best estimate, history, last compensated images.
+        history_m = np.array(history).reshape(-1, n)
+        return _LoopOutcome(best, history_m, images, converged, caustic, iterations, message)
+
     for it in range(max_iter):
         jcomp = comp_sequence[it] if it < len(comp_sequence) else jmax
         comp = comp + gain * resid
@@ -381,25 +389,16 @@ def _run_loop(
         for side in sides:
             img, folded = side.compensate(comp, solve_noll)
             if folded:
-                return _LoopOutcome(
-                    best,
-                    np.array(history).reshape(-1, n),
-                    images,
-                    False,
-                    True,
+                return outcome(
                     it,
                     f"caustic at iteration {it + 1}: the {side.side} pupil mapping folds (Jacobian <= 0); "
                     f"estimate from iteration {it} kept",
+                    caustic=True,
                 )
             compensated.append(img * mask)
         sums = [float(c.sum()) for c in compensated]
         if min(sums) <= 0:
-            return _LoopOutcome(
-                best,
-                np.array(history).reshape(-1, n),
-                images,
-                False,
-                False,
+            return outcome(
                 it,
                 f"no light on the pupil at iteration {it + 1} (sums {sums[0]:.3g}, {sums[1]:.3g}): the model "
                 f"donut left the stamp; estimate from iteration {it} kept",
@@ -417,21 +416,12 @@ def _run_loop(
         best = new_best
         history.append(best.copy())
         if jcomp >= jmax and last_change < tol_m:
-            return _LoopOutcome(
-                best,
-                np.array(history),
-                images,
-                True,
-                False,
+            return outcome(
                 it + 1,
                 f"converged after {it + 1} iterations (last change {last_change * 1e9:.2g} nm)",
+                converged=True,
             )
-    return _LoopOutcome(
-        best,
-        np.array(history).reshape(-1, n),
-        images,
-        False,
-        False,
+    return outcome(
         max_iter,
         f"not converged after {max_iter} iterations (last change {last_change * 1e9:.3g} nm, "
         f"tolerance {tol_m * 1e9:.3g} nm)",
