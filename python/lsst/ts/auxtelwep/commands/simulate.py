@@ -37,16 +37,19 @@ def _floats(count: int, what: str) -> Callable[[str], tuple[float, ...]]:
     return parse
 
 
+def _add_hexapod(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """Add a hexapod-state option ``flag`` (x,y,z mm and u,v deg; default all zero)."""
+    parser.add_argument(flag, type=_floats(5, flag), default=(0.0,) * 5, metavar="X,Y,Z,U,V", help=help)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``night`` and ``exposure``."""
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--seeing", type=float, default=1.0, help="seeing FWHM, arcsec (default 1.0)")
-    parser.add_argument(
+    _add_hexapod(
+        parser,
         "--hexapod",
-        type=_floats(5, "--hexapod"),
-        default=(0.0, 0.0, 0.0, 0.0, 0.0),
-        metavar="X,Y,Z,U,V",
-        help="injected M2 hexapod state without defocus: x,y,z mm and u,v deg (default aligned)",
+        "injected M2 hexapod state without defocus: x,y,z mm and u,v deg (default aligned)",
     )
     parser.add_argument("--ra", type=float, default=150.0, help="boresight RA, deg")
     parser.add_argument("--dec", type=float, default=-30.0, help="boresight Dec, deg")
@@ -86,13 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     night.add_argument("--triplets", type=int, required=True, help="number of triplets")
     night.add_argument("--out", type=Path, required=True, help="output directory (the data root)")
     night.add_argument("--dither", type=float, default=5.0, help="rms pointing dither per triplet, arcsec")
-    night.add_argument(
-        "--hexapod-step",
-        type=_floats(5, "--hexapod-step"),
-        default=(0.0, 0.0, 0.0, 0.0, 0.0),
-        metavar="X,Y,Z,U,V",
-        help="added to the hexapod state at each following triplet",
-    )
+    _add_hexapod(night, "--hexapod-step", "added to the hexapod state at each following triplet")
     _common(night)
     night.set_defaults(func=_night)
 
