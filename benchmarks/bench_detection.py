@@ -23,14 +23,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import dataclasses
 import json
-import platform
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
+from _common import table, write_result
+from _timing import time_calls
 from lsst.ts.auxtelwep.detection import DetectionConfig, detect_donuts
 from lsst.ts.auxtelwep.exposure import Exposure, MaskBit
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState, Role
@@ -38,26 +37,8 @@ from lsst.ts.auxtelwep.refcat import RefCatalog
 from lsst.ts.auxtelwep.sim.night import make_catalog
 from lsst.ts.auxtelwep.sim.scene import Pointing, offset_wcs, render_scene, true_wcs
 
-RESULTS = Path(__file__).parent / "results" / "detection.json"
 POINTING = Pointing(ra_deg=210.0, dec_deg=-45.0, rotpa_deg=35.0, camera_angle_deg=20.0)
 HEXAPOD = HexapodState(x=0.1, y=-0.05, z=0.02)
-
-
-def _timings(func: Callable[[], object], repeat: int) -> dict[str, float | int]:
-    func()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return {
-        "median_s": round(float(median), 4),
-        "min_s": round(min(times), 4),
-        "max_s": round(max(times), 4),
-        "iqr_s": round(float(q3 - q1), 4),
-        "n": repeat,
-    }
 
 
 def _exposures(rng: np.random.Generator) -> tuple[dict[Role, Exposure], RefCatalog, AuxTel]:
@@ -93,8 +74,8 @@ def main() -> None:
 
     found: dict[str, tuple[str, int]] = {}
 
-    def run(name: str, mode: str, wcs, infocus: bool) -> Callable[[], None]:
-        def once() -> None:
+    def run(name: str, mode: str, wcs, infocus: bool) -> Callable[[int], None]:
+        def once(_: int) -> None:
             cat = detect_donuts(
                 with_wcs(Role.INTRA, wcs),
                 with_wcs(Role.EXTRA, wcs),
@@ -113,29 +94,27 @@ def main() -> None:
         "template": run("template", "template", None, False),
         "auto_refit": run("auto_refit", "auto", bad, True),
     }
-    results = {name: _timings(func, args.repeat) for name, func in cases.items()}
+    results = {name: time_calls(func, args.repeat) for name, func in cases.items()}
     for name, (mode, n) in found.items():
         results[name]["mode_used"] = mode
         results[name]["donuts"] = n
-    report = {
-        "name": "detection",
-        "description": "detect_donuts on full 4000 x 4072 frames (simulated field, 8 stars on the chip incl. "
-        'a blend pair and a saturated star; M2 decentred 0.1 mm; 1" seeing); wcs: 5 px WCS error; refit: '
-        "100 px + 8 deg with in-focus image; template: no WCS; auto_refit: auto in the refit situation. "
-        "Target: under 0.5 s per mode.",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "blas_threads": 1,
-            "load_average_start": round(load_start, 2),
-            "load_average_end": round(os.getloadavg()[0], 2),
+    rows = [(name, r["mode_used"], r["donuts"], r["median_s"], r["iqr_s"]) for name, r in results.items()]
+    summary = table(rows, ("case", "mode used", "donuts", "median s", "IQR s"))
+    write_result(
+        "detection",
+        {
+            "name": "detection",
+            "description": "detect_donuts on full 4000 x 4072 frames (simulated field, 8 stars on the chip "
+            'incl. a blend pair and a saturated star; M2 decentred 0.1 mm; 1" seeing); wcs: 5 px WCS error; '
+            "refit: 100 px + 8 deg with in-focus image; template: no WCS; auto_refit: auto in the refit "
+            "situation. Target: under 0.5 s per mode.",
+            "load_average": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
+            "results": results,
+            "table": summary,
         },
-        "results": results,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    )
     print(json.dumps(results, indent=1))
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
-import platform
 import tempfile
-import time
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from _common import table, write_result
+from _timing import peak_mb, time_calls
 from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.exposure import read_raw
 from lsst.ts.auxtelwep.instrument import DETECTOR_SHAPE
@@ -36,35 +34,6 @@ from lsst.ts.auxtelwep.sim.signature import (
     write_calibrations,
     write_raw,
 )
-
-RESULTS = Path(__file__).parent / "results" / "isr.json"
-
-
-def _timings(func: Callable[[], object], repeat: int) -> dict[str, float | int]:
-    func()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return {
-        "median_s": round(float(median), 4),
-        "min_s": round(min(times), 4),
-        "max_s": round(max(times), 4),
-        "iqr_s": round(float(q3 - q1), 4),
-        "n": repeat,
-    }
-
-
-def _peak_mb(func: Callable[[], object]) -> float:
-    tracemalloc.start()
-    try:
-        func()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return round(peak / 2**20, 1)
 
 
 def _scene(rng: np.random.Generator) -> np.ndarray:
@@ -101,36 +70,38 @@ def main() -> None:
         calibs = load_calibrations(calib_dir, seed_config)
         calibs_e = load_calibrations(calib_dir, electron_config)
         results = {
-            "run_isr_seed_config_adu": _timings(lambda: run_isr(raw, calibs, seed_config), args.repeat),
-            "run_isr_electron_variance": _timings(
-                lambda: run_isr(raw, calibs_e, electron_config), args.repeat
+            "run_isr_seed_config_adu": time_calls(lambda _: run_isr(raw, calibs, seed_config), args.repeat),
+            "run_isr_electron_variance": time_calls(
+                lambda _: run_isr(raw, calibs_e, electron_config), args.repeat
             ),
-            "read_raw_uncompressed": _timings(lambda: read_raw(raw_path), args.repeat),
-            "load_calibrations_seed_config": _timings(
-                lambda: load_calibrations(calib_dir, seed_config), max(3, args.repeat // 2)
+            "read_raw_uncompressed": time_calls(lambda _: read_raw(raw_path), args.repeat),
+            "load_calibrations_seed_config": time_calls(
+                lambda _: load_calibrations(calib_dir, seed_config), max(3, args.repeat // 2)
             ),
         }
         memory = {
-            "run_isr_seed_config_adu_peak_mb": _peak_mb(lambda: run_isr(raw, calibs, seed_config)),
-            "run_isr_electron_variance_peak_mb": _peak_mb(lambda: run_isr(raw, calibs_e, electron_config)),
+            "run_isr_seed_config_adu_peak_mb": peak_mb(lambda: run_isr(raw, calibs, seed_config)),
+            "run_isr_electron_variance_peak_mb": peak_mb(lambda: run_isr(raw, calibs_e, electron_config)),
         }
-    report = {
-        "name": "isr",
-        "description": "full-frame ISR (16 amps 2048x576 -> 4000x4072 float32): sky 600 e-, 6 donuts (2 "
-        "saturating), 50 cosmic rays; times in s, peak memory allocated by run_isr in MB (the output "
-        "image, mask and variance alone are 65 + 33 + 65 MB)",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_1min": os.getloadavg()[0],
+    rows = [
+        (case, r["median_s"], r["iqr_s"], r["n"], memory.get(f"{case}_peak_mb", ""))
+        for case, r in results.items()
+    ]
+    summary = table(rows, ("case", "median s", "IQR s", "n", "peak MB"))
+    write_result(
+        "isr",
+        {
+            "name": "isr",
+            "description": "full-frame ISR (16 amps 2048x576 -> 4000x4072 float32): sky 600 e-, 6 donuts (2 "
+            "saturating), 50 cosmic rays; times in s, peak memory allocated by run_isr in MB (the output "
+            "image, mask and variance alone are 65 + 33 + 65 MB)",
+            "results": results,
+            "memory": memory,
+            "table": summary,
         },
-        "results": results,
-        "memory": memory,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    )
     print(json.dumps({**results, **memory}, indent=1))
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -17,40 +17,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
-import platform
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
+from _common import table, write_result
+from _timing import time_calls
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState, Role
 from lsst.ts.auxtelwep.sim.night import make_catalog
 from lsst.ts.auxtelwep.sim.optics import render_stamp_pair
 from lsst.ts.auxtelwep.sim.scene import Pointing, render_scene, simulate_exposure
 from lsst.ts.auxtelwep.sim.signature import DetectorSignature
 
-RESULTS = Path(__file__).parent / "results" / "simulate.json"
 STATE = HexapodState(x=0.15, y=-0.1, z=0.03)
 POINTING = Pointing(ra_deg=150.0, dec_deg=-30.0, rotpa_deg=20.0, camera_angle_deg=10.0)
-
-
-def _timings(func: Callable[[int], object], repeat: int) -> dict[str, float | int]:
-    func(-1)  # warm-up: builds the cached optics, kernels and pupil grids
-    times = []
-    for i in range(repeat):
-        t0 = time.perf_counter()
-        func(i)
-        times.append(time.perf_counter() - t0)
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return {
-        "median_s": round(float(median), 4),
-        "min_s": round(min(times), 4),
-        "max_s": round(max(times), 4),
-        "iqr_s": round(float(q3 - q1), 4),
-        "n": repeat,
-    }
 
 
 def main() -> None:
@@ -96,22 +75,25 @@ def main() -> None:
             )
 
         results = {
-            "render_stamp_pair_255px": _timings(stamp_pair, args.repeat),
-            "render_scene_full_frame": _timings(scene, args.repeat),
-            "simulate_exposure_full_raw": _timings(raw, args.repeat),
+            "render_stamp_pair_255px": time_calls(stamp_pair, args.repeat),
+            "render_scene_full_frame": time_calls(scene, args.repeat),
+            "simulate_exposure_full_raw": time_calls(raw, args.repeat),
         }
-    report = {
-        "name": "simulate",
-        "description": "stamp pair (255 px, intra+extra, expected-image renderer); full-frame electrons "
-        f"of {max(on_chip)} stars on the chip (12-star catalog, mag 8-11); full raw = scene + detector "
-        "signature + 16-HDU FITS write + truth JSON",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "blas_threads": 1},
-        "results": results,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    summary = table([(case, r["median_s"], r["iqr_s"], r["n"]) for case, r in results.items()],
+                    ("case", "median s", "IQR s", "n"))  # fmt: skip
+    write_result(
+        "simulate",
+        {
+            "name": "simulate",
+            "description": "stamp pair (255 px, intra+extra, expected-image renderer); full-frame electrons "
+            f"of {max(on_chip)} stars on the chip (12-star catalog, mag 8-11); full raw = scene + detector "
+            "signature + 16-HDU FITS write + truth JSON",
+            "results": results,
+            "table": summary,
+        },
+    )
     print(json.dumps(results, indent=1))
+    print(summary)
 
 
 if __name__ == "__main__":

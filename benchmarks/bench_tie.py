@@ -23,19 +23,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
+from _common import stats, table, write_result
 from lsst.ts.auxtelwep.estimation.tie import solve_tie
 from lsst.ts.auxtelwep.estimation.tie_geometry import TieGeometry
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
 from lsst.ts.auxtelwep.sim.optics import StampPair, render_stamp_pair
 
-RESULTS = Path(__file__).parent / "results" / "tie.json"
 CONFIGS = (("exp", "offAxis"), ("exp", "onAxis"), ("fft", "onAxis"))
 
 
@@ -53,16 +50,6 @@ def _pairs(n: int, flux: float, seed: int) -> list[StampPair]:
     return pairs
 
 
-def _spread(values: list[float], digits: int) -> dict[str, float]:
-    q1, median, q3 = np.percentile(values, [25, 50, 75])
-    return {
-        "median": round(float(median), digits),
-        "min": round(float(min(values)), digits),
-        "max": round(float(max(values)), digits),
-        "iqr": round(float(q3 - q1), digits),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6, help="number of donut pairs (default 6)")
@@ -76,7 +63,7 @@ def main() -> None:
     pairs = _pairs(args.pairs, args.flux, args.seed)
     stamps = [(p.intra - p.truth.sky_e, p.extra - p.truth.sky_e, p.truth) for p in pairs]
 
-    results: dict[str, object] = {}
+    results: dict[str, dict] = {}
     for solver, model in CONFIGS:
         intra, extra, truth = stamps[0]
         t0 = time.perf_counter()
@@ -102,32 +89,47 @@ def main() -> None:
             iterations.append(result.iterations)
             converged += int(result.converged)
         results[f"{solver}/{model}"] = {
-            "time_per_pair_s": _spread(times, 4),
+            "time_per_pair_s": stats(times, digits=4),
             "warmup_s": round(warmup, 3),
-            "rms_error_z4_z11_nm": _spread(rms_4_11, 2),
-            "rms_error_z4_z22_nm": _spread(rms_4_22, 2),
-            "iterations": _spread([float(i) for i in iterations], 1),
+            "rms_error_z4_z11_nm": stats(rms_4_11, digits=2),
+            "rms_error_z4_z22_nm": stats(rms_4_22, digits=2),
+            "iterations": stats(iterations, digits=1),
             "converged": f"{converged}/{len(stamps)}",
         }
         print(f"{solver}/{model}: {results[f'{solver}/{model}']}")
 
-    report = {
-        "benchmark": "tie",
-        "pairs": args.pairs,
-        "flux_e": args.flux,
-        "sky_e": 200.0,
-        "seeing_arcsec": 1.0,
-        "stamp_px": 255,
-        "threads": 1,
-        "geometry_build_s": round(geometry_s, 3),
-        "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count()},
-        "reference_ts_wep": {"offAxis": {"rms_nm": 3.7, "s": 0.60}, "onAxis": {"rms_nm": 3.7, "s": 0.42}},
-        "target_s_per_pair": 0.5,
-        "results": results,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    rows = [
+        (
+            config,
+            r["time_per_pair_s"]["median"],
+            r["rms_error_z4_z11_nm"]["median"],
+            r["rms_error_z4_z22_nm"]["median"],
+            r["iterations"]["median"],
+            r["converged"],
+        )
+        for config, r in results.items()
+    ]
+    summary = table(
+        rows, ("solver/model", "s per pair", "RMS Z4-Z11 nm", "RMS Z4-Z22 nm", "iterations", "converged")
+    )
+    path = write_result(
+        "tie",
+        {
+            "pairs": args.pairs,
+            "flux_e": args.flux,
+            "sky_e": 200.0,
+            "seeing_arcsec": 1.0,
+            "stamp_px": 255,
+            "threads": 1,
+            "geometry_build_s": round(geometry_s, 3),
+            "reference_ts_wep": {"offAxis": {"rms_nm": 3.7, "s": 0.60}, "onAxis": {"rms_nm": 3.7, "s": 0.42}},
+            "target_s_per_pair": 0.5,
+            "results": results,
+            "table": summary,
+        },
+    )
+    print(summary)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
