@@ -24,6 +24,8 @@ class CorrectionTestCase(CscTestCase):
     config_overrides: ClassVar[dict[str, Any]] = {
         "pipeline": {"fake_correction": list(RAW)},
         "correction": {
+            "gains": {"x": 0.5, "y": 0.5, "z": 0.9, "u": 0.5, "v": 0.5},
+            "max_step": {"x": 0.5, "y": 0.5, "z": 0.1, "u": 0.05, "v": 0.05},
             "max_total": {"x": 0.8, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2},
             "apply_timeout_s": 5.0,
         },

@@ -115,11 +115,13 @@ class CorrectionConfig(_Model):
     """How a hexapod correction is turned into an ATAOS offset."""
 
     gains: AxisValues = pydantic.Field(
-        AxisValues(x=0.5, y=0.5, z=0.9, u=0.5, v=0.5),
-        description="Fraction of the correction applied per step, per axis (ops script: 0.5, 0.5, 0.9).",
+        AxisValues(x=1.0, y=1.0, z=1.0, u=1.0, v=1.0),
+        description="Fraction of the correction applied per step, per axis. The correction comes from the "
+        "batoid sensitivity (good to ~1 %), so full gain converges in one step; the ops script used "
+        "0.5, 0.5, 0.9 to make up for its published matrix being ~20 % off.",
     )
     max_step: AxisValues = pydantic.Field(
-        AxisValues(x=0.5, y=0.5, z=0.1, u=0.05, v=0.05),
+        AxisValues(x=0.6, y=0.6, z=0.2, u=0.05, v=0.05),
         description="Largest offset sent in one step, per axis (mm for x, y, z; deg for u, v).",
     )
     max_total: AxisValues = pydantic.Field(

@@ -14,8 +14,8 @@ which moves the simulated M2, so the next triplet sees what is left. The initial
 ops script's rule needs 3 or more iterations for (`sim.night_script.ops_rule_run`), with ``--draw any`` the
 first draw, or ``--initial x,y,z``.
 
-The demo's CSC configuration applies each correction at full gain (the model-based sensitivity is good to
-about 1 %), with steps up to 0.6 mm in x, y and 0.2 mm in z; the shipped defaults are the ops script's gains.
+The demo's CSC runs with the shipped correction defaults: full gain (the model-based sensitivity is good to
+about 1 %), steps up to 0.6 mm in x, y and 0.2 mm in z.
 The report folder is described in `lsst.ts.auxtelwep.report`.
 """
 
@@ -167,11 +167,7 @@ def csc_override(
         "refcat_path": str(refcat),
         "calibs_dir": str(calibs),
         "process_timeout_s": float(timeout_s),
-        "correction": {
-            "gains": {"x": 1.0, "y": 1.0, "z": 1.0, "u": 1.0, "v": 1.0},
-            "max_step": {"x": 0.6, "y": 0.6, "z": 0.2, "u": 0.05, "v": 0.05},
-            "auto_apply": True,
-        },
+        "correction": {"auto_apply": True},
     }
 
 
