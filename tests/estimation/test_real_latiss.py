@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import shift as nd_shift
 
-from lsst.ts.auxtelwep.estimation.forward import ForwardFitResult, fit_pair, pair_specs
+from lsst.ts.auxtelwep.estimation.forward import ForwardFitResult, ForwardOptions, fit_pair, pair_specs
 from lsst.ts.auxtelwep.estimation.forward_model import DonutSetModel
 from lsst.ts.auxtelwep.estimation.tie import solve_tie
 from lsst.ts.auxtelwep.estimation.tie_geometry import TieGeometry
@@ -62,6 +62,16 @@ def _pair(stamps, *, dx: float = 0.0, dy: float = 0.0) -> DonutPair:
 @pytest.fixture(scope="module")
 def forward(stamps) -> ForwardFitResult:
     return fit_pair(_pair(stamps), telescope=AuxTel(), keep_images=True)
+
+
+# A band around the 677 nm the danish notebook used for this pair (the filter is not recorded with the data).
+BAND_M = (6.2e-7, 6.45e-7, 6.7e-7, 6.95e-7, 7.2e-7)
+
+
+@pytest.fixture(scope="module")
+def forward_diffraction(stamps) -> ForwardFitResult:
+    options = ForwardOptions(diffraction_band_m=BAND_M)
+    return fit_pair(_pair(stamps), telescope=AuxTel(), options=options, keep_images=True)
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +189,40 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
     )
     miss = float(np.sqrt(np.mean(((on_model.deviation_um - forward.zernikes_um) * 1e3)[:8] ** 2)))
     assert miss > 10.0, f"TIE on the model images: {miss:.1f} nm"
+
+
+def test_diffraction_fills_the_hole_and_lowers_chi2(stamps, forward, forward_diffraction) -> None:
+    # The one model change of the candidates (orientation, defocus amount, wavelength, field angle, blur
+    # profile, Z23-Z37, diffraction) that moves the chi-square by more than 10 %: the geometric donut has an
+    # empty hole, the data's extra hole holds 30-45 % of the ring, and diffraction at AuxTel's small defocus
+    # puts about 40 % there (15 % in the intra donut, whose hole is larger). Measured 347 -> 261.
+    assert forward_diffraction.success, forward_diffraction.message
+    _log.info(
+        "real pair with diffraction: reduced chi2 %.1f (geometric %.1f), Z4-Z11 %s nm",
+        forward_diffraction.chi2_reduced,
+        forward.chi2_reduced,
+        np.round(forward_diffraction.zernikes_um[:8] * 1e3),
+    )
+    assert forward_diffraction.chi2_reduced < 0.85 * forward.chi2_reduced
+    # What is left is far from 1: turbulence speckle of each exposure (see the speckle test).
+    assert forward_diffraction.chi2_reduced > 100
+    n = stamps["extra"].shape[0]
+    c = (n - 1) // 2
+
+    def hole_fill(image):
+        return image[c - 3 : c + 4, c - 3 : c + 4].mean() / image[c, c + 50 : c + 80].mean()
+
+    data_fill = hole_fill(stamps["extra"])
+    geo_fill = hole_fill(forward.models[1] - forward.backgrounds[1])
+    dif_fill = hole_fill(forward_diffraction.models[1] - forward_diffraction.backgrounds[1])
+    # Measured: data 0.44, geometric + blur 0.12, diffraction + blur 0.19: diffraction explains part of the
+    # filled hole, not all of it (what is left is in doc/estimation.md).
+    assert data_fill > 0.3
+    assert geo_fill < 0.15
+    assert geo_fill + 0.04 < dif_fill < data_fill
+    moved = fit_pair(
+        _pair(stamps, dx=1.0), telescope=AuxTel(), options=ForwardOptions(diffraction_band_m=BAND_M)
+    )
+    change = np.abs(moved.zernikes_um - forward_diffraction.zernikes_um) * 1e3
+    # Stable under a 1 px shift, as the geometric fit (measured 0.2 nm).
+    assert change.max() < 5.0, f"changes {np.round(change, 1)} nm"

@@ -80,6 +80,10 @@ class EstimationConfig(BaseModel):
     model_error_fraction: float = Field(
         0.0, ge=0, lt=1, description="Fractional model error added to the pixel noise (real-data speckle)."
     )
+    diffraction_band_m: tuple[float, ...] = Field(
+        (),
+        description="Wavelengths (m) of a diffraction donut model; empty: geometric (real donuts need it).",
+    )
     tie_solver: Literal["exp", "fft"] = Field("exp", description="TIE solver.")
     tie_model: Literal["onAxis", "offAxis", "paraxial"] = Field("onAxis", description="TIE optical model.")
     max_workers: int = Field(
@@ -126,6 +130,7 @@ class EstimationConfig(BaseModel):
             z4_grid_um=self.z4_grid_um if with_grid else (),
             blur_per_donut=self.blur_per_donut,
             model_error_fraction=self.model_error_fraction,
+            diffraction_band_m=self.diffraction_band_m,
         )
 
     @property

@@ -43,6 +43,7 @@ from .forward_optics import (
     auxtel_mask_params,
     design_fits,
     design_references,
+    fresnel_image,
     install_design_fits,
     make_factory,
 )
@@ -206,6 +207,10 @@ class DonutSetModel:
         Geometry: focal length, plate scale, wavelength.
     blur_per_donut : `bool`
         One FWHM per donut (exposures taken at different times see different seeing) instead of one shared.
+    diffraction_band_m : `tuple` of `float`
+        Empty: danish's geometric donut. Else the wavelengths (metres) over which a diffraction donut
+        (`fresnel_image`) is averaged: real donuts need it (their central hole is partly filled by
+        diffraction), simulations made by ray tracing do not.
     """
 
     def __init__(
@@ -218,12 +223,14 @@ class DonutSetModel:
         origin_offset_px: float,
         telescope: AuxTel,
         blur_per_donut: bool = False,
+        diffraction_band_m: tuple[float, ...] = (),
     ) -> None:
         if npix % 2 != 1:
             raise InputError(f"model stamps must have an odd size, got {npix}", value=npix)
         self.donuts = tuple(donuts)
         self.noll = np.asarray(noll, dtype=int)
         self.nblur = len(self.donuts) if blur_per_donut else 1
+        self.diffraction_band_m = tuple(float(w) for w in diffraction_band_m)
         self.npix = npix
         self.binning = binning
         self.origin_offset_px = origin_offset_px
@@ -283,6 +290,15 @@ class DonutSetModel:
 
     def _draw(self, d: int, dz_um: NDArray) -> NDArray:
         spec = self.donuts[d]
+        if self.diffraction_band_m:
+            return fresnel_image(
+                self._aberrations_m(d, dz_um),
+                npix=self.npix,
+                binning=self.binning,
+                wavelengths_m=self.diffraction_band_m,
+                focal_length_m=self.factory.focal_length,
+                field_deg=(spec.field_x_deg, spec.field_y_deg),
+            )
         try:
             return self.factory.image(
                 aberrations=self._aberrations_m(d, dz_um),
