@@ -66,7 +66,8 @@ class DemoTestCase(IsolatedTestCase):
             assert files.convergence.stat().st_size > 10_000 and files.stamps_first is None
             assert "| 1 |" in files.summary.read_text()
             override = yaml.safe_load((out / "config" / "demo.yaml").read_text())
-            assert override["correction"]["gains"]["x"] == 1.0
+            # The demo runs on the shipped correction defaults (full gain), applied automatically.
+            assert override["correction"] == {"auto_apply": True}
             assert not Path(report.settings["data_root"]).exists()  # temporary raws were removed
 
 
