@@ -12,12 +12,14 @@ from lsst.ts.auxtelwep.sim.scene import Truth
 
 
 @pytest.mark.slow
-def test_simulate_night_cli_writes_the_documented_tree(tmp_path) -> None:
+def test_simulate_night_cli_writes_the_documented_tree(tmp_path, capsys) -> None:
     out = tmp_path / "night"
     argv = ["simulate", "night", "--triplets", "2", "--out", str(out), "--seed", "4", "--stars", "4"]
     argv += ["--hexapod", "0.1,0,0.02,0,0", "--hexapod-step", "0,0.05,0,0,0", "--cosmic-rays", "0"]
     argv += ["--wcs-error", "30,-20,0.5"]
     assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 6 raws in 2 triplets" in printed and "intra AT_O_" in printed
     # doc/simulator.md: night.json, refcat.ecsv, calibs/, raw/<DAYOBS>/<OBSID>.fits + .truth.json beside.
     for name in ("night.json", "refcat.ecsv", "calibs/bias.fits", "calibs/dark.fits", "calibs/flat.fits"):
         assert (out / name).is_file(), name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-_log = logging.getLogger(__name__)
 
 
 def _floats(count: int, what: str) -> Callable[[str], tuple[float, ...]]:
@@ -145,7 +143,14 @@ def _night(args: argparse.Namespace) -> int:
     )
     manifest = simulate_night(args.out, plan)
     n = sum(len(t.exposures) for t in manifest.triplets)
-    _log.info("wrote %d raws in %d triplets under %s", n, len(manifest.triplets), args.out)
+    print(f"wrote {n} raws in {len(manifest.triplets)} triplets under {args.out}")
+    for triplet in manifest.triplets:
+        obsids = "  ".join(f"{e.role} {e.obsid}" for e in triplet.exposures)
+        print(f"  {triplet.groupid}: {obsids}")
+    print(
+        f"reference catalog {args.out / manifest.refcat}, calibrations {args.out / manifest.calibs}, "
+        f"manifest {args.out / 'night.json'}"
+    )
     return 0
 
 
@@ -192,5 +197,5 @@ def _exposure(args: argparse.Namespace) -> int:
         n_cosmic_rays=args.cosmic_rays,
         compress=args.compress,
     )
-    _log.info("wrote %s (%d stars on the chip)", args.out, sum(s.on_chip for s in truth.stars))
+    print(f"wrote {args.out} ({sum(s.on_chip for s in truth.stars)} stars on the chip) and its truth file")
     return 0
