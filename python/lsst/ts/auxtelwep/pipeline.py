@@ -239,7 +239,7 @@ def process(
     with _timed(timings, "isr"):
         calibrations = None
         if config.apply_isr and config.calibs_dir is not None:
-            calibrations = calibs_module.load_calibrations(config.calibs_dir, config.isr)
+            calibrations = _calibrations(config.calibs_dir, config.isr)
         elif config.apply_isr and _needs_calibrations(config.isr):
             raise ConfigurationError(
                 "ISR is configured to use calibration products (doBias/doDark/doFlat) but no calibs_dir is "
@@ -362,6 +362,33 @@ def correct_from_estimate(
         [[catalog.donuts[p.index].field_x_deg, catalog.donuts[p.index].field_y_deg] for p in used]
     )
     return compute_correction(estimate.noll, deviations, errors, fields, telescope=telescope, config=config)
+
+
+def _calibrations(directory: Path, isr: IsrConfig) -> calibs_module.Calibrations:
+    """Calibration products of ``directory``, loaded once per set of file versions.
+
+    A night reuses one directory for every triplet; the key includes each file's modification time and
+    size, so replaced products are read again. The products' arrays are read-only, so sharing is safe.
+    """
+    directory = Path(directory).expanduser().resolve()
+    versions = (
+        tuple(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(directory.glob("*"))
+            if p.is_file()
+        )
+        if directory.is_dir()
+        else ()
+    )
+    return _cached_calibrations(directory, versions, isr.model_dump_json())
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_calibrations(
+    directory: Path, versions: tuple[tuple[str, int, int], ...], isr_json: str
+) -> calibs_module.Calibrations:
+    del versions  # part of the cache key only
+    return calibs_module.load_calibrations(directory, IsrConfig.model_validate_json(isr_json))
 
 
 def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> str | None:
