@@ -184,11 +184,10 @@ def main() -> None:
         ]
         for n, r in results.items()
     ]
-    print(
-        table(
-            rows, ["estimator", "cpu s (median)", "cpu range", "wall s", "err nm (median)", "err max", "fail"]
-        )
+    text = table(
+        rows, ["estimator", "cpu s (median)", "cpu range", "wall s", "err nm (median)", "err max", "fail"]
     )
+    print(text)
     path = write_result(
         "estimation",
         {
@@ -205,6 +204,7 @@ def main() -> None:
             },
             "cases": [info for _, _, info in cases],
             "estimators": results,
+            "table": text,
         },
     )
     print(f"wrote {path}")

@@ -5,6 +5,7 @@ import shutil
 from csc_fakes import CscTestCase
 
 from lsst.ts.auxtelwep.csc import ERROR_CONFIG, ERROR_DATA_ROOT
+from lsst.ts.auxtelwep.csc_worker import run_pipeline
 from lsst.ts.auxtelwep.sal import AckError, Domain, Remote, SalRetCode, State
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
 
@@ -45,6 +46,17 @@ class StateTestCase(CscTestCase):
             with self.assertRaises(AckError) as cm:
                 await self.remote.cmd_start.set_start(configurationOverride="bad.yaml", timeout=STD_TIMEOUT)
             self.assertIn("cadence.partner_timeout_s", cm.exception.ackcmd.result)
+            self.assertEqual(self.csc.summary_state, State.STANDBY)
+
+    async def test_invalid_pipeline_options_fail_start(self) -> None:
+        # With the real processor, the science options are validated at `start`, not at the first triplet.
+        (self.config_dir / "isr.yaml").write_text("pipeline:\n  isr: {doFlat: true, doApplyGains: true}\n")
+        async with self.make_csc(initial_state=State.STANDBY, processor=run_pipeline):
+            await self.assert_next_summary_state(State.STANDBY)
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_start.set_start(configurationOverride="isr.yaml", timeout=STD_TIMEOUT)
+            self.assertIn("invalid pipeline configuration", cm.exception.ackcmd.result)
+            self.assertIn("doApplyGains", cm.exception.ackcmd.result)
             self.assertEqual(self.csc.summary_state, State.STANDBY)
 
     async def test_unreadable_data_root_faults_at_enable(self) -> None:

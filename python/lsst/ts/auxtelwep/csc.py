@@ -134,6 +134,15 @@ class AuxTelWepCsc(ConfigurableCsc):
 
     async def configure(self, config: AuxTelWepConfig) -> None:
         """Open the journal and the data root of ``config``; start the worker pool."""
+        if self.processor is run_pipeline:
+            # Check the science options now, so a bad configuration fails `start`, not the first triplet
+            # (imported here: the science stack is otherwise loaded only by the workers).
+            from .pipeline import PipelineConfig
+
+            try:
+                PipelineConfig.model_validate(dict(config.pipeline))
+            except ValueError as exc:
+                raise ExpectedError(f"invalid pipeline configuration: {exc}") from exc
         try:
             locator = RawLocator(config.data_root)
             journal = Journal(Path(config.state_dir).expanduser() / JOURNAL_FILE_NAME)
