@@ -81,4 +81,3 @@ def test_missing_override_lists_the_available_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"override='day\.yaml' not found") as info:
         load_config(tmp_path, "day.yaml", site="")
     assert info.value.allowed == ["night.yaml"]
-

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 
-
 def _floats(count: int, what: str) -> Callable[[str], tuple[float, ...]]:
     """An argparse ``type`` that reads ``count`` comma-separated numbers."""
 
