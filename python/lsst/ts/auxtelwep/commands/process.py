@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["register", "run"]
+__all__ = ["add_pipeline_options", "pipeline_config", "register", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -23,18 +23,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument("intra", type=Path, help="intra-focal raw (or ISR'd image with --no-isr)")
     parser.add_argument("extra", type=Path, help="extra-focal raw (or ISR'd image with --no-isr)")
     parser.add_argument("--infocus", type=Path, help="in-focus raw of the same group (for astrometry)")
-    parser.add_argument("--calibs", type=Path, help="calibration directory (bias, dark, flat, amps.ecsv)")
-    parser.add_argument("--refcat", type=Path, help="reference catalog (ECSV/FITS/Parquet: ra, dec, mag)")
-    parser.add_argument("--mode", choices=("auto", "wcs", "refit", "template"), help="donut detection mode")
-    parser.add_argument("--algorithm", choices=("danish", "tie+danish", "tie"), help="wavefront estimator")
-    parser.add_argument("--config", type=Path, help="pipeline configuration YAML (PipelineConfig fields)")
+    add_pipeline_options(parser)
     parser.add_argument("--no-isr", action="store_true", help="inputs are already ISR'd single-image files")
     parser.add_argument("--json", type=Path, help="write the result as JSON")
     parser.add_argument("--plot", type=Path, help="write stamps, model residuals and the wavefront map (PNG)")
     parser.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace) -> Any:
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that configure the pipeline (shared by ``process`` and ``reprocess``)."""
+    parser.add_argument("--calibs", type=Path, help="calibration directory (bias, dark, flat, amps.ecsv)")
+    parser.add_argument("--refcat", type=Path, help="reference catalog (ECSV/FITS/Parquet: ra, dec, mag)")
+    parser.add_argument("--mode", choices=("auto", "wcs", "refit", "template"), help="donut detection mode")
+    parser.add_argument("--algorithm", choices=("danish", "tie+danish", "tie"), help="wavefront estimator")
+    parser.add_argument("--config", type=Path, help="pipeline configuration YAML (PipelineConfig fields)")
+
+
+def pipeline_config(args: argparse.Namespace) -> Any:
+    """The `pipeline.PipelineConfig` the options of `add_pipeline_options` (and ``--no-isr``) describe."""
     import yaml
 
     from ..pipeline import PipelineConfig
@@ -53,7 +59,7 @@ def _config(args: argparse.Namespace) -> Any:
         data["calibs_dir"] = str(args.calibs)
     if args.refcat is not None:
         data["refcat"] = str(args.refcat)
-    if args.no_isr:
+    if getattr(args, "no_isr", False):
         data["apply_isr"] = False
     if args.mode is not None:
         data.setdefault("detection", {})["mode"] = args.mode
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     """Process one triplet and print a summary; return the exit status."""
     from ..pipeline import Triplet, process
 
-    config = _config(args)
+    config = pipeline_config(args)
     result = process(
         Triplet(args.intra, args.extra, args.infocus), config=config, keep_pairs=args.plot is not None
     )

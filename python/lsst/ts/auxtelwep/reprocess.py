@@ -1,0 +1,164 @@
+"""Offline reprocessing of a night: find the triplets among the raws of a data root and run the pipeline.
+
+The triplets are formed by the CSC's own sequencer (`cadence.Sequencer`: roles from REASON/FOCUSZ, groups
+by GROUPID, the interleaved order), fed with the raws in SEQNUM order, so a night reprocessed offline is
+grouped as the CSC grouped it. Every raw ends up either in a processed triplet or in a rejection with its
+reason (unreadable header, unknown role, duplicate, no partner...), as at the telescope.
+
+Raws are looked for at ``<data_root>/raw/<DAYOBS>/*.fits`` (and ``.fits.fz``), the CSC's layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+from .cadence import CadenceLimits, Sequencer
+from .cadence import Triplet as CadenceTriplet
+from .errors import AuxTelWepError, InputError
+from .intake import read_image_info
+from .pipeline import PipelineConfig, Triplet, WavefrontResult, process
+
+__all__ = ["NightTriplets", "Rejected", "find_triplets", "process_triplets"]
+
+# Offline there is no arrival clock: images are spaced by this much in SEQNUM order, well inside the
+# sequencer's grouping window, so only GROUPID, role and order decide the grouping.
+_SECONDS_PER_SEQNUM = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """Images that did not make a processed triplet, and why.
+
+    Attributes
+    ----------
+    obsids : `tuple` of `str`
+        The images concerned (one, or a triplet's).
+    group_id : `str`
+        Their group, when known.
+    reason : `str`
+        Why, naming the values that decided it.
+    """
+
+    obsids: tuple[str, ...]
+    group_id: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NightTriplets:
+    """What `find_triplets` made of a night.
+
+    Attributes
+    ----------
+    triplets : `tuple` of `pipeline.Triplet`
+        Complete triplets, in the order they were completed.
+    rejected : `tuple` of `Rejected`
+        Images and triplets refused, with reasons.
+    warnings : `tuple` of `str`
+        Cadence warnings (order, pointing), as the CSC would publish them.
+    n_raws : `int`
+        Raw files found.
+    """
+
+    triplets: tuple[Triplet, ...]
+    rejected: tuple[Rejected, ...]
+    warnings: tuple[str, ...]
+    n_raws: int
+
+
+def _raw_paths(data_root: Path, day_obs: str | None) -> list[Path]:
+    raw_dir = data_root / "raw"
+    if not raw_dir.is_dir():
+        raise InputError(f"{data_root}: no raw/ directory (expected <data_root>/raw/<DAYOBS>/<OBSID>.fits)")
+    day_dirs = [raw_dir / day_obs] if day_obs else sorted(p for p in raw_dir.iterdir() if p.is_dir())
+    paths = [
+        p
+        for d in day_dirs
+        if d.is_dir()
+        for p in sorted(d.iterdir())
+        if p.name.endswith((".fits", ".fits.fz"))
+    ]
+    if not paths:
+        where = raw_dir / day_obs if day_obs else raw_dir
+        raise InputError(f"{where}: no raw files (*.fits, *.fits.fz)")
+    return paths
+
+
+def _pipeline_triplet(triplet: CadenceTriplet) -> Triplet:
+    return Triplet(
+        intra=Path(triplet.intra.path),
+        extra=Path(triplet.extra.path),
+        infocus=Path(triplet.infocus.path) if triplet.infocus is not None else None,
+        group_id=triplet.group_id,
+    )
+
+
+def find_triplets(
+    data_root: str | Path, *, day_obs: str | None = None, limits: CadenceLimits | None = None
+) -> NightTriplets:
+    """Group the raws of a data root into triplets with the CSC's sequencer.
+
+    Parameters
+    ----------
+    data_root : `str` or `pathlib.Path`
+        Directory holding ``raw/<DAYOBS>/``.
+    day_obs : `str`, optional
+        Only this night (``YYYYMMDD``); default every night under ``raw/``.
+    limits : `cadence.CadenceLimits`, optional
+        Cadence rules (default: the CSC's defaults).
+
+    Returns
+    -------
+    night : `NightTriplets`
+
+    Raises
+    ------
+    InputError
+        If the data root has no raws.
+    """
+    paths = _raw_paths(Path(data_root), day_obs)
+    sequencer = Sequencer(limits=limits or CadenceLimits())
+    infos = []
+    rejected: list[Rejected] = []
+    for path in paths:
+        try:
+            infos.append(read_image_info(path))
+        except AuxTelWepError as exc:
+            rejected.append(Rejected((path.name,), "", f"unreadable header: {exc}"))
+    infos.sort(key=lambda info: (info.day_obs, info.seq_num, info.obsid))
+    triplets: list[Triplet] = []
+    warnings: list[str] = []
+    now_s = 0.0
+    for info in infos:
+        now_s += _SECONDS_PER_SEQNUM
+        outcome = sequencer.add(info, now_s=now_s)
+        if outcome.rejection is not None:
+            rejection = outcome.rejection
+            rejected.append(Rejected((rejection.obsid,), rejection.group_id, rejection.message))
+        warnings.extend(w.message for w in outcome.warnings)
+        triplets.extend(_pipeline_triplet(t) for t in outcome.triplets)
+        rejected.extend(
+            Rejected(tuple(i.obsid for i in r.triplet.images), r.triplet.group_id, r.message)
+            for r in outcome.triplet_rejections
+        )
+    for group in sequencer.expire(now_s=math.inf):
+        rejected.append(Rejected(group.obsids, group.group_id, group.message))
+    return NightTriplets(tuple(triplets), tuple(rejected), tuple(warnings), len(paths))
+
+
+def process_triplets(
+    triplets: tuple[Triplet, ...], *, config: PipelineConfig
+) -> Iterator[tuple[Triplet, WavefrontResult | None, str]]:
+    """Run the pipeline on each triplet; yield ``(triplet, result, "")`` or ``(triplet, None, reason)``.
+
+    A triplet the pipeline refuses (bad raw, no donuts, failed fits...) is yielded with the error's message;
+    the others go on.
+    """
+    for triplet in triplets:
+        try:
+            yield triplet, process(triplet, config=config), ""
+        except AuxTelWepError as exc:
+            yield triplet, None, str(exc)

@@ -1,0 +1,71 @@
+"""Offline reprocessing: every raw of a night is processed in a triplet or rejected with a reason."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lsst.ts.auxtelwep.cli import main
+from lsst.ts.auxtelwep.errors import InputError
+from lsst.ts.auxtelwep.instrument import HexapodState
+from lsst.ts.auxtelwep.reprocess import find_triplets
+from lsst.ts.auxtelwep.sim.night import NightManifest, NightPlan, simulate_night
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, NightManifest]:
+    out = tmp_path_factory.mktemp("night")
+    plan = NightPlan(n_triplets=1, seed=3, hexapod=HexapodState(x=0.1, z=0.04), n_stars=3, blend_pair=False)
+    manifest = simulate_night(out, plan)
+    raw_dir = out / manifest.triplets[0].exposures[0].raw
+    # Bad data a night can hold: a copy of a raw under another name (same OBSID) and a corrupt file.
+    shutil.copy(raw_dir, raw_dir.with_name("AT_O_20240624_000099.fits"))
+    raw_dir.with_name("AT_O_20240624_000050.fits").write_bytes(b"not a FITS file")
+    return out, manifest
+
+
+def test_find_triplets_groups_and_reports_every_raw(night: tuple[Path, NightManifest]) -> None:
+    out, manifest = night
+    found = find_triplets(out)
+    assert found.n_raws == 5
+    assert len(found.triplets) == 1
+    triplet = found.triplets[0]
+    roles = {e.role: e.obsid for e in manifest.triplets[0].exposures}
+    assert (triplet.intra.stem, triplet.extra.stem) == (roles["intra"], roles["extra"])
+    assert triplet.infocus is not None and triplet.infocus.stem == roles["infocus"]
+    reasons = {r.obsids[0]: r.reason for r in found.rejected}
+    assert "unreadable header" in reasons["AT_O_20240624_000050.fits"]
+    assert "already received" in reasons[roles["intra"]]  # the copy carries the same OBSID
+    assert len(found.rejected) == 2
+
+
+def test_reprocess_cli_writes_one_line_per_triplet_and_rejection(
+    night: tuple[Path, NightManifest], tmp_path: Path, capsys
+) -> None:
+    out, manifest = night
+    results = tmp_path / "results.jsonl"
+    status = main(
+        [
+            "reprocess",
+            str(out),
+            "--calibs",
+            str(out / manifest.calibs),
+            "--refcat",
+            str(out / manifest.refcat),
+            "--out",
+            str(results),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert status == 1  # some raws were rejected
+    assert "5 raws: 1 triplets, 2 rejections" in printed
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    processed = [r for r in records if "hexapod" in r]
+    assert len(processed) == 1 and len([r for r in records if "rejected" in r]) == 2
+    assert processed[0]["hexapod"]["z_mm"] == pytest.approx(-0.04, abs=0.003)
+
+
+def test_empty_data_root_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no raw/ directory"):
+        find_triplets(tmp_path)
