@@ -93,13 +93,7 @@ def main() -> None:
                 sky=SKY_E,
                 seed=int(rng.integers(1 << 30)),
             )
-            pair = DonutPair.from_arrays(
-                sim.intra - SKY_E,
-                sim.extra - SKY_E,
-                variance_intra=SKY_E,
-                variance_extra=SKY_E,
-                field_deg=field,
-            )
+            pair = sim.donut_pair()
             truth = np.asarray(sim.truth.zernikes_ta_um)
             for estimator in estimators:
                 zernikes, zernikes_err, accepted = estimate(estimator, pair, telescope)

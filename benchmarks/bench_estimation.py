@@ -62,14 +62,7 @@ def make_cases(n: int, flux: float, seed: int) -> list[tuple[DonutPair, np.ndarr
         sim = render_stamp_pair(
             AuxTel().with_hexapod(hexapod), *field, seeing_arcsec=1.0, flux=flux, sky=SKY_E, seed=1000 + i
         )
-        pair = DonutPair.from_arrays(
-            sim.intra - SKY_E,
-            sim.extra - SKY_E,
-            variance_intra=SKY_E,
-            variance_extra=SKY_E,
-            field_deg=field,
-            index=i,
-        )
+        pair = sim.donut_pair(index=i)
         info = {
             "hexapod": [round(v, 4) for v in hexapod.as_array()],
             "field_deg": [round(v, 4) for v in field],

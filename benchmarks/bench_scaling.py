@@ -34,16 +34,7 @@ def make_pairs(n: int) -> list[DonutPair]:
         angle = 2 * np.pi * i / n
         fx, fy = 0.03 * np.cos(angle), 0.03 * np.sin(angle)
         r = render_stamp_pair(telescope, fx, fy, seeing_arcsec=1.0, flux=2e6, sky=SKY, seed=100 + i)
-        pairs.append(
-            DonutPair.from_arrays(
-                r.intra - SKY,
-                r.extra - SKY,
-                variance_intra=SKY,
-                variance_extra=SKY,
-                field_deg=(fx, fy),
-                index=i,
-            )
-        )
+        pairs.append(r.donut_pair(index=i))
     return pairs
 
 

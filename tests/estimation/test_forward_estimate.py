@@ -23,16 +23,7 @@ def pairs_and_truth():
         sim = render_stamp_pair(
             AuxTel().with_hexapod(HEXAPOD), *field, seeing_arcsec=1.0, flux=1e6, sky=SKY_E, seed=10 + i
         )
-        pairs.append(
-            DonutPair.from_arrays(
-                sim.intra - SKY_E,
-                sim.extra - SKY_E,
-                variance_intra=SKY_E,
-                variance_extra=SKY_E,
-                field_deg=field,
-                index=i,
-            )
-        )
+        pairs.append(sim.donut_pair(index=i))
         truths.append(sim.truth.zernikes_ta_um)
     return pairs, np.array(truths)
 

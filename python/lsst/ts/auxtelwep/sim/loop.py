@@ -25,7 +25,6 @@ import numpy as np
 from ..correction import CorrectionConfig, compute_correction, ops_script_correction
 from ..estimation import EstimationConfig, estimate_wavefront
 from ..instrument import AuxTel, HexapodState
-from ..stamps import DonutPair
 from .optics import render_stamp_pair
 
 __all__ = ["LoopStep", "closed_loop", "is_converged"]
@@ -123,16 +122,7 @@ def closed_loop(
                 sky=sky,
                 seed=seed * 1000 + iteration * 10 + index,
             )
-            pairs.append(
-                DonutPair.from_arrays(
-                    rendered.intra - sky,
-                    rendered.extra - sky,
-                    variance_intra=sky,
-                    variance_extra=sky,
-                    field_deg=(fx, fy),
-                    index=index,
-                )
-            )
+            pairs.append(rendered.donut_pair(index=index))
         estimate = estimate_wavefront(pairs, config=estimation, telescope=nominal)
         if rule == "model":
             used = [p for p in estimate.pairs if p.used]

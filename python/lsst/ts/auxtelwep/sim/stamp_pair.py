@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..instrument import DEFAULT_NOLL, AuxTel, Role
+from ..stamps import DonutPair
 from .donut import RenderMethod, add_donut, render_donut
 from .truth import StampTruth, true_zernikes
 
@@ -37,6 +38,18 @@ class StampPair:
     intra: NDArray[np.float32]
     extra: NDArray[np.float32]
     truth: StampTruth
+
+    def donut_pair(self, *, index: int = 0) -> DonutPair:
+        """The stamps as the estimators take them: sky subtracted, sky variance, the true field angle."""
+        sky = self.truth.sky_e
+        return DonutPair.from_arrays(
+            self.intra - sky,
+            self.extra - sky,
+            variance_intra=sky,
+            variance_extra=sky,
+            field_deg=self.truth.field_deg,
+            index=index,
+        )
 
 
 def render_stamp_pair(
