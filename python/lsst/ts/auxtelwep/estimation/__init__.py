@@ -21,12 +21,13 @@ Algorithms (`EstimationConfig.algorithm`):
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Literal
@@ -349,8 +350,24 @@ _POOL: concurrent.futures.ProcessPoolExecutor | None = None
 _POOL_KEY: tuple[int, float] | None = None
 
 
-def _worker_init(fits: dict) -> None:
+_OWNER_POLL_S = 2.0
+"""How often a pool worker checks that the process owning the pool is still alive, seconds."""
+
+
+def _worker_init(fits: dict, owner_pid: int) -> None:
     install_design_fits(fits)
+    # A pool worker blocks on its task queue forever if the process that owns the pool dies without
+    # shutting it down (killed, or a multiprocessing child that exits without atexit): leave with it.
+    threading.Thread(target=_exit_with_owner, args=(owner_pid,), daemon=True, name="owner-watch").start()
+
+
+def _exit_with_owner(owner_pid: int) -> None:
+    while True:
+        time.sleep(_OWNER_POLL_S)
+        try:
+            os.kill(owner_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
 
 
 def _pool(workers: int, wavelength_m: float) -> concurrent.futures.ProcessPoolExecutor:
@@ -363,7 +380,7 @@ def _pool(workers: int, wavelength_m: float) -> concurrent.futures.ProcessPoolEx
             max_workers=workers,
             mp_context=context,
             initializer=_worker_init,
-            initargs=(design_fits(wavelength_m),),
+            initargs=(design_fits(wavelength_m), os.getpid()),
         )
         _POOL_KEY = key
     return _POOL
@@ -377,7 +394,9 @@ def shutdown_pool() -> None:
     _POOL, _POOL_KEY = None, None
 
 
-atexit.register(shutdown_pool)
+# Runs at exit of the main process (multiprocessing registers its finalizers with atexit) and, unlike
+# atexit, also when the pool belongs to a multiprocessing child such as the CSC's pipeline worker.
+multiprocessing.util.Finalize(None, shutdown_pool, exitpriority=100)
 
 
 def _run_all(pairs: Sequence[DonutPair], config: EstimationConfig, telescope: AuxTel) -> list[PairEstimate]:
