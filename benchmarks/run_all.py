@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 QUICK_ARGS = {
     "latency": ["--triplets", "2"],
+    "csc_latency": ["--triplets", "3"],
     "convergence": ["--cases", "2"],
     "scaling": ["--repeat", "1"],
     "accuracy": ["--quick"],

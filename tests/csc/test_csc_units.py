@@ -52,6 +52,12 @@ def test_additional_keys() -> None:
         "reason": "INTRA",
     }
     assert parse_additional("", "") == {}
+    # Group ids are ISO times in practice: their colons are not separators.
+    assert parse_additional("groupId:imageType:reason", "2024-06-25T02:00:00.000:CWFS:INTRA") == {
+        "groupid": "2024-06-25T02:00:00.000",
+        "imagetype": "CWFS",
+        "reason": "INTRA",
+    }
     with pytest.raises(InputError, match="has 2 items but additionalValues='G1' has 1"):
         parse_additional("groupId:imageType", "G1")
 

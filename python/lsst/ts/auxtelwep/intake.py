@@ -166,8 +166,24 @@ def day_obs_from_obsid(obsid: str) -> str:
     return match.group(1)
 
 
+# A group id is usually an ISO time (2024-06-25T02:00:00.000), whose colons are not separators.
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?")
+
+
+def _split_values(values: str) -> list[str]:
+    """Split colon-separated values, keeping ISO times whole."""
+    times = _ISO_TIME.findall(values)
+    masked = _ISO_TIME.sub("\0", values)
+    items = masked.split(":")
+    restored = iter(times)
+    return [item.replace("\0", next(restored)) if "\0" in item else item for item in items]
+
+
 def parse_additional(keys: str, values: str) -> dict[str, str]:
     """Turn ``endReadout``'s ``additionalKeys``/``additionalValues`` into a dict with lower-case keys.
+
+    Values are colon-separated, except that an ISO time (a group id such as ``2024-06-25T02:00:00.000``)
+    stays one value.
 
     Raises
     ------
@@ -175,7 +191,7 @@ def parse_additional(keys: str, values: str) -> dict[str, str]:
         If the two strings do not hold the same number of colon-separated items.
     """
     k = [item.strip() for item in keys.split(":")] if keys.strip() else []
-    v = [item.strip() for item in values.split(":")] if values.strip() else []
+    v = [item.strip() for item in _split_values(values)] if values.strip() else []
     if len(k) != len(v):
         raise InputError(
             f"additionalKeys={keys!r} has {len(k)} items but additionalValues={values!r} has {len(v)}",
