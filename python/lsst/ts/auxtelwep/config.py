@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from .cadence import CadenceLimits
 from .errors import ConfigurationError
+from .sal.configurable_csc import merge_config
 
 __all__ = [
     "CONFIG_TITLE",
@@ -36,7 +37,6 @@ __all__ = [
     "CorrectionConfig",
     "config_schema",
     "load_config",
-    "merge_mappings",
 ]
 
 #: Title of the configuration schema (salobj convention ``"<CSC> v<N>"``).
@@ -172,17 +172,6 @@ class AuxTelWepConfig(_Model):
     )
 
 
-def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` updated by ``update``: nested mappings merge, other values replace."""
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_mappings(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -246,7 +235,7 @@ def load_config(
     unique = list(dict.fromkeys(p.resolve() for p in files))
     merged: dict[str, Any] = {}
     for path in unique:
-        merged = merge_mappings(merged, _read_yaml(path))
+        merged = merge_config(merged, _read_yaml(path))
     try:
         config = AuxTelWepConfig.model_validate(merged)
     except pydantic.ValidationError as exc:
