@@ -97,6 +97,8 @@ def test_non_finite_pixels_are_counted_in_the_message() -> None:
         ({"converge_tol_um": -1.0}, "converge_tol_um must be >= 0"),
         ({"boundary_px": 9}, "boundary_px"),
         ({"geometry": "AuxTel"}, "geometry must be a TieGeometry"),
+        ({"start_um": [0.0]}, "start_um must hold 19 finite values"),
+        ({"start_um": np.full(19, np.nan)}, "start_um must hold 19 finite values"),
     ],
 )
 def test_bad_options_are_refused(kwargs: dict, match: str) -> None:

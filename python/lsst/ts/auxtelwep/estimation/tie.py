@@ -9,7 +9,8 @@ right-hand side of the TIE, solved for annular Zernike coefficients ("exp": seri
 Nugent 1996; "fft": Fourier Poisson solver with Neumann boundary iterations, Roddier & Roddier 1993). A
 fraction ``gain`` of the solution is added to the compensation and the loop repeats, with the highest
 compensated Noll index following ``comp_sequence`` (4, 4, 6, 6, 13, ... then all), until the estimate changes
-by less than ``converge_tol_um`` or ``max_iter`` is reached.
+by less than ``converge_tol_um`` or ``max_iter`` is reached. With ``start_um`` the compensation starts at that
+estimate instead of zero; the sequence then applies to the corrections added on top of it.
 
 Centring: each donut's flux centroid is matched, to sub-pixel precision, to the centroid of its model donut
 (the mean mapped position over the lit pupil). The two exposures may be pointed differently, so tilts are not
@@ -228,6 +229,7 @@ def solve_tie(
     boundary_px: int = 1,
     keep_images: bool = False,
     strict: bool = False,
+    start_um: ArrayLike | None = None,
 ) -> TieResult:
     """Estimate the wavefront from an intra/extra-focal donut pair with the TIE.
 
@@ -260,6 +262,11 @@ def solve_tie(
         Return the final compensated pupil images in the result.
     strict : `bool`
         Raise `EstimationError` (carrying the result) instead of returning a result that did not converge.
+    start_um : array-like of `float`, shape ``(len(noll),)``, optional
+        Initial estimate, in the convention of `TieResult.zernikes_um` (total in-focus wavefront, design
+        included), micrometres; default zero. The loop compensates it fully from the first iteration and
+        follows ``comp_sequence`` for its own corrections, so a start at the answer should stay there
+        (e.g. a forward-model solution plus ``geometry.design.intrinsic_zernikes_um``).
 
     Returns
     -------
@@ -296,6 +303,17 @@ def solve_tie(
         else np.asarray(geometry.design.intrinsic_zernikes_um(*mean_field, noll_t), dtype=float)
     )
     offset_um = intrinsic if (model == "offAxis" and intrinsic is not None) else np.zeros(len(noll_t))
+    start_m = np.zeros(len(solve_noll))
+    if start_um is not None:
+        start = np.asarray(start_um, dtype=float)
+        if start.shape != (len(noll_t),) or not np.all(np.isfinite(start)):
+            raise InputError(
+                f"start_um must hold {len(noll_t)} finite values (one per Noll index), "
+                f"got shape {start.shape}",
+                value=start.shape,
+            )
+        # The loop works relative to the optical model's reference (the design for offAxis).
+        start_m[report] = (start - offset_um) * 1e-6
 
     loop = _run_loop(
         sides,
@@ -306,9 +324,11 @@ def solve_tie(
         comp_sequence=tuple(comp_sequence),
         gain=float(gain),
         tol_m=converge_tol_um * 1e-6,
+        start_m=start_m,
     )
     history = loop.history_m[:, report] * 1e6 + offset_um
-    total = (loop.best_m[report] * 1e6 + offset_um) if len(history) else offset_um.copy()
+    # Before any iteration (a caustic at the first) the best estimate is the start.
+    total = loop.best_m[report] * 1e6 + offset_um
     for arr in (total, history):
         arr.setflags(write=False)
     if intrinsic is not None:
@@ -355,17 +375,20 @@ def _run_loop(
     comp_sequence: tuple[int, ...],
     gain: float,
     tol_m: float,
+    start_m: NDArray[np.float64],
 ) -> _LoopOutcome:
-    """The compensation loop; coefficients in metres over ``solve_noll``."""
+    """The compensation loop; coefficients in metres over ``solve_noll``, starting from ``start_m``."""
     noll_arr = np.array(solve_noll)
     # Tilts: solved and compensated (moving both model donuts together), never reported nor tested for
     # convergence (the pointing of each exposure is arbitrary).
     tilt = np.isin(noll_arr, _TILTS)
     jmax = int(noll_arr.max())
     n = len(solve_noll)
-    comp = np.zeros(n)
+    # Compensation = start + corrections; the sequence truncates the corrections only, so that a start is
+    # compensated in full from the first iteration (from zero this is the published loop).
+    corr = np.zeros(n)
     resid = np.zeros(n)
-    best = np.zeros(n)
+    best = start_m.copy()
     history: list[NDArray[np.float64]] = []
     images = (np.zeros(grid.npoint), np.zeros(grid.npoint))
     # Ray displacement per unit wavefront slope, in pupil units: the TIE's scale (1/m).
@@ -383,8 +406,9 @@ def _run_loop(
 
     for it in range(max_iter):
         jcomp = comp_sequence[it] if it < len(comp_sequence) else jmax
-        comp = comp + gain * resid
-        comp[noll_arr > jcomp] = 0.0
+        corr = corr + gain * resid
+        corr[noll_arr > jcomp] = 0.0
+        comp = start_m + corr
         compensated = []
         for side in sides:
             img, folded = side.compensate(comp, solve_noll)
