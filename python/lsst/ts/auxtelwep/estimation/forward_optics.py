@@ -7,6 +7,7 @@ defaults (which describe LSST).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import danish
 import galsim
@@ -69,6 +70,53 @@ def auxtel_mask_params(wavelength_m: float) -> dict:
     return mask
 
 
+class _TriangleFactory(danish.DonutTriangleFactory):
+    """`danish.DonutTriangleFactory` with the vertex merge of its pupil mesh done in numpy.
+
+    danish merges the vertices of the baffle-clipped mesh one point at a time in Python: 0.2-0.3 s per field
+    position, paid for the intra and the extra donut of every new pair (more than the fit itself). The
+    same merge with `numpy.unique` returns the identical mesh (vertices in first-seen order, the same
+    triangles) in milliseconds. The unclipped annulus, which does not depend on the field position
+    (0.13 s to build), is built once per factory.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._annuli: dict[tuple, dict] = {}
+
+    def build_annulus_mesh(self, **kwargs: Any) -> dict:
+        key = tuple(sorted(kwargs.items()))
+        if key not in self._annuli:
+            self._annuli[key] = super().build_annulus_mesh(**kwargs)
+        return self._annuli[key]
+
+    @staticmethod
+    def _mesh_from_triangles(triangles: NDArray, tol: float = 1e-12) -> dict:
+        corners = np.asarray(triangles, dtype=float).reshape(-1, 2)
+        if corners.size == 0:
+            return {
+                "vertices": np.empty((0, 2), dtype=float),
+                "triangles": np.empty((0, 3), dtype=np.int32),
+                "triangle_area_sum": 0.0,
+            }
+        keys = np.round(corners / tol).astype(np.int64)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        # Number the merged vertices in the order they are first met, as danish does.
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        vertices = corners[first[order]]
+        conn = rank[inverse.reshape(-1)].reshape(-1, 3)
+        distinct = (conn[:, 0] != conn[:, 1]) & (conn[:, 1] != conn[:, 2]) & (conn[:, 0] != conn[:, 2])
+        conn = conn[distinct].astype(np.int32)
+        tv = vertices[conn]
+        areas = 0.5 * np.abs(
+            (tv[:, 1, 0] - tv[:, 0, 0]) * (tv[:, 2, 1] - tv[:, 0, 1])
+            - (tv[:, 1, 1] - tv[:, 0, 1]) * (tv[:, 2, 0] - tv[:, 0, 0])
+        )
+        return {"vertices": vertices, "triangles": conn, "triangle_area_sum": float(np.sum(areas))}
+
+
 @functools.lru_cache(maxsize=16)
 def make_factory(
     focal_length_m: float,
@@ -106,7 +154,7 @@ def make_factory(
         pixel_scale=pixel_scale_m,
     )
     if kind == "triangle":
-        return danish.DonutTriangleFactory(nrad=mesh_rings, **common)
+        return _TriangleFactory(nrad=mesh_rings, **common)
     if kind == "inverse":
         return danish.DonutFactory(**common)
     raise InputError(f"unknown danish factory kind {kind!r}", value=kind, allowed=("triangle", "inverse"))
