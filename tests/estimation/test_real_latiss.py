@@ -3,8 +3,10 @@
 There is no truth. These tests pin what doc/estimation.md reports: the forward fit is stable, its chi-square
 and the TIE-vs-forward disagreement are measured and reported, the stamps are in electron-like units with a
 background-only variance (so the chi-square is not a units problem), the residual is turbulence speckle that
-differs between the two exposures, and the TIE cannot be the reference on this pair (it fails even on the
-forward model's own noiseless images).
+differs between the two exposures. With Z4-Z22 the TIE does not converge (the forward solution's Z22 folds
+its extra mapping); with Z4-Z21 it converges to one point whatever its start, recovers the forward model's
+own images to < 10 nm, and still ends about 40 nm from the forward fit on the data: the disagreement is in
+the data (structure neither model represents), not a TIE defect.
 """
 
 from __future__ import annotations
@@ -155,9 +157,9 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
     # Measured: about 37 nm (upstream: 30-35 nm), and the TIE does not converge on this pair.
     assert 10.0 < disagreement < 80.0
     assert not tie_on_data.converged
-    # The TIE run on the forward model's own noiseless images (same wavefront, same 1.8" seeing) also fails
-    # to converge and misses that known wavefront by more than 10 nm: on this pair the TIE is not the
-    # reference, the disagreement is mostly the TIE's.
+    # The TIE run on the forward model's own noiseless images (same wavefront with Z4-Z22, same seeing) also
+    # fails to converge and misses that known wavefront by more than 10 nm: with Z22 the TIE is out of its
+    # range (see the Z4-Z21 test below for what it does within it).
     telescope = AuxTel()
     pair = _pair(stamps)
     model = DonutSetModel(
@@ -167,6 +169,7 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
         binning=1,
         origin_offset_px=0.0,
         telescope=telescope,
+        blur_per_donut=True,
     )
     params = np.concatenate(
         [
@@ -178,6 +181,8 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
             forward.zernikes_um,
         ]
     )
+    # One FWHM per exposure, as fitted (a shared-FWHM model would read the second FWHM as Z4).
+    assert len(params) == model.nparams
     images = model.evaluate(params, jacobian=False).images
     on_model = solve_tie(
         images[0],
@@ -188,6 +193,8 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
         model="offAxis",
     )
     miss = float(np.sqrt(np.mean(((on_model.deviation_um - forward.zernikes_um) * 1e3)[:8] ** 2)))
+    # Measured: a caustic at iteration 18, 20 nm from the known wavefront.
+    assert not on_model.converged
     assert miss > 10.0, f"TIE on the model images: {miss:.1f} nm"
 
 
@@ -226,3 +233,52 @@ def test_diffraction_fills_the_hole_and_lowers_chi2(stamps, forward, forward_dif
     change = np.abs(moved.zernikes_um - forward_diffraction.zernikes_um) * 1e3
     # Stable under a 1 px shift, as the geometric fit (measured 0.2 nm).
     assert change.max() < 5.0, f"changes {np.round(change, 1)} nm"
+
+
+def test_tie_started_at_the_forward_solution_returns_to_its_own(stamps, forward) -> None:
+    geometry = TieGeometry.auxtel()
+    kwargs = {"geometry": geometry, "field_intra_deg": (0, 0), "field_extra_deg": (0, 0), "model": "offAxis"}
+    intrinsic = geometry.design.intrinsic_zernikes_um(0.0, 0.0, forward.noll)
+    # The forward solution (Z22 about -42 nm) folds the TIE's extra mapping at the rim (14 % of its pupil):
+    # the TIE cannot even start there. Its Z4-Z22 loop from zero ends in the same fold.
+    folded = solve_tie(stamps["intra"], stamps["extra"], start_um=forward.zernikes_um + intrinsic, **kwargs)
+    assert folded.caustic and folded.iterations == 0, folded.message
+    # Without Z22 both estimators converge, each to its own answer.
+    noll = tuple(range(4, 22))
+    pair = _pair(stamps)
+    telescope = AuxTel()
+    fwd = fit_pair(pair, telescope=telescope, options=ForwardOptions(noll=noll))
+    assert fwd.success, fwd.message
+    from_zero = solve_tie(stamps["intra"], stamps["extra"], noll=noll, **kwargs)
+    start = fwd.zernikes_um + geometry.design.intrinsic_zernikes_um(0.0, 0.0, noll)
+    started = solve_tie(stamps["intra"], stamps["extra"], noll=noll, start_um=start, **kwargs)
+    assert from_zero.converged and started.converged, (from_zero.message, started.message)
+
+    def rms_nm(diff_um: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((diff_um[:8] * 1e3) ** 2)))
+
+    # Started at the forward solution the TIE walks back to its own fixed point (measured 0.4 nm from the
+    # start at zero, 44 nm from the forward fit): one fixed point, not a convergence defect.
+    assert rms_nm(started.deviation_um - from_zero.deviation_um) < 3.0
+    gap = rms_nm(started.deviation_um - fwd.zernikes_um)
+    _log.info("real pair Z4-Z21: TIE from the forward solution ends %.1f nm RMS (Z4-Z11) from it", gap)
+    assert gap > 25.0
+    # On the forward model's own noiseless images the same TIE recovers the forward wavefront (measured
+    # 6.6 nm): the TIE sees the data differently from the model, the mismatch is in the data.
+    model = DonutSetModel(
+        pair_specs(pair, telescope, 22),
+        noll=noll,
+        npix=pair.size,
+        binning=1,
+        origin_offset_px=0.0,
+        telescope=telescope,
+        blur_per_donut=True,
+    )
+    params = np.concatenate(
+        [fwd.fluxes, fwd.offsets_px[:, 0], fwd.offsets_px[:, 1], [0.0, 0.0], fwd.fwhm_arcsec, fwd.zernikes_um]
+    )
+    assert len(params) == model.nparams
+    images = model.evaluate(params, jacobian=False).images
+    on_model = solve_tie(images[0], images[1], noll=noll, **kwargs)
+    assert on_model.converged, on_model.message
+    assert rms_nm(on_model.deviation_um - fwd.zernikes_um) < 10.0
