@@ -239,7 +239,7 @@ def test_tie_started_at_the_forward_solution_returns_to_its_own(stamps, forward)
     geometry = TieGeometry.auxtel()
     kwargs = {"geometry": geometry, "field_intra_deg": (0, 0), "field_extra_deg": (0, 0), "model": "offAxis"}
     intrinsic = geometry.design.intrinsic_zernikes_um(0.0, 0.0, forward.noll)
-    # The forward solution (Z22 about -42 nm) folds the TIE's extra mapping at the rim (14 % of its pupil):
+    # The forward solution (Z22 about -42 nm) folds the TIE's extra mapping at the rim (r > 0.93, 9 %):
     # the TIE cannot even start there (from zero, its Z4-Z22 loop drifts in Z4 until that mapping folds).
     folded = solve_tie(stamps["intra"], stamps["extra"], start_um=forward.zernikes_um + intrinsic, **kwargs)
     assert folded.caustic and folded.iterations == 0, folded.message
