@@ -1,12 +1,14 @@
 """estimate_wavefront: several pairs, flags, failures, outliers, worker processes."""
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
 
+from lsst.ts.auxtelwep import estimation
 from lsst.ts.auxtelwep.errors import EstimationError, InputError
-from lsst.ts.auxtelwep.estimation import EstimationConfig, estimate_wavefront, shutdown_pool
+from lsst.ts.auxtelwep.estimation import EstimationConfig, estimate_wavefront, shutdown_pool, start_pool
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
 from lsst.ts.auxtelwep.sim.optics import render_stamp_pair
 from lsst.ts.auxtelwep.stamps import DonutPair, PairFlag
@@ -110,6 +112,28 @@ def test_worker_processes_give_the_same_answer(pairs_and_truth) -> None:
     )
     # Same code, other processes: only floating-point summation order may differ (1e-6 um = 0.001 nm).
     np.testing.assert_allclose(parallel.um, serial.um, atol=1e-6)
+
+
+def test_a_running_pool_is_used_from_two_pairs(pairs_and_truth, monkeypatch) -> None:
+    pairs, _ = pairs_and_truth
+    config = EstimationConfig(algorithm="tie", max_workers=2, noll=tuple(range(4, 12)))
+    assert config.min_pairs_for_pool > 2
+
+    # Pickled by name (wraps gives it estimate_pair's), so the workers run their own, unpatched copy:
+    # only the serial path reaches this stand-in.
+    @functools.wraps(estimation.estimate_pair)
+    def not_here(*args, **kwargs):
+        raise AssertionError("estimated in the calling process")
+
+    monkeypatch.setattr(estimation, "estimate_pair", not_here)
+    with pytest.raises(AssertionError, match="calling process"):
+        estimate_wavefront(pairs[:2], config=config, telescope=AuxTel())
+    try:
+        start_pool(workers=2)
+        est = estimate_wavefront(pairs[:2], config=config, telescope=AuxTel())
+    finally:
+        shutdown_pool()
+    assert est.n_used == 2
 
 
 def test_config_is_validated() -> None:

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import AuxTelWepError, EstimationError, InputError
-from ..instrument import AuxTel
+from ..instrument import DEFAULT_WAVELENGTH_M, AuxTel
 from ..stamps import DonutPair, PairFlag
 from .combine import Combination, sigma_clip_combine
 from .forward import ForwardFitResult, ForwardOptions, fit_pair
@@ -50,6 +50,7 @@ __all__ = [
     "estimate_pair",
     "estimate_wavefront",
     "shutdown_pool",
+    "start_pool",
 ]
 
 _log = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class EstimationConfig(BaseModel):
         0, ge=0, description="Worker processes for many pairs (0: one per core, 1: run in this process)."
     )
     min_pairs_for_pool: int = Field(
-        6, ge=2, description="Fewest pairs worth the start-up cost of worker processes."
+        6,
+        ge=2,
+        description="Fewest pairs worth starting worker processes for (a pool already running, see "
+        "start_pool, is used from two pairs on).",
     )
     sigma_clip: float = Field(3.0, gt=0, description="Outlier threshold over pairs, robust sigmas.")
     clip_floor_um: float = Field(
@@ -370,6 +374,35 @@ def _exit_with_owner(owner_pid: int) -> None:
             os._exit(0)
 
 
+def start_pool(*, workers: int = 0, wavelength_m: float = DEFAULT_WAVELENGTH_M) -> None:
+    """Start the worker processes of `estimate_wavefront` now and wait until they are ready.
+
+    A long-lived caller (the CSC's pipeline worker) starts them once, so that every triplet, even one
+    with two donut pairs, is estimated in parallel without paying the start-up (about a second).
+
+    Parameters
+    ----------
+    workers : `int`
+        Processes (0: one per core), as `EstimationConfig.max_workers`.
+    wavelength_m : `float`
+        Wavelength of the model, metres (the pipeline's ``wavelength_nm``).
+    """
+    workers = _n_workers(workers)
+    if workers <= 1:
+        return
+    pool = _pool(workers, wavelength_m)
+    for future in [pool.submit(os.getpid) for _ in range(workers)]:
+        future.result()
+
+
+def _n_workers(configured: int) -> int:
+    return configured or (os.cpu_count() or 1)
+
+
+def _pool_running(workers: int, wavelength_m: float) -> bool:
+    return _POOL is not None and _POOL_KEY == (workers, float(wavelength_m))
+
+
 def _pool(workers: int, wavelength_m: float) -> concurrent.futures.ProcessPoolExecutor:
     global _POOL, _POOL_KEY
     key = (workers, float(wavelength_m))
@@ -400,9 +433,12 @@ multiprocessing.util.Finalize(None, shutdown_pool, exitpriority=100)
 
 
 def _run_all(pairs: Sequence[DonutPair], config: EstimationConfig, telescope: AuxTel) -> list[PairEstimate]:
-    workers = config.max_workers or (os.cpu_count() or 1)
-    workers = min(workers, len(pairs))
-    if workers <= 1 or len(pairs) < config.min_pairs_for_pool:
+    workers = _n_workers(config.max_workers)
+    serial = workers <= 1 or len(pairs) <= 1
+    # A cold pool pays for itself only with many pairs; a running one (`start_pool`) from two on.
+    if not serial and len(pairs) < config.min_pairs_for_pool:
+        serial = not _pool_running(workers, telescope.wavelength_m)
+    if serial:
         return [estimate_pair(p, config=config, telescope=telescope) for p in pairs]
     pool = _pool(workers, telescope.wavelength_m)
     futures = [pool.submit(estimate_pair, p, config=config, telescope=telescope) for p in pairs]
