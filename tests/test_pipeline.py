@@ -1,13 +1,17 @@
 """End to end on simulated LATISS raws: pipeline.process and ``auxtelwep process`` against the truth."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lsst.ts.auxtelwep import pipeline
 from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
+from lsst.ts.auxtelwep.errors import AuxTelWepError
 from lsst.ts.auxtelwep.exposure import read_raw, write_exposure
 from lsst.ts.auxtelwep.instrument import HexapodState
 from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
@@ -97,3 +101,32 @@ def test_cli_bad_input_exits_with_one_line(tmp_path: Path, capsys) -> None:
     status = main(["process", str(corrupt), str(corrupt), "--calibs", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "doBias" in err and "bias.fits" in err
+
+
+def test_prepared_exposures_are_taken_once_and_only_while_current(
+    night: tuple[Path, NightManifest], tmp_path: Path
+) -> None:
+    out, manifest = night
+    config = PipelineConfig(calibs_dir=out / manifest.calibs, refcat=out / manifest.refcat)
+    raw = tmp_path / _triplet(night).intra.name
+    shutil.copy(_triplet(night).intra, raw)
+    try:
+        pipeline.prepare(raw, config=config)
+        pipeline.prepare(raw, config=config)
+        assert len(pipeline._PREPARED) == 1
+        prepared = next(iter(pipeline._PREPARED.values()))
+        assert pipeline._take_or_load(raw, config) is prepared
+        assert not pipeline._PREPARED
+        # Rewritten after it was prepared, or asked for with other ISR settings: calibrated again.
+        pipeline.prepare(raw, config=config)
+        stale = next(iter(pipeline._PREPARED.values()))
+        other = config.model_copy(update={"isr": IsrConfig(doDark=False)})
+        assert pipeline._take_or_load(raw, other) is not stale
+        os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))
+        fresh = pipeline._take_or_load(raw, config)
+        assert fresh is not stale
+        np.testing.assert_array_equal(fresh.image, stale.image)
+        with pytest.raises(AuxTelWepError, match=r"missing\.fits"):
+            pipeline.prepare(tmp_path / "missing.fits", config=config)
+    finally:
+        pipeline._PREPARED.clear()

@@ -146,6 +146,9 @@ class FakeSink:
     def cadence_warning(self, kind, *, group_id, obsid, message):
         self.events.append(("warning", obsid, kind))
 
+    def image_queued(self, info, role):
+        self.events.append(("queued", info.obsid, info.path, role))
+
     def triplet_ready(self, key):
         self.ready.append(key)
 
@@ -166,10 +169,14 @@ def test_intake_flow_and_recovery(tmp_path: Path) -> None:
     for name in names[:2]:
         intake.on_end_readout(name, additional_keys="groupId", additional_values="G1", historical=False)
         intake.on_image_in_oods(name, status_code=0, description="", historical=False)
-    assert [e[:3] for e in sink.events] == [
+    assert [e[:3] for e in sink.events if e[0] == "received"] == [
         ("received", names[0], "accepted"),
         ("received", names[1], "accepted"),
     ]
+    # Each accepted image is offered for calibration ahead of its triplet, with its path and role.
+    queued = [e for e in sink.events if e[0] == "queued"]
+    assert [(e[1], e[3]) for e in queued] == [(names[0], Role.INTRA), (names[1], Role.EXTRA)]
+    assert all(Path(e[2]).is_file() for e in queued)
     # The CSC stops here; a new intake on the same journal takes the queued images back.
     restarted = ImageIntake(limits=CadenceLimits(), clock=lambda: now[0], **kwargs)
     assert restarted.recover() == {"queued": 2, "announced": 0}
@@ -186,7 +193,7 @@ def test_intake_flow_and_recovery(tmp_path: Path) -> None:
         obsid(5), additional_keys="imageType", additional_values="BIAS", historical=False
     )
     restarted.on_image_in_oods(obsid(5), status_code=0, description="", historical=False)
-    assert [e[0] for e in sink.events[-2:]] == ["received", "received"]
+    assert [e[0] for e in sink.events[-3:]] == ["received", "queued", "received"]
     assert sink.events[-1][2] == "ignored" and journal.image(obsid(5)).status is ImageStatus.IGNORED
     # endReadout without imageInOODS and without a file: LOST after the timeout.
     restarted.on_end_readout(obsid(9), additional_keys="", additional_values="", historical=False)

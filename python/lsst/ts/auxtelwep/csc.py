@@ -24,6 +24,7 @@ and a correction that was in flight becomes UNCERTAIN and is reported, never re-
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from .csc_corrections import CorrectionSender
 from .csc_intake import ROLE_NAMES, ImageIntake
 from .csc_publish import parse_overrides, publish_correction, publish_rejected, publish_result, zernike_slots
 from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
-from .csc_worker import Processor, WepSummary, WorkerPool, run_pipeline
+from .csc_worker import Processor, WepSummary, WorkerPool, prepare_raw, run_pipeline, warm_pipeline
 from .errors import AuxTelWepError, ConfigurationError
 from .instrument import Role
 from .intake import ImageInfo, RawLocator, read_image_info
@@ -98,6 +99,8 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.journal: Journal | None = None
         self.intake: ImageIntake | None = None
         self.pool: WorkerPool | None = None
+        self._warm_options: dict[str, Any] | None = None
+        self._prepares: set[asyncio.Task[None]] = set()
         self.closed_loop = ClosedLoop()
         self.last_summary: WepSummary | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -158,10 +161,17 @@ class AuxTelWepCsc(ConfigurableCsc):
             oods_timeout_s=config.oods_timeout_s,
             sink=self,
         )
-        if self.pool is None or self.pool.n_workers != config.n_workers:
+        # The real pipeline's workers load its calibrations and start its estimation processes up front.
+        warm = self._base_options(config) if self.processor is run_pipeline else None
+        if self.pool is None or (self.pool.n_workers, self._warm_options) != (config.n_workers, warm):
             if self.pool is not None:
                 self.pool.close()
-            self.pool = WorkerPool(n_workers=config.n_workers, context=self.mp_context)
+            self.pool = WorkerPool(
+                n_workers=config.n_workers,
+                context=self.mp_context,
+                warm_up=None if warm is None else functools.partial(warm_pipeline, warm),
+            )
+            self._warm_options = warm
         self.log.info(f"configured: data_root={config.data_root!r}, journal={journal.path}")
 
     async def handle_summary_state(self) -> None:
@@ -195,9 +205,9 @@ class AuxTelWepCsc(ConfigurableCsc):
             if topic is not None:
                 for reader in topic.topic_names:
                     getattr(topic, reader).callback = None
-        for task in self._tasks:
+        for task in [*self._tasks, *self._prepares]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._prepares, return_exceptions=True)
         self._tasks = []
         self._queue = asyncio.Queue()
         for future in self._waiters.values():
@@ -259,6 +269,22 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.evt_cadenceWarning.set_write(
             kind=kind, groupId=group_id, obsid=obsid, message=message, force_output=True
         )
+
+    def image_queued(self, info: ImageInfo, role: Role) -> None:
+        # Calibrate each defocal image as it comes, so that only the last image of a triplet is left.
+        if self.processor is run_pipeline and self.pool is not None and role is not Role.INFOCUS:
+            task = asyncio.create_task(self._prepare(info))
+            self._prepares.add(task)
+            task.add_done_callback(self._prepares.discard)
+
+    async def _prepare(self, info: ImageInfo) -> None:
+        config = self._config
+        try:
+            await self._pool_or_fail().run(
+                prepare_raw, info.path, self._base_options(config), timeout=config.process_timeout_s
+            )
+        except Exception as exc:  # the triplet reports the problem when it is processed
+            self.log.info(f"{info.obsid} not calibrated ahead of its triplet: {exc}")
 
     def triplet_ready(self, key: str) -> None:
         self._queue.put_nowait(key)
@@ -332,9 +358,7 @@ class AuxTelWepCsc(ConfigurableCsc):
             only_from=(ClosedLoopState.WAITING_IMAGE, ClosedLoopState.WAITING_APPLY),
         )
         options = self._pipeline_options(record)
-        pool = self.pool
-        if pool is None:
-            raise ExpectedError("no worker pool: send start first")
+        pool = self._pool_or_fail()
         self.log.info(f"processing {key} (group {record.group_id}, attempt {record.attempts})")
         try:
             summary: WepSummary = await pool.run(
@@ -361,15 +385,23 @@ class AuxTelWepCsc(ConfigurableCsc):
             else:
                 self._move_loop(ClosedLoopState.WAITING_APPLY)
 
-    def _pipeline_options(self, record: TripletRecord) -> dict[str, Any]:
-        config = self._config
+    def _pool_or_fail(self) -> WorkerPool:
+        if self.pool is None:
+            raise ExpectedError("no worker pool: send start first")
+        return self.pool
+
+    @staticmethod
+    def _base_options(config: AuxTelWepConfig) -> dict[str, Any]:
         options = dict(config.pipeline)
         if config.refcat_path:
             options.setdefault("refcat", config.refcat_path)
         if config.calibs_dir:
             options.setdefault("calibs_dir", config.calibs_dir)
+        return options
+
+    def _pipeline_options(self, record: TripletRecord) -> dict[str, Any]:
         overrides = record.result.get("overrides") or {}
-        return {**options, **overrides}
+        return {**self._base_options(self._config), **overrides}
 
     def _reject(self, record: TripletRecord, reason: str) -> None:
         self.log.warning(f"rejected triplet {record.key} (group {record.group_id}): {reason}")

@@ -58,6 +58,9 @@ class IntakeSink(Protocol):
     def cadence_warning(self, kind: str, *, group_id: str, obsid: str, message: str) -> None:
         """Publish ``cadenceWarning``."""
 
+    def image_queued(self, info: ImageInfo, role: Role) -> None:
+        """An image joined its group (it may be calibrated ahead of the rest of its triplet)."""
+
     def triplet_ready(self, key: str) -> None:
         """A journaled COMPLETE triplet is ready to process."""
 
@@ -277,6 +280,7 @@ class ImageIntake:
             self.sink.image_received(
                 obsid, group_id=outcome.group_id, role=role, status="accepted", reason=""
             )
+            self.sink.image_queued(info, role)
         for warning in outcome.warnings:
             log.warning(warning.message)
             self.sink.cadence_warning(

@@ -28,9 +28,18 @@ from .errors import AuxTelWepError, ConfigurationError
 from .instrument import HexapodState
 
 if TYPE_CHECKING:  # the pipeline is imported only in worker processes (run_pipeline)
-    from .pipeline import WavefrontResult
+    from .pipeline import PipelineConfig, WavefrontResult
 
-__all__ = ["Processor", "WepSummary", "WorkerError", "WorkerPool", "run_pipeline", "summarize"]
+__all__ = [
+    "Processor",
+    "WepSummary",
+    "WorkerError",
+    "WorkerPool",
+    "prepare_raw",
+    "run_pipeline",
+    "summarize",
+    "warm_pipeline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +152,9 @@ def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
     AuxTelWepError
         Whatever the pipeline raises for bad data.
     """
-    import pydantic
-
     from . import pipeline  # imported here: only worker processes pay for the science imports
 
-    try:
-        config = pipeline.PipelineConfig.model_validate(dict(options))
-    except pydantic.ValidationError as exc:
-        raise ConfigurationError(f"pipeline options are invalid: {exc}", value=dict(options)) from exc
+    config = _pipeline_config(options)
     files = pipeline.Triplet(
         intra=Path(triplet.intra.path),
         extra=Path(triplet.extra.path),
@@ -160,8 +164,44 @@ def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
     return summarize(pipeline.process(files, config=config))
 
 
-def _warm_up() -> None:
-    """Run once in each new worker so it is started (and imports done) before the first triplet."""
+def prepare_raw(path: str, options: Mapping[str, Any]) -> None:
+    """Calibrate one raw ahead of its triplet (`lsst.ts.auxtelwep.pipeline.prepare`) in this worker.
+
+    Raises
+    ------
+    AuxTelWepError
+        What `run_pipeline` would raise for this file; the triplet reports it again when processed.
+    """
+    from . import pipeline
+
+    pipeline.prepare(Path(path), config=_pipeline_config(options))
+
+
+def warm_pipeline(options: Mapping[str, Any]) -> None:
+    """Do the pipeline's one-time work in a new worker (`lsst.ts.auxtelwep.pipeline.warm_up`)."""
+    from . import pipeline
+
+    pipeline.warm_up(_pipeline_config(options))
+
+
+def _pipeline_config(options: Mapping[str, Any]) -> PipelineConfig:
+    import pydantic
+
+    from .pipeline import PipelineConfig
+
+    try:
+        return PipelineConfig.model_validate(dict(options))
+    except pydantic.ValidationError as exc:
+        raise ConfigurationError(f"pipeline options are invalid: {exc}", value=dict(options)) from exc
+
+
+def _start_only() -> None:
+    """The default warm-up: nothing but starting the worker before the first triplet."""
+
+
+def _log_warm_up_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning(f"worker warm-up failed (the first triplet will redo it): {future.exception()!r}")
 
 
 class WorkerPool:
@@ -173,11 +213,17 @@ class WorkerPool:
         Worker processes.
     context : `str`, optional
         Multiprocessing start method; ``spawn`` (default) never copies the CSC's DDS threads.
+    warm_up : callable, optional
+        Picklable ``() -> None`` run first in each new worker (e.g. `warm_pipeline` bound to the
+        options), so the first triplet does not pay for the one-time work; failures are logged.
     """
 
-    def __init__(self, *, n_workers: int, context: str = "spawn") -> None:
+    def __init__(
+        self, *, n_workers: int, context: str = "spawn", warm_up: Callable[[], None] | None = None
+    ) -> None:
         self.n_workers = n_workers
         self.context = context
+        self.warm_up = warm_up or _start_only
         self._pool = self._make()
 
     def _make(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -185,7 +231,7 @@ class WorkerPool:
             max_workers=self.n_workers, mp_context=multiprocessing.get_context(self.context)
         )
         for _ in range(self.n_workers):
-            pool.submit(_warm_up)
+            pool.submit(self.warm_up).add_done_callback(_log_warm_up_failure)
         return pool
 
     async def run(self, func: Callable[..., Any], *args: Any, timeout: float) -> Any:

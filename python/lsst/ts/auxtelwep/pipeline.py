@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -26,8 +27,9 @@ from . import calibs as calibs_module
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
 from .errors import ConfigurationError, EstimationError, InputError
-from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront
+from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront, start_pool
 from .estimation.forward import fit_pair
+from .estimation.forward_model import design_fits
 from .exposure import Exposure, read_exposure, read_raw
 from .instrument import DEFAULT_WAVELENGTH_M, AuxTel
 from .isr import IsrConfig, run_isr
@@ -41,7 +43,9 @@ __all__ = [
     "camera_angle_from_header",
     "correct_from_estimate",
     "model_stamps",
+    "prepare",
     "process",
+    "warm_up",
 ]
 
 log = logging.getLogger(__name__)
@@ -204,10 +208,80 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _load(path: Path, config: PipelineConfig, calibrations: Any) -> Exposure:
+def _load(path: Path, config: PipelineConfig) -> Exposure:
     if not config.apply_isr:
         return read_exposure(path)
+    calibrations = None
+    if config.calibs_dir is not None:
+        calibrations = _calibrations(config.calibs_dir, config.isr)
+    elif _needs_calibrations(config.isr):
+        raise ConfigurationError(
+            "ISR is configured to use calibration products (doBias/doDark/doFlat) but no calibs_dir is set; "
+            "give --calibs DIR or turn those steps off"
+        )
     return run_isr(read_raw(path), calibrations, config.isr)
+
+
+# Exposures calibrated ahead of their triplet by `prepare`, oldest first; `process` takes them out.
+_PREPARED: collections.OrderedDict[tuple, Exposure] = collections.OrderedDict()
+_MAX_PREPARED = 3
+
+
+def _prepared_key(path: Path, config: PipelineConfig) -> tuple:
+    """What an exposure depends on: the file, the ISR configuration and the calibration files."""
+    path = Path(path).expanduser().resolve()
+    stat = path.stat()
+    calibs = None if config.calibs_dir is None else _calibs_versions(Path(config.calibs_dir))
+    return (str(path), stat.st_mtime_ns, stat.st_size, config.apply_isr, config.isr.model_dump_json(), calibs)
+
+
+def prepare(path: Path, *, config: PipelineConfig) -> None:
+    """Calibrate one image ahead of its triplet, for a later `process` call in this process to take.
+
+    The CSC calls it (in its worker) as each defocal image arrives, so that when the last image of a
+    triplet comes only that one is left to calibrate. At most three prepared exposures are held (about
+    160 MB each for a full frame); the oldest is dropped first, and `process` removes what it uses.
+
+    Raises
+    ------
+    AuxTelWepError
+        As `process` would for this file (unreadable raw, missing calibration...).
+    """
+    try:
+        key = _prepared_key(path, config)
+    except OSError:
+        _load(path, config)  # raises the error that names the problem
+        return
+    if key not in _PREPARED:
+        _PREPARED[key] = _load(path, config)
+    _PREPARED.move_to_end(key)
+    while len(_PREPARED) > _MAX_PREPARED:
+        _PREPARED.popitem(last=False)
+
+
+def warm_up(config: PipelineConfig) -> None:
+    """Do the one-time work of `process` for ``config`` now, in a process that will run many triplets.
+
+    Loads the calibration products and the optical model's design references, and
+    starts the estimation worker processes (`estimation.start_pool`), so that the first triplet costs what
+    the others do. Problems with the files are left for `process` to report.
+    """
+    wavelength_m = config.wavelength_nm * 1e-9
+    if config.apply_isr and config.calibs_dir is not None and Path(config.calibs_dir).is_dir():
+        _calibrations(config.calibs_dir, config.isr)
+    design_fits(wavelength_m)
+    start_pool(workers=config.estimation.max_workers, wavelength_m=wavelength_m)
+
+
+def _take_or_load(path: Path, config: PipelineConfig) -> Exposure:
+    if _PREPARED:
+        try:
+            prepared = _PREPARED.pop(_prepared_key(path, config), None)
+        except OSError:
+            prepared = None  # unreadable: _load names the problem
+        if prepared is not None:
+            return prepared
+    return _load(path, config)
 
 
 def process(
@@ -237,23 +311,14 @@ def process(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with _timed(timings, "isr"):
-        calibrations = None
-        if config.apply_isr and config.calibs_dir is not None:
-            calibrations = _calibrations(config.calibs_dir, config.isr)
-        elif config.apply_isr and _needs_calibrations(config.isr):
-            raise ConfigurationError(
-                "ISR is configured to use calibration products (doBias/doDark/doFlat) but no calibs_dir is "
-                "set; "
-                "give --calibs DIR or turn those steps off"
-            )
-        intra = _load(triplet.intra, config, calibrations)
-        extra = _load(triplet.extra, config, calibrations)
+        intra = _take_or_load(triplet.intra, config)
+        extra = _take_or_load(triplet.extra, config)
     loaded: list[Exposure] = []
 
     def load_infocus(path: Path) -> Exposure:
         # Called by detection only when it needs astrometry: spares one ISR when the WCS is good.
         with _timed(timings, "isr"):
-            loaded.append(_load(path, config, calibrations))
+            loaded.append(_take_or_load(path, config))
         return loaded[0]
 
     camera_angle = camera_angle_from_header(intra.header)
@@ -371,16 +436,17 @@ def _calibrations(directory: Path, isr: IsrConfig) -> calibs_module.Calibrations
     size, so replaced products are read again. The products' arrays are read-only, so sharing is safe.
     """
     directory = Path(directory).expanduser().resolve()
-    versions = (
-        tuple(
-            (p.name, p.stat().st_mtime_ns, p.stat().st_size)
-            for p in sorted(directory.glob("*"))
-            if p.is_file()
-        )
-        if directory.is_dir()
-        else ()
+    return _cached_calibrations(directory, _calibs_versions(directory), isr.model_dump_json())
+
+
+def _calibs_versions(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of every file of a calibration directory."""
+    directory = Path(directory).expanduser().resolve()
+    if not directory.is_dir():
+        return ()
+    return tuple(
+        (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(directory.glob("*")) if p.is_file()
     )
-    return _cached_calibrations(directory, versions, isr.model_dump_json())
 
 
 @functools.lru_cache(maxsize=4)
