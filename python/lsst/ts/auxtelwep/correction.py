@@ -161,7 +161,7 @@ def compute_correction(
     if not finite.any():
         raise InputError("no finite wavefront deviation to correct")
 
-    rows = np.concatenate([telescope.sensitivity(fx, fy, noll=noll_used) for fx, fy in fields], axis=0)
+    rows = telescope.sensitivity_map(noll=noll_used).at(fields[:, 0], fields[:, 1]).reshape(-1, 5)
     target = dev.reshape(-1)
     weights = 1.0 / err.reshape(-1)
     keep = finite.reshape(-1)

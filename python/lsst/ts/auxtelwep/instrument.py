@@ -49,6 +49,7 @@ __all__ = [
     "AuxTel",
     "HexapodState",
     "Role",
+    "SensitivityMap",
     "ZernikeKind",
     "rotate_xy",
 ]
@@ -89,6 +90,7 @@ ZernikeKind = Literal["opd", "ta"]
 # Finite-difference steps for the sensitivity matrix: large enough to beat ray-trace noise, small
 # enough to stay linear (the quadratic terms at these steps are below 0.1 nm).
 _SENSITIVITY_STEP = (0.1, 0.1, 0.02, 0.01, 0.01)
+_SENSITIVITY_GRID_DEG = (-0.055, 0.0, 0.055)  # the chip spans +-0.054 deg
 _ZERNIKE_RAYS = 20  # rings of rays for zernikeTA; 20 x 120 rays converge to < 0.1 nm here
 _OPD_GRID = 64  # pupil grid for zernike (OPD)
 
@@ -414,6 +416,71 @@ class AuxTel:
             )
             columns.append((plus - minus) / (2 * step))
         return np.stack(columns, axis=1)
+
+    def sensitivity_map(
+        self, *, noll: Sequence[int] = DEFAULT_NOLL, kind: ZernikeKind = "ta"
+    ) -> SensitivityMap:
+        """`sensitivity` as a function of the field angle, built once and then free to evaluate.
+
+        The field dependence over the chip is a quadratic to about 1e-4 (tests/test_instrument.py),
+        fitted to `sensitivity` on a 3 x 3 grid of field angles (about 1.4 s) once per M2 state and
+        wavelength, whatever the camera angle: turning the camera only turns the hexapod axes in batoid's
+        frame, so the map of one angle, multiplied by that rotation, serves them all.
+
+        Parameters
+        ----------
+        noll : sequence of `int`
+            Noll indices (rows).
+        kind : {"ta", "opd"}
+            Zernike definition (see `zernikes`).
+        """
+        noll_key = tuple(int(j) for j in _check_noll(noll))
+        angle = self.camera_angle_deg + HEXAPOD_TO_BATOID_ANGLE_DEG
+        coefs = _sensitivity_fit(self.optic_key, self.wavelength_m, noll_key, kind)
+        # Column a of `rotation`: the batoid-frame motion made by a unit motion of hexapod axis a.
+        rotation = np.stack(
+            [HexapodState.from_array(np.eye(5)[a]).rotated(angle).as_array() for a in range(5)], axis=1
+        )
+        return SensitivityMap(coefs=coefs @ rotation)
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityMap:
+    """`AuxTel.sensitivity` over the field: a quadratic in the field angle, for any number of donuts.
+
+    Attributes
+    ----------
+    coefs : `numpy.ndarray`, shape (6, nrows, 5)
+        Coefficients of ``1, x, y, x**2, x*y, y**2`` (field angle in degrees) for each matrix element, in
+        the frame of `AuxTel.sensitivity` with the camera angle of the map.
+    """
+
+    coefs: NDArray[np.float64]
+
+    def at(self, field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> NDArray[np.float64]:
+        """Sensitivity matrices at the given field angles, shape (n, nrows, 5) (see `AuxTel.sensitivity`)."""
+        return np.einsum("nk,krc->nrc", _quadratic_terms(field_x_deg, field_y_deg), self.coefs)
+
+
+def _quadratic_terms(field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> NDArray[np.float64]:
+    x = np.atleast_1d(np.asarray(field_x_deg, dtype=float))
+    y = np.atleast_1d(np.asarray(field_y_deg, dtype=float))
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _sensitivity_fit(
+    batoid_state: tuple[float, ...], wavelength_m: float, noll: tuple[int, ...], kind: ZernikeKind
+) -> NDArray[np.float64]:
+    """Quadratic fit of the sensitivity over the chip, for hexapod axes aligned with batoid's frame."""
+    x, y, z, u, v = batoid_state
+    aligned = AuxTel(HexapodState(x, y, -z, u, v), -HEXAPOD_TO_BATOID_ANGLE_DEG, wavelength_m)
+    grid = np.array([(fx, fy) for fx in _SENSITIVITY_GRID_DEG for fy in _SENSITIVITY_GRID_DEG])
+    values = np.array([aligned.sensitivity(fx, fy, noll=noll, kind=kind) for fx, fy in grid])
+    coefs, *_ = np.linalg.lstsq(_quadratic_terms(grid[:, 0], grid[:, 1]), values.reshape(len(grid), -1))
+    coefs = coefs.reshape(6, *values.shape[1:])
+    coefs.setflags(write=False)
+    return coefs
 
 
 def _check_noll(noll: Sequence[int]) -> NDArray[np.int64]:

@@ -262,7 +262,7 @@ def prepare(path: Path, *, config: PipelineConfig) -> None:
 def warm_up(config: PipelineConfig) -> None:
     """Do the one-time work of `process` for ``config`` now, in a process that will run many triplets.
 
-    Loads the calibration products and the optical model's design references, and
+    Loads the calibration products, the optical model's design references and its sensitivity map, and
     starts the estimation worker processes (`estimation.start_pool`), so that the first triplet costs what
     the others do. Problems with the files are left for `process` to report.
     """
@@ -270,6 +270,9 @@ def warm_up(config: PipelineConfig) -> None:
     if config.apply_isr and config.calibs_dir is not None and Path(config.calibs_dir).is_dir():
         _calibrations(config.calibs_dir, config.isr)
     design_fits(wavelength_m)
+    corrected = [j for j in config.estimation.noll if j in config.correction.noll]
+    if corrected:
+        AuxTel().with_wavelength(wavelength_m).sensitivity_map(noll=corrected)
     start_pool(workers=config.estimation.max_workers, wavelength_m=wavelength_m)
 
 
