@@ -449,7 +449,7 @@ def _cut(
     half = size // 2
     pad = options.max_recentre_px if options.recentre else 0
     col, row = (int(np.floor(v + 0.5)) for v in position)
-    big = _extract(exposure.image.astype(np.float64), (col, row), half + pad, np.nan)
+    big = _extract(exposure.image, (col, row), half + pad, np.nan).astype(np.float64)
     big_mask = _extract(exposure.mask, (col, row), half + pad, np.uint16(MaskBit.NO_DATA))
     unusable = ((big_mask & int(_UNUSABLE)) != 0) | ~np.isfinite(big)
     yy, xx = np.mgrid[: big.shape[0], : big.shape[1]] - (half + pad)
@@ -540,7 +540,7 @@ def _background_variance(
 ) -> NDArray:
     """Background-only variance per pixel (see module docstring)."""
     if exposure.variance is not None:
-        var = _extract(exposure.variance.astype(np.float64), centre, half, np.nan)
+        var = _extract(exposure.variance, centre, half, np.nan).astype(np.float64)
         # The variance plane includes the source's Poisson term: remove it (the fitter adds its own).
         var = var - np.maximum(image, 0.0) / gain
         floor = np.nanmedian(var[~mask]) if np.any(~mask) else np.nan
