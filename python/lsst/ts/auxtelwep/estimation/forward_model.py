@@ -381,13 +381,15 @@ class DonutSetModel:
         ).evaluate(u, v)  # (2, nz, npts), 1/m
         # Flux carried by each pixel times its displacement per um; the divergence of that field is
         # d(image)/d(dz). Fourth-order central differences (error ~ h^4: 1 % on a 4x-binned grid against 8 %
-        # for second order), scattered from each pixel to its neighbours; each pixel appears once per
-        # update, so plain fancy-index updates are safe.
-        carried = (grads * (self._shift_per_um * opt[rows, cols] / 12.0)).astype(np.float32)
-        div = np.zeros((len(self.noll), n, n), dtype=np.float32)
-        for step, weight in ((1, 8.0), (2, -1.0)):
-            div[:, rows, cols - step] += weight * carried[0]
-            div[:, rows, cols + step] -= weight * carried[0]
-            div[:, rows - step, cols] += weight * carried[1]
-            div[:, rows + step, cols] -= weight * carried[1]
+        # for second order), taken on the dense field: no pixel within 2 of the border carries flux.
+        nz = len(self.noll)
+        flow = np.zeros((2, nz, n, n), dtype=np.float32)
+        flow[:, :, rows, cols] = grads * (self._shift_per_um * opt[rows, cols] / 12.0)
+        fx, fy = flow
+        div = np.zeros((nz, n, n), dtype=np.float32)
+        for step, weight in ((1, np.float32(8.0)), (2, np.float32(-1.0))):
+            div[:, :, :-step] += weight * fx[:, :, step:]
+            div[:, :, step:] -= weight * fx[:, :, :-step]
+            div[:, :-step, :] += weight * fy[:, step:, :]
+            div[:, step:, :] -= weight * fy[:, :-step, :]
         return sfft.irfft2(sfft.rfft2(div) * kernel, s=(n, n))[:, :npix, :npix]
