@@ -8,7 +8,13 @@ import pytest
 
 from lsst.ts.auxtelwep import estimation
 from lsst.ts.auxtelwep.errors import EstimationError, InputError
-from lsst.ts.auxtelwep.estimation import EstimationConfig, estimate_wavefront, shutdown_pool, start_pool
+from lsst.ts.auxtelwep.estimation import (
+    EstimationConfig,
+    estimate_wavefront,
+    forget_estimates,
+    shutdown_pool,
+    start_pool,
+)
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
 from lsst.ts.auxtelwep.sim.optics import render_stamp_pair
 from lsst.ts.auxtelwep.stamps import DonutPair, PairFlag
@@ -134,6 +140,35 @@ def test_a_running_pool_is_used_from_two_pairs(pairs_and_truth, monkeypatch) -> 
     finally:
         shutdown_pool()
     assert est.n_used == 2
+
+
+def test_a_pair_seen_again_is_not_estimated_again(pairs_and_truth, monkeypatch) -> None:
+    pairs, _ = pairs_and_truth
+    config = EstimationConfig(algorithm="tie", max_workers=1, noll=tuple(range(4, 12)))
+    forget_estimates()
+    first = estimate_wavefront(pairs[:2], config=config, telescope=AuxTel())
+
+    def not_again(pair, **kwargs):
+        raise AssertionError(f"pair {pair.index} estimated again")
+
+    monkeypatch.setattr(estimation, "estimate_pair", not_again)
+    renumbered = [dataclasses.replace(p, index=p.index + 10) for p in pairs[:2]]
+    again = estimate_wavefront(renumbered, config=config, telescope=AuxTel())
+    np.testing.assert_array_equal(again.um, first.um)
+    assert [p.index for p in again.pairs] == [10, 11]
+    # One pixel changed, or another configuration: a new estimate.
+    image = pairs[0].extra.image.copy()
+    image[100, 100] += 1.0
+    touched = dataclasses.replace(pairs[0], extra=dataclasses.replace(pairs[0].extra, image=image))
+    with pytest.raises(AssertionError, match="pair 0 estimated again"):
+        estimate_wavefront([touched], config=config, telescope=AuxTel())
+    with pytest.raises(AssertionError, match="estimated again"):
+        estimate_wavefront(
+            pairs[:1], config=config.model_copy(update={"tie_solver": "fft"}), telescope=AuxTel()
+        )
+    forget_estimates()
+    with pytest.raises(AssertionError, match="estimated again"):
+        estimate_wavefront(pairs[:1], config=config, telescope=AuxTel())
 
 
 def test_config_is_validated() -> None:

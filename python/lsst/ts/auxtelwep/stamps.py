@@ -83,7 +83,8 @@ class Stamp:
     centre : `tuple` of `float`
         Full-frame ``(col, row)`` of the centre pixel, 0-based.
     field_deg : `tuple` of `float`
-        Field angle ``(x, y)`` of the donut, degrees, batoid frame.
+        Field angle ``(x, y)`` of the donut, degrees, batoid frame (`cut_pairs`: of the mean of the pair's
+        two centre pixels).
     background : `float`
         Background level subtracted, exposure units per pixel.
     """
@@ -348,7 +349,7 @@ def cut_pairs(
             stamp, f, n = _cut(
                 exposure,
                 _position(donut, role),
-                (float(donut.field_x_deg), float(donut.field_y_deg)),
+                telescope,
                 others,
                 size=size,
                 radius=outer,
@@ -359,12 +360,22 @@ def cut_pairs(
             stamps.append(stamp)
             flags |= f
             notes.extend(n)
+        # The field angle of the pair is that of its stamps' centre pixels, not of the catalog position,
+        # so a pair cut from any detection mode is the same pair (the fitted offsets hold the sub-pixel
+        # position; the design wavefront changes by < 1e-6 um over half a pixel).
+        field = _field(telescope, *np.mean([s.centre for s in stamps], axis=0))
+        stamps = [dataclasses.replace(s, field_deg=field) for s in stamps]
         pairs.append(
             DonutPair(
                 intra=stamps[0], extra=stamps[1], gain=gain, index=index, flags=flags, notes=tuple(notes)
             )
         )
     return pairs
+
+
+def _field(telescope: AuxTel, col: float, row: float) -> tuple[float, float]:
+    fx, fy = telescope.pixel_to_field(float(col), float(row))
+    return float(fx), float(fy)
 
 
 def _position(donut: CataloguedDonut, role: Role) -> tuple[float, float]:
@@ -435,7 +446,7 @@ def _robust_background(values: NDArray) -> tuple[float, float]:
 def _cut(
     exposure: Exposure,
     position: tuple[float, float],
-    field: tuple[float, float],
+    telescope: AuxTel,
     others: Sequence[tuple[float, float]],
     *,
     size: int,
@@ -503,7 +514,7 @@ def _cut(
         variance=variance.astype(np.float32),
         mask=mask,
         centre=(float(col), float(row)),
-        field_deg=field,
+        field_deg=_field(telescope, col, row),
         background=background,
     )
     return stamp, flags, notes

@@ -21,8 +21,10 @@ Algorithms (`EstimationConfig.algorithm`):
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -49,6 +51,7 @@ __all__ = [
     "WavefrontEstimate",
     "estimate_pair",
     "estimate_wavefront",
+    "forget_estimates",
     "shutdown_pool",
     "start_pool",
 ]
@@ -177,7 +180,7 @@ class PairEstimate:
     message : `str`
         The estimator's message.
     elapsed_s : `float`
-        Wall time for this pair, seconds.
+        Wall time for this pair when it was estimated, seconds.
     """
 
     index: int
@@ -432,7 +435,49 @@ def shutdown_pool() -> None:
 multiprocessing.util.Finalize(None, shutdown_pool, exitpriority=100)
 
 
+# --- estimates already made ----------------------------------------------------------------------------
+# A pair's estimate is a function of its stamps, field, gain, the configuration and the telescope: the
+# same pair estimated again (the CSC estimates a triplet's pairs ahead, while the in-focus image is being
+# taken, then processes the triplet) gets the first result back. Keys are content hashes, so a pair
+# that differs in any pixel is estimated anew.
+_MEMO: collections.OrderedDict[bytes, PairEstimate] = collections.OrderedDict()
+_MEMO_SIZE = 64
+
+
+def _memo_key(pair: DonutPair, config: EstimationConfig, telescope: AuxTel) -> bytes:
+    digest = hashlib.blake2b(digest_size=20)
+    for stamp in (pair.intra, pair.extra):
+        for array in (stamp.image, stamp.variance, stamp.mask):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.asarray(stamp.field_deg, dtype=float).tobytes())
+    digest.update(repr((pair.gain, config.model_dump_json(), telescope)).encode())
+    return digest.digest()
+
+
+def forget_estimates() -> None:
+    """Forget the pair estimates kept for reuse (see `estimate_wavefront`)."""
+    _MEMO.clear()
+
+
+def _estimate_all(
+    pairs: Sequence[DonutPair], config: EstimationConfig, telescope: AuxTel
+) -> list[PairEstimate]:
+    keys = [_memo_key(p, config, telescope) for p in pairs]
+    new = {k: p for k, p in zip(keys, pairs, strict=True) if k not in _MEMO}
+    for key, estimate in zip(new, _run_all(list(new.values()), config, telescope), strict=True):
+        _MEMO[key] = estimate
+    results = []
+    for key, pair in zip(keys, pairs, strict=True):
+        _MEMO.move_to_end(key)
+        results.append(dataclasses.replace(_MEMO[key], index=pair.index))
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return results
+
+
 def _run_all(pairs: Sequence[DonutPair], config: EstimationConfig, telescope: AuxTel) -> list[PairEstimate]:
+    if not pairs:
+        return []
     workers = _n_workers(config.max_workers)
     serial = workers <= 1 or len(pairs) <= 1
     # A cold pool pays for itself only with many pairs; a running one (`start_pool`) from two on.
@@ -452,6 +497,9 @@ def estimate_wavefront(
     telescope: AuxTel | None = None,
 ) -> WavefrontEstimate:
     """Estimate the wavefront from the donut pairs of one intra/extra exposure pair.
+
+    The last 64 pair estimates are kept: a pair seen again (same pixels, variances, masks, field, gain,
+    configuration and telescope) gets its estimate back instead of a new fit (`forget_estimates`).
 
     Parameters
     ----------
@@ -480,7 +528,7 @@ def estimate_wavefront(
         raise InputError("no donut pairs to estimate from", value=0)
     reject = config.reject_mask
     todo = [p for p in pairs if not (p.flags & reject)]
-    done = {p.index: e for p, e in zip(todo, _run_all(todo, config, telescope), strict=True)}
+    done = {p.index: e for p, e in zip(todo, _estimate_all(todo, config, telescope), strict=True)}
     results = []
     for p in pairs:
         if p.flags & reject:
