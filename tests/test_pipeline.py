@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsst.ts.auxtelwep import pipeline
+from lsst.ts.auxtelwep import estimation, pipeline
 from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.errors import AuxTelWepError
@@ -25,7 +25,7 @@ MISALIGNMENT = HexapodState(x=0.15, y=-0.2, z=0.06)
 def night(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, NightManifest]:
     out = tmp_path_factory.mktemp("night")
     plan = NightPlan(
-        n_triplets=1, seed=11, hexapod=MISALIGNMENT, n_stars=4, blend_pair=False, n_cosmic_rays=3
+        n_triplets=1, seed=11, hexapod=MISALIGNMENT, n_stars=8, blend_pair=False, n_cosmic_rays=3
     )
     return out, simulate_night(out, plan)
 
@@ -130,3 +130,27 @@ def test_prepared_exposures_are_taken_once_and_only_while_current(
             pipeline.prepare(tmp_path / "missing.fits", config=config)
     finally:
         pipeline._PREPARED.clear()
+
+
+def test_estimates_made_ahead_are_reused_and_change_nothing(
+    night: tuple[Path, NightManifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, manifest = night
+    config = PipelineConfig(calibs_dir=out / manifest.calibs, refcat=out / manifest.refcat)
+    triplet = _triplet(night)
+    fresh = process(triplet, config=config)
+    estimation.forget_estimates()
+    try:
+        # Without the in-focus image (detection falls back to another mode): the same donuts, same pairs.
+        assert pipeline.estimate_ahead(triplet.intra, triplet.extra, config=config) >= fresh.estimate.n_used
+
+        def not_again(pair, **kwargs):
+            raise AssertionError(f"pair {pair.index} estimated again")
+
+        monkeypatch.setattr(estimation, "estimate_pair", not_again)
+        reused = process(triplet, config=config)
+    finally:
+        pipeline._PREPARED.clear()
+    assert (reused.catalog.mode, fresh.catalog.mode) == ("refit", "refit"), (reused.catalog.reason, fresh.catalog.reason)
+    np.testing.assert_array_equal(reused.estimate.um, fresh.estimate.um)
+    assert reused.correction.offset == fresh.correction.offset

@@ -146,8 +146,8 @@ class FakeSink:
     def cadence_warning(self, kind, *, group_id, obsid, message):
         self.events.append(("warning", obsid, kind))
 
-    def image_queued(self, info, role):
-        self.events.append(("queued", info.obsid, info.path, role))
+    def image_queued(self, info, role, group_id):
+        self.events.append(("queued", info.obsid, info.path, role, group_id))
 
     def triplet_ready(self, key):
         self.ready.append(key)
@@ -173,9 +173,12 @@ def test_intake_flow_and_recovery(tmp_path: Path) -> None:
         ("received", names[0], "accepted"),
         ("received", names[1], "accepted"),
     ]
-    # Each accepted image is offered for calibration ahead of its triplet, with its path and role.
+    # Each accepted image is offered for work ahead of its triplet, with its path, role and group.
     queued = [e for e in sink.events if e[0] == "queued"]
-    assert [(e[1], e[3]) for e in queued] == [(names[0], Role.INTRA), (names[1], Role.EXTRA)]
+    assert [(e[1], e[3], e[4]) for e in queued] == [
+        (names[0], Role.INTRA, "G1"),
+        (names[1], Role.EXTRA, "G1"),
+    ]
     assert all(Path(e[2]).is_file() for e in queued)
     # The CSC stops here; a new intake on the same journal takes the queued images back.
     restarted = ImageIntake(limits=CadenceLimits(), clock=lambda: now[0], **kwargs)

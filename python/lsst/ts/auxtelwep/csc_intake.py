@@ -58,8 +58,8 @@ class IntakeSink(Protocol):
     def cadence_warning(self, kind: str, *, group_id: str, obsid: str, message: str) -> None:
         """Publish ``cadenceWarning``."""
 
-    def image_queued(self, info: ImageInfo, role: Role) -> None:
-        """An image joined its group (it may be calibrated ahead of the rest of its triplet)."""
+    def image_queued(self, info: ImageInfo, role: Role, group_id: str) -> None:
+        """An image joined group ``group_id`` (work on it may start before its triplet is complete)."""
 
     def triplet_ready(self, key: str) -> None:
         """A journaled COMPLETE triplet is ready to process."""
@@ -280,7 +280,7 @@ class ImageIntake:
             self.sink.image_received(
                 obsid, group_id=outcome.group_id, role=role, status="accepted", reason=""
             )
-            self.sink.image_queued(info, role)
+            self.sink.image_queued(info, role, outcome.group_id)
         for warning in outcome.warnings:
             log.warning(warning.message)
             self.sink.cadence_warning(

@@ -177,6 +177,19 @@ def prepare_raw(path: str, options: Mapping[str, Any]) -> None:
     pipeline.prepare(Path(path), config=_pipeline_config(options))
 
 
+def estimate_ahead(intra_path: str, extra_path: str, options: Mapping[str, Any]) -> int:
+    """Estimate a defocal pair's donuts before its triplet is complete (`pipeline.estimate_ahead`).
+
+    Raises
+    ------
+    AuxTelWepError
+        Whatever the pipeline raises; the triplet reports it again when processed.
+    """
+    from . import pipeline
+
+    return pipeline.estimate_ahead(Path(intra_path), Path(extra_path), config=_pipeline_config(options))
+
+
 def warm_pipeline(options: Mapping[str, Any]) -> None:
     """Do the pipeline's one-time work in a new worker (`lsst.ts.auxtelwep.pipeline.warm_up`)."""
     from . import pipeline

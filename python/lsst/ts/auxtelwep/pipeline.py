@@ -42,6 +42,7 @@ __all__ = [
     "WavefrontResult",
     "camera_angle_from_header",
     "correct_from_estimate",
+    "estimate_ahead",
     "model_stamps",
     "prepare",
     "process",
@@ -235,12 +236,17 @@ def _prepared_key(path: Path, config: PipelineConfig) -> tuple:
     return (str(path), stat.st_mtime_ns, stat.st_size, config.apply_isr, config.isr.model_dump_json(), calibs)
 
 
-def prepare(path: Path, *, config: PipelineConfig) -> None:
+def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
     """Calibrate one image ahead of its triplet, for a later `process` call in this process to take.
 
     The CSC calls it (in its worker) as each defocal image arrives, so that when the last image of a
     triplet comes only that one is left to calibrate. At most three prepared exposures are held (about
     160 MB each for a full frame); the oldest is dropped first, and `process` removes what it uses.
+
+    Returns
+    -------
+    exposure : `Exposure`
+        The calibrated image (also kept for `process`).
 
     Raises
     ------
@@ -250,13 +256,57 @@ def prepare(path: Path, *, config: PipelineConfig) -> None:
     try:
         key = _prepared_key(path, config)
     except OSError:
-        _load(path, config)  # raises the error that names the problem
-        return
+        return _load(path, config)  # raises the error that names the problem
     if key not in _PREPARED:
         _PREPARED[key] = _load(path, config)
     _PREPARED.move_to_end(key)
     while len(_PREPARED) > _MAX_PREPARED:
         _PREPARED.popitem(last=False)
+    return _PREPARED[key]
+
+
+def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
+    """Estimate the donut pairs of a defocal pair before its triplet is complete.
+
+    While the in-focus image of a triplet is being taken, the CSC's worker finds the donuts on the two
+    defocal images alone (detection mode ``auto`` without the in-focus image: ``wcs`` or ``template``),
+    cuts the pairs and estimates them; `estimation.estimate_wavefront` keeps the estimates, so when the
+    triplet is processed every pair cut the same way is not fitted again. The result of `process` does
+    not depend on whether this ran: a pair is reused only if it is the same pair, pixel for pixel.
+
+    Returns
+    -------
+    n_pairs : `int`
+        Pairs estimated (flagged ones are not).
+
+    Raises
+    ------
+    AuxTelWepError
+        Bad images, no donut found, no usable pair: `process` will report it for the triplet.
+    """
+    intra_exposure = prepare(intra, config=config)
+    extra_exposure = prepare(extra, config=config)
+    telescope = _telescope(intra_exposure, config)
+    catalog = detect_donuts(
+        intra_exposure,
+        extra_exposure,
+        infocus=None,
+        refcat=_refcat(config),
+        config=config.detection.model_copy(update={"mode": "auto"}),
+        telescope=telescope,
+    )
+    pairs = cut_pairs(intra_exposure, extra_exposure, catalog, telescope=telescope)
+    estimate = estimate_wavefront(pairs, config=config.estimation, telescope=telescope)
+    return sum(p.zernikes_um is not None for p in estimate.pairs)
+
+
+def _telescope(intra: Exposure, config: PipelineConfig) -> AuxTel:
+    angle = camera_angle_from_header(intra.header)
+    return AuxTel().with_camera_angle(angle).with_wavelength(config.wavelength_nm * 1e-9)
+
+
+def _refcat(config: PipelineConfig) -> RefCatalog | None:
+    return load_refcat(config.refcat) if config.refcat is not None else None
 
 
 def warm_up(config: PipelineConfig) -> None:
@@ -324,16 +374,14 @@ def process(
             loaded.append(_take_or_load(path, config))
         return loaded[0]
 
-    camera_angle = camera_angle_from_header(intra.header)
-    telescope = AuxTel().with_camera_angle(camera_angle).with_wavelength(config.wavelength_nm * 1e-9)
+    telescope = _telescope(intra, config)
     isr_before_detection = timings["isr"]
     with _timed(timings, "detection"):
-        refcat: RefCatalog | None = load_refcat(config.refcat) if config.refcat is not None else None
         catalog = detect_donuts(
             intra,
             extra,
             infocus=None if triplet.infocus is None else functools.partial(load_infocus, triplet.infocus),
-            refcat=refcat,
+            refcat=_refcat(config),
             config=config.detection,
             telescope=telescope,
         )
@@ -350,7 +398,7 @@ def process(
         intra_obsid=intra.obsid,
         extra_obsid=extra.obsid,
         infocus_obsid=_infocus_obsid(triplet.infocus, loaded),
-        camera_angle_deg=camera_angle,
+        camera_angle_deg=telescope.camera_angle_deg,
         catalog=catalog,
         estimate=estimate,
         correction=correction,
