@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -284,8 +285,7 @@ def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
     AuxTelWepError
         Bad images, no donut found, no usable pair: `process` will report it for the triplet.
     """
-    intra_exposure = prepare(intra, config=config)
-    extra_exposure = prepare(extra, config=config)
+    intra_exposure, extra_exposure = _in_threads(_prepare, (intra, extra), config)
     telescope = _telescope(intra_exposure, config)
     catalog = detect_donuts(
         intra_exposure,
@@ -298,6 +298,19 @@ def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
     pairs = cut_pairs(intra_exposure, extra_exposure, catalog, telescope=telescope)
     estimate = estimate_wavefront(pairs, config=config.estimation, telescope=telescope)
     return sum(p.zernikes_um is not None for p in estimate.pairs)
+
+
+def _prepare(path: Path, config: PipelineConfig) -> Exposure:
+    return prepare(path, config=config)
+
+
+def _in_threads(
+    load: Callable[[Path, PipelineConfig], Exposure], paths: tuple[Path, Path], config: PipelineConfig
+) -> tuple[Exposure, Exposure]:
+    """Load two images at once: reading and ISR run mostly outside the GIL (0.5 s for three, not 0.7-1.2)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as threads:
+        first, second = threads.map(load, paths, (config, config))
+    return first, second
 
 
 def _telescope(intra: Exposure, config: PipelineConfig) -> AuxTel:
@@ -364,8 +377,7 @@ def process(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with _timed(timings, "isr"):
-        intra = _take_or_load(triplet.intra, config)
-        extra = _take_or_load(triplet.extra, config)
+        intra, extra = _in_threads(_take_or_load, (triplet.intra, triplet.extra), config)
     loaded: list[Exposure] = []
 
     def load_infocus(path: Path) -> Exposure:
