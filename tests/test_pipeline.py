@@ -151,6 +151,9 @@ def test_estimates_made_ahead_are_reused_and_change_nothing(
         reused = process(triplet, config=config)
     finally:
         pipeline._PREPARED.clear()
-    assert (reused.catalog.mode, fresh.catalog.mode) == ("refit", "refit"), (reused.catalog.reason, fresh.catalog.reason)
+    assert (reused.catalog.mode, fresh.catalog.mode) == ("refit", "refit"), (
+        reused.catalog.reason,
+        fresh.catalog.reason,
+    )
     np.testing.assert_array_equal(reused.estimate.um, fresh.estimate.um)
     assert reused.correction.offset == fresh.correction.offset

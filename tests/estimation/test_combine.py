@@ -54,3 +54,31 @@ def test_single_pair_uses_its_formal_error() -> None:
 def test_bad_input_is_refused(values, errors, match) -> None:
     with pytest.raises(InputError, match=match):
         sigma_clip_combine(values, errors)
+
+
+def test_good_pairs_are_kept_whatever_their_number_of_terms() -> None:
+    # 8 pairs whose 19 terms scatter as their formal errors say: at "3 sigma" about 0.3 % of pairs may go
+    # (the largest-term rule dropped ~5-19 %: one of 19 terms beyond 3 sigma is common).
+    rng = np.random.default_rng(5)
+    errors = np.full((8, 19), 0.012)
+    dropped = 0
+    for _ in range(300):
+        values = rng.normal(0.0, 0.012, (8, 19))
+        dropped += int((~sigma_clip_combine(values, errors, floor_um=0.001).kept).sum())
+    assert dropped / (300 * 8) < 0.01
+
+
+def test_bright_pairs_weigh_more_than_faint_ones() -> None:
+    rng = np.random.default_rng(6)
+    errors = np.array([[0.0015] * 8] + [[0.012] * 8] * 3)
+    combined, plain = [], []
+    for _ in range(300):
+        values = rng.normal(0.0, errors)
+        combined.append(sigma_clip_combine(values, errors, floor_um=0.001).mean_um)
+        plain.append(values.mean(axis=0))
+    rms_combined, rms_plain = np.sqrt(np.mean(np.square(combined))), np.sqrt(np.mean(np.square(plain)))
+    # Inverse-variance weights: about the bright pair's 1.5 nm; plain mean: sqrt(1.5^2 + 3 * 12^2) / 4 = 5.3.
+    assert rms_combined < 1.7e-3 and rms_plain > 4.5e-3
+    # The reported error follows: about the bright pair's (the weighted scatter of four pairs may add some).
+    comb = sigma_clip_combine(rng.normal(0.0, errors), errors, floor_um=0.001)
+    assert np.median(comb.err_um) < 2.5e-3 and np.all(comb.err_um >= 1.4e-3)

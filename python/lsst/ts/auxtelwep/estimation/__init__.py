@@ -100,9 +100,14 @@ class EstimationConfig(BaseModel):
         description="Fewest pairs worth starting worker processes for (a pool already running, see "
         "start_pool, is used from two pairs on).",
     )
-    sigma_clip: float = Field(3.0, gt=0, description="Outlier threshold over pairs, robust sigmas.")
+    sigma_clip: float = Field(
+        3.0, gt=0, description="Outlier threshold over pairs, equivalent Gaussian sigmas (combine.py)."
+    )
     clip_floor_um: float = Field(
-        0.005, ge=0, description="Smallest scatter over pairs assumed when clipping, um (field dependence)."
+        0.005,
+        ge=0,
+        description="Scatter between pairs expected whatever their errors (field dependence), um: weights "
+        "and clipping.",
     )
     reject_flags: tuple[str, ...] = Field(
         ("BLEND", "CLIPPED", "MASKED", "RECENTER", "LOW_FLUX"),
@@ -574,7 +579,7 @@ def _combine(results: list[PairEstimate], config: EstimationConfig, t0: float) -
             results[i] = dataclasses.replace(
                 results[i],
                 used=False,
-                reason=f"outlier: {comb.distance[k]:.1f} robust sigmas from the median "
+                reason=f"outlier: {comb.distance[k]:.1f} sigmas from the other pairs "
                 f"(> {config.sigma_clip})",
             )
     return WavefrontEstimate(
