@@ -1,6 +1,7 @@
 """Pure parts of the CSC, without DDS: raw lookup, camera-event parsing, correction steps, the closed-loop
 state machine, the intake with a fake sink and clock, and the result summary."""
 
+import asyncio
 import itertools
 import pickle
 from pathlib import Path
@@ -282,3 +283,43 @@ def test_worker_pool_survives_dead_and_stuck_workers(tmp_path: Path) -> None:
             pool.close()
 
     assert asyncio.run(scenario()).donut_count == 3
+
+
+def test_work_ahead_calibrates_defocal_images_then_estimates_the_pair() -> None:
+    from lsst.ts.auxtelwep.csc_worker import WorkAhead, estimate_ahead, prepare_raw
+    from lsst.ts.auxtelwep.intake import ImageInfo
+
+    class RecordingPool:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        async def run(self, func, *args, timeout):
+            self.calls.append((func, *args[:-1]))
+            if args[0] == "bad.fits":
+                raise RawFormatError("bad.fits: truncated")
+
+    async def scenario() -> RecordingPool:
+        pool, ahead = RecordingPool(), WorkAhead()
+        queue = [("i.fits", Role.INTRA, "G1"), ("f.fits", Role.INFOCUS, "G1"), ("bad.fits", Role.INTRA, "G2")]
+        queue += [("e.fits", Role.EXTRA, "G1")]
+        for path, role, group in queue:
+            info = ImageInfo(obsid=path, path=path, group_id=group)
+            ahead.image_queued(pool, info, role, group, options={"apply_isr": True}, timeout_s=60.0)
+        await asyncio.sleep(0.05)
+        # Groups that never get their partner are not remembered for ever.
+        for k in range(WorkAhead.max_groups + 3):
+            info = ImageInfo(obsid=f"x{k}", path=f"x{k}.fits", group_id=f"H{k}")
+            ahead.image_queued(pool, info, Role.EXTRA, f"H{k}", options={}, timeout_s=60.0)
+        assert len(ahead._defocal) == WorkAhead.max_groups
+        await ahead.cancel()
+        assert not ahead._defocal
+        return pool
+
+    calls = asyncio.run(scenario()).calls
+    # The in-focus image waits for the triplet; a failure ahead is only logged.
+    assert calls[:4] == [
+        (prepare_raw, "i.fits"),
+        (prepare_raw, "bad.fits"),
+        (prepare_raw, "e.fits"),
+        (estimate_ahead, "i.fits", "e.fits"),
+    ]

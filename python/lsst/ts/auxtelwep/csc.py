@@ -27,7 +27,6 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,15 +38,7 @@ from .csc_corrections import CorrectionSender
 from .csc_intake import ROLE_NAMES, ImageIntake
 from .csc_publish import parse_overrides, publish_correction, publish_rejected, publish_result, zernike_slots
 from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
-from .csc_worker import (
-    Processor,
-    WepSummary,
-    WorkerPool,
-    estimate_ahead,
-    prepare_raw,
-    run_pipeline,
-    warm_pipeline,
-)
+from .csc_worker import Processor, WepSummary, WorkAhead, WorkerPool, run_pipeline, warm_pipeline
 from .errors import AuxTelWepError, ConfigurationError
 from .instrument import Role
 from .intake import ImageInfo, RawLocator, read_image_info
@@ -69,8 +60,6 @@ DEPENDENCY_CHECK_INTERVAL_S = 10.0
 #: Camera events kept from before the CSC started (late-joiner history), so images announced while it was
 #: down are not lost.
 EVENT_HISTORY = 50
-#: Groups remembered while waiting for their second defocal image (for the work ahead of a triplet).
-MAX_GROUPS_AHEAD = 8
 
 
 class AuxTelWepCsc(ConfigurableCsc):
@@ -111,8 +100,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.intake: ImageIntake | None = None
         self.pool: WorkerPool | None = None
         self._warm_options: dict[str, Any] | None = None
-        self._ahead_tasks: set[asyncio.Task[None]] = set()
-        self._defocal: dict[str, dict[Role, str]] = {}
+        self.ahead = WorkAhead()
         self.closed_loop = ClosedLoop()
         self.last_summary: WepSummary | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -217,11 +205,10 @@ class AuxTelWepCsc(ConfigurableCsc):
             if topic is not None:
                 for reader in topic.topic_names:
                     getattr(topic, reader).callback = None
-        for task in [*self._tasks, *self._ahead_tasks]:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._ahead_tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, self.ahead.cancel(), return_exceptions=True)
         self._tasks = []
-        self._defocal.clear()
         self._queue = asyncio.Queue()
         for future in self._waiters.values():
             if not future.done():
@@ -284,34 +271,16 @@ class AuxTelWepCsc(ConfigurableCsc):
         )
 
     def image_queued(self, info: ImageInfo, role: Role, group_id: str) -> None:
-        # Work ahead while the rest of the triplet is being taken: calibrate each defocal image as it
-        # comes, then estimate the defocal pair, so that little is left when the last image arrives.
-        if self.processor is not run_pipeline or self.pool is None or role is Role.INFOCUS:
-            return
-        self._work_ahead(f"calibrating {info.obsid}", prepare_raw, info.path)
-        defocal = self._defocal.setdefault(group_id, {})
-        defocal[role] = info.path
-        while len(self._defocal) > MAX_GROUPS_AHEAD:  # groups whose partner never came
-            del self._defocal[next(iter(self._defocal))]
-        if len(defocal) == 2:
-            del self._defocal[group_id]
-            self._work_ahead(
-                f"estimating group {group_id}", estimate_ahead, defocal[Role.INTRA], defocal[Role.EXTRA]
+        if self.processor is run_pipeline and self.pool is not None:
+            config = self._config
+            self.ahead.image_queued(
+                self.pool,
+                info,
+                role,
+                group_id,
+                options=self._base_options(config),
+                timeout_s=config.process_timeout_s,
             )
-
-    def _work_ahead(self, what: str, func: Callable[..., Any], *paths: str) -> None:
-        task = asyncio.create_task(self._ahead(what, func, *paths))
-        self._ahead_tasks.add(task)
-        task.add_done_callback(self._ahead_tasks.discard)
-
-    async def _ahead(self, what: str, func: Callable[..., Any], *paths: str) -> None:
-        config = self._config
-        try:
-            await self._pool_or_fail().run(
-                func, *paths, self._base_options(config), timeout=config.process_timeout_s
-            )
-        except Exception as exc:  # the triplet reports any real problem when it is processed
-            self.log.info(f"{what} ahead of the triplet failed: {exc}")
 
     def triplet_ready(self, key: str) -> None:
         self._queue.put_nowait(key)

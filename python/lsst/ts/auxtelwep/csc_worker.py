@@ -25,16 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 from .cadence import Triplet
 from .errors import AuxTelWepError, ConfigurationError
-from .instrument import HexapodState
+from .instrument import HexapodState, Role
 
 if TYPE_CHECKING:  # the pipeline is imported only in worker processes (run_pipeline)
+    from .intake import ImageInfo
     from .pipeline import PipelineConfig, WavefrontResult
 
 __all__ = [
     "Processor",
     "WepSummary",
+    "WorkAhead",
     "WorkerError",
     "WorkerPool",
+    "estimate_ahead",
     "prepare_raw",
     "run_pipeline",
     "summarize",
@@ -288,3 +291,77 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the workers (running tasks are abandoned)."""
         self._kill()
+
+
+class WorkAhead:
+    """The work a worker does on a triplet's images before the triplet is complete.
+
+    Each accepted defocal image is calibrated as it arrives (`prepare_raw`); once a group has both, its
+    donut pairs are estimated (`estimate_ahead`). The jobs go to the same `WorkerPool` as the triplets, so
+    with one worker they run in arrival order and the triplet finds their results in that worker. Failures
+    are only logged: the triplet reports any real problem when it is processed.
+    """
+
+    #: Groups remembered while waiting for their second defocal image.
+    max_groups = 8
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._defocal: dict[str, dict[Role, str]] = {}
+
+    def image_queued(
+        self,
+        pool: WorkerPool,
+        info: ImageInfo,
+        role: Role,
+        group_id: str,
+        *,
+        options: Mapping[str, Any],
+        timeout_s: float,
+    ) -> None:
+        """Start the work an accepted image allows (nothing for an in-focus image)."""
+        if role is Role.INFOCUS:
+            return
+        self._start(pool, f"calibrating {info.obsid}", prepare_raw, (info.path,), options, timeout_s)
+        defocal = self._defocal.setdefault(group_id, {})
+        defocal[role] = info.path
+        while len(self._defocal) > self.max_groups:  # groups whose partner never came
+            del self._defocal[next(iter(self._defocal))]
+        if len(defocal) == 2:
+            del self._defocal[group_id]
+            paths = (defocal[Role.INTRA], defocal[Role.EXTRA])
+            self._start(pool, f"estimating group {group_id}", estimate_ahead, paths, options, timeout_s)
+
+    async def cancel(self) -> None:
+        """Stop waiting for the work in progress and forget the groups (the CSC left ENABLED)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._defocal.clear()
+
+    def _start(
+        self,
+        pool: WorkerPool,
+        what: str,
+        func: Callable[..., Any],
+        paths: tuple[str, ...],
+        options: Mapping[str, Any],
+        timeout_s: float,
+    ) -> None:
+        task = asyncio.create_task(self._run(pool, what, func, paths, options, timeout_s))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _run(
+        pool: WorkerPool,
+        what: str,
+        func: Callable[..., Any],
+        paths: tuple[str, ...],
+        options: Mapping[str, Any],
+        timeout_s: float,
+    ) -> None:
+        try:
+            await pool.run(func, *paths, dict(options), timeout=timeout_s)
+        except Exception as exc:
+            log.info(f"{what} ahead of the triplet failed: {exc}")
