@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -288,9 +289,19 @@ class WorkerPool:
                 process.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
-        """Stop the workers (running tasks are abandoned)."""
-        self._kill()
+    def close(self, *, grace_s: float = 3.0) -> None:
+        """Stop the workers: idle ones exit cleanly, the others are killed after ``grace_s`` seconds.
+
+        A worker that exits cleanly also stops the estimation processes it started; a killed one leaves
+        them to notice its death (`estimation` polls for it) and their semaphores to the resource tracker.
+        """
+        closer = threading.Thread(
+            target=self._pool.shutdown, kwargs={"wait": True, "cancel_futures": True}, daemon=True
+        )
+        closer.start()
+        closer.join(grace_s)
+        if closer.is_alive():
+            self._kill()
 
 
 class WorkAhead:
