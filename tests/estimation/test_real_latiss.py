@@ -61,6 +61,25 @@ def _pair(stamps, *, dx: float = 0.0, dy: float = 0.0) -> DonutPair:
     )
 
 
+def _model_images(pair, fit, telescope: AuxTel) -> np.ndarray:
+    """Noiseless images of the forward model at a fit's solution (no background), shape (2, n, n)."""
+    model = DonutSetModel(
+        pair_specs(pair, telescope, 22),
+        noll=fit.noll,
+        npix=pair.size,
+        binning=1,
+        origin_offset_px=0.0,
+        telescope=telescope,
+        blur_per_donut=True,
+    )
+    params = np.concatenate(
+        [fit.fluxes, fit.offsets_px[:, 0], fit.offsets_px[:, 1], [0.0, 0.0], fit.fwhm_arcsec, fit.zernikes_um]
+    )
+    # One FWHM per exposure, as fitted (a shared-FWHM model would read the second FWHM as Z4).
+    assert len(params) == model.nparams
+    return model.evaluate(params, jacobian=False).images
+
+
 @pytest.fixture(scope="module")
 def forward(stamps) -> ForwardFitResult:
     return fit_pair(_pair(stamps), telescope=AuxTel(), keep_images=True)
@@ -160,30 +179,7 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
     # The TIE run on the forward model's own noiseless images (same wavefront with Z4-Z22, same seeing) also
     # fails to converge and misses that known wavefront by more than 10 nm: with Z22 the TIE is out of its
     # range (see the Z4-Z21 test below for what it does within it).
-    telescope = AuxTel()
-    pair = _pair(stamps)
-    model = DonutSetModel(
-        pair_specs(pair, telescope, 22),
-        noll=forward.noll,
-        npix=pair.size,
-        binning=1,
-        origin_offset_px=0.0,
-        telescope=telescope,
-        blur_per_donut=True,
-    )
-    params = np.concatenate(
-        [
-            forward.fluxes,
-            forward.offsets_px[:, 0],
-            forward.offsets_px[:, 1],
-            [0.0, 0.0],
-            forward.fwhm_arcsec,
-            forward.zernikes_um,
-        ]
-    )
-    # One FWHM per exposure, as fitted (a shared-FWHM model would read the second FWHM as Z4).
-    assert len(params) == model.nparams
-    images = model.evaluate(params, jacobian=False).images
+    images = _model_images(_pair(stamps), forward, AuxTel())
     on_model = solve_tie(
         images[0],
         images[1],
@@ -265,20 +261,7 @@ def test_tie_started_at_the_forward_solution_returns_to_its_own(stamps, forward)
     assert gap > 25.0
     # On the forward model's own noiseless images the same TIE recovers the forward wavefront (measured
     # 6.6 nm): the TIE sees the data differently from the model, the mismatch is in the data.
-    model = DonutSetModel(
-        pair_specs(pair, telescope, 22),
-        noll=noll,
-        npix=pair.size,
-        binning=1,
-        origin_offset_px=0.0,
-        telescope=telescope,
-        blur_per_donut=True,
-    )
-    params = np.concatenate(
-        [fwd.fluxes, fwd.offsets_px[:, 0], fwd.offsets_px[:, 1], [0.0, 0.0], fwd.fwhm_arcsec, fwd.zernikes_um]
-    )
-    assert len(params) == model.nparams
-    images = model.evaluate(params, jacobian=False).images
+    images = _model_images(pair, fwd, telescope)
     on_model = solve_tie(images[0], images[1], noll=noll, **kwargs)
     assert on_model.converged, on_model.message
     assert rms_nm(on_model.deviation_um - fwd.zernikes_um) < 10.0

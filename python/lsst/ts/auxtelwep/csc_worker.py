@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,15 +334,20 @@ class WorkAhead:
         """Start the work an accepted image allows (nothing for an in-focus image)."""
         if role is Role.INFOCUS:
             return
-        self._start(pool, f"calibrating {info.obsid}", prepare_raw, (info.path,), options, timeout_s)
+        run = functools.partial(pool.run, timeout=timeout_s)
+        self._start(
+            f"calibrating {info.obsid}", functools.partial(run, prepare_raw, info.path, dict(options))
+        )
         defocal = self._defocal.setdefault(group_id, {})
         defocal[role] = info.path
         while len(self._defocal) > self.max_groups:  # groups whose partner never came
             del self._defocal[next(iter(self._defocal))]
         if len(defocal) == 2:
             del self._defocal[group_id]
-            paths = (defocal[Role.INTRA], defocal[Role.EXTRA])
-            self._start(pool, f"estimating group {group_id}", estimate_ahead, paths, options, timeout_s)
+            job = functools.partial(
+                run, estimate_ahead, defocal[Role.INTRA], defocal[Role.EXTRA], dict(options)
+            )
+            self._start(f"estimating group {group_id}", job)
 
     async def cancel(self) -> None:
         """Stop waiting for the work in progress and forget the groups (the CSC left ENABLED)."""
@@ -350,29 +356,14 @@ class WorkAhead:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._defocal.clear()
 
-    def _start(
-        self,
-        pool: WorkerPool,
-        what: str,
-        func: Callable[..., Any],
-        paths: tuple[str, ...],
-        options: Mapping[str, Any],
-        timeout_s: float,
-    ) -> None:
-        task = asyncio.create_task(self._run(pool, what, func, paths, options, timeout_s))
+    def _start(self, what: str, job: Callable[[], Awaitable[Any]]) -> None:
+        task = asyncio.create_task(self._logged(what, job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _run(
-        pool: WorkerPool,
-        what: str,
-        func: Callable[..., Any],
-        paths: tuple[str, ...],
-        options: Mapping[str, Any],
-        timeout_s: float,
-    ) -> None:
+    async def _logged(what: str, job: Callable[[], Awaitable[Any]]) -> None:
         try:
-            await pool.run(func, *paths, dict(options), timeout=timeout_s)
+            await job()
         except Exception as exc:
             log.info(f"{what} ahead of the triplet failed: {exc}")
