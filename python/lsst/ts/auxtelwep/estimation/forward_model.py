@@ -43,6 +43,7 @@ from .forward_optics import (
     auxtel_mask_params,
     design_fits,
     design_references,
+    design_zernikes_ta,
     fresnel_image,
     install_design_fits,
     make_factory,
@@ -56,6 +57,7 @@ __all__ = [
     "bin_stamp",
     "design_fits",
     "design_references",
+    "design_zernikes_ta",
     "install_design_fits",
     "make_factory",
 ]

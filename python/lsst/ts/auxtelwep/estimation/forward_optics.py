@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import batoid
 import danish
 import galsim
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "auxtel_mask_params",
     "design_fits",
     "design_references",
+    "design_zernikes_ta",
     "fresnel_image",
     "install_design_fits",
     "make_factory",
@@ -165,8 +167,18 @@ def make_factory(
 # in the field angle fitted on a 3 x 3 grid over +-0.1 deg reproduces batoid to 0.05 nm (the ray-trace noise;
 # checked in the tests), and turns 0.14 s of ray tracing per donut and role into microseconds. The fits are
 # kept per process; `design_fits` / `install_design_fits` hand them to worker processes.
+#
+# The references are batoid's zernikeTA with the focal length of the model (`AuxTel.focal_length_m`, the
+# in-focus design's), not zernikeTA's default, the plate scale of the optic it is given: zernikeTA defines
+# W by "ray displacement = -f grad W", and danish draws the donut with the model's f. The intra and extra
+# optics' plate scales differ from it by -0.02 % and +0.07 %, which on the 3.39 um of defocus is 0.7 nm
+# (intra) and 2.2 nm (extra) of Z4 too little in the references: the fit made up for it with a Z4 bias of
+# +1.3-1.6 nm on every pair (doc/estimation.md, "Bright donuts: the systematic floor").
 _REF_GRID_DEG = np.linspace(-0.1, 0.1, 3)
 _REF_JMAX = 28
+# Rings (and 6x as many azimuths on the outer ring) of zernikeTA's rays: instrument.AuxTel.zernikes' choice,
+# converged to < 0.1 nm.
+_REF_RAY_RINGS = 20
 _DESIGN_FITS: dict[tuple[float, str], NDArray[np.float64]] = {}
 
 
@@ -175,12 +187,14 @@ def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
     cached = _DESIGN_FITS.get(key)
     if cached is not None:
         return cached
-    telescope = AuxTel(wavelength_m=wavelength_m).with_hexapod(HexapodState()).with_role(role)
+    design = AuxTel(wavelength_m=wavelength_m).with_hexapod(HexapodState())
+    optic = design.with_role(role).optic
+    focal_length = design.focal_length_m
     gx, gy = np.meshgrid(_REF_GRID_DEG, _REF_GRID_DEG)
     gx, gy = gx.ravel(), gy.ravel()
     values = np.array(
         [
-            telescope.zernikes(x, y, noll=range(1, _REF_JMAX + 1), kind="ta")
+            design_zernikes_ta(optic, x, y, wavelength_m=wavelength_m, focal_length_m=focal_length)[1:]
             for x, y in zip(gx, gy, strict=True)
         ]
     )
@@ -188,6 +202,51 @@ def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
     coefs.setflags(write=False)
     _DESIGN_FITS[key] = coefs
     return coefs
+
+
+def design_zernikes_ta(
+    optic: batoid.Optic,
+    field_x_deg: float,
+    field_y_deg: float,
+    *,
+    wavelength_m: float,
+    focal_length_m: float,
+    jmax: int = _REF_JMAX,
+) -> NDArray[np.float64]:
+    """batoid's ``zernikeTA`` of ``optic`` with a given focal length, in the model's units.
+
+    Parameters
+    ----------
+    optic : `batoid.Optic`
+        The optic (e.g. the design defocused as for a role).
+    field_x_deg, field_y_deg : `float`
+        Field angle, batoid frame, degrees.
+    wavelength_m : `float`
+        Wavelength, metres.
+    focal_length_m : `float`
+        Focal length relating ray displacements to wavefront slopes (that of the danish model).
+    jmax : `int`
+        Highest Noll index.
+
+    Returns
+    -------
+    coefs : `numpy.ndarray`, shape (jmax + 1,)
+        Annular Zernikes (obscuration `OBSCURATION`), micrometres, indexed by Noll index (``coefs[0]``
+        unused).
+    """
+    waves = batoid.zernikeTA(
+        optic,
+        np.deg2rad(field_x_deg),
+        np.deg2rad(field_y_deg),
+        wavelength_m,
+        nrad=_REF_RAY_RINGS,
+        naz=6 * _REF_RAY_RINGS,
+        reference="chief",
+        jmax=jmax,
+        eps=OBSCURATION,
+        focal_length=focal_length_m,
+    )
+    return np.asarray(waves) * wavelength_m * 1e6
 
 
 def design_fits(wavelength_m: float) -> dict[tuple[float, str], NDArray[np.float64]]:
@@ -213,6 +272,9 @@ def design_references(
     telescope: AuxTel, role: Role, field_x_deg: float, field_y_deg: float, *, jmax: int = 22
 ) -> NDArray[np.float64]:
     """Zernikes of the optical design at a field angle, defocused as for ``role`` (kind ``"ta"``).
+
+    The kind is batoid's ``zernikeTA`` taken with the model's focal length (`design_zernikes_ta`), so that
+    danish, which moves rays by ``-f grad W`` with that focal length, puts them where batoid does.
 
     Parameters
     ----------
