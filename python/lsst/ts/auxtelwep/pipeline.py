@@ -376,14 +376,21 @@ def process(
     config = config or PipelineConfig()
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    infocus_job = None
+    if triplet.infocus is not None and config.detection.mode in ("auto", "refit"):
+        # Detection needs the in-focus image whenever the header WCS is off by more than ~10 px, as it is
+        # after any M2 move (538 px per mm): calibrate it beside the rest, unused if the WCS turns out good.
+        background = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        infocus_job = background.submit(_take_or_load, triplet.infocus, config)
+        background.shutdown(wait=False)
     with _timed(timings, "isr"):
         intra, extra = _in_threads(_take_or_load, (triplet.intra, triplet.extra), config)
     loaded: list[Exposure] = []
 
     def load_infocus(path: Path) -> Exposure:
-        # Called by detection only when it needs astrometry: spares one ISR when the WCS is good.
+        # Called by detection only when it needs astrometry.
         with _timed(timings, "isr"):
-            loaded.append(_take_or_load(path, config))
+            loaded.append(_take_or_load(path, config) if infocus_job is None else infocus_job.result())
         return loaded[0]
 
     telescope = _telescope(intra, config)
