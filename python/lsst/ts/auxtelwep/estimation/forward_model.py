@@ -69,6 +69,12 @@ _FWHM_PER_LAM_OVER_R0 = 0.975865
 # 255 px stamp (FFT size 270) a 1.5" donut with Z4 +0.4 um differs from an unwrapped convolution by at most
 # 0.012 sigma per pixel at 1e6 electrons (total chi-square 1.4 over 130 000 pixels).
 _FFT_PAD_PX = 7
+# The geometric donut is drawn this far (stamp pixels) beyond each side of the stamp, and blurred, before the
+# stamp is cut out: light that the optics put just outside the stamp is blurred into its edge pixels, as in
+# the data. Without it, a donut that runs off its stamp (0.5 um of coma with Z4 +0.4 um in the 255 px
+# stamps) had too little light along the edge, and the fit of a noiseless bright pair moved Z4-Z11 by 4-5
+# nm RMS to make up for it (doc/estimation.md, "Bright donuts: the systematic floor").
+OPTICAL_MARGIN_PX = 16
 
 
 # --- binning ------------------------------------------------------------------------------------------------
@@ -235,19 +241,23 @@ class DonutSetModel:
         self.diffraction_band_m = tuple(float(w) for w in diffraction_band_m)
         self.npix = npix
         self.binning = binning
+        # Model pixels drawn beyond each side of the stamp (`OPTICAL_MARGIN_PX`).
+        self.margin = int(np.ceil(OPTICAL_MARGIN_PX / binning))
+        self.npix_optical = npix + 2 * self.margin
         self.origin_offset_px = origin_offset_px
         self.factory = make_factory(
             telescope.focal_length_m, PIXEL_SIZE_M * binning, float(telescope.wavelength_m)
         )
         self.scale_arcsec = telescope.plate_scale_arcsec_per_px * binning
         self.jmax = max(int(self.noll.max()), max(len(d.reference_um) - 1 for d in self.donuts))
-        n = sfft.next_fast_len(npix + 2 * _FFT_PAD_PX, real=True)
+        n = sfft.next_fast_len(self.npix_optical + 2 * _FFT_PAD_PX, real=True)
         self.nfft = n
         self.ky = (2 * np.pi * sfft.fftfreq(n))[:, None]  # rad per model pixel
         self.kx = (2 * np.pi * sfft.rfftfreq(n))[None, :]
         self._k_arcsec = np.hypot(self.kx, self.ky) / self.scale_arcsec
         self._pixel_mtf = np.sinc(self.kx / (2 * np.pi)) * np.sinc(self.ky / (2 * np.pi))
-        self._coords_m = (np.arange(npix) - (npix - 1) / 2) * self.factory.pixel_scale
+        npo = self.npix_optical
+        self._coords_m = (np.arange(npo) - (npo - 1) / 2) * self.factory.pixel_scale
         # Pixel shift per micrometre of a Zernike slope: f * grad Z (1/m) * 1e-6 / pixel size.
         self._shift_per_um = self.factory.focal_length * 1e-6 / self.factory.pixel_scale
         self._last_optical: dict[int, tuple[tuple[int, bytes], NDArray]] = {}
@@ -280,7 +290,11 @@ class DonutSetModel:
         return ab * 1e-6
 
     def optical_image(self, d: int, dz_um: NDArray) -> NDArray:
-        """Unblurred geometric image of donut ``d`` (sums to the mapped fraction of 1; read-only)."""
+        """Unblurred geometric image of donut ``d`` on the stamp plus `margin` (read-only).
+
+        It sums to the fraction of 1 that falls inside that grid (and, for danish's inverse factory, that
+        the factory could map).
+        """
         key = (d, np.asarray(dz_um, dtype=float).tobytes())
         cached = self._last_optical.get(d)
         if cached is not None and cached[0] == key:
@@ -295,7 +309,7 @@ class DonutSetModel:
         if self.diffraction_band_m:
             return fresnel_image(
                 self._aberrations_m(d, dz_um),
-                npix=self.npix,
+                npix=self.npix_optical,
                 binning=self.binning,
                 wavelengths_m=self.diffraction_band_m,
                 focal_length_m=self.factory.focal_length,
@@ -306,7 +320,7 @@ class DonutSetModel:
                 aberrations=self._aberrations_m(d, dz_um),
                 thx=np.deg2rad(spec.field_x_deg),
                 thy=np.deg2rad(spec.field_y_deg),
-                npix=self.npix,
+                npix=self.npix_optical,
             )
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
             raise EstimationError(
@@ -320,7 +334,9 @@ class DonutSetModel:
 
     def evaluate(self, params: NDArray, *, jacobian: bool = True) -> ModelEvaluation:
         """Model images (and Jacobian) at ``params`` (layout in the module docstring)."""
-        nd, npix, n = self.nd, self.npix, self.nfft
+        nd, npix, n, m = self.nd, self.npix, self.nfft, self.margin
+        npo = self.npix_optical
+        crop = (slice(m, m + npix), slice(m, m + npix))
         params = np.asarray(params, dtype=float)
         flux, dxs, dys, bkg = (params[i * nd : (i + 1) * nd] for i in range(4))
         fwhms = params[self.blur_slice]
@@ -335,16 +351,17 @@ class DonutSetModel:
             b = d if self.nblur > 1 else 0
             fwhm = fwhms[b]
             mtf, q = kernels[b]
-            valid[d] = opt.sum()
+            # Within the stamp, as before the margin existed: `fit_pair` refuses donuts mostly outside.
+            valid[d] = opt[crop].sum()
             sx = (dxs[d] - self.origin_offset_px) / self.binning
             sy = (dys[d] - self.origin_offset_px) / self.binning
             # The offset is a phase ramp, separable in x and y.
             kernel = mtf * np.exp(-1j * self.kx * sx).astype(np.complex64)
             kernel *= np.exp(-1j * self.ky * sy).astype(np.complex64)
             padded = np.zeros((n, n), dtype=np.float32)
-            padded[:npix, :npix] = opt
+            padded[:npo, :npo] = opt
             opt_hat = sfft.rfft2(padded) * kernel
-            conv = sfft.irfft2(opt_hat, s=(n, n))[:npix, :npix]
+            conv = sfft.irfft2(opt_hat, s=(n, n))[crop]
             sources[d] = flux[d] * conv
             images[d] = sources[d] + bkg[d] * self.binning**2
             if jac is None:
@@ -355,7 +372,7 @@ class DonutSetModel:
             stack[0] = opt_hat * (-1j * self.kx / self.binning).astype(np.complex64)
             stack[1] = opt_hat * (-1j * self.ky / self.binning).astype(np.complex64)
             stack[2] = opt_hat * (-(5.0 / 3.0) * q / max(abs(fwhm), 1e-3)).astype(np.float32)
-            derivs = sfft.irfft2(stack, s=(n, n))[:, :npix, :npix]
+            derivs = sfft.irfft2(stack, s=(n, n))[(slice(None), *crop)]
             jac[nd + d, d] = flux[d] * derivs[0]
             jac[2 * nd + d, d] = flux[d] * derivs[1]
             jac[3 * nd + d, d] = self.binning**2
@@ -365,8 +382,9 @@ class DonutSetModel:
 
     def _zernike_columns(self, d: int, dz: NDArray, opt: NDArray, kernel: NDArray) -> NDArray:
         """Blurred d(image)/d(dz_k) for every fitted term, shape (nz, npix, npix), per micrometre."""
-        npix, n = self.npix, self.nfft
-        # Pixels within 2 of the stamp border are left out so that the differences below stay inside.
+        npix, n, m = self.npix, self.nfft, self.margin
+        # Pixels within 2 of the border of the optical grid are left out so that the differences below stay
+        # inside it.
         inner = np.zeros_like(opt, dtype=bool)
         inner[2:-2, 2:-2] = opt[2:-2, 2:-2] > 0
         rows, cols = np.nonzero(inner)
@@ -394,4 +412,4 @@ class DonutSetModel:
             div[:, :, step:] -= weight * fx[:, :, :-step]
             div[:, :-step, :] += weight * fy[:, step:, :]
             div[:, step:, :] -= weight * fy[:, :-step, :]
-        return sfft.irfft2(sfft.rfft2(div) * kernel, s=(n, n))[:, :npix, :npix]
+        return sfft.irfft2(sfft.rfft2(div) * kernel, s=(n, n))[:, m : m + npix, m : m + npix]
