@@ -73,6 +73,9 @@ class EstimationConfig(BaseModel):
     coarse_binning: int = Field(
         4, ge=1, le=8, description="Binning of the coarse forward-fit stage (1: none)."
     )
+    polish_binning: int = Field(
+        2, ge=1, le=4, description="Binning of the final forward-fit stage (1: full resolution)."
+    )
     step_tol_sigma: float = Field(0.1, gt=0, description="Final-stage step tolerance, standard deviations.")
     chi2_tol: float = Field(0.1, gt=0, description="Chi-square gain tolerance, reduced units.")
     max_nfev: int = Field(40, ge=2, description="Model evaluations allowed per forward-fit stage.")
@@ -137,6 +140,7 @@ class EstimationConfig(BaseModel):
         return ForwardOptions(
             noll=self.noll,
             coarse_binning=self.coarse_binning,
+            polish_binning=self.polish_binning,
             step_tol=self.step_tol_sigma,
             chi2_tol=self.chi2_tol,
             max_nfev=self.max_nfev,
@@ -579,8 +583,7 @@ def _combine(results: list[PairEstimate], config: EstimationConfig, t0: float) -
             results[i] = dataclasses.replace(
                 results[i],
                 used=False,
-                reason=f"outlier: {comb.distance[k]:.1f} sigmas from the other pairs "
-                f"(> {config.sigma_clip})",
+                reason=f"outlier: {comb.distance[k]:.1f} sigmas from the other pairs (> {config.sigma_clip})",
             )
     return WavefrontEstimate(
         noll=config.noll,
