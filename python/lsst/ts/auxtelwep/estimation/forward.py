@@ -26,6 +26,7 @@ message, evaluations) is kept for every stage. A fit that fails raises `Estimati
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -427,12 +428,11 @@ def fit_pair(
         )
     specs = pair_specs(pair, telescope, max(22, max(noll)))
     stages: list[FitStage] = []
-    full = _stage_data(pair, specs, noll=noll, binning=1, telescope=telescope, options=options)
+    stage_data = functools.partial(_stage_data, pair, specs, noll=noll, telescope=telescope, options=options)
+    full = stage_data(binning=1)
     params = _start_params(full, fwhm=options.fwhm_start_arcsec, dz=dz0)
     if options.coarse_binning > 1:
-        coarse = _stage_data(
-            pair, specs, noll=noll, binning=options.coarse_binning, telescope=telescope, options=options
-        )
+        coarse = stage_data(binning=options.coarse_binning)
         if start_um is None and options.z4_grid_um:
             params, stage = _grid_start(coarse, params, options.z4_grid_um, noll)
             stages.append(stage)
@@ -448,11 +448,7 @@ def fit_pair(
     elif start_um is None and options.z4_grid_um:
         params, stage = _grid_start(full, params, options.z4_grid_um, noll)
         stages.append(stage)
-    polish = full
-    if options.polish_binning > 1:
-        polish = _stage_data(
-            pair, specs, noll=noll, binning=options.polish_binning, telescope=telescope, options=options
-        )
+    polish = stage_data(binning=options.polish_binning) if options.polish_binning > 1 else full
     params, stage, res = _run_stage(
         "polish",
         polish,
