@@ -259,7 +259,12 @@ def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
     except OSError:
         return _load(path, config)  # raises the error that names the problem
     if key not in _PREPARED:
-        _PREPARED[key] = _load(path, config)
+        exposure = _load(path, config)
+        # Shared by the work ahead and the triplet: nothing may change it on the way.
+        for array in (exposure.image, exposure.mask, exposure.variance):
+            if array is not None:
+                array.setflags(write=False)
+        _PREPARED[key] = exposure
     _PREPARED.move_to_end(key)
     while len(_PREPARED) > _MAX_PREPARED:
         _PREPARED.popitem(last=False)

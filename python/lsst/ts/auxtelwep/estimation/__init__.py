@@ -474,6 +474,9 @@ def _estimate_all(
     keys = [_memo_key(p, config, telescope) for p in pairs]
     new = {k: p for k, p in zip(keys, pairs, strict=True) if k not in _MEMO}
     for key, estimate in zip(new, _run_all(list(new.values()), config, telescope), strict=True):
+        for array in (estimate.zernikes_um, estimate.zernikes_err_um, estimate.fwhm_arcsec):
+            if array is not None:
+                array.setflags(write=False)  # handed out again: nobody may change it in place
         _MEMO[key] = estimate
     results = []
     for key, pair in zip(keys, pairs, strict=True):
