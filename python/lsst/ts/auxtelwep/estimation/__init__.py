@@ -43,7 +43,7 @@ from ..instrument import DEFAULT_WAVELENGTH_M, AuxTel
 from ..stamps import DonutPair, PairFlag
 from .combine import Combination, sigma_clip_combine
 from .forward import ForwardFitResult, ForwardOptions, fit_pair
-from .forward_model import design_fits, install_design_fits
+from .forward_model import bin_stamp, design_fits, install_design_fits
 
 __all__ = [
     "EstimationConfig",
@@ -91,6 +91,12 @@ class EstimationConfig(BaseModel):
     diffraction_band_m: tuple[float, ...] = Field(
         (),
         description="Wavelengths (m) of a diffraction donut model; empty: geometric (real donuts need it).",
+    )
+    tie_seed_binning: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="Binning of the stamps the TIE seed of 'tie+danish' works on (the fit refines it).",
     )
     tie_solver: Literal["exp", "fft"] = Field("exp", description="TIE solver.")
     tie_model: Literal["onAxis", "offAxis", "paraxial"] = Field("onAxis", description="TIE optical model.")
@@ -291,14 +297,18 @@ def estimate_pair(pair: DonutPair, *, config: EstimationConfig, telescope: AuxTe
         )
 
 
-def _tie_result(pair: DonutPair, config: EstimationConfig, telescope: AuxTel):
+def _tie_result(pair: DonutPair, config: EstimationConfig, telescope: AuxTel, *, binning: int = 1):
     from .tie import solve_tie
     from .tie_geometry import TieGeometry
 
+    geometry = TieGeometry.auxtel(telescope.with_hexapod(type(telescope.hexapod)()))
+    images = [pair.intra.image, pair.extra.image]
+    if binning > 1:
+        geometry = dataclasses.replace(geometry, pixel_size_m=geometry.pixel_size_m * binning)
+        images = [bin_stamp(np.asarray(image, dtype=float), binning)[0] for image in images]
     return solve_tie(
-        pair.intra.image,
-        pair.extra.image,
-        geometry=TieGeometry.auxtel(telescope.with_hexapod(type(telescope.hexapod)())),
+        *images,
+        geometry=geometry,
         field_intra_deg=pair.intra.field_deg,
         field_extra_deg=pair.extra.field_deg,
         noll=config.noll,
@@ -309,7 +319,7 @@ def _tie_result(pair: DonutPair, config: EstimationConfig, telescope: AuxTel):
 
 def _tie_seed(pair: DonutPair, config: EstimationConfig, telescope: AuxTel) -> tuple[NDArray | None, str]:
     try:
-        result = _tie_result(pair, config, telescope)
+        result = _tie_result(pair, config, telescope, binning=config.tie_seed_binning)
     except AuxTelWepError as exc:
         _log.info("pair %d: TIE seed failed (%s); starting from the Z4 grid", pair.index, exc)
         return None, "tie+danish (grid)"
