@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -224,8 +225,10 @@ def _load(path: Path, config: PipelineConfig) -> Exposure:
     return run_isr(read_raw(path), calibrations, config.isr)
 
 
-# Exposures calibrated ahead of their triplet by `prepare`, oldest first; `process` takes them out.
+# Exposures calibrated ahead of their triplet by `prepare`, oldest first; `process` takes them out. Images
+# are loaded in threads (`_in_threads`), hence the lock around the bookkeeping (not around the loading).
 _PREPARED: collections.OrderedDict[tuple, Exposure] = collections.OrderedDict()
+_PREPARED_LOCK = threading.Lock()
 _MAX_PREPARED = 3
 
 
@@ -258,17 +261,20 @@ def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
         key = _prepared_key(path, config)
     except OSError:
         return _load(path, config)  # raises the error that names the problem
-    if key not in _PREPARED:
+    with _PREPARED_LOCK:
+        exposure = _PREPARED.get(key)
+    if exposure is None:
         exposure = _load(path, config)
         # Shared by the work ahead and the triplet: nothing may change it on the way.
         for array in (exposure.image, exposure.mask, exposure.variance):
             if array is not None:
                 array.setflags(write=False)
+    with _PREPARED_LOCK:
         _PREPARED[key] = exposure
-    _PREPARED.move_to_end(key)
-    while len(_PREPARED) > _MAX_PREPARED:
-        _PREPARED.popitem(last=False)
-    return _PREPARED[key]
+        _PREPARED.move_to_end(key)
+        while len(_PREPARED) > _MAX_PREPARED:
+            _PREPARED.popitem(last=False)
+    return exposure
 
 
 def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
@@ -347,9 +353,11 @@ def warm_up(config: PipelineConfig) -> None:
 def _take_or_load(path: Path, config: PipelineConfig) -> Exposure:
     if _PREPARED:
         try:
-            prepared = _PREPARED.pop(_prepared_key(path, config), None)
+            key = _prepared_key(path, config)
         except OSError:
-            prepared = None  # unreadable: _load names the problem
+            return _load(path, config)  # raises the error that names the problem
+        with _PREPARED_LOCK:
+            prepared = _PREPARED.pop(key, None)
         if prepared is not None:
             return prepared
     return _load(path, config)
