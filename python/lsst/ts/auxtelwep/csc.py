@@ -354,7 +354,9 @@ class AuxTelWepCsc(ConfigurableCsc):
             only_from=(ClosedLoopState.WAITING_IMAGE, ClosedLoopState.WAITING_APPLY),
         )
         options = self._pipeline_options(record)
-        pool = self._pool_or_fail()
+        pool = self.pool
+        if pool is None:
+            raise ExpectedError("no worker pool: send start first")
         self.log.info(f"processing {key} (group {record.group_id}, attempt {record.attempts})")
         try:
             summary: WepSummary = await pool.run(
@@ -380,11 +382,6 @@ class AuxTelWepCsc(ConfigurableCsc):
                     self.log.error(f"closed loop: {exc}")
             else:
                 self._move_loop(ClosedLoopState.WAITING_APPLY)
-
-    def _pool_or_fail(self) -> WorkerPool:
-        if self.pool is None:
-            raise ExpectedError("no worker pool: send start first")
-        return self.pool
 
     @staticmethod
     def _base_options(config: AuxTelWepConfig) -> dict[str, Any]:
