@@ -52,6 +52,7 @@ __all__ = [
     "SensitivityMap",
     "ZernikeKind",
     "rotate_xy",
+    "zernike_ta_um",
 ]
 
 APERTURE_DIAMETER_M = 1.2
@@ -500,25 +501,59 @@ def _zernikes(
     kind: ZernikeKind,
 ) -> NDArray[np.float64]:
     optic = _perturbed_optic(optic_key)
-    thx, thy = np.deg2rad(field_x_deg), np.deg2rad(field_y_deg)
     if kind == "ta":
-        waves = batoid.zernikeTA(
-            optic,
-            thx,
-            thy,
-            wavelength_m,
-            nrad=_ZERNIKE_RAYS,
-            naz=6 * _ZERNIKE_RAYS,
-            reference="chief",
-            jmax=jmax,
-            eps=OBSCURATION,
-        )
+        coefs = zernike_ta_um(optic, field_x_deg, field_y_deg, wavelength_m, jmax=jmax)
     elif kind == "opd":
+        thx, thy = np.deg2rad(field_x_deg), np.deg2rad(field_y_deg)
         waves = batoid.zernike(
             optic, thx, thy, wavelength_m, nx=_OPD_GRID, reference="chief", jmax=jmax, eps=OBSCURATION
         )
+        coefs = np.asarray(waves) * wavelength_m * 1e6
     else:
         raise InputError(f"unknown Zernike kind {kind!r}", value=kind, allowed=("ta", "opd"))
-    coefs = np.asarray(waves) * wavelength_m * 1e6
     coefs.setflags(write=False)
     return coefs
+
+
+def zernike_ta_um(
+    optic: batoid.Optic,
+    field_x_deg: float,
+    field_y_deg: float,
+    wavelength_m: float,
+    *,
+    jmax: int,
+    focal_length_m: float | None = None,
+) -> NDArray[np.float64]:
+    """batoid's transverse-aberration Zernikes of ``optic`` at a field angle, micrometres.
+
+    Parameters
+    ----------
+    optic : `batoid.Optic`
+        Any AuxTel optic (perturbed, defocused...).
+    field_x_deg, field_y_deg : `float`
+        Field angle, batoid frame, degrees.
+    wavelength_m : `float`
+        Wavelength, metres.
+    jmax : `int`
+        Highest Noll index.
+    focal_length_m : `float`, optional
+        Focal length relating ray displacements to wavefront slopes (default: the optic's own).
+
+    Returns
+    -------
+    coefs : `numpy.ndarray`, shape (jmax + 1,)
+        Annular Zernikes (obscuration `OBSCURATION`), indexed by Noll index (``coefs[0]`` unused).
+    """
+    waves = batoid.zernikeTA(
+        optic,
+        np.deg2rad(field_x_deg),
+        np.deg2rad(field_y_deg),
+        wavelength_m,
+        nrad=_ZERNIKE_RAYS,
+        naz=6 * _ZERNIKE_RAYS,
+        reference="chief",
+        jmax=jmax,
+        eps=OBSCURATION,
+        focal_length=focal_length_m,
+    )
+    return np.asarray(waves) * wavelength_m * 1e6

@@ -16,7 +16,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ..instrument import APERTURE_DIAMETER_M, OBSCURATION, PIXEL_SIZE_M, AuxTel, HexapodState, Role
+from ..instrument import (
+    APERTURE_DIAMETER_M,
+    OBSCURATION,
+    PIXEL_SIZE_M,
+    AuxTel,
+    HexapodState,
+    Role,
+    zernike_ta_um,
+)
 
 __all__ = [
     "auxtel_mask_params",
@@ -176,9 +184,6 @@ def make_factory(
 # +1.3-1.6 nm on every pair (doc/estimation.md, "Bright donuts: the systematic floor").
 _REF_GRID_DEG = np.linspace(-0.1, 0.1, 3)
 _REF_JMAX = 28
-# Rings (and 6x as many azimuths on the outer ring) of zernikeTA's rays: instrument.AuxTel.zernikes' choice,
-# converged to < 0.1 nm.
-_REF_RAY_RINGS = 20
 _DESIGN_FITS: dict[tuple[float, str], NDArray[np.float64]] = {}
 
 
@@ -234,19 +239,9 @@ def design_zernikes_ta(
         Annular Zernikes (obscuration `OBSCURATION`), micrometres, indexed by Noll index (``coefs[0]``
         unused).
     """
-    waves = batoid.zernikeTA(
-        optic,
-        np.deg2rad(field_x_deg),
-        np.deg2rad(field_y_deg),
-        wavelength_m,
-        nrad=_REF_RAY_RINGS,
-        naz=6 * _REF_RAY_RINGS,
-        reference="chief",
-        jmax=jmax,
-        eps=OBSCURATION,
-        focal_length=focal_length_m,
+    return zernike_ta_um(
+        optic, field_x_deg, field_y_deg, wavelength_m, jmax=jmax, focal_length_m=focal_length_m
     )
-    return np.asarray(waves) * wavelength_m * 1e6
 
 
 def design_fits(wavelength_m: float) -> dict[tuple[float, str], NDArray[np.float64]]:
