@@ -13,8 +13,8 @@ from helpers import IsolatedTestCase
 from rich.console import Console
 from standin_csc import truth_processor
 
-from lsst.ts.auxtelwep.commands.demo import DemoOptions, draw_misalignment, parse_initial, run_demo
 from lsst.ts.auxtelwep.csc import AuxTelWepCsc
+from lsst.ts.auxtelwep.demo import DemoOptions, draw_misalignment, parse_initial, run_demo
 from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.instrument import HexapodState
 from lsst.ts.auxtelwep.report import DemoReport

@@ -197,11 +197,17 @@ class HexapodState:
         return HexapodState(float(x), float(y), self.z, float(u), float(v))
 
 
+@functools.cache
+def _design_optic() -> batoid.Optic:
+    """batoid's AuxTel, read once: parsing its YAML costs 30 ms, more than a ray trace."""
+    return batoid.Optic.fromYaml("AuxTel.yaml")
+
+
 @functools.lru_cache(maxsize=64)
 def _perturbed_optic(batoid_state: tuple[float, float, float, float, float]) -> batoid.Optic:
     """AuxTel with M2 moved by a batoid-frame state (x, y, z mm in batoid's sign; u, v deg)."""
     x, y, z, u, v = batoid_state
-    optic = batoid.Optic.fromYaml("AuxTel.yaml")
+    optic = _design_optic()  # the with... methods return new optics and leave it as it is
     if any(batoid_state):
         optic = optic.withLocallyShiftedOptic("M2", [x * 1e-3, y * 1e-3, z * 1e-3])
         if u or v:

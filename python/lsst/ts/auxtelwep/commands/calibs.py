@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..calibs import build_calibrations
-
 __all__ = ["register"]
 
 _log = logging.getLogger(__name__)
@@ -32,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from ..calibs import build_calibrations
+
     out = build_calibrations(args.bias, args.dark, args.flat, args.out, nsigma=args.nsigma)
     _log.info("calibration products written to %s", out)
     return 0

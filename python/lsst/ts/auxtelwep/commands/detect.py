@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pydantic
-
-from ..detection import DetectionConfig, DonutCatalog, detect_donuts
 from ..errors import ConfigurationError
-from ..exposure import read_exposure
-from ..instrument import AuxTel
-from ..refcat import load_refcat
+
+if TYPE_CHECKING:
+    from ..detection import DonutCatalog
 
 __all__ = ["format_catalog", "register"]
 
@@ -71,6 +69,13 @@ def format_catalog(catalog: DonutCatalog) -> str:
 
 
 def _detect(args: argparse.Namespace) -> int:
+    import pydantic
+
+    from ..detection import DetectionConfig, detect_donuts
+    from ..exposure import read_exposure
+    from ..instrument import AuxTel
+    from ..refcat import load_refcat
+
     updates = {"mode": args.mode, "fallback": not args.no_fallback}
     if args.max_donuts is not None:
         updates["max_donuts"] = args.max_donuts

@@ -7,10 +7,6 @@ import logging
 import time
 from pathlib import Path
 
-from ..calibs import load_calibrations
-from ..exposure import read_raw, write_exposure
-from ..isr import IsrConfig, run_isr
-
 __all__ = ["register"]
 
 _log = logging.getLogger(__name__)
@@ -34,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..calibs import load_calibrations
+    from ..exposure import read_raw, write_exposure
+    from ..isr import IsrConfig, run_isr
+
     config = IsrConfig.from_yaml(args.config) if args.config is not None else IsrConfig()
     start = time.monotonic()
     calibs = load_calibrations(args.calibs, config) if args.calibs is not None else None

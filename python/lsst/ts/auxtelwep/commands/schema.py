@@ -8,9 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import config_schema
 from ..errors import ConfigurationError
 
 __all__ = ["DEFAULT_SCHEMA_PATH", "register", "render_schema"]
@@ -23,6 +20,10 @@ log = logging.getLogger(__name__)
 
 def render_schema() -> str:
     """Return the schema as the YAML text written to ``schema/AuxTelWEP.yaml``."""
+    import yaml
+
+    from ..config import config_schema
+
     return yaml.safe_dump(config_schema(), sort_keys=False, width=110)
 
 
