@@ -103,6 +103,28 @@ def test_cli_bad_input_exits_with_one_line(tmp_path: Path, capsys) -> None:
     assert status == 2 and "doBias" in err and "bias.fits" in err
 
 
+def test_cli_refuses_images_given_in_the_wrong_role(night: tuple[Path, NightManifest], capsys) -> None:
+    # The headers (REASON, FOCUSZ, OBSID) say what each exposure is: a swapped pair would otherwise be
+    # "measured" with the sign of focus reversed.
+    out, manifest = night
+    triplet = _triplet(night)
+    intra, extra, infocus = (str(p) for p in (triplet.intra, triplet.extra, triplet.infocus))
+    obsid = {e.role: e.obsid for e in manifest.triplets[0].exposures}
+    options = ["--calibs", str(out / manifest.calibs), "--refcat", str(out / manifest.refcat)]
+    given_as_intra = "was given as the intra-focal image but its header says"
+    given_twice = "was given as both the intra-focal and the"
+    cases = {
+        (extra, intra): f"{obsid['extra']} {given_as_intra} extra-focal",
+        (intra, intra): f"{obsid['intra']} {given_twice} extra-focal image",
+        (infocus, extra): f"{obsid['infocus']} {given_as_intra} in-focus",
+        (intra, extra, "--infocus", intra): f"{obsid['intra']} {given_twice} in-focus image",
+    }
+    for args, message in cases.items():
+        status = main(["process", *args, *options])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1 and message in err[0], (args, err)
+
+
 def test_prepared_exposures_are_taken_once_and_only_while_current(
     night: tuple[Path, NightManifest], tmp_path: Path
 ) -> None:

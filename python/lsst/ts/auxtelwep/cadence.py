@@ -60,6 +60,8 @@ __all__ = [
     "angular_separation_deg",
     "check_transition",
     "classify",
+    "stated_role",
+    "swapped_focus_problem",
 ]
 
 #: Cycle of roles in the recommended interleaved order.
@@ -151,6 +153,27 @@ def _role_from_focus(focus_z_mm: float | None, tolerance_mm: float) -> Role | No
     return None
 
 
+def stated_role(info: ImageInfo, *, focus_tolerance_mm: float) -> Role | None:
+    """The role an image's header states (``REASON``, else ``FOCUSZ``), or None if it states none.
+
+    Raises
+    ------
+    RejectedImageError
+        ``ROLE_CONFLICT`` if ``REASON`` and ``FOCUSZ`` name different roles.
+    """
+    match = _REASON_RE.match(info.reason)
+    by_reason = None if match is None else _REASON_ROLE.get(match.group(1).upper(), Role.INFOCUS)
+    by_focus = _role_from_focus(info.focus_z_mm, focus_tolerance_mm)
+    if by_reason is not None and by_focus is not None and by_reason is not by_focus:
+        raise RejectedImageError(
+            f"{info.obsid}: REASON={info.reason!r} says {by_reason.value} but FOCUSZ={info.focus_z_mm} mm "
+            f"says {by_focus.value} (intra {INTRA_FOCUS_Z_MM}, extra {EXTRA_FOCUS_Z_MM:.4f}, "
+            f"tolerance {focus_tolerance_mm} mm)",
+            kind=RejectionKind.ROLE_CONFLICT,
+        )
+    return by_reason or by_focus
+
+
 def classify(info: ImageInfo, *, limits: CadenceLimits) -> Role:
     """Return the role of an image by the rules of the module docstring.
 
@@ -165,17 +188,7 @@ def classify(info: ImageInfo, *, limits: CadenceLimits) -> Role:
             f"{info.obsid}: IMGTYPE={info.image_type!r} is not a wavefront image type (one of {list(types)})",
             kind=RejectionKind.NOT_WAVEFRONT,
         )
-    match = _REASON_RE.match(info.reason)
-    by_reason = None if match is None else _REASON_ROLE.get(match.group(1).upper(), Role.INFOCUS)
-    by_focus = _role_from_focus(info.focus_z_mm, limits.focus_tolerance_mm)
-    if by_reason is not None and by_focus is not None and by_reason is not by_focus:
-        raise RejectedImageError(
-            f"{info.obsid}: REASON={info.reason!r} says {by_reason.value} but FOCUSZ={info.focus_z_mm} mm "
-            f"says {by_focus.value} (intra {INTRA_FOCUS_Z_MM}, extra {EXTRA_FOCUS_Z_MM:.4f}, "
-            f"tolerance {limits.focus_tolerance_mm} mm)",
-            kind=RejectionKind.ROLE_CONFLICT,
-        )
-    role = by_reason or by_focus
+    role = stated_role(info, focus_tolerance_mm=limits.focus_tolerance_mm)
     if role is None:
         raise RejectedImageError(
             f"{info.obsid}: cannot tell intra, extra or in-focus from REASON={info.reason!r} "
@@ -185,6 +198,17 @@ def classify(info: ImageInfo, *, limits: CadenceLimits) -> Role:
             kind=RejectionKind.UNKNOWN_ROLE,
         )
     return role
+
+
+def swapped_focus_problem(intra: ImageInfo, extra: ImageInfo) -> str | None:
+    """Why ``intra`` and ``extra`` look swapped (for LATISS the smaller ``FOCUSZ`` is extra), or None."""
+    zi, ze = intra.focus_z_mm, extra.focus_z_mm
+    if zi is None or ze is None or zi > ze:
+        return None
+    return (
+        f"intra {intra.obsid} has FOCUSZ={zi} mm, not larger than extra {extra.obsid} FOCUSZ={ze} mm; "
+        "for LATISS the smaller FOCUSZ is extra"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,9 +371,11 @@ class Sequencer:
             intra, extra = group.queues[Role.INTRA].popleft(), group.queues[Role.EXTRA].popleft()
             infocus = group.queues[Role.INFOCUS].popleft() if self.limits.require_infocus else None
             triplet = Triplet(group_id=group.group_id, intra=intra, extra=extra, infocus=infocus)
-            swap = self._swap_problem(triplet)
+            swap = swapped_focus_problem(intra, extra)
             if swap is not None:
-                refused.append(TripletRejection(triplet, RejectionKind.SWAPPED_FOCUS, swap))
+                refused.append(
+                    TripletRejection(triplet, RejectionKind.SWAPPED_FOCUS, f"group {group.group_id}: {swap}")
+                )
                 continue
             warnings.extend(self._pointing_warnings(triplet))
             triplets.append(triplet)
@@ -440,16 +466,6 @@ class Sequencer:
             WarningKind.OUT_OF_ORDER,
             f"group {group.group_id}: {role.value} image {image.obsid} follows a {last.value} image; "
             f"expected {expected.value} (recommended order {', '.join(r.value for r in cycle)})",
-        )
-
-    @staticmethod
-    def _swap_problem(triplet: Triplet) -> str | None:
-        zi, ze = triplet.intra.focus_z_mm, triplet.extra.focus_z_mm
-        if zi is None or ze is None or zi > ze:
-            return None
-        return (
-            f"group {triplet.group_id}: intra {triplet.intra.obsid} has FOCUSZ={zi} mm, not larger than "
-            f"extra {triplet.extra.obsid} FOCUSZ={ze} mm; for LATISS the smaller FOCUSZ is extra"
         )
 
     def _pointing_warnings(self, triplet: Triplet) -> list[CadenceWarning]:

@@ -26,6 +26,7 @@ from astropy.io import fits
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import calibs as calibs_module
+from .cadence import CadenceLimits, stated_role, swapped_focus_problem
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
 from .errors import ConfigurationError, EstimationError, InputError
@@ -33,7 +34,8 @@ from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront,
 from .estimation.forward import fit_pair
 from .estimation.forward_model import design_fits
 from .exposure import Exposure, read_exposure, read_raw
-from .instrument import DEFAULT_WAVELENGTH_M, AuxTel
+from .instrument import DEFAULT_WAVELENGTH_M, AuxTel, Role
+from .intake import ImageInfo
 from .isr import IsrConfig, run_isr
 from .refcat import RefCatalog, load_refcat
 from .stamps import DonutPair, cut_pairs
@@ -324,6 +326,49 @@ def _in_threads(
     return first, second
 
 
+def check_roles(given: dict[Role, Exposure]) -> None:
+    """Refuse exposures whose headers contradict the role they were given for.
+
+    The cadence rules (`cadence.stated_role`, `cadence.swapped_focus_problem`) applied to the images of one
+    triplet: one exposure given twice, a role that ``REASON`` (else ``FOCUSZ``) contradicts, an intra image
+    whose ``FOCUSZ`` is not larger than the extra's. An exposure without ``OBSID`` (an image prepared
+    elsewhere) or without these keys is taken as given.
+
+    Raises
+    ------
+    InputError
+        Naming the exposure, the role it was given for and what its header says.
+    CadenceError
+        If an exposure's ``REASON`` and ``FOCUSZ`` disagree.
+    """
+    infos = {
+        role: ImageInfo.from_header(exposure.header)
+        for role, exposure in given.items()
+        if str(exposure.header.get("OBSID", "") or "").strip()
+    }
+    label = {Role.INTRA: "intra-focal", Role.EXTRA: "extra-focal", Role.INFOCUS: "in-focus"}
+    roles_of: dict[str, Role] = {}
+    for role, info in infos.items():
+        if info.obsid in roles_of:
+            first = label[roles_of[info.obsid]]
+            raise InputError(
+                f"{info.obsid} was given as both the {first} and the {label[role]} image", value=info.obsid
+            )
+        roles_of[info.obsid] = role
+        stated = stated_role(info, focus_tolerance_mm=CadenceLimits.focus_tolerance_mm)
+        if stated is not None and stated is not role:
+            raise InputError(
+                f"{info.obsid} was given as the {label[role]} image but its header says {label[stated]} "
+                f"(REASON={info.reason!r}, FOCUSZ={info.focus_z_mm} mm)",
+                value=info.obsid,
+                allowed=role.value,
+            )
+    if Role.INTRA in infos and Role.EXTRA in infos:
+        swapped = swapped_focus_problem(infos[Role.INTRA], infos[Role.EXTRA])
+        if swapped is not None:
+            raise InputError(swapped, value=(infos[Role.INTRA].obsid, infos[Role.EXTRA].obsid))
+
+
 def _telescope(intra: Exposure, config: PipelineConfig) -> AuxTel:
     angle = camera_angle_from_header(intra.header)
     return AuxTel().with_camera_angle(angle).with_wavelength(config.wavelength_nm * 1e-9)
@@ -398,12 +443,14 @@ def process(
         background.shutdown(wait=False)
     with _timed(timings, "isr"):
         intra, extra = _in_threads(_take_or_load, (triplet.intra, triplet.extra), config)
+    check_roles({Role.INTRA: intra, Role.EXTRA: extra})
     loaded: list[Exposure] = []
 
     def load_infocus(path: Path) -> Exposure:
         # Called by detection only when it needs astrometry.
         with _timed(timings, "isr"):
             loaded.append(_take_or_load(path, config) if infocus_job is None else infocus_job.result())
+        check_roles({Role.INTRA: intra, Role.EXTRA: extra, Role.INFOCUS: loaded[0]})
         return loaded[0]
 
     telescope = _telescope(intra, config)
