@@ -69,3 +69,23 @@ def test_reprocess_cli_writes_one_line_per_triplet_and_rejection(
 def test_empty_data_root_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no raw/ directory"):
         find_triplets(tmp_path)
+
+
+def test_interrupted_reprocess_keeps_the_lines_written(
+    night: tuple[Path, NightManifest], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # A night can take many minutes: each line is on disk as soon as its triplet is done.
+    out, manifest = night
+
+    def interrupted(triplets, *, config):
+        raise KeyboardInterrupt
+        yield  # a generator, as process_triplets is
+
+    monkeypatch.setattr("lsst.ts.auxtelwep.reprocess.process_triplets", interrupted)
+    results = tmp_path / "results.jsonl"
+    argv = ["reprocess", str(out), "--calibs", str(out / manifest.calibs), "--out", str(results)]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    capsys.readouterr()
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(records) == 2 and all("rejected" in r for r in records)  # the two rejected raws

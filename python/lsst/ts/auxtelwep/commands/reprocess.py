@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from ..errors import ConfigurationError
 from .process import add_pipeline_options, pipeline_config
 
 __all__ = ["register", "run"]
@@ -23,7 +25,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("data_root", type=Path, help="directory holding raw/<DAYOBS>/<OBSID>.fits")
     parser.add_argument("--dayobs", help="only this night (YYYYMMDD)")
-    parser.add_argument("--out", type=Path, help="JSON-lines file of the results")
+    parser.add_argument("--out", type=Path, help="JSON-lines file of the results (written as they come)")
     add_pipeline_options(parser)
     parser.set_defaults(func=run)
 
@@ -37,36 +39,48 @@ def run(args: argparse.Namespace) -> int:
     print(f"{night.n_raws} raws: {len(night.triplets)} triplets, {len(night.rejected)} rejections")
     for warning in night.warnings:
         print(f"  cadence warning: {warning}")
-    records: list[dict[str, Any]] = [
-        {"group_id": r.group_id, "obsids": list(r.obsids), "rejected": r.reason} for r in night.rejected
-    ]
-    for r in night.rejected:
-        print(f"  rejected {', '.join(r.obsids)}: {r.reason}")
-    failed = bool(night.rejected)
-    for triplet, result, reason in process_triplets(night.triplets, config=config):
-        if result is None:
-            failed = True
-            print(f"{triplet.group_id}: rejected: {reason}")
-            records.append(
-                {
-                    "group_id": triplet.group_id,
-                    "obsids": [triplet.intra.stem, triplet.extra.stem],
-                    "rejected": reason,
-                }
-            )
-            continue
-        summary = result.to_json_dict()
-        zernikes = dict(zip(summary["zernikes"]["noll"], summary["zernikes"]["um"], strict=True))
-        hexapod = summary["hexapod"]
-        used = summary["zernikes"]["donuts_used"]
-        print(
-            f"{triplet.group_id}: {summary['detection']['mode']}, {used} donuts, "
-            f"Z4 {zernikes[4] * 1e3:+.0f} Z7 {zernikes[7] * 1e3:+.0f} Z8 {zernikes[8] * 1e3:+.0f} nm, "
-            f"x {hexapod['x_mm']:+.3f} y {hexapod['y_mm']:+.3f} z {hexapod['z_mm']:+.4f} mm, "
-            f"{summary['timing_s']['total']:.1f} s"
-        )
-        records.append(summary)
+    with contextlib.ExitStack() as stack:
+        out = None if args.out is None else stack.enter_context(_open_output(args.out))
+
+        def record(entry: dict[str, Any]) -> None:
+            # One line per triplet as soon as it is known: an interrupted night keeps what was done.
+            if out is not None:
+                out.write(json.dumps(entry) + "\n")
+                out.flush()
+
+        for r in night.rejected:
+            print(f"  rejected {', '.join(r.obsids)}: {r.reason}")
+            record({"group_id": r.group_id, "obsids": list(r.obsids), "rejected": r.reason})
+        failed = bool(night.rejected)
+        outcomes = process_triplets(night.triplets, config=config)
+        for triplet, result, reason in outcomes:
+            if result is None:
+                failed = True
+                print(f"{triplet.group_id}: rejected: {reason}")
+                obsids = [p.stem for p in (triplet.intra, triplet.extra, triplet.infocus) if p is not None]
+                record({"group_id": triplet.group_id, "obsids": obsids, "rejected": reason})
+                continue
+            summary = result.to_json_dict()
+            print(_summary_line(triplet.group_id, summary))
+            record(summary)
     if args.out is not None:
-        args.out.write_text("".join(json.dumps(r) + "\n" for r in records))
         print(f"results: {args.out}")
     return 1 if failed else 0
+
+
+def _open_output(path: Path) -> TextIO:
+    try:
+        return path.open("w")
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot write the results ({exc})", value=str(path)) from exc
+
+
+def _summary_line(group_id: str, summary: dict[str, Any]) -> str:
+    zernikes = dict(zip(summary["zernikes"]["noll"], summary["zernikes"]["um"], strict=True))
+    hexapod = summary["hexapod"]
+    return (
+        f"{group_id}: {summary['detection']['mode']}, {summary['zernikes']['donuts_used']} donuts, "
+        f"Z4 {zernikes[4] * 1e3:+.0f} Z7 {zernikes[7] * 1e3:+.0f} Z8 {zernikes[8] * 1e3:+.0f} nm, "
+        f"x {hexapod['x_mm']:+.3f} y {hexapod['y_mm']:+.3f} z {hexapod['z_mm']:+.4f} mm, "
+        f"{summary['timing_s']['total']:.1f} s"
+    )
