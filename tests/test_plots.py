@@ -32,6 +32,8 @@ def test_pngs_are_written(tmp_path) -> None:
             tmp_path / "s.png",
             noll=[4, 7],
             coefs_um=[0.05, 0.02],
+            errors_um=[0.001, 0.002],
+            notes="hexapod correction:\n  z -0.0100 mm",
         )
     )
     assert stamps.shape[1] > 300

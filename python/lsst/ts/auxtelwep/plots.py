@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from .instrument import OBSCURATION
 
-__all__ = ["draw_wavefront_map", "plot_convergence", "plot_stamps", "wavefront_map"]
+__all__ = ["draw_wavefront_map", "draw_zernike_bars", "plot_convergence", "plot_stamps", "wavefront_map"]
 
 
 def wavefront_map(noll: Sequence[int], coefs_um: Sequence[float], *, size: int = 128) -> NDArray[np.float64]:
@@ -56,6 +56,20 @@ def draw_wavefront_map(ax: Axes, noll: Sequence[int], coefs_um: Sequence[float],
     ax.set_xlabel("pupil x")
     ax.set_ylabel("pupil y")
     ax.figure.colorbar(image, ax=ax, label="nm")
+
+
+def draw_zernike_bars(
+    ax: Axes, noll: Sequence[int], coefs_um: Sequence[float], errors_um: Sequence[float] | None = None
+) -> None:
+    """Draw Zernike coefficients (nm) as bars, with 1-sigma error bars when ``errors_um`` is given."""
+    values = np.asarray(coefs_um, dtype=float) * 1000.0
+    errors = None if errors_um is None else np.asarray(errors_um, dtype=float) * 1000.0
+    ax.bar(np.arange(len(values)), values, yerr=errors, color="tab:blue", ecolor="k", capsize=2)
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(np.arange(len(values)), [str(j) for j in noll], fontsize=7, rotation=90)
+    ax.set_xlabel("Noll index")
+    ax.set_ylabel("deviation (nm)")
+    ax.grid(axis="y", alpha=0.3)
 
 
 def plot_convergence(history: Sequence[Mapping[str, float]], path: str | Path, *, title: str = "") -> Path:
@@ -109,9 +123,11 @@ def plot_stamps(
     *,
     noll: Sequence[int] | None = None,
     coefs_um: Sequence[float] | None = None,
+    errors_um: Sequence[float] | None = None,
+    notes: str = "",
     title: str = "",
 ) -> Path:
-    """Plot donut stamps, their models and residuals, and optionally the wavefront map.
+    """Plot donut stamps, their models and residuals, and optionally the wavefront estimate.
 
     Parameters
     ----------
@@ -121,7 +137,11 @@ def plot_stamps(
     path : `str` or `pathlib.Path`
         PNG file to write.
     noll, coefs_um : sequences, optional
-        Zernike estimate to draw as a wavefront map in a last column.
+        Zernike estimate to draw in a last column, as a wavefront map and as bars.
+    errors_um : sequence, optional
+        1-sigma errors of ``coefs_um``, drawn as error bars.
+    notes : `str`
+        Text under the estimate (e.g. the hexapod correction).
     title : `str`
         Figure title.
 
@@ -156,8 +176,9 @@ def plot_stamps(
     axes[2, 0].set_ylabel("residual")
     if extra_col:
         draw_wavefront_map(axes[0, n], noll, coefs_um)  # type: ignore[arg-type]
-        axes[1, n].axis("off")
+        draw_zernike_bars(axes[1, n], noll, coefs_um, errors_um)  # type: ignore[arg-type]
         axes[2, n].axis("off")
+        axes[2, n].text(0.0, 1.0, notes, va="top", ha="left", family="monospace", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=100)

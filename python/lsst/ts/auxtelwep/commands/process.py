@@ -97,10 +97,26 @@ def run(args: argparse.Namespace) -> int:
             args.plot,
             noll=result.estimate.noll,
             coefs_um=result.estimate.um,
+            errors_um=result.estimate.um_err,
+            notes=_figure_notes(summary),
             title=f"{result.intra_obsid} + {result.extra_obsid}: mode {result.catalog.mode}",
         )
         print(f"figure: {args.plot}")
     return 0
+
+
+def _figure_notes(summary: dict[str, Any]) -> str:
+    hexapod = summary["hexapod"]
+    zernikes = summary["zernikes"]
+    return "\n".join(
+        [
+            f"donuts used: {zernikes['donuts_used']}",
+            f"hexapod correction (solved {', '.join(summary['hexapod_solved_axes'])}):",
+            *(f"  {axis} {hexapod[f'{axis}_mm']:+.4f} mm" for axis in ("x", "y", "z")),
+            *(f"  {axis} {hexapod[f'{axis}_deg']:+.4f} deg" for axis in ("u", "v")),
+            f"total {summary['timing_s']['total']:.2f} s",
+        ]
+    )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
