@@ -44,7 +44,7 @@ from rich.console import Console
 from .errors import AuxTelWepError, InputError
 from .instrument import HexapodState
 from .report import DemoReport, ReportFiles, build_summary, triplet_panels, write_report
-from .sal import DEFAULT_PARTITION_PREFIX, Domain, Remote, State
+from .sal import DEFAULT_PARTITION_PREFIX, Domain, Remote, State, dds_environment
 from .sim.night import DEFAULT_POINTING, make_catalog, write_catalog
 from .sim.night_script import NightScript, NightScriptConfig, OpsRuleRun, TripletOutcome, ops_rule_run
 from .sim.observatory import SceneConfig, SimulatedObservatory, SimulatedTelescope
@@ -177,21 +177,15 @@ def _isolated_dds() -> Iterator[tuple[str, str]]:
     A user who sets the domain id wants to watch the demo from other tools: the partition prefix is then
     left as the environment has it. The environment is restored on exit.
     """
-    saved = {k: os.environ.get(k) for k in ("LSST_DDS_DOMAIN_ID", "LSST_DDS_PARTITION_PREFIX")}
-    if saved["LSST_DDS_DOMAIN_ID"] is None:
-        os.environ["LSST_DDS_DOMAIN_ID"] = str(random.SystemRandom().randint(100, 229))
-        os.environ.setdefault("LSST_DDS_PARTITION_PREFIX", f"auxtelwep-demo-{uuid.uuid4().hex[:8]}")
-    try:
+    domain_id = prefix = None
+    if os.environ.get("LSST_DDS_DOMAIN_ID") is None:
+        domain_id = random.SystemRandom().randint(100, 229)
+        prefix = os.environ.get("LSST_DDS_PARTITION_PREFIX", f"auxtelwep-demo-{uuid.uuid4().hex[:8]}")
+    with dds_environment(domain_id, prefix):
         yield (
             os.environ["LSST_DDS_DOMAIN_ID"],
             os.environ.get("LSST_DDS_PARTITION_PREFIX", DEFAULT_PARTITION_PREFIX),
         )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 class _CscProcess:

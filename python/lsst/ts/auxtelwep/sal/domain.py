@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from .base import default_identity
 from .transport import DdsTransport, Transport
 
-__all__ = ["DEFAULT_PARTITION_PREFIX", "Domain"]
+__all__ = ["DEFAULT_PARTITION_PREFIX", "Domain", "dds_environment"]
 
 #: Partition prefix used when ``$LSST_DDS_PARTITION_PREFIX`` is not set.
 DEFAULT_PARTITION_PREFIX = "auxtelwep"
+
+
+@contextlib.contextmanager
+def dds_environment(
+    domain_id: int | str | None = None, partition_prefix: str | None = None
+) -> Iterator[None]:
+    """Set ``LSST_DDS_DOMAIN_ID`` and ``LSST_DDS_PARTITION_PREFIX`` inside the block, restore them after.
+
+    A value of None leaves that variable as it is (and still restores it on exit).
+    """
+    values = {"LSST_DDS_DOMAIN_ID": domain_id, "LSST_DDS_PARTITION_PREFIX": partition_prefix}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update({key: str(value) for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class Domain:

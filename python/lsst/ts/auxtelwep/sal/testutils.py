@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import random
 import unittest
 import uuid
@@ -18,6 +17,7 @@ from typing import Any
 
 from .base import AckError, SalRetCode, State
 from .base_csc import BaseCsc
+from .domain import dds_environment
 from .read_topic import ReadTopic
 from .remote import Remote
 
@@ -47,19 +47,10 @@ def dds_isolation() -> Iterator[tuple[int, str]]:
     domain_id, partition_prefix : `int`, `str`
         The values set; the previous environment is restored on exit.
     """
-    saved = {k: os.environ.get(k) for k in ("LSST_DDS_DOMAIN_ID", "LSST_DDS_PARTITION_PREFIX")}
     domain_id = 1 + next(_domain_ids) % 230
     prefix = f"test-{uuid.uuid4().hex[:12]}"
-    os.environ["LSST_DDS_DOMAIN_ID"] = str(domain_id)
-    os.environ["LSST_DDS_PARTITION_PREFIX"] = prefix
-    try:
+    with dds_environment(domain_id, prefix):
         yield domain_id, prefix
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
