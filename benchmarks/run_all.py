@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 QUICK_ARGS = {
-    "latency": ["--triplets", "2"],
+    "latency": ["--triplets", "2", "--cold", "1"],
     "csc_latency": ["--triplets", "3"],
     "convergence": ["--cases", "2"],
     "scaling": ["--repeat", "1"],

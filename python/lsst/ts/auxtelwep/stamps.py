@@ -415,10 +415,15 @@ def _extract(array: NDArray, centre: tuple[int, int], half: int, fill: float) ->
     return out
 
 
-def _annulus_template(size: int, radius: float) -> NDArray:
+@functools.lru_cache(maxsize=8)
+def _annulus_template_fft(size: int, radius: float, shape: int) -> NDArray:
+    """Conjugate FFT, on a ``shape`` grid, of an annulus of ``radius`` centred in a ``size`` square."""
     y, x = np.mgrid[:size, :size] - size // 2
     r = np.hypot(x, y)
-    return ((r <= radius) & (r >= radius * OBSCURATION)).astype(np.float64)
+    template = ((r <= radius) & (r >= radius * OBSCURATION)).astype(np.float64)
+    spectrum = np.conj(sfft.rfft2(template, (shape, shape)))
+    spectrum.setflags(write=False)
+    return spectrum
 
 
 def _robust_background(values: NDArray) -> tuple[float, float]:
@@ -523,11 +528,12 @@ def _cut(
 def _recentre_shift(clean: NDArray, radius: float, pad: int) -> tuple[int, int] | None:
     """Integer (dx, dy) that centres the annulus template on the donut, or None if the peak is off-limits."""
     n = clean.shape[0]
-    template = _annulus_template(n, radius)
-    shape = sfft.next_fast_len(2 * n - 1, real=True)
-    corr = sfft.irfft2(
-        sfft.rfft2(clean, (shape, shape)) * np.conj(sfft.rfft2(template, (shape, shape))), (shape, shape)
-    )
+    # Only shifts up to pad are wanted: while the template shifted that far stays inside the cut (radius + pad
+    # <= n / 2), a circular correlation on an n-sized grid gives them exactly, at a quarter of the cost of a
+    # zero-padded one.
+    shape = sfft.next_fast_len(n if radius + pad <= n / 2 else 2 * n - 1, real=True)
+    spectrum = sfft.rfft2(clean, (shape, shape)) * _annulus_template_fft(n, radius, shape)
+    corr = sfft.irfft2(spectrum, (shape, shape))
     # corr[k] peaks where the template, shifted by k, matches: shifts wrap around the FFT size.
     shifts = np.concatenate([np.arange(0, pad + 1), np.arange(-pad, 0)])
     window = corr[np.ix_(shifts % shape, shifts % shape)]
