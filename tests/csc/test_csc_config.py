@@ -26,6 +26,28 @@ def test_schema_file_matches_the_models() -> None:
     assert schema == config_schema()
 
 
+def test_schema_describes_the_pipeline_section() -> None:
+    # The pipeline options are a plain mapping in the CSC's model; the schema spells them out, nested
+    # models and all, so that LOVE and script authors see every option and its default.
+    from lsst.ts.auxtelwep.pipeline import PipelineConfig
+
+    schema = config_schema()
+    defs = schema["$defs"]
+    pipeline = defs[schema["properties"]["pipeline"]["$ref"].removeprefix("#/$defs/")]
+    assert set(pipeline["properties"]) == set(PipelineConfig.model_fields)
+    assert pipeline["properties"]["estimation"]["$ref"] == "#/$defs/PipelineEstimationConfig"
+    assert defs["PipelineEstimationConfig"]["properties"]["algorithm"]["default"] == "tie+danish"
+
+    def refs(node: object) -> list[str]:
+        if isinstance(node, dict):
+            return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    assert all(ref.removeprefix("#/$defs/") in defs for ref in refs(schema))
+
+
 def test_schema_command_check_and_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "AuxTelWEP.yaml"
     target.write_text("title: stale\n")

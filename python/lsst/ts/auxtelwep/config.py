@@ -168,7 +168,9 @@ class AuxTelWepConfig(_Model):
         2, ge=1, description="Processing attempts of a triplet (a crash counts) before it is rejected."
     )
     pipeline: dict[str, Any] = pydantic.Field(
-        default_factory=dict, description="Options of the science pipeline, passed to it unchanged."
+        default_factory=dict,
+        description="Options of the science pipeline (lsst.ts.auxtelwep.pipeline.PipelineConfig); refcat and "
+        "calibs_dir default to refcat_path and calibs_dir above.",
     )
 
 
@@ -249,8 +251,26 @@ def load_config(
 
 
 def config_schema() -> dict[str, Any]:
-    """Return the JSON schema of `AuxTelWepConfig` as written to ``schema/AuxTelWEP.yaml``."""
+    """Return the JSON schema of `AuxTelWepConfig` as written to ``schema/AuxTelWEP.yaml``.
+
+    The ``pipeline`` section, a plain mapping in `AuxTelWepConfig` (the CSC's own process does not load the
+    science stack; `AuxTelWepCsc.configure` validates it), is described by `pipeline.PipelineConfig`, whose
+    nested models appear under ``$defs`` with the prefix ``Pipeline``.
+    """
+    from .pipeline import PipelineConfig
+
     schema = AuxTelWepConfig.model_json_schema()
+    pipeline = PipelineConfig.model_json_schema(ref_template="#/$defs/Pipeline{model}")
+    defs = schema.setdefault("$defs", {})
+    for name, definition in pipeline.pop("$defs", {}).items():
+        defs[f"Pipeline{name}"] = definition
+    defs["PipelineConfig"] = pipeline
+    field = schema["properties"]["pipeline"]
+    schema["properties"]["pipeline"] = {
+        "$ref": "#/$defs/PipelineConfig",
+        "default": field.get("default", {}),
+        "description": field["description"],
+    }
     head = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://github.com/lsst-ts/ts_auxtelwep/blob/main/schema/AuxTelWEP.yaml",
