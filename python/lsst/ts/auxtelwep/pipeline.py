@@ -45,6 +45,7 @@ __all__ = [
     "Triplet",
     "WavefrontResult",
     "camera_angle_from_header",
+    "check_roles",
     "correct_from_estimate",
     "estimate_ahead",
     "model_stamps",
