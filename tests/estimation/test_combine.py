@@ -19,6 +19,9 @@ def test_outlier_pair_is_dropped_and_mean_recovered() -> None:
     np.testing.assert_allclose(comb.mean_um, truth, atol=4 * 0.002 / np.sqrt(7))
     assert np.all(comb.err_um > 0)
     assert np.all(comb.scatter_um < 0.004)
+    # The weights are those of the mean: the dropped pair has none, each term's weights sum to 1.
+    assert np.all(comb.weights[5] == 0) and np.allclose(comb.weights.sum(axis=0), 1.0)
+    np.testing.assert_allclose(np.sum(comb.weights * values, axis=0), comb.mean_um, rtol=1e-12)
 
 
 def test_field_differences_below_the_floor_are_not_clipped() -> None:

@@ -47,6 +47,9 @@ class Combination:
     distance : `numpy.ndarray`, shape (n,)
         Each pair's distance from the median in the last pass, equivalent Gaussian sigmas (0 with < 3
         pairs).
+    weights : `numpy.ndarray`, shape (n, nz)
+        Each pair's weight in ``mean_um``, per term (columns sum to 1; 0 for pairs not kept). Donuts at
+        different field positions see different wavefronts: the mean is theirs with these weights.
     """
 
     mean_um: NDArray[np.float64]
@@ -54,6 +57,7 @@ class Combination:
     scatter_um: NDArray[np.float64]
     kept: NDArray[np.bool_]
     distance: NDArray[np.float64]
+    weights: NDArray[np.float64]
 
 
 def sigma_clip_combine(
@@ -122,6 +126,8 @@ def sigma_clip_combine(
         distance = np.zeros(n)
     sel, w = values[kept], 1.0 / variance[kept]
     nk = sel.shape[0]
+    weights = np.zeros_like(values)
+    weights[kept] = w / np.sum(w, axis=0)
     mean = np.sum(w * sel, axis=0) / np.sum(w, axis=0)
     formal = np.sqrt(np.sum(w**2 * errors[kept] ** 2, axis=0)) / np.sum(w, axis=0)
     spread = (
@@ -131,7 +137,12 @@ def sigma_clip_combine(
     )
     scatter = sel.std(axis=0, ddof=1) if nk > 1 else np.zeros(nz)
     return Combination(
-        mean_um=mean, err_um=np.maximum(formal, spread), scatter_um=scatter, kept=kept, distance=distance
+        mean_um=mean,
+        err_um=np.maximum(formal, spread),
+        scatter_um=scatter,
+        kept=kept,
+        distance=distance,
+        weights=weights,
     )
 
 
