@@ -1,7 +1,8 @@
 """``auxtelwep demo``: the closed-loop demo night of `lsst.ts.auxtelwep.demo`.
 
 The implementation is imported when the command runs, so that the other commands and ``--help`` do not
-pay for the simulator, the SAL layer and the report's plotting.
+pay for the simulator, the SAL layer and the report's plotting. The option defaults are written here for
+``--help`` to show; a test keeps them equal to those of `lsst.ts.auxtelwep.demo.DemoOptions`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="closed-loop demo night: AuxTelWEP with simulated ATCamera/ATOODS/ATAOS on DDS",
         description="Starts AuxTelWEP and the simulated observatory as DDS peers, plays a short night of "
-        "triplets from a random M2 misalignment with the closed loop running, and writes a report folder. "
-        "Options left out take the defaults of lsst.ts.auxtelwep.demo.DemoOptions.",
+        "triplets from a random M2 misalignment with the closed loop running, and writes a report folder.",
     )
-    # SUPPRESS: an option not given is left to DemoOptions, the one place the defaults are set.
-    unset = argparse.SUPPRESS
-    parser.add_argument("--triplets", dest="n_triplets", type=int, default=unset, help="triplets to take")
-    parser.add_argument("--seeing", dest="seeing_arcsec", type=float, default=unset, help="FWHM, arcsec")
-    parser.add_argument("--seed", type=int, default=unset, help="seed of the whole night")
-    parser.add_argument("--initial", default=unset, help='initial misalignment "x,y,z" (mm)')
+    parser.add_argument(
+        "--triplets", dest="n_triplets", metavar="N", type=int, default=4, help="triplets (%(default)s)"
+    )
+    parser.add_argument(
+        "--seeing", dest="seeing_arcsec", metavar="ARCSEC", type=float, default=1.0, help="FWHM (%(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole night (%(default)s)")
+    parser.add_argument("--initial", metavar="X,Y,Z", help="initial misalignment, mm (default: drawn)")
     parser.add_argument(
         "--draw",
         choices=("hard", "any"),
-        default=unset,
-        help="random misalignment: one the ops rule needs >= 3 iterations for (hard), or any",
+        default="hard",
+        help="random misalignment: one the ops rule needs >= 3 iterations for (hard, the default), or any",
     )
-    parser.add_argument("--out", type=Path, default=unset, help="report folder (./report/demo-<time>)")
-    parser.add_argument("--stars", dest="n_stars", type=int, default=unset, help="stars in the field")
+    parser.add_argument("--out", type=Path, help="report folder (default ./report/demo-<time>)")
+    parser.add_argument(
+        "--stars", dest="n_stars", metavar="N", type=int, default=6, help="stars in the field (%(default)s)"
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the raws in <out>/data")
     parser.add_argument("--no-stamps", action="store_true", help="skip the stamp figures")
     parser.set_defaults(func=_run)
@@ -46,9 +50,16 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..demo import DemoOptions, parse_initial, run_demo
 
-    given = {k: v for k, v in vars(args).items() if k in DemoOptions.__dataclass_fields__}
-    if "initial" in given:
-        given["initial"] = parse_initial(given["initial"])
-    options = DemoOptions(**given, stamps=not args.no_stamps)
+    options = DemoOptions(
+        n_triplets=args.n_triplets,
+        seeing_arcsec=args.seeing_arcsec,
+        seed=args.seed,
+        initial=None if args.initial is None else parse_initial(args.initial),
+        draw=args.draw,
+        out=args.out,
+        n_stars=args.n_stars,
+        keep_data=args.keep_data,
+        stamps=not args.no_stamps,
+    )
     report, _ = asyncio.run(run_demo(options, console=Console(soft_wrap=True)))
     return 0 if report.summary.converged_iteration is not None else 1
