@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,15 @@ def test_corrupt_calibration(calib_store: Path, tmp_path: Path) -> None:
     (tmp_path / "flat.fits").write_bytes(b"garbage" * 1000)
     with pytest.raises(CalibrationError, match=r"flat .*flat.fits: unreadable or truncated FITS"):
         load_calibrations(tmp_path, IsrConfig())
+
+
+def test_truncated_calibration_is_one_error_and_no_warning(calib_store: Path, tmp_path: Path) -> None:
+    link(calib_store, tmp_path, "bias.fits", "dark.fits")
+    (tmp_path / "flat.fits").write_bytes((calib_store / "flat.fits").read_bytes()[:1_000_000])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy's "may have been truncated" notice would fail here
+        with pytest.raises(CalibrationError, match=r"flat .*flat.fits: unreadable or truncated FITS"):
+            load_calibrations(tmp_path, IsrConfig())
 
 
 def test_amps_table_missing_amplifier(calib_store: Path, tmp_path: Path) -> None:

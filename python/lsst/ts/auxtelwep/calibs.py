@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import NDArray
 
 from .calibs_build import build_calibrations
@@ -164,7 +165,9 @@ def _normalise_unit(unit: str) -> str:
 def _read_image(path: Path, product: str) -> tuple[NDArray[np.float32], fits.Header]:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            # Header verification notes and astropy's "may have been truncated": what matters is whether the
+            # image reads, and if not the error below names the file.
+            warnings.simplefilter("ignore", AstropyUserWarning)
             with fits.open(path, memmap=True) as hdul:
                 hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2), None)
                 if hdu is None:
