@@ -103,6 +103,21 @@ def test_cli_bad_input_exits_with_one_line(tmp_path: Path, capsys) -> None:
     assert status == 2 and "doBias" in err and "bias.fits" in err
 
 
+def test_cli_error_from_a_multiline_library_message_is_one_line(
+    night: tuple[Path, NightManifest], tmp_path: Path, capsys
+) -> None:
+    # astropy's message for a table cut off mid-row spans three lines.
+    out, manifest = night
+    text = (out / manifest.refcat).read_text()
+    cut = tmp_path / "refcat.ecsv"
+    cut.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 8])
+    triplet = _triplet(night)
+    argv = ["process", str(triplet.intra), str(triplet.extra), "--refcat", str(cut), "--mode", "wcs"]
+    status = main([*argv, "--calibs", str(out / manifest.calibs)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "refcat.ecsv" in err[0], err
+
+
 def test_cli_refuses_images_given_in_the_wrong_role(night: tuple[Path, NightManifest], capsys) -> None:
     # The headers (REASON, FOCUSZ, OBSID) say what each exposure is: a swapped pair would otherwise be
     # "measured" with the sign of focus reversed.

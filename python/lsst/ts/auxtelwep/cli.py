@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AuxTelWepError as exc:
-        print(f"auxtelwep {args.command}: error: {exc}", file=sys.stderr)
+        # One line, even when the message quotes a library's multi-line one.
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"auxtelwep {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
