@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +41,7 @@ from numpy.typing import NDArray
 from .calibs_build import build_calibrations
 from .errors import CalibrationError
 from .exposure import AMP_NAMES, amp_geometry
+from .guarded_warnings import guarded_warnings
 from .instrument import DETECTOR_SHAPE
 
 if TYPE_CHECKING:
@@ -164,21 +164,19 @@ def _normalise_unit(unit: str) -> str:
 
 def _read_image(path: Path, product: str) -> tuple[NDArray[np.float32], fits.Header]:
     try:
-        with warnings.catch_warnings():
-            # Header verification notes and astropy's "may have been truncated": what matters is whether the
-            # image reads, and if not the error below names the file.
-            warnings.simplefilter("ignore", AstropyUserWarning)
-            with fits.open(path, memmap=True) as hdul:
-                hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2), None)
-                if hdu is None:
-                    raise CalibrationError(f"{product} {path}: no 2-D image HDU", value=str(path))
-                # One copy, from the mapped file to native float32 (not a read and then a conversion).
-                data = np.array(hdu.data, dtype=np.float32)
-                header = hdu.header.copy()
-                if hdu is not hdul[0]:
-                    for key, value in hdul[0].header.items():
-                        if key not in header and key not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND"):
-                            header[key] = value
+        # Header verification notes and astropy's "may have been truncated": what matters is whether the
+        # image reads, and if not the error below names the file.
+        with guarded_warnings(ignore=(AstropyUserWarning,)), fits.open(path, memmap=True) as hdul:
+            hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2), None)
+            if hdu is None:
+                raise CalibrationError(f"{product} {path}: no 2-D image HDU", value=str(path))
+            # One copy, from the mapped file to native float32 (not a read and then a conversion).
+            data = np.array(hdu.data, dtype=np.float32)
+            header = hdu.header.copy()
+            if hdu is not hdul[0]:
+                for key, value in hdul[0].header.items():
+                    if key not in header and key not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND"):
+                        header[key] = value
     except CalibrationError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import NDArray
 
 from .errors import RawFormatError
+from .guarded_warnings import guarded_warnings
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
 
 __all__ = [
@@ -200,8 +200,7 @@ def _open_fits(path: str | Path) -> fits.HDUList:
     path = Path(path)
     if not path.is_file():
         raise RawFormatError(f"{path}: no such file", value=str(path))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with guarded_warnings(record=True) as caught:
         try:
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
         except (OSError, ValueError, TypeError, IndexError) as exc:
@@ -236,8 +235,7 @@ def read_raw(path: str | Path) -> RawImage:
         wrong shape.
     """
     hdul = _open_fits(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+    with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
         try:
             header = hdul[0].header.copy()
             images = [h for h in hdul[1:] if h.is_image and h.header.get("NAXIS", 0) == 2]
@@ -315,8 +313,7 @@ def wcs_from_header(header: fits.Header) -> WCS | None:
     """Return the celestial WCS described by a header, or `None` if it has none."""
     if "CTYPE1" not in header or "CTYPE2" not in header:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with guarded_warnings(ignore=(FITSFixedWarning,)):
         wcs = WCS(header, naxis=2, relax=True)
     return wcs if wcs.has_celestial else None
 

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import urllib.parse
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from astropy.io import fits
 
 from .errors import ConfigurationError, InputError, RawFormatError
+from .guarded_warnings import guarded_warnings
 
 __all__ = [
     "RAW_SUFFIXES",
@@ -272,8 +272,7 @@ def read_image_info(path: str | Path) -> ImageInfo:
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
             header = fits.getheader(path, 0)
     except FileNotFoundError as exc:
         raise RawFormatError(f"{path}: no such file", value=str(path)) from exc
