@@ -30,7 +30,23 @@ def test_decenter_and_focus_are_nulled(camera_angle: float) -> None:
     assert corr.solved_axes == ("x", "y", "z")
     # The model is nonlinear only at second order: 2 um of Z4 per 0.5 mm leaves < 2 um of focus.
     np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=0.002)
-    assert corr.offset.u == 0.0 and corr.offset.v == 0.0
+    # Axes not solved are +0.0 (printed "+0.0000", not "-0.0000") with no uncertainty.
+    assert np.copysign(1.0, corr.offset.u) == 1.0 and np.copysign(1.0, corr.offset.v) == 1.0
+    assert corr.sigma_dict()["u_deg"] == 0.0 and corr.sigma_dict()["z_mm"] > 0
+
+
+def test_uncertainty_matches_the_scatter_over_noise() -> None:
+    # 300 noise draws of 5 nm per term on four donuts: the offsets scatter as the reported sigma says.
+    rng = np.random.default_rng(12)
+    fields = np.array([[-0.03, -0.03], [0.03, -0.03], [-0.03, 0.03], [0.03, 0.03]])
+    dev = _measure(HexapodState(x=0.1, z=0.03), fields)
+    offsets, sigmas = [], []
+    for _ in range(300):
+        noisy = dev + rng.normal(0, 0.005, dev.shape)
+        corr = compute_correction(NOLL, noisy, np.full_like(dev, 0.005), fields, telescope=AuxTel())
+        offsets.append(corr.offset.as_array()[:3])
+        sigmas.append(corr.sigma.as_array()[:3])
+    np.testing.assert_allclose(np.std(offsets, axis=0), np.mean(sigmas, axis=0), rtol=0.2)
 
 
 def test_tilt_on_axis_is_compensated_by_decenter() -> None:

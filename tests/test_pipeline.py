@@ -75,7 +75,10 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     )
     assert status == 0
     printed = capsys.readouterr().out
-    assert "hexapod correction (xyz)" in printed and "Z4=" in printed
+    assert "Z4=" in printed
+    # The correction is printed with its uncertainty, and what was not solved is said.
+    hexapod_line = next(line for line in printed.splitlines() if line.startswith("hexapod correction"))
+    assert " z -0.0" in hexapod_line and "±" in hexapod_line and hexapod_line.endswith("u, v not solved")
     data = json.loads(json_path.read_text())
     assert {"intra", "extra", "infocus", "detection", "zernikes", "hexapod", "timing_s"} <= set(data)
     assert data["intra"] == triplet.intra.stem and data["infocus"] is None
@@ -86,6 +89,19 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     assert set(data["hexapod"]) == {"x_mm", "y_mm", "z_mm", "u_deg", "v_deg"}
     assert set(data["timing_s"]) >= {"isr", "detection", "estimation", "total"}
     assert data["hexapod"]["z_mm"] == pytest.approx(-MISALIGNMENT.z, abs=0.003)
+    # Uncertainties beside every number: the correction's (none for the axes not solved), the
+    # combination's scatter, and per donut its SNR, seeing and Zernike errors.
+    errors = data["hexapod_err"]
+    assert errors["u_deg"] is None and errors["v_deg"] is None
+    assert 0 < errors["z_mm"] < 0.002 and 0 < errors["x_mm"] < 0.02 and 0 < errors["y_mm"] < 0.02
+    assert len(data["zernikes"]["scatter_um"]) == 19
+    used = [d for d in data["detection"]["donuts"] if d["used"]]
+    assert used
+    for donut in used:
+        assert len(donut["snr"]) == 2 and min(donut["snr"]) > 20
+        assert all(0.5 < f < 2.0 for f in donut["fwhm_arcsec"])
+        assert len(donut["zernikes_err_um"]) == 19 and all(0 < e < 0.05 for e in donut["zernikes_err_um"])
+        assert f"SNR {donut['snr'][0]:.0f}/{donut['snr'][1]:.0f}" in printed
 
 
 def test_cli_bad_input_exits_with_one_line(tmp_path: Path, capsys) -> None:

@@ -8,7 +8,7 @@ from astropy.io import fits
 
 from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.exposure import Exposure, MaskBit
-from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
+from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState, Role
 from lsst.ts.auxtelwep.sim.optics import render_stamp_pair
 from lsst.ts.auxtelwep.stamps import CutOptions, DonutPair, PairFlag, cut_pairs, stamp_size_px
 
@@ -130,6 +130,33 @@ def test_edges_bad_pixels_and_adu_variance(sim_pair) -> None:
     assert clipped.flags & PairFlag.CLIPPED
     assert clipped.intra.mask[:, :10].all()  # off the detector: masked
     assert any("runs off the detector" in n for n in clipped.notes)
+
+
+def _expected_snr(sim_stamp: np.ndarray, background_variance_e: float) -> float:
+    """ts_wep's SN of a noiseless donut (electrons): its light and variance summed over the design annulus."""
+    outer, inner = AuxTel().with_role(Role.INTRA).donut_radii_px()
+    half = sim_stamp.shape[0] // 2
+    yy, xx = np.mgrid[: sim_stamp.shape[0], : sim_stamp.shape[1]] - half
+    annulus = (np.hypot(xx, yy) <= outer) & (np.hypot(xx, yy) >= inner)
+    signal = float(sim_stamp[annulus].sum())
+    return signal / np.sqrt(signal + annulus.sum() * background_variance_e)
+
+
+def test_snr_is_ts_wep_sn_in_electrons_whatever_the_units(sim_pair) -> None:
+    # 1e6 e- on a sky of 300 e-/px: SNR about 340, most of the noise from the sky under the annulus.
+    intra, extra = _exposures(sim_pair, [(600, 450)], seed=3)
+    (pair,) = cut_pairs(intra, extra, [Donut(600, 450, 600, 450)], options=CutOptions(size_px=255))
+    for stamp, sim in ((pair.intra, sim_pair.intra), (pair.extra, sim_pair.extra)):
+        assert stamp.snr == pytest.approx(_expected_snr(sim, SKY), rel=0.03)
+    # The same light read in adu with a gain of 1.5 (and 5 e- read noise): the SNR does not change units.
+    intra, extra = _exposures(sim_pair, [(600, 450)], units="adu", gain=1.5, with_variance=True, seed=4)
+    (pair,) = cut_pairs(intra, extra, [Donut(600, 450, 600, 450)], options=CutOptions(size_px=255))
+    assert pair.extra.snr == pytest.approx(_expected_snr(sim_pair.extra, SKY + 25.0), rel=0.03)
+    # A faint donut: 100 times less light, SNR about 100 times lower (sky-dominated: a bit more).
+    faint = dataclasses.replace(sim_pair, intra=sim_pair.intra / 100, extra=sim_pair.extra / 100)
+    intra, extra = _exposures(faint, [(600, 450)], seed=5)
+    (pair,) = cut_pairs(intra, extra, [Donut(600, 450, 600, 450)], options=CutOptions(size_px=255))
+    assert pair.intra.snr == pytest.approx(_expected_snr(faint.intra, SKY), rel=0.1)
 
 
 def test_bad_inputs_are_refused(sim_pair) -> None:

@@ -32,6 +32,8 @@ FAKE_NOLL = tuple(range(4, 12))
 FAKE_ZERNIKES_UM = tuple(0.01 * j for j in FAKE_NOLL)
 #: Default correction of fake results (mm, deg), within the default per-step limits after gains.
 FAKE_CORRECTION = (0.2, -0.1, 0.05, 0.0, 0.0)
+#: Its 1-sigma uncertainty (u, v not solved).
+FAKE_SIGMA = (0.004, 0.005, 0.0003, 0.0, 0.0)
 #: Time limit (s) of waits for results (a first spawn worker imports the package: a few s on a busy host).
 RESULT_TIMEOUT = 60.0
 CORRUPT_MARKER = "CORRUPT"
@@ -67,6 +69,7 @@ def fake_processor(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
         correction=correction,
         solved_axes=("x", "y", "z"),
         timings_s={"isr": 0.1, "detection": 0.2, "estimation": total, "total": total + 0.3},
+        correction_sigma=HexapodState.from_array(FAKE_SIGMA),
     )
 
 

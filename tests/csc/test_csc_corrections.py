@@ -7,7 +7,7 @@ Results come from runWEP (or camera events) with the fake processor, whose corre
 from typing import Any, ClassVar
 
 import numpy as np
-from csc_fakes import RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
+from csc_fakes import FAKE_SIGMA, RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
 
 from lsst.ts.auxtelwep.instrument import HexapodState
 from lsst.ts.auxtelwep.journal import CorrectionState, Journal
@@ -77,6 +77,9 @@ class CorrectionTestCase(CscTestCase):
             np.testing.assert_allclose(self.obs.offsets, [FIRST_STEP], atol=1e-12)
             applied = await self.next_matching(self.remote.evt_hexapodCorrection, lambda d: d.applied)
             np.testing.assert_allclose([applied.x, applied.y, applied.z], FIRST_STEP[:3], atol=1e-12)
+            # With the uncertainty of the computed correction, kept through the journal.
+            errors = [applied.xError, applied.yError, applied.zError, applied.uError, applied.vError]
+            np.testing.assert_allclose(errors, FAKE_SIGMA, atol=1e-12)
             # The same result is never sent twice.
             with self.assertRaises(AckError) as cm:
                 await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)

@@ -83,6 +83,8 @@ class PipelineTestCase(CscTestCase):
             hexapod = await self.remote.evt_hexapodCorrection.next(flush=False, timeout=STD_TIMEOUT)
             found = np.array([hexapod.x, hexapod.y, hexapod.z, hexapod.u, hexapod.v])
             np.testing.assert_allclose(found, -MISALIGNMENT.as_array(), atol=CORRECTION_TOL_MM)
+            self.assertTrue(0 < hexapod.zError < 0.002 and 0 < hexapod.xError < 0.02, hexapod)
+            self.assertEqual((hexapod.uError, hexapod.vError), (0.0, 0.0))  # not solved
             duration = await self.remote.evt_wepDuration.next(flush=False, timeout=STD_TIMEOUT)
             self.assertGreater(duration.estimationTime, 0.0)
             self.assertGreater(duration.calcTime, duration.estimationTime)

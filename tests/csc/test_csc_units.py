@@ -218,6 +218,9 @@ def test_kind_names_and_summary_round_trip(tmp_path: Path) -> None:
     infos = [read_image_info(RawLocator(str(tmp_path)).find(n)) for n in names]
     summary = fake_processor(Triplet("G1", *infos), {})
     assert WepSummary.from_dict(summary.to_dict()) == summary
+    # A result journaled before the correction's uncertainty was recorded still reads (as unknown: 0).
+    older = {k: v for k, v in summary.to_dict().items() if k != "correction_sigma"}
+    assert WepSummary.from_dict(older).correction_sigma == HexapodState()
     assert pickle.loads(pickle.dumps(summary)) == summary
     with pytest.raises(ConfigurationError, match="must have the same length"):
         WepSummary(**{**summary.__dict__, "zernikes_um": (0.1,)})

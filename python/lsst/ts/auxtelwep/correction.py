@@ -93,8 +93,15 @@ class HexapodCorrection:
 
     def as_dict(self) -> dict[str, float]:
         """The offset as ``{"x_mm", "y_mm", "z_mm", "u_deg", "v_deg"}``."""
-        o = self.offset
-        return {"x_mm": o.x, "y_mm": o.y, "z_mm": o.z, "u_deg": o.u, "v_deg": o.v}
+        return _axis_dict(self.offset)
+
+    def sigma_dict(self) -> dict[str, float]:
+        """The 1-sigma uncertainties with the keys of `as_dict` (0 for the axes not solved)."""
+        return _axis_dict(self.sigma)
+
+
+def _axis_dict(state: HexapodState) -> dict[str, float]:
+    return {"x_mm": state.x, "y_mm": state.y, "z_mm": state.z, "u_deg": state.u, "v_deg": state.v}
 
 
 def compute_correction(
@@ -170,7 +177,7 @@ def compute_correction(
 
     solution, cov, axes = _solve(design, rhs, config)
     residual = rows[keep] @ solution - target[keep]
-    offset = -HexapodState.from_array(solution)
+    offset = HexapodState.from_array(0.0 - solution)  # not -solution: unsolved axes stay +0.0, not -0.0
     sigma = HexapodState.from_array(np.sqrt(np.clip(np.diag(cov), 0, None)))
     mean_dev = np.nanmean(dev, axis=0)
     return HexapodCorrection(

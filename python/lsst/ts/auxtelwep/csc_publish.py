@@ -81,7 +81,9 @@ def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
         algorithm=summary.algorithm,
         force_output=True,
     )
-    publish_correction(csc, group, summary.correction, summary.solved_axes, applied=False)
+    publish_correction(
+        csc, group, summary.correction, summary.solved_axes, applied=False, sigma=summary.correction_sigma
+    )
     t = summary.timings_s
     nan = float("nan")
     csc.evt_wepDuration.set_write(
@@ -95,10 +97,16 @@ def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
 
 
 def publish_correction(
-    csc: Any, group_id: str, offset: HexapodState, solved_axes: Sequence[str], *, applied: bool
+    csc: Any,
+    group_id: str,
+    offset: HexapodState,
+    solved_axes: Sequence[str],
+    *,
+    applied: bool,
+    sigma: HexapodState,
 ) -> None:
     """Write ``hexapodCorrection``: the computed correction (applied=false) or what was sent
-    (applied=true)."""
+    (applied=true), with the 1-sigma uncertainty of the computed correction (``sigma``) in both."""
     csc.evt_hexapodCorrection.set_write(
         groupId=group_id,
         x=offset.x,
@@ -106,6 +114,11 @@ def publish_correction(
         z=offset.z,
         u=offset.u,
         v=offset.v,
+        xError=sigma.x,
+        yError=sigma.y,
+        zError=sigma.z,
+        uError=sigma.u,
+        vError=sigma.v,
         solvedAxes=",".join(solved_axes),
         applied=applied,
         force_output=True,

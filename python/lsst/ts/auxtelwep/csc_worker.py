@@ -79,6 +79,9 @@ class WepSummary:
         Axes solved (others are zero).
     timings_s : `dict` of `str` to `float`
         Seconds per stage: ``isr``, ``detection``, ``estimation``, ``total`` (others allowed).
+    correction_sigma : `HexapodState`
+        1-sigma uncertainty of ``correction`` per axis (0 for the axes not solved, and in results
+        journaled before it was recorded).
     """
 
     noll: tuple[int, ...]
@@ -93,6 +96,7 @@ class WepSummary:
     correction: HexapodState
     solved_axes: tuple[str, ...]
     timings_s: dict[str, float]
+    correction_sigma: HexapodState = dataclasses.field(default_factory=HexapodState)
 
     def __post_init__(self) -> None:
         if not len(self.noll) == len(self.zernikes_um) == len(self.zernikes_err_um):
@@ -106,6 +110,7 @@ class WepSummary:
         """Return a JSON-ready dict (inverse of `from_dict`)."""
         data = dataclasses.asdict(self)
         data["correction"] = self.correction.as_array().tolist()
+        data["correction_sigma"] = self.correction_sigma.as_array().tolist()
         return data
 
     @classmethod
@@ -113,6 +118,8 @@ class WepSummary:
         """Build from `to_dict` output."""
         fields = dict(data)
         fields["correction"] = HexapodState.from_array(fields["correction"])
+        if "correction_sigma" in fields:
+            fields["correction_sigma"] = HexapodState.from_array(fields["correction_sigma"])
         for name in ("noll", "zernikes_um", "zernikes_err_um", "solved_axes"):
             fields[name] = tuple(fields[name])
         return cls(**fields)
@@ -144,6 +151,7 @@ def summarize(result: WavefrontResult) -> WepSummary:
         correction=correction.offset,
         solved_axes=tuple(correction.solved_axes),
         timings_s={k: float(v) for k, v in result.timings_s.items()},
+        correction_sigma=correction.sigma,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import calibs as calibs_module
@@ -151,13 +152,15 @@ class WavefrontResult:
                     "reason": "not cut into a stamp pair" if pair is None else pair.reason,
                     "field_deg": [float(donut.field_x_deg), float(donut.field_y_deg)],
                     "blended": bool(donut.blended),
+                    "snr": None if pair is None else [_finite_or_none(v) for v in pair.snr],
                     "reduced_chi2": None if pair is None else _finite_or_none(pair.chi2_reduced),
-                    "zernikes_um": None
-                    if pair is None or pair.zernikes_um is None
-                    else [float(v) for v in pair.zernikes_um],
+                    "fwhm_arcsec": _floats_or_none(None if pair is None else pair.fwhm_arcsec),
+                    "zernikes_um": _floats_or_none(None if pair is None else pair.zernikes_um),
+                    "zernikes_err_um": _floats_or_none(None if pair is None else pair.zernikes_err_um),
                 }
             )
         correction = self.correction
+        solved = set(correction.solved_axes)
         return {
             "group_id": self.group_id,
             "intra": self.intra_obsid,
@@ -173,11 +176,17 @@ class WavefrontResult:
                 "noll": [int(n) for n in self.estimate.noll],
                 "um": [float(v) for v in self.estimate.um],
                 "um_err": [float(v) for v in self.estimate.um_err],
+                "scatter_um": [_finite_or_none(v) for v in self.estimate.scatter_um],
                 "algorithm": self.estimate.algorithm,
                 "reduced_chi2": _finite_or_none(self.reduced_chi2),
                 "donuts_used": self.estimate.n_used,
             },
             "hexapod": correction.as_dict(),
+            # 1-sigma errors; null for the axes not solved (their offset is 0 by construction).
+            "hexapod_err": {
+                key: float(value) if key[0] in solved else None
+                for key, value in correction.sigma_dict().items()
+            },
             "hexapod_solved_axes": list(correction.solved_axes),
             "hexapod_ops_rule": {
                 "x_mm": correction.ops_offset.x,
@@ -191,6 +200,10 @@ class WavefrontResult:
 
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def _floats_or_none(values: NDArray | None) -> list[float | None] | None:
+    return None if values is None else [_finite_or_none(v) for v in values]
 
 
 def camera_angle_from_header(header: fits.Header) -> float:

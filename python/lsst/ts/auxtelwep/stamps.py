@@ -87,6 +87,10 @@ class Stamp:
         two centre pixels).
     background : `float`
         Background level subtracted, exposure units per pixel.
+    snr : `float`
+        Signal-to-noise ratio of the donut, as ts_wep's ``SN``: the signal summed over the design donut's
+        annulus (unmasked pixels) over the square root of the variance summed there (background plus the
+        source's Poisson noise). NaN when not measured (`DonutPair.from_arrays`).
     """
 
     image: NDArray[np.float32]
@@ -95,6 +99,7 @@ class Stamp:
     centre: tuple[float, float]
     field_deg: tuple[float, float]
     background: float = 0.0
+    snr: float = float("nan")
 
     @property
     def size(self) -> int:
@@ -221,12 +226,12 @@ class CataloguedDonut(Protocol):
 
 
 @functools.lru_cache(maxsize=8)
-def _donut_radii_px(telescope: AuxTel, extra_focus_mm: float) -> tuple[float, float]:
-    """Outer radius of the nominal donut and of the largest expected one, pixels."""
+def _donut_radii_px(telescope: AuxTel, extra_focus_mm: float) -> tuple[float, float, float]:
+    """Outer and inner radius of the nominal donut, and outer radius of the largest expected one, pixels."""
     nominal = telescope.with_role(Role.INTRA)
-    outer = nominal.donut_radii_px()[0]
+    outer, inner = nominal.donut_radii_px()
     largest = nominal.with_hexapod_offset(z=extra_focus_mm).donut_radii_px()[0]
-    return outer, largest
+    return outer, inner, largest
 
 
 def stamp_size_px(telescope: AuxTel | None = None, *, focus_error_mm: float = _FOCUS_ERROR_MM) -> int:
@@ -245,7 +250,7 @@ def stamp_size_px(telescope: AuxTel | None = None, *, focus_error_mm: float = _F
         Stamp side, pixels (255 for the defaults).
     """
     telescope = AuxTel() if telescope is None else telescope.with_hexapod(type(telescope.hexapod)())
-    _, largest = _donut_radii_px(telescope, float(focus_error_mm))
+    *_, largest = _donut_radii_px(telescope, float(focus_error_mm))
     half = int(np.ceil(largest + _SEEING_MARGIN_PX))
     return 2 * half + 1
 
@@ -336,7 +341,7 @@ def cut_pairs(
     size = options.size_px if options.size_px is not None else stamp_size_px(telescope)
     if size % 2 != 1 or size < 33:
         raise InputError(f"stamp size must be odd and >= 33 px, got {size}", value=size)
-    outer, _ = _donut_radii_px(telescope.with_hexapod(type(telescope.hexapod)()), _FOCUS_ERROR_MM)
+    outer, inner, _ = _donut_radii_px(telescope.with_hexapod(type(telescope.hexapod)()), _FOCUS_ERROR_MM)
     gain = _gain(intra, options)
     pairs = []
     for index, donut in enumerate(donuts):
@@ -352,7 +357,7 @@ def cut_pairs(
                 telescope,
                 others,
                 size=size,
-                radius=outer,
+                radii=(outer, inner),
                 gain=gain,
                 options=options,
                 role=role,
@@ -455,13 +460,15 @@ def _cut(
     others: Sequence[tuple[float, float]],
     *,
     size: int,
-    radius: float,
+    radii: tuple[float, float],
     gain: float,
     options: CutOptions,
     role: Role,
 ) -> tuple[Stamp, PairFlag, list[str]]:
-    """Cut one stamp (the loop body of `cut_pairs`; inputs are trusted)."""
+    """Cut one stamp (the loop body of `cut_pairs`; inputs are trusted). ``radii``: the nominal donut's
+    outer and inner radius, pixels."""
     flags, notes = PairFlag.NONE, []
+    radius = radii[0]
     half = size // 2
     pad = options.max_recentre_px if options.recentre else 0
     col, row = (int(np.floor(v + 0.5)) for v in position)
@@ -501,7 +508,8 @@ def _cut(
     if col - radius < 0 or row - radius < 0 or col + radius > ncol - 1 or row + radius > nrow - 1:
         flags |= PairFlag.CLIPPED
         notes.append(f"{role.value}: the donut at ({col}, {row}) runs off the detector")
-    disc = np.hypot(xx, yy) <= radius
+    rr = np.hypot(xx, yy)
+    disc = rr <= radius
     masked_fraction = float(mask[disc].mean())
     if masked_fraction > options.max_masked_fraction:
         flags |= PairFlag.MASKED
@@ -514,6 +522,9 @@ def _cut(
         flags |= PairFlag.LOW_FLUX
         notes.append(f"{role.value}: no positive flux after background subtraction ({flux:.3g})")
     variance = _background_variance(exposure, raw, image, mask, (col, row), half, scatter, gain, options)
+    annulus = disc & (rr >= radii[1]) & ~mask
+    signal = float(image[annulus].sum())
+    noise = np.sqrt(max(signal, 0.0) / gain + float(variance[annulus].sum()))
     stamp = Stamp(
         image=np.where(mask, 0.0, image).astype(np.float32),
         variance=variance.astype(np.float32),
@@ -521,6 +532,7 @@ def _cut(
         centre=(float(col), float(row)),
         field_deg=_field(telescope, col, row),
         background=background,
+        snr=signal / noise if noise > 0 else float("nan"),
     )
     return stamp, flags, notes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -106,43 +107,69 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _figure_notes(summary: dict[str, Any]) -> str:
-    hexapod = summary["hexapod"]
     zernikes = summary["zernikes"]
     return "\n".join(
         [
             f"donuts used: {zernikes['donuts_used']}",
             f"hexapod correction (solved {', '.join(summary['hexapod_solved_axes'])}):",
-            *(f"  {axis} {hexapod[f'{axis}_mm']:+.4f} mm" for axis in ("x", "y", "z")),
-            *(f"  {axis} {hexapod[f'{axis}_deg']:+.4f} deg" for axis in ("u", "v")),
+            *(f"  {text}" for text in _hexapod_cells(summary)),
             f"total {summary['timing_s']['total']:.2f} s",
         ]
     )
 
 
+def _hexapod_cells(summary: dict[str, Any]) -> list[str]:
+    """``"x -0.2416±0.0021 mm"`` per solved axis."""
+    hexapod, errors = summary["hexapod"], summary["hexapod_err"]
+    cells = []
+    for key, value in hexapod.items():
+        if errors.get(key) is not None:
+            axis, unit = key.split("_")
+            cells.append(f"{axis} {value:+.4f}±{errors[key]:.4f} {unit}")
+    return cells
+
+
+def _donut_line(index: int, donut: dict[str, Any]) -> str:
+    x, y = donut["intra_xy"]
+    head = f"  donut {index} at ({x:.0f}, {y:.0f})"
+    if not donut["used"]:
+        return f"{head} rejected: {donut['reason']}"
+    details = []
+    if donut.get("snr") and None not in donut["snr"]:
+        details.append("SNR {:.0f}/{:.0f}".format(*donut["snr"]))
+    if donut.get("fwhm_arcsec"):
+        details.append("FWHM " + "/".join(f'{v:.2f}"' for v in donut["fwhm_arcsec"]))
+    if donut.get("reduced_chi2") is not None:
+        details.append(f"reduced chi2 {donut['reduced_chi2']:.2f}")
+    return f"{head}: " + ", ".join(details) if details else head
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     detection = summary["detection"]
     zernikes = summary["zernikes"]
-    hexapod = summary["hexapod"]
     used = sum(d["used"] for d in detection["donuts"])
     print(f"intra {summary['intra']}  extra {summary['extra']}  in-focus {summary['infocus'] or '-'}")
     print(f"detection: mode {detection['mode']}, {len(detection['donuts'])} donuts, {used} used")
     for i, donut in enumerate(detection["donuts"]):
-        if not donut["used"]:
-            x, y = donut["intra_xy"]
-            print(f"  donut {i} at ({x:.0f}, {y:.0f}) rejected: {donut['reason']}")
+        print(_donut_line(i, donut))
     chi2 = zernikes["reduced_chi2"]
-    chi2_text = f", reduced chi2 {chi2:.2f}" if chi2 is not None else ""
-    print(f"wavefront ({zernikes['algorithm']}{chi2_text}), in-focus deviation from design, nm:")
+    notes = [zernikes["algorithm"]]
+    if chi2 is not None:
+        notes.append(f"reduced chi2 {chi2:.2f}")
+    scatter = [v for n, v in zip(zernikes["noll"], zernikes["scatter_um"], strict=True) if n <= 11]
+    if zernikes["donuts_used"] > 1 and scatter and None not in scatter:
+        rms = math.sqrt(sum(v * v for v in scatter) / len(scatter))
+        notes.append(f"scatter between donuts {rms * 1000:.1f} nm RMS over Z4-Z11")
+    print(f"wavefront ({'; '.join(notes)}), in-focus deviation from design, nm:")
     cells = [
         f"Z{n}={v * 1000:+.1f}±{e * 1000:.1f}"
         for n, v, e in zip(zernikes["noll"], zernikes["um"], zernikes["um_err"], strict=True)
     ]
     for start in range(0, len(cells), 6):
         print("  " + "  ".join(cells[start : start + 6]))
-    axes = "".join(summary["hexapod_solved_axes"])
-    print(
-        f"hexapod correction ({axes}): x {hexapod['x_mm']:+.4f} mm  y {hexapod['y_mm']:+.4f} mm  "
-        f"z {hexapod['z_mm']:+.4f} mm  u {hexapod['u_deg']:+.4f} deg  v {hexapod['v_deg']:+.4f} deg"
-    )
+    solved = summary["hexapod_solved_axes"]
+    unsolved = [axis for axis in ("x", "y", "z", "u", "v") if axis not in solved]
+    tail = f"; {', '.join(unsolved)} not solved" if unsolved else ""
+    print(f"hexapod correction: {'  '.join(_hexapod_cells(summary))}{tail}")
     timing = summary["timing_s"]
     print("timing: " + "  ".join(f"{k} {v:.2f} s" for k, v in timing.items()))

@@ -196,6 +196,8 @@ class PairEstimate:
         The estimator's message.
     elapsed_s : `float`
         Wall time for this pair when it was estimated, seconds.
+    snr : `tuple` of `float`
+        Signal-to-noise ratio of the intra and the extra donut (`stamps.Stamp.snr`).
     """
 
     index: int
@@ -210,6 +212,7 @@ class PairEstimate:
     nfev: int = 0
     message: str = ""
     elapsed_s: float = 0.0
+    snr: tuple[float, float] = (float("nan"), float("nan"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -553,6 +556,7 @@ def estimate_wavefront(
     done = {p.index: e for p, e in zip(todo, _estimate_all(todo, config, telescope), strict=True)}
     results = []
     for p in pairs:
+        snr = (p.intra.snr, p.extra.snr)
         if p.flags & reject:
             names = ", ".join(f.name for f in PairFlag if f and f in (p.flags & reject))
             detail = f" ({'; '.join(p.notes)})" if p.notes else ""
@@ -564,10 +568,11 @@ def estimate_wavefront(
                     used=False,
                     reason=f"flagged: {names}{detail}",
                     algorithm=config.algorithm,
+                    snr=snr,
                 )
             )
         else:
-            results.append(done[p.index])
+            results.append(dataclasses.replace(done[p.index], snr=snr))
     return _combine(results, config, t0)
 
 
