@@ -76,6 +76,7 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     assert status == 0
     printed = capsys.readouterr().out
     assert "Z4=" in printed
+    assert f"  how: {json.loads(json_path.read_text())['detection']['reason']}" in printed
     # The correction is printed with its uncertainty, and what was not solved is said.
     hexapod_line = next(line for line in printed.splitlines() if line.startswith("hexapod correction"))
     assert " z -0.0" in hexapod_line and "±" in hexapod_line and hexapod_line.endswith("u, v not solved")

@@ -63,6 +63,8 @@ def test_missing_columns_are_named(tmp_path) -> None:
 
 
 def test_unusable_files(tmp_path) -> None:
+    with pytest.raises(CatalogError, match="is a directory, not a reference catalog file"):
+        load_refcat(tmp_path)
     with pytest.raises(CatalogError, match="no such reference catalog"):
         load_refcat(tmp_path / "absent.ecsv")
     with pytest.raises(CatalogError, match="unknown reference-catalog format"):

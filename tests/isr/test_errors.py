@@ -141,6 +141,9 @@ def test_missing_calibration_directory(tmp_path: Path) -> None:
         CalibrationError, match=f"calibration directory {tmp_path / 'nowhere'} does not exist"
     ):
         load_calibrations(tmp_path / "nowhere", IsrConfig())
+    (tmp_path / "refcat.ecsv").write_text("ra,dec,mag\n")  # a file given where the directory goes
+    with pytest.raises(CalibrationError, match=re.escape("refcat.ecsv is a file, not a directory")):
+        load_calibrations(tmp_path / "refcat.ecsv", IsrConfig())
 
 
 def test_run_isr_without_calibrations(small_raw: Path) -> None:

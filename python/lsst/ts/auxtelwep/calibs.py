@@ -312,7 +312,8 @@ def load_calibrations(directory: str | Path, config: IsrConfig) -> Calibrations:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise CalibrationError(f"calibration directory {directory} does not exist", value=str(directory))
+        problem = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise CalibrationError(f"calibration directory {directory} {problem}", value=str(directory))
     target = "electron" if config.doApplyGains else "adu"
 
     amps = None

@@ -187,6 +187,8 @@ def load_refcat(path: str | Path, *, mag_column: str | None = None) -> RefCatalo
         If a Parquet file is given and ``pyarrow`` is not installed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CatalogError(f"{path}: is a directory, not a reference catalog file", value=str(path))
     fmt = _format_of(path)
     if not path.is_file():
         raise CatalogError(f"{path}: no such reference catalog", value=str(path))

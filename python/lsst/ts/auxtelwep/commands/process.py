@@ -150,6 +150,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     used = sum(d["used"] for d in detection["donuts"])
     print(f"intra {summary['intra']}  extra {summary['extra']}  in-focus {summary['infocus'] or '-'}")
     print(f"detection: mode {detection['mode']}, {len(detection['donuts'])} donuts, {used} used")
+    if detection.get("reason"):
+        print(f"  how: {detection['reason']}")
     for i, donut in enumerate(detection["donuts"]):
         print(_donut_line(i, donut))
     chi2 = zernikes["reduced_chi2"]
