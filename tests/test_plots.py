@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.image import imread
 
 from lsst.ts.auxtelwep.instrument import OBSCURATION
-from lsst.ts.auxtelwep.plots import plot_convergence, plot_stamps, wavefront_map
+from lsst.ts.auxtelwep.plots import plot_convergence, plot_night, plot_stamps, wavefront_map
 
 
 def test_wavefront_map_is_the_series_on_the_annulus() -> None:
@@ -37,3 +37,34 @@ def test_pngs_are_written(tmp_path) -> None:
         )
     )
     assert stamps.shape[1] > 300
+
+
+def _night_entry(seq: int, z4_um: float, *, fwhm: list | None) -> dict:
+    noll = list(range(4, 12))
+    return {
+        "intra": f"AT_O_20240624_{seq:06d}",
+        "detection": {"donuts": [{"used": True, "fwhm_arcsec": fwhm}, {"used": False, "fwhm_arcsec": None}]},
+        "zernikes": {
+            "noll": noll,
+            "um": [z4_um] + [0.01] * 7,
+            "um_err": [0.001] + [None] * 7,  # the TIE alone gives no errors
+            "donuts_used": 1,
+        },
+        "hexapod": {"x_mm": 0.1, "y_mm": -0.05, "z_mm": -z4_um / 4.2, "u_deg": 0.0, "v_deg": 0.0},
+        "hexapod_err": {"x_mm": 0.002, "y_mm": 0.002, "z_mm": 0.0001, "u_deg": None, "v_deg": None},
+    }
+
+
+def test_night_figure_takes_reprocess_lines_in_any_order(tmp_path) -> None:
+    # JSON lines as `auxtelwep reprocess` writes them: rejections first, triplets as they finish, some
+    # values missing (no seeing from the TIE alone, no error for an axis not solved).
+    lines = [
+        {"group_id": "", "obsids": ["AT_O_20240624_000050.fits"], "rejected": "unreadable header"},
+        _night_entry(7, 0.2, fwhm=None),
+        _night_entry(1, 0.3, fwhm=[1.0, 1.1]),
+        _night_entry(4, 0.25, fwhm=[0.9, 1.0]),
+    ]
+    image = imread(plot_night(lines, tmp_path / "night.png", title="20240624"))
+    assert image.shape[0] > 500 and image.shape[1] > 900 and image.std() > 0.01
+    # A night where nothing could be processed still gives a figure (saying so in its title).
+    assert imread(plot_night(lines[:1], tmp_path / "empty.png")).shape[0] > 500

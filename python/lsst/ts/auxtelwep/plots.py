@@ -1,4 +1,4 @@
-"""Figures for people: wavefront maps, closed-loop convergence, donut stamps with model residuals.
+"""Figures for people: wavefront maps, closed-loop convergence, donut stamps with model residuals, a night.
 
 All functions draw on `matplotlib.figure.Figure` objects (no pyplot state, no screen) and write PNGs.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import galsim
 import numpy as np
@@ -16,7 +17,14 @@ from numpy.typing import NDArray
 
 from .instrument import OBSCURATION
 
-__all__ = ["draw_wavefront_map", "draw_zernike_bars", "plot_convergence", "plot_stamps", "wavefront_map"]
+__all__ = [
+    "draw_wavefront_map",
+    "draw_zernike_bars",
+    "plot_convergence",
+    "plot_night",
+    "plot_stamps",
+    "wavefront_map",
+]
 
 
 def wavefront_map(noll: Sequence[int], coefs_um: Sequence[float], *, size: int = 128) -> NDArray[np.float64]:
@@ -183,3 +191,93 @@ def plot_stamps(
         fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Plot a reprocessed night, one point per triplet: focus, the other low orders, the hexapod correction,
+    and the seeing with the number of donuts used.
+
+    Parameters
+    ----------
+    results : sequence of mappings
+        The JSON lines of ``auxtelwep reprocess`` (`pipeline.WavefrontResult.to_json_dict` for a processed
+        triplet; ``{"rejected": reason, ...}`` otherwise, counted in the title). Triplets are drawn in
+        OBSID order of their intra-focal image, labelled by its sequence number.
+    path : `str` or `pathlib.Path`
+        PNG file to write.
+    title : `str`
+        Figure title (the number of triplets and rejections is added).
+
+    Returns
+    -------
+    path : `pathlib.Path`
+    """
+    path = Path(path)
+    done = sorted((r for r in results if "zernikes" in r), key=lambda r: str(r["intra"]))
+    n_rejected = sum("rejected" in r for r in results)
+    x = np.arange(len(done))
+    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    (ax_z4, ax_low), (ax_hex, ax_see) = fig.subplots(2, 2, sharex=True)
+
+    def zernike(result: Mapping[str, Any], j: int, key: str) -> float:
+        terms = result["zernikes"]
+        if j not in terms["noll"]:
+            return np.nan
+        value = terms[key][terms["noll"].index(j)]
+        return np.nan if value is None else 1000.0 * value
+
+    def series(ax: Axes, js: Sequence[int]) -> None:
+        for j in js:
+            values = [zernike(r, j, "um") for r in done]
+            if np.all(np.isnan(values)):
+                continue
+            errors = [zernike(r, j, "um_err") for r in done]
+            ax.errorbar(x, values, yerr=errors, fmt="o-", ms=3, capsize=2, label=f"Z{j}")
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_ylabel("deviation from design (nm)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=7, loc="best")
+
+    series(ax_z4, [4])
+    ax_z4.set_title("focus")
+    series(ax_low, range(5, 12))
+    ax_low.set_title("astigmatism, coma, trefoil, spherical")
+    for axis, style in (("x", "o-"), ("y", "s-"), ("z", "^-")):
+        values = [r["hexapod"][f"{axis}_mm"] for r in done]
+        errors = [(r.get("hexapod_err") or {}).get(f"{axis}_mm") or 0.0 for r in done]
+        ax_hex.errorbar(x, values, yerr=errors, fmt=style, ms=3, capsize=2, label=axis)
+    ax_hex.axhline(0.0, color="k", lw=0.6)
+    ax_hex.set_ylabel("hexapod correction (mm)")
+    ax_hex.set_title("correction (full, before gains and limits)")
+    ax_hex.legend(fontsize=8)
+    seeing = [_median_fwhm(r) for r in done]
+    ax_see.plot(x, seeing, "o-", ms=3, color="tab:purple", label='fitted seeing (")')
+    ax_see.set_ylabel('FWHM (")')
+    ax_see.set_ylim(bottom=0.0, top=max(2.0, 1.2 * np.nanmax(seeing, initial=0.0)))
+    ax_see.set_title("seeing (median over the donuts used) and donuts used")
+    ax_used = ax_see.twinx()
+    ax_used.bar(x, [r["zernikes"]["donuts_used"] for r in done], color="tab:gray", alpha=0.3)
+    ax_used.set_ylabel("donuts used (bars)")
+    ax_see.set_zorder(ax_used.get_zorder() + 1)  # the seeing line in front of the bars
+    ax_see.patch.set_visible(False)
+    labels = [str(r["intra"]).rsplit("_", 1)[-1].lstrip("0") or "0" for r in done]
+    step = max(1, len(done) // 20)
+    for ax in (ax_hex, ax_see):
+        ax.set_xticks(x[::step], labels[::step], rotation=90, fontsize=7)
+        ax.set_xlabel("intra-focal SEQNUM")
+    for ax in (ax_z4, ax_low, ax_hex, ax_see):
+        ax.grid(alpha=0.3)
+    counts = f"{len(done)} triplets processed, {n_rejected} rejections (reasons in the JSON lines)"
+    fig.suptitle(f"{title}: {counts}" if title else counts)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _median_fwhm(result: Mapping[str, Any]) -> float:
+    """Median over the donuts used of their mean fitted FWHM, arcsec (NaN without any)."""
+    fwhms = [
+        float(np.mean(d["fwhm_arcsec"]))
+        for d in result["detection"]["donuts"]
+        if d.get("used") and d.get("fwhm_arcsec") and None not in d["fwhm_arcsec"]
+    ]
+    return float(np.median(fwhms)) if fwhms else np.nan

@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("data_root", type=Path, help="directory holding raw/<DAYOBS>/<OBSID>.fits")
     parser.add_argument("--dayobs", help="only this night (YYYYMMDD)")
     parser.add_argument("--out", type=Path, help="JSON-lines file of the results (written as they come)")
+    parser.add_argument(
+        "--plot", type=Path, help="PNG of the night: Zernikes, corrections and seeing per triplet"
+    )
     add_pipeline_options(parser)
     parser.set_defaults(func=run)
 
@@ -39,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{night.n_raws} raws: {len(night.triplets)} triplets, {len(night.rejected)} rejections")
     for warning in night.warnings:
         print(f"  cadence warning: {warning}")
+    entries: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         out = None if args.out is None else stack.enter_context(_open_output(args.out))
 
         def record(entry: dict[str, Any]) -> None:
+            entries.append(entry)
             # One line per triplet as soon as it is known: an interrupted night keeps what was done.
             if out is not None:
                 out.write(json.dumps(entry) + "\n")
@@ -65,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
             record(summary)
     if args.out is not None:
         print(f"results: {args.out}")
+    if args.plot is not None:
+        from ..plots import plot_night
+
+        plot_night(entries, args.plot, title=args.dayobs or args.data_root.resolve().name)
+        print(f"figure: {args.plot}")
     return 1 if failed else 0
 
 
