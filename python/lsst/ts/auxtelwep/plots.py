@@ -253,7 +253,7 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
     seeing = [_median_fwhm(r) for r in done]
     ax_see.plot(x, seeing, "o-", ms=3, color="tab:purple", label='fitted seeing (")')
     ax_see.set_ylabel('FWHM (")')
-    ax_see.set_ylim(bottom=0.0, top=max(2.0, 1.2 * np.nanmax(seeing, initial=0.0)))
+    ax_see.set_ylim(bottom=0.0, top=max([2.0, *(1.2 * v for v in seeing if np.isfinite(v))]))
     ax_see.set_title("seeing (median over the donuts used) and donuts used")
     ax_used = ax_see.twinx()
     ax_used.bar(x, [r["zernikes"]["donuts_used"] for r in done], color="tab:gray", alpha=0.3)
