@@ -10,10 +10,12 @@ Run: ``.venv/bin/python benchmarks/bench_latency.py [--triplets 10]``. Simulates
 In both, detection solves astrometry on the in-focus image (mode ``refit``: one more ISR): M2 decenter moves
 the image by ~538 px per mm, so even 0.02 mm puts the donuts beyond the ``wcs`` mode's 10 px.
 
-Each night is processed with two configurations: every usable donut (the default) and the brightest donut
-only (``detection.max_donuts = 1``), in a process warmed up as the CSC's worker is (`pipeline.warm_up`:
-calibrations, design references, sensitivity map, estimation worker processes), so pairs are estimated on
-both cores. Nothing is done ahead of the in-focus image here (the CSC does that: bench_csc_latency.py).
+Each night is processed with four configurations: every usable donut (the default), the brightest donut
+only (``detection.max_donuts = 1``), and every donut with the TIE alone and with the forward fit started from
+its Z4 grid instead of the TIE (``estimation.algorithm``), in a process warmed up as the CSC's worker is
+(`pipeline.warm_up`: calibrations, design references, sensitivity map, estimation worker processes), so pairs
+are estimated on both cores. Nothing is done ahead of the in-focus image here (the CSC does that:
+bench_csc_latency.py).
 The first triplet of each run is reported apart. A second table times the command a person runs,
 ``auxtelwep process`` with ``--json``, in a fresh process per triplet (``--cold`` triplets of the misaligned
 night): its wall time includes starting Python, the imports, reading the calibrations and building the design
@@ -49,7 +51,13 @@ SCENARIOS = {
     "closed loop": (HexapodState(x=0.02, y=-0.03, z=0.01), HexapodState(x=0.004, y=0.003, z=-0.002)),
     "misaligned": (HexapodState(x=0.25, y=-0.15, z=0.08), HexapodState(x=-0.01, y=0.01, z=-0.01)),
 }
-CONFIGS = {"all donuts": {}, "brightest donut": {"detection": {"max_donuts": 1}}}
+CONFIGS = {
+    "all donuts": {},
+    "brightest donut": {"detection": {"max_donuts": 1}},
+    # Side by side, as issue 7 asks: the TIE alone, and the forward fit without its TIE seed.
+    "all donuts, TIE alone": {"estimation": {"algorithm": "tie"}},
+    "all donuts, forward fit from the Z4 grid": {"estimation": {"algorithm": "danish"}},
+}
 
 
 def main() -> None:
