@@ -541,7 +541,7 @@ def model_stamps(
             continue
         for k, (role, stamp) in enumerate((("intra", pair.intra), ("extra", pair.extra))):
             data = np.where(stamp.mask, np.nan, stamp.image)
-            label = f"{role} #{pair.index}  chi2/dof {fit.chi2_reduced_per_stamp[k]:.2f}"
+            label = f"{role} #{pair.index}  SNR {stamp.snr:.0f}  chi2/dof {fit.chi2_reduced_per_stamp[k]:.2f}"
             panels.append({"data": data, "model": fit.models[k], "label": label})
     return panels
 
