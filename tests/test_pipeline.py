@@ -135,6 +135,19 @@ def test_cli_error_from_a_multiline_library_message_is_one_line(
     assert status == 2 and len(err) == 1 and "refcat.ecsv" in err[0], err
 
 
+def test_cli_refuses_raws_where_isrd_images_go(night: tuple[Path, NightManifest], capsys) -> None:
+    # A raw's first amplifier segment used to be taken for the whole image, and the error was about donuts.
+    triplet = _triplet(night)
+    for argv in (
+        ["process", str(triplet.intra), str(triplet.extra), "--no-isr"],
+        ["detect", str(triplet.intra), str(triplet.extra)],
+    ):
+        status = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1, err
+        assert f"{triplet.intra}: 16 image HDUs (Segment10 ... Segment00), as in a raw" in err[0]
+
+
 def test_cli_refuses_images_given_in_the_wrong_role(night: tuple[Path, NightManifest], capsys) -> None:
     # The headers (REASON, FOCUSZ, OBSID) say what each exposure is: a swapped pair would otherwise be
     # "measured" with the sign of focus reversed.

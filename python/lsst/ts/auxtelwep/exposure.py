@@ -356,6 +356,9 @@ def boresight_wcs(
     return wcs
 
 
+_PLANES = ("MASK", "VARIANCE")  # extensions of an ISR'd image besides the image itself
+
+
 def read_exposure(path: str | Path) -> Exposure:
     """Read an image written by `write_exposure` (or any single-image FITS, for ``--no-isr``).
 
@@ -371,11 +374,18 @@ def read_exposure(path: str | Path) -> Exposure:
     try:
         images = [h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2]
         named = {str(h.header.get("EXTNAME", "")).upper(): h for h in images}
-        science = next(
-            (h for h in images if str(h.header.get("EXTNAME", "")).upper() not in ("MASK", "VARIANCE")), None
-        )
-        if science is None:
+        candidates = [h for h in images if str(h.header.get("EXTNAME", "")).upper() not in _PLANES]
+        if not candidates:
             raise RawFormatError(f"{path}: no 2-D image HDU", value=str(path))
+        if len(candidates) > 1:
+            # A raw's amplifier segments: taking the first would read one amplifier as the whole image.
+            names = [str(h.header.get("EXTNAME", "?")) for h in candidates]
+            raise RawFormatError(
+                f"{path}: {len(candidates)} image HDUs ({names[0]} ... {names[-1]}), as in a raw, not one "
+                "ISR'd image; give it to the ISR (`auxtelwep process` without --no-isr, or `auxtelwep isr`)",
+                value=str(path),
+            )
+        science = candidates[0]
         try:
             image = np.asarray(science.data, dtype=np.float32)
         except (OSError, ValueError, TypeError) as exc:
