@@ -99,7 +99,12 @@ def test_missing_hdu(small_raw: Path, tmp_path: Path) -> None:
         hdul.writeto(path)
     with pytest.raises(RawFormatError, match="missing amplifier HDU Segment07") as info:
         read_raw(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and "ISR'd already" not in str(info.value)
+    # An image with no segment at all (one ISR'd already, given where a raw goes) is named as such.
+    single = tmp_path / "isrd.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((40, 40), dtype=np.float32))]).writeto(single)
+    with pytest.raises(RawFormatError, match="no amplifier segment at all: an image ISR'd already"):
+        read_raw(single)
 
 
 def test_run_isr_refuses_incomplete_amps(small_raw: Path) -> None:

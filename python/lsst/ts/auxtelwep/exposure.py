@@ -247,8 +247,11 @@ def read_raw(path: str | Path) -> RawImage:
                 if hdu is None and len(images) == len(_GEOMETRY) and not any(by_name):
                     hdu = images[geom.hdu - 1]
                 if hdu is None:
+                    segments = sum(name.startswith("Segment") for name in by_name)
+                    # No segment at all: most likely an image that was ISR'd already.
+                    hint = "" if segments else "; no amplifier segment at all: an image ISR'd already?"
                     raise RawFormatError(
-                        f"{path}: missing amplifier HDU {extname} ({len(images)} image HDUs found)",
+                        f"{path}: missing amplifier HDU {extname} ({len(images)} image HDUs found){hint}",
                         value=extname,
                     )
                 try:
