@@ -12,9 +12,11 @@ pair's brightness (SNR ~17 500): the same donuts as a star of operational flux f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+import galsim
 import numpy as np
 import pytest
 from scipy.ndimage import shift as nd_shift
@@ -182,6 +184,74 @@ def test_at_operational_flux_the_model_fits_to_photon_noise(stamps, forward) -> 
     # Measured: 1.29 at 2e6 e- (SNR ~560), 1.02 at 5e5 e- (SNR ~150); the full pair: about 350.
     assert chi2[5e5] < 1.1 and chi2[2e6] < 1.6, chi2
     assert forward.chi2_reduced > 100 * chi2[2e6]
+
+
+def _pair_with_structure_beyond_the_model(
+    low_um: np.ndarray, high_rms_um: float, *, seed: int, flux: float = 3.6e8
+) -> DonutPair:
+    """A simulated pair like the real one: the wavefront ``low_um`` (Z4-Z22) common to both exposures plus, in
+    each exposure, its own random Z23-Z66 of ``high_rms_um`` RMS (amplitudes falling as (n + 1)^(-11/6),
+    Kolmogorov-like), at the real pair's flux, seeing (1.4" / 2.0") and background variance."""
+    rng = np.random.default_rng(seed)
+    noll = np.arange(4, 67)
+    blank = DonutPair.from_arrays(
+        np.zeros((243, 243)), np.zeros((243, 243)), variance_intra=1, variance_extra=1
+    )
+    # The design references stop at Z28; beyond, the design's own terms are below 0.1 nm.
+    specs = [
+        dataclasses.replace(s, reference_um=np.pad(s.reference_um, (0, 66 - 28)))
+        for s in pair_specs(blank, AuxTel(), 28)
+    ]
+    model = DonutSetModel(
+        specs, noll=noll, npix=243, binning=1, origin_offset_px=0.0, telescope=AuxTel(), blur_per_donut=True
+    )
+    order = np.array([galsim.zernike.noll_to_zern(int(j))[0] for j in noll])
+    images = []
+    for d in range(2):
+        high = rng.normal(0.0, 1.0, noll.size) * np.where(noll >= 23, (order + 1.0) ** (-11.0 / 6.0), 0.0)
+        dz = np.pad(low_um, (0, noll.size - low_um.size)) + high * high_rms_um / np.sqrt(np.sum(high**2))
+        params = np.concatenate([[flux, flux], np.zeros(6), [1.4, 2.0], dz])
+        image = model.evaluate(params, jacobian=False).images[d]
+        images.append(image + rng.normal(0.0, 1.0, image.shape) * np.sqrt(np.maximum(image, 0.0) + 300.0))
+    return DonutPair.from_arrays(images[0], images[1], variance_intra=300.0, variance_extra=300.0)
+
+
+def test_structure_beyond_the_model_makes_a_gap_like_the_real_one(forward) -> None:
+    # The cause of the real pair's chi-square and TIE-vs-forward gap, reproduced: with the real pair's fitted
+    # Z4-Z22 and 60 nm RMS of Z23-Z66 in each exposure (ring residual 15-18 % RMS; the real pair's: 21 %),
+    # the forward fit's chi-square is a few hundred and the TIE and the forward fit disagree by 19-56 nm over
+    # Z4-Z11 (real: 35-44). Against the truth the forward fit is off by 10-28 nm and the TIE (Z4-Z21) by
+    # 21-43 nm, the forward fit the closer in every one of 11 realisations (doc/estimation.md). Neither
+    # model holds the structure; the forward fit, the default, is the one to believe.
+    low = forward.zernikes_um
+    pair = _pair_with_structure_beyond_the_model(low, 0.060, seed=7)
+    fit = fit_pair(pair, telescope=AuxTel())
+    tie = solve_tie(
+        pair.intra.image,
+        pair.extra.image,
+        geometry=TieGeometry.auxtel(),
+        field_intra_deg=(0.0, 0.0),
+        field_extra_deg=(0.0, 0.0),
+        noll=range(4, 22),
+        model="offAxis",
+    )
+
+    def rms_nm(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(((a[:8] - b[:8]) * 1e3) ** 2)))
+
+    forward_error, tie_error = rms_nm(fit.zernikes_um, low), rms_nm(tie.deviation_um, low)
+    gap = rms_nm(tie.deviation_um, fit.zernikes_um)
+    _log.info(
+        "structure beyond Z22: chi2 %.0f, forward %.1f, TIE %.1f, gap %.1f nm",
+        fit.chi2_reduced,
+        forward_error,
+        tie_error,
+        gap,
+    )
+    # Measured with this seed: chi2 255, forward 27.7 nm, TIE 43.2 nm, gap 55.9 nm.
+    assert fit.chi2_reduced > 100
+    assert gap > 20.0
+    assert forward_error < 35.0 and forward_error < tie_error
 
 
 def test_residual_is_speckle_that_differs_between_exposures(stamps, forward) -> None:
