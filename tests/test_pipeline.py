@@ -11,6 +11,7 @@ import pytest
 from lsst.ts.auxtelwep import estimation, pipeline
 from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
+from lsst.ts.auxtelwep.commands.process import _print_summary
 from lsst.ts.auxtelwep.errors import AuxTelWepError
 from lsst.ts.auxtelwep.exposure import read_raw, write_exposure
 from lsst.ts.auxtelwep.instrument import HexapodState
@@ -103,6 +104,12 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
         assert all(0.5 < f < 2.0 for f in donut["fwhm_arcsec"])
         assert len(donut["zernikes_err_um"]) == 19 and all(0 < e < 0.05 for e in donut["zernikes_err_um"])
         assert f"SNR {donut['snr'][0]:.0f}/{donut['snr'][1]:.0f}" in printed
+        assert donut["structure_fraction"] == [0.0, 0.0]  # a simulation: nothing beyond the noise
+    assert "residual structure 0%/0%" in printed and "note: residual structure" not in printed
+    # Real donuts leave structure the model does not hold (the LATISS pair: 21 %): the summary says so.
+    used[0]["structure_fraction"] = [0.21, 0.2]
+    _print_summary(data)
+    assert "note: residual structure up to 21% of the donut light" in capsys.readouterr().out
 
 
 def test_cli_bad_input_exits_with_one_line(tmp_path: Path, capsys) -> None:

@@ -47,6 +47,8 @@ def test_bright_donuts_within_2nm(bright_cases) -> None:
         # Photon noise only: the reduced chi-square of a right model is 1 to within a few per cent.
         assert result.chi2_reduced == pytest.approx(1.0, abs=0.03), f"{hexapod}: chi2 {result.chi2_reduced}"
         assert result.fwhm_arcsec[0] == pytest.approx(1.0, abs=0.05)
+        # Nothing left beyond the noise: no residual structure detected.
+        assert result.structure_fraction == (0.0, 0.0)
         # Each case within 3 nm (noise of one realisation, about 1 nm, on top of the model error).
         assert rms < 3.0, f"{hexapod}: Z4-Z11 RMS error {rms:.2f} nm"
         # The reported errors are honest: no coefficient is more than 5 sigma off.

@@ -155,6 +155,9 @@ class WavefrontResult:
                     "snr": None if pair is None else [_finite_or_none(v) for v in pair.snr],
                     "reduced_chi2": None if pair is None else _finite_or_none(pair.chi2_reduced),
                     "fwhm_arcsec": _floats_or_none(None if pair is None else pair.fwhm_arcsec),
+                    "structure_fraction": None
+                    if pair is None
+                    else [_finite_or_none(v) for v in pair.structure_fraction],
                     "zernikes_um": _floats_or_none(None if pair is None else pair.zernikes_um),
                     "zernikes_err_um": _floats_or_none(None if pair is None else pair.zernikes_err_um),
                 }

@@ -188,6 +188,9 @@ class PairEstimate:
         Reduced chi-square of the forward fit (NaN for the TIE alone).
     fwhm_arcsec : `numpy.ndarray` or `None`
         Fitted seeing.
+    structure_fraction : `tuple` of `float`
+        Residual structure of the forward fit beyond the noise, relative to the model, intra and extra
+        (`forward.ForwardFitResult.structure_fraction`; NaN for the TIE alone).
     success : `bool`
         The estimator's own verdict.
     nfev : `int`
@@ -208,6 +211,7 @@ class PairEstimate:
     algorithm: str
     chi2_reduced: float = float("nan")
     fwhm_arcsec: NDArray[np.float64] | None = None
+    structure_fraction: tuple[float, ...] = (float("nan"), float("nan"))
     success: bool = False
     nfev: int = 0
     message: str = ""
@@ -364,6 +368,7 @@ def _from_fit(
         algorithm=label,
         chi2_reduced=fit.chi2_reduced,
         fwhm_arcsec=fit.fwhm_arcsec,
+        structure_fraction=fit.structure_fraction,
         success=fit.success,
         nfev=fit.nfev,
         message=fit.message,
