@@ -106,6 +106,7 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
         assert f"SNR {donut['snr'][0]:.0f}/{donut['snr'][1]:.0f}" in printed
         assert donut["structure_fraction"] == [0.0, 0.0]  # a simulation: nothing beyond the noise
     assert "residual structure 0%/0%" in printed and "note: residual structure" not in printed
+    assert data["zernikes"]["residual_structure"] == 0.0
     # Real donuts leave structure the model does not hold (the LATISS pair: 21 %): the summary says so.
     used[0]["structure_fraction"] = [0.21, 0.2]
     _print_summary(data)

@@ -70,6 +70,7 @@ def fake_processor(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
         solved_axes=("x", "y", "z"),
         timings_s={"isr": 0.1, "detection": 0.2, "estimation": total, "total": total + 0.3},
         correction_sigma=HexapodState.from_array(FAKE_SIGMA),
+        residual_structure=0.02,
     )
 
 

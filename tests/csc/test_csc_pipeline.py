@@ -80,6 +80,7 @@ class PipelineTestCase(CscTestCase):
                 list(wfe.nollZernikeIndices[: wfe.numZernikes]), list(range(4, 4 + wfe.numZernikes))
             )
             self.assertGreaterEqual(wfe.donutCount, 2)
+            self.assertEqual(wfe.residualStructure, 0.0)  # a simulation: nothing beyond the noise
             hexapod = await self.remote.evt_hexapodCorrection.next(flush=False, timeout=STD_TIMEOUT)
             found = np.array([hexapod.x, hexapod.y, hexapod.z, hexapod.u, hexapod.v])
             np.testing.assert_allclose(found, -MISALIGNMENT.as_array(), atol=CORRECTION_TOL_MM)

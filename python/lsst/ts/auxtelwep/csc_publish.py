@@ -78,6 +78,7 @@ def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
         numZernikes=min(len(summary.noll), ZERNIKE_SLOTS),
         donutCount=summary.donut_count,
         reducedChi2=summary.reduced_chi2,
+        residualStructure=summary.residual_structure,
         algorithm=summary.algorithm,
         force_output=True,
     )

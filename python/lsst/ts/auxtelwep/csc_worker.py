@@ -82,6 +82,9 @@ class WepSummary:
     correction_sigma : `HexapodState`
         1-sigma uncertainty of ``correction`` per axis (0 for the axes not solved, and in results
         journaled before it was recorded).
+    residual_structure : `float`
+        Largest residual structure of the pairs used (`pipeline.WavefrontResult.residual_structure`; NaN
+        when unknown).
     """
 
     noll: tuple[int, ...]
@@ -97,6 +100,7 @@ class WepSummary:
     solved_axes: tuple[str, ...]
     timings_s: dict[str, float]
     correction_sigma: HexapodState = dataclasses.field(default_factory=HexapodState)
+    residual_structure: float = float("nan")
 
     def __post_init__(self) -> None:
         if not len(self.noll) == len(self.zernikes_um) == len(self.zernikes_err_um):
@@ -152,6 +156,7 @@ def summarize(result: WavefrontResult) -> WepSummary:
         solved_axes=tuple(correction.solved_axes),
         timings_s={k: float(v) for k, v in result.timings_s.items()},
         correction_sigma=correction.sigma,
+        residual_structure=float(result.residual_structure),
     )
 
 

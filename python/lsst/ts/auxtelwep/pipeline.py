@@ -138,6 +138,13 @@ class WavefrontResult:
         values = [p.chi2_reduced for p in self.estimate.pairs if p.used and np.isfinite(p.chi2_reduced)]
         return float(np.median(values)) if values else float("nan")
 
+    @property
+    def residual_structure(self) -> float:
+        """Largest residual structure of the pairs used (`PairEstimate.structure_fraction`; NaN if none has
+        one, as with the TIE alone)."""
+        values = [v for p in self.estimate.pairs if p.used for v in p.structure_fraction if np.isfinite(v)]
+        return float(max(values)) if values else float("nan")
+
     def to_json_dict(self) -> dict[str, Any]:
         """The documented JSON shape of ``auxtelwep process --json`` (extra keys allowed by the spec)."""
         by_index = {p.index: p for p in self.estimate.pairs}
@@ -182,6 +189,7 @@ class WavefrontResult:
                 "scatter_um": [_finite_or_none(v) for v in self.estimate.scatter_um],
                 "algorithm": self.estimate.algorithm,
                 "reduced_chi2": _finite_or_none(self.reduced_chi2),
+                "residual_structure": _finite_or_none(self.residual_structure),
                 "donuts_used": self.estimate.n_used,
             },
             "hexapod": correction.as_dict(),
