@@ -32,6 +32,18 @@ from lsst.ts.auxtelwep.stamps import DonutPair
 _log = logging.getLogger(__name__)
 
 DATA = "latiss_2021_danish/AuxTelTestDonuts_2021032300307_308.npz"
+# The TIE as run on this pair throughout: off-axis mapping, field position taken on axis (unknown).
+TIE_ON_AXIS = {
+    "geometry": TieGeometry.auxtel(),
+    "field_intra_deg": (0.0, 0.0),
+    "field_extra_deg": (0.0, 0.0),
+    "model": "offAxis",
+}
+
+
+def _z4_z11_rms_nm(a_um: np.ndarray, b_um: np.ndarray) -> float:
+    """RMS difference over Z4-Z11 (the first 8 terms), nm."""
+    return float(np.sqrt(np.mean(((np.asarray(a_um)[:8] - np.asarray(b_um)[:8]) * 1e3) ** 2)))
 
 
 def _shared_data() -> Path:
@@ -101,14 +113,7 @@ def forward_diffraction(stamps) -> ForwardFitResult:
 
 @pytest.fixture(scope="module")
 def tie_on_data(stamps):
-    return solve_tie(
-        stamps["intra"],
-        stamps["extra"],
-        geometry=TieGeometry.auxtel(),
-        field_intra_deg=(0.0, 0.0),
-        field_extra_deg=(0.0, 0.0),
-        model="offAxis",
-    )
+    return solve_tie(stamps["intra"], stamps["extra"], **TIE_ON_AXIS)
 
 
 def test_units_and_variance_are_consistent_with_photon_noise(stamps) -> None:
@@ -170,15 +175,8 @@ def test_at_operational_flux_the_model_fits_to_photon_noise(stamps, forward) -> 
         assert fit.success, fit.message
         chi2[flux] = fit.chi2_reduced
         structure[flux] = fit.structure_fraction
-        tie = solve_tie(
-            pair.intra.image,
-            pair.extra.image,
-            geometry=TieGeometry.auxtel(),
-            field_intra_deg=(0.0, 0.0),
-            field_extra_deg=(0.0, 0.0),
-            model="offAxis",
-        )
-        gap = float(np.sqrt(np.mean(((tie.deviation_um - fit.zernikes_um) * 1e3)[:8] ** 2)))
+        tie = solve_tie(pair.intra.image, pair.extra.image, **TIE_ON_AXIS)
+        gap = _z4_z11_rms_nm(tie.deviation_um, fit.zernikes_um)
         # The TIE-vs-forward disagreement does not fade with the speckle (measured 33-39 nm): it is the
         # radial structure of the data, at any flux.
         assert gap > 20.0, f"{flux:.0e} e-: TIE vs forward {gap:.1f} nm"
@@ -232,21 +230,9 @@ def test_structure_beyond_the_model_makes_a_gap_like_the_real_one(forward) -> No
     low = forward.zernikes_um
     pair = _pair_with_structure_beyond_the_model(low, 0.060, seed=7)
     fit = fit_pair(pair, telescope=AuxTel())
-    tie = solve_tie(
-        pair.intra.image,
-        pair.extra.image,
-        geometry=TieGeometry.auxtel(),
-        field_intra_deg=(0.0, 0.0),
-        field_extra_deg=(0.0, 0.0),
-        noll=range(4, 22),
-        model="offAxis",
-    )
-
-    def rms_nm(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.sqrt(np.mean(((a[:8] - b[:8]) * 1e3) ** 2)))
-
-    forward_error, tie_error = rms_nm(fit.zernikes_um, low), rms_nm(tie.deviation_um, low)
-    gap = rms_nm(tie.deviation_um, fit.zernikes_um)
+    tie = solve_tie(pair.intra.image, pair.extra.image, noll=range(4, 22), **TIE_ON_AXIS)
+    forward_error, tie_error = _z4_z11_rms_nm(fit.zernikes_um, low), _z4_z11_rms_nm(tie.deviation_um, low)
+    gap = _z4_z11_rms_nm(tie.deviation_um, fit.zernikes_um)
     _log.info(
         "structure beyond Z22: chi2 %.0f, forward %.1f, TIE %.1f, gap %.1f nm",
         fit.chi2_reduced,
@@ -290,9 +276,7 @@ def test_residual_is_speckle_that_differs_between_exposures(stamps, forward) -> 
 
 
 def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward, tie_on_data) -> None:
-    tie_nm = tie_on_data.deviation_um * 1e3
-    fwd_nm = forward.zernikes_um * 1e3
-    disagreement = float(np.sqrt(np.mean((tie_nm - fwd_nm)[:8] ** 2)))
+    disagreement = _z4_z11_rms_nm(tie_on_data.deviation_um, forward.zernikes_um)
     _log.info(
         "real pair: TIE %s (%s) vs forward, Z4-Z11 RMS %.1f nm",
         tie_on_data.converged,
@@ -306,15 +290,8 @@ def test_tie_vs_forward_disagreement_is_reported_and_tie_limited(stamps, forward
     # fails to converge and misses that known wavefront by more than 10 nm: with Z22 the TIE is out of its
     # range (see the Z4-Z21 test below for what it does within it).
     images = _model_images(_pair(stamps), forward, AuxTel())
-    on_model = solve_tie(
-        images[0],
-        images[1],
-        geometry=TieGeometry.auxtel(),
-        field_intra_deg=(0, 0),
-        field_extra_deg=(0, 0),
-        model="offAxis",
-    )
-    miss = float(np.sqrt(np.mean(((on_model.deviation_um - forward.zernikes_um) * 1e3)[:8] ** 2)))
+    on_model = solve_tie(images[0], images[1], **TIE_ON_AXIS)
+    miss = _z4_z11_rms_nm(on_model.deviation_um, forward.zernikes_um)
     # Measured: a caustic at iteration 18, 20 nm from the known wavefront.
     assert not on_model.converged
     assert miss > 10.0, f"TIE on the model images: {miss:.1f} nm"
@@ -358,8 +335,7 @@ def test_diffraction_fills_the_hole_and_lowers_chi2(stamps, forward, forward_dif
 
 
 def test_tie_started_at_the_forward_solution_returns_to_its_own(stamps, forward) -> None:
-    geometry = TieGeometry.auxtel()
-    kwargs = {"geometry": geometry, "field_intra_deg": (0, 0), "field_extra_deg": (0, 0), "model": "offAxis"}
+    geometry, kwargs = TIE_ON_AXIS["geometry"], TIE_ON_AXIS
     intrinsic = geometry.design.intrinsic_zernikes_um(0.0, 0.0, forward.noll)
     # The forward solution (Z22 about -42 nm) folds the TIE's extra mapping at the rim (r > 0.93, 9 %):
     # the TIE cannot even start there (from zero, its Z4-Z22 loop drifts in Z4 until that mapping folds).
@@ -376,13 +352,10 @@ def test_tie_started_at_the_forward_solution_returns_to_its_own(stamps, forward)
     started = solve_tie(stamps["intra"], stamps["extra"], noll=noll, start_um=start, **kwargs)
     assert from_zero.converged and started.converged, (from_zero.message, started.message)
 
-    def rms_nm(diff_um: np.ndarray) -> float:
-        return float(np.sqrt(np.mean((diff_um[:8] * 1e3) ** 2)))
-
     # Started at the forward solution the TIE walks back to its own fixed point (measured 0.4 nm from the
     # start at zero, 44 nm from the forward fit): one fixed point, not a convergence defect.
-    assert rms_nm(started.deviation_um - from_zero.deviation_um) < 3.0
-    gap = rms_nm(started.deviation_um - fwd.zernikes_um)
+    assert _z4_z11_rms_nm(started.deviation_um, from_zero.deviation_um) < 3.0
+    gap = _z4_z11_rms_nm(started.deviation_um, fwd.zernikes_um)
     _log.info("real pair Z4-Z21: TIE from the forward solution ends %.1f nm RMS (Z4-Z11) from it", gap)
     assert gap > 25.0
     # On the forward model's own noiseless images the same TIE recovers the forward wavefront (measured
@@ -390,4 +363,4 @@ def test_tie_started_at_the_forward_solution_returns_to_its_own(stamps, forward)
     images = _model_images(pair, fwd, telescope)
     on_model = solve_tie(images[0], images[1], noll=noll, **kwargs)
     assert on_model.converged, on_model.message
-    assert rms_nm(on_model.deviation_um - fwd.zernikes_um) < 10.0
+    assert _z4_z11_rms_nm(on_model.deviation_um, fwd.zernikes_um) < 10.0
