@@ -195,7 +195,7 @@ def plot_stamps(
 
 def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Plot a reprocessed night, one point per triplet: focus, the other low orders, the hexapod correction,
-    and the seeing with the number of donuts used.
+    the seeing with the number of donuts used, and the fit quality (reduced chi-square, residual structure).
 
     Parameters
     ----------
@@ -216,8 +216,8 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
     done = sorted((r for r in results if "zernikes" in r), key=lambda r: str(r["intra"]))
     n_rejected = sum("rejected" in r for r in results)
     x = np.arange(len(done))
-    fig = Figure(figsize=(12, 7.5), layout="constrained")
-    (ax_z4, ax_low), (ax_hex, ax_see) = fig.subplots(2, 2, sharex=True)
+    fig = Figure(figsize=(16, 7.5), layout="constrained")
+    (ax_z4, ax_low, ax_hex), (ax_see, ax_chi2, ax_structure) = fig.subplots(2, 3, sharex=True)
 
     def zernike(result: Mapping[str, Any], j: int, key: str) -> float:
         terms = result["zernikes"]
@@ -262,10 +262,21 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
     ax_see.patch.set_visible(False)
     labels = [str(r["intra"]).rsplit("_", 1)[-1].lstrip("0") or "0" for r in done]
     step = max(1, len(done) // 20)
-    for ax in (ax_hex, ax_see):
+    ax_chi2.plot(
+        x, [r["zernikes"].get("reduced_chi2") or np.nan for r in done], "o-", ms=3, color="tab:brown"
+    )
+    ax_chi2.axhline(1.0, color="k", lw=0.6)
+    ax_chi2.set_ylabel("reduced chi-square")
+    ax_chi2.set_title("fit: reduced chi-square (grows with the flux)")
+    structure = [r["zernikes"].get("residual_structure") for r in done]
+    ax_structure.plot(x, [np.nan if v is None else 100.0 * v for v in structure], "o-", ms=3, color="tab:red")
+    ax_structure.axhline(0.0, color="k", lw=0.6)
+    ax_structure.set_ylabel("residual structure (% of the donut light)")
+    ax_structure.set_title("fit: structure the model does not hold")
+    for ax in (ax_see, ax_chi2, ax_structure):
         ax.set_xticks(x[::step], labels[::step], rotation=90, fontsize=7)
         ax.set_xlabel("intra-focal SEQNUM")
-    for ax in (ax_z4, ax_low, ax_hex, ax_see):
+    for ax in (ax_z4, ax_low, ax_hex, ax_see, ax_chi2, ax_structure):
         ax.grid(alpha=0.3)
     counts = f"{len(done)} triplets processed, {n_rejected} rejections (reasons in the JSON lines)"
     fig.suptitle(f"{title}: {counts}" if title else counts)
