@@ -193,7 +193,13 @@ def plot_stamps(
     return path
 
 
-def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
+def plot_night(
+    results: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "",
+    structure_note_level: float | None = None,
+) -> Path:
     """Plot a reprocessed night, one point per triplet: focus, the other low orders, the hexapod correction,
     the seeing with the number of donuts used, and the fit quality (reduced chi-square, residual structure).
 
@@ -207,6 +213,8 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
         PNG file to write.
     title : `str`
         Figure title (the number of triplets and rejections is added).
+    structure_note_level : `float`, optional
+        Residual structure above which ``auxtelwep process`` adds a note, drawn as a line.
 
     Returns
     -------
@@ -253,7 +261,7 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
     seeing = [_median_fwhm(r) for r in done]
     ax_see.plot(x, seeing, "o-", ms=3, color="tab:purple", label='fitted seeing (")')
     ax_see.set_ylabel('FWHM (")')
-    ax_see.set_ylim(bottom=0.0, top=max([2.0, *(1.2 * v for v in seeing if np.isfinite(v))]))
+    ax_see.set_ylim(bottom=0.0, top=_top(seeing, 2.0))
     ax_see.set_title("seeing (median over the donuts used) and donuts used")
     ax_used = ax_see.twinx()
     ax_used.bar(x, [r["zernikes"]["donuts_used"] for r in done], color="tab:gray", alpha=0.3)
@@ -262,15 +270,21 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
     ax_see.patch.set_visible(False)
     labels = [str(r["intra"]).rsplit("_", 1)[-1].lstrip("0") or "0" for r in done]
     step = max(1, len(done) // 20)
-    ax_chi2.plot(
-        x, [r["zernikes"].get("reduced_chi2") or np.nan for r in done], "o-", ms=3, color="tab:brown"
-    )
+    chi2 = [r["zernikes"].get("reduced_chi2") or np.nan for r in done]
+    ax_chi2.plot(x, chi2, "o-", ms=3, color="tab:brown")
     ax_chi2.axhline(1.0, color="k", lw=0.6)
+    ax_chi2.set_ylim(bottom=0.0, top=_top(chi2, 2.0))  # never a zoom into the noise around 1
     ax_chi2.set_ylabel("reduced chi-square")
     ax_chi2.set_title("fit: reduced chi-square (grows with the flux)")
     structure = [r["zernikes"].get("residual_structure") for r in done]
-    ax_structure.plot(x, [np.nan if v is None else 100.0 * v for v in structure], "o-", ms=3, color="tab:red")
-    ax_structure.axhline(0.0, color="k", lw=0.6)
+    percent = [np.nan if v is None else 100.0 * v for v in structure]
+    ax_structure.plot(x, percent, "o-", ms=3, color="tab:red")
+    ax_structure.set_ylim(bottom=0.0, top=_top(percent, 10.0))
+    if structure_note_level is not None:
+        ax_structure.axhline(
+            100.0 * structure_note_level, color="tab:red", lw=0.8, ls="--", label="note level"
+        )
+        ax_structure.legend(fontsize=7)
     ax_structure.set_ylabel("residual structure (% of the donut light)")
     ax_structure.set_title("fit: structure the model does not hold")
     for ax in (ax_see, ax_chi2, ax_structure):
@@ -282,6 +296,11 @@ def plot_night(results: Sequence[Mapping[str, Any]], path: str | Path, *, title:
     fig.suptitle(f"{title}: {counts}" if title else counts)
     fig.savefig(path, dpi=100)
     return path
+
+
+def _top(values: Sequence[float], least: float) -> float:
+    """Upper axis limit: 20 % above the largest finite value, and at least ``least``."""
+    return max([least, *(1.2 * v for v in values if np.isfinite(v))])
 
 
 def _median_fwhm(result: Mapping[str, Any]) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError
-from .process import add_pipeline_options, pipeline_config
+from .process import STRUCTURE_NOTE_LEVEL, add_pipeline_options, pipeline_config
 
 __all__ = ["register", "run"]
 
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from ..plots import plot_night
 
-        plot_night(entries, args.plot, title=args.dayobs or args.data_root.resolve().name)
+        title = args.dayobs or args.data_root.resolve().name
+        plot_night(entries, args.plot, title=title, structure_note_level=STRUCTURE_NOTE_LEVEL)
         print(f"figure: {args.plot}")
     return 1 if failed else 0
 
