@@ -442,6 +442,21 @@ def _annulus_template_fft(size: int, radius: float, shape: int) -> NDArray:
     return spectrum
 
 
+def _difference_scatter(image: NDArray, region: NDArray) -> float:
+    """Pixel noise of the background, from the differences of horizontal neighbours within ``region``.
+
+    Smooth light in the background region (the donut's own seeing wings at 2", a neighbour's) adds to a
+    plain scatter, and did: 1.8 times the variance on one simulated stamp, which then fitted at a reduced
+    chi-square of 0.5-0.8. Differences of neighbouring pixels are blind to it.
+    """
+    both = region[:, 1:] & region[:, :-1]
+    diffs = (image[:, 1:] - image[:, :-1])[both]
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size < 20:
+        return float("nan")
+    return _MAD_TO_SIGMA * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2.0)
+
+
 def _robust_background(values: NDArray) -> tuple[float, float]:
     """Mean and scatter of background pixels after 3-sigma clipping about the median.
 
@@ -489,7 +504,8 @@ def _cut(
     yy, xx = np.mgrid[: big.shape[0], : big.shape[1]] - (half + pad)
     rr = np.hypot(xx, yy)
     bkg_region = (rr > radius + _SEEING_MARGIN_PX) & ~unusable
-    background, scatter = _robust_background(big[bkg_region])
+    background, _ = _robust_background(big[bkg_region])
+    scatter = _difference_scatter(big, bkg_region)
     clean = np.where(unusable, 0.0, big - background)
     if options.recentre:
         shift = _recentre_shift(clean, radius, pad)
