@@ -37,3 +37,15 @@ def test_demo_option_defaults_are_the_library_defaults() -> None:
     for name in ("n_triplets", "seeing_arcsec", "seed", "initial", "draw", "out", "n_stars", "keep_data"):
         assert getattr(args, name) == getattr(library, name), name
     assert (not args.no_stamps) == library.stamps
+
+
+def test_detection_rejections_are_summarised_by_reason() -> None:
+    # Template detection can reject dozens of candidates (edge peaks, cosmic rays, a saturated star's
+    # trail): one line, most frequent reason first, positions only where they are few.
+    from lsst.ts.auxtelwep.commands.process import _rejection_summary
+
+    rejected = [
+        {"xy": [3970.0 + i, 2513.0], "role": "intra", "reason": "within 128 px of the edge"} for i in range(5)
+    ]
+    rejected.append({"xy": [1843.9, 1469.5], "role": "intra", "reason": "saturated"})
+    assert _rejection_summary(rejected) == "5 within 128 px of the edge; 1 saturated [intra (1844, 1470)]"

@@ -86,6 +86,9 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     assert data["intra"] == triplet.intra.stem and data["infocus"] is None
     assert data["detection"]["mode"] in ("wcs", "refit", "template")
     assert set(data["detection"]["donuts"][0]) >= {"intra_xy", "extra_xy", "used"}
+    for rejected in data["detection"]["rejected"]:  # candidates detection did not keep, with why
+        assert set(rejected) == {"xy", "role", "reason"} and rejected["reason"]
+    assert ("rejected at detection: " in printed) == bool(data["detection"]["rejected"])
     assert data["zernikes"]["noll"] == list(range(4, 23))
     assert len(data["zernikes"]["um"]) == len(data["zernikes"]["um_err"]) == 19
     assert set(data["hexapod"]) == {"x_mm", "y_mm", "z_mm", "u_deg", "v_deg"}

@@ -181,6 +181,11 @@ class WavefrontResult:
                 "reason": self.catalog.reason,
                 "wcs_scatter_arcsec": self.catalog.wcs_scatter_arcsec,
                 "donuts": donuts,
+                # Candidates detection did not keep (saturated, at the edge, a cosmic ray...), with why.
+                "rejected": [
+                    {"xy": [float(r.x), float(r.y)], "role": r.role, "reason": r.reason}
+                    for r in self.catalog.rejected
+                ],
             },
             "zernikes": {
                 "noll": [int(n) for n in self.estimate.noll],

@@ -151,6 +151,18 @@ def _donut_line(index: int, donut: dict[str, Any]) -> str:
     return f"{head}: " + ", ".join(details) if details else head
 
 
+def _rejection_summary(rejected: list[dict[str, Any]], *, listed: int = 3) -> str:
+    """Detection's rejections by reason, most frequent first, with positions when there are few."""
+    by_reason: dict[str, list[str]] = {}
+    for r in rejected:
+        x, y = r["xy"]
+        by_reason.setdefault(r["reason"], []).append(f"{r['role']} ({x:.0f}, {y:.0f})")
+    parts = []
+    for reason, where in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        parts.append(f"{len(where)} {reason}" + (f" [{', '.join(where)}]" if len(where) <= listed else ""))
+    return "; ".join(parts)
+
+
 def _structure_warning(donuts: list[dict[str, Any]]) -> str | None:
     """A note when a used donut's fit leaves more structure than simulations do (doc/estimation.md)."""
     worst = max(
@@ -176,6 +188,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  how: {detection['reason']}")
     for i, donut in enumerate(detection["donuts"]):
         print(_donut_line(i, donut))
+    if detection.get("rejected"):
+        print(f"  rejected at detection: {_rejection_summary(detection['rejected'])}")
     chi2 = zernikes["reduced_chi2"]
     notes = [zernikes["algorithm"]]
     if chi2 is not None:
