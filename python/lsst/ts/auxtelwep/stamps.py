@@ -52,6 +52,7 @@ _FOCUS_ERROR_MM = 0.1  # largest focus error the stamps must hold (FACTS.md sect
 _SEEING_MARGIN_PX = 16  # about 1.5 FWHM of 1" seeing beyond the geometric edge
 _UNUSABLE = MaskBit.BAD | MaskBit.SAT | MaskBit.CR | MaskBit.EDGE | MaskBit.NO_DATA | MaskBit.INTRP
 _MAD_TO_SIGMA = 1.4826
+_MIN_BACKGROUND_PX = 2000  # enough background pixels for its level to 1 % of its noise
 # Cosmic rays: a pixel stands out of its four neighbours by this many sigmas of the difference, and by this
 # fraction of their level. A donut blurred by the seeing never does: even at 0.45" seeing the curvature of
 # its edge gives at most a quarter of the level, and noise a 6-sigma pixel once in 10 000 stamps (5 sigma
@@ -352,7 +353,8 @@ def cut_pairs(
     size = options.size_px if options.size_px is not None else stamp_size_px(telescope)
     if size % 2 != 1 or size < 33:
         raise InputError(f"stamp size must be odd and >= 33 px, got {size}", value=size)
-    outer, inner, _ = _donut_radii_px(telescope.with_hexapod(type(telescope.hexapod)()), _FOCUS_ERROR_MM)
+    aligned = telescope.with_hexapod(type(telescope.hexapod)())
+    outer, inner, largest = _donut_radii_px(aligned, _FOCUS_ERROR_MM)
     gain = _gain(intra, options)
     pairs = []
     for index, donut in enumerate(donuts):
@@ -368,7 +370,7 @@ def cut_pairs(
                 telescope,
                 others,
                 size=size,
-                radii=(outer, inner),
+                radii=(outer, inner, largest),
                 gain=gain,
                 options=options,
                 role=role,
@@ -486,13 +488,13 @@ def _cut(
     others: Sequence[tuple[float, float]],
     *,
     size: int,
-    radii: tuple[float, float],
+    radii: tuple[float, float, float],
     gain: float,
     options: CutOptions,
     role: Role,
 ) -> tuple[Stamp, PairFlag, list[str]]:
     """Cut one stamp (the loop body of `cut_pairs`; inputs are trusted). ``radii``: the nominal donut's
-    outer and inner radius, pixels."""
+    outer and inner radius and the largest expected outer radius, pixels."""
     flags, notes = PairFlag.NONE, []
     radius = radii[0]
     half = size // 2
@@ -503,7 +505,11 @@ def _cut(
     unusable = ((big_mask & int(_UNUSABLE)) != 0) | ~np.isfinite(big)
     yy, xx = np.mgrid[: big.shape[0], : big.shape[1]] - (half + pad)
     rr = np.hypot(xx, yy)
-    bkg_region = (rr > radius + _SEEING_MARGIN_PX) & ~unusable
+    # Background beyond the largest donut expected: a donut out of focus reaches past the nominal radius,
+    # and its light there was taken for background noise (a 0.14 mm focus error: variance 25 % high).
+    bkg_region = (rr > radii[2] + _SEEING_MARGIN_PX) & ~unusable
+    if bkg_region.sum() < _MIN_BACKGROUND_PX:  # small stamps: what there is beyond the nominal donut
+        bkg_region = (rr > radius + _SEEING_MARGIN_PX) & ~unusable
     background = _robust_background(big[bkg_region])
     scatter = _difference_scatter(big, bkg_region)
     clean = np.where(unusable, 0.0, big - background)
