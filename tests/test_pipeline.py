@@ -82,6 +82,10 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     hexapod_line = next(line for line in printed.splitlines() if line.startswith("hexapod correction"))
     assert " z -0.0" in hexapod_line and "±" in hexapod_line and hexapod_line.endswith("u, v not solved")
     data = json.loads(json_path.read_text())
+    # The ops script's rule on the same measurement, beside it for comparison (issue 7).
+    ops_line = printed.splitlines()[printed.splitlines().index(hexapod_line) + 1]
+    assert ops_line.startswith("  for comparison, the ops script's rule")
+    assert f"z {data['hexapod_ops_rule']['z_mm']:+.4f} mm" in ops_line
     assert {"intra", "extra", "infocus", "detection", "zernikes", "hexapod", "timing_s"} <= set(data)
     assert data["intra"] == triplet.intra.stem and data["infocus"] is None
     assert data["detection"]["mode"] in ("wcs", "refit", "template")

@@ -212,5 +212,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     unsolved = [axis for axis in ("x", "y", "z", "u", "v") if axis not in solved]
     tail = f"; {', '.join(unsolved)} not solved" if unsolved else ""
     print(f"hexapod correction: {'  '.join(_hexapod_cells(summary))}{tail}")
+    ops = summary.get("hexapod_ops_rule")
+    if ops:
+        cells = "  ".join(f"{key.split('_')[0]} {value:+.4f} mm" for key, value in ops.items())
+        print(f"  for comparison, the ops script's rule (published matrix and gains): {cells}")
     timing = summary["timing_s"]
     print("timing: " + "  ".join(f"{k} {v:.2f} s" for k, v in timing.items()))
