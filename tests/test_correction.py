@@ -8,14 +8,17 @@ from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
 
 NOLL = tuple(range(4, 12))
+FULL_NOLL = tuple(range(4, 23))
 
 
-def _measure(misalignment: HexapodState, fields: np.ndarray, camera_angle: float = 0.0) -> np.ndarray:
+def _measure(
+    misalignment: HexapodState, fields: np.ndarray, camera_angle: float = 0.0, *, noll: tuple[int, ...] = NOLL
+) -> np.ndarray:
     """Exact (noiseless) deviations the optical model predicts for a misalignment, per field."""
     nominal = AuxTel().with_camera_angle(camera_angle)
     perturbed = nominal.with_hexapod(misalignment)
     return np.array(
-        [perturbed.zernikes(fx, fy, noll=NOLL) - nominal.zernikes(fx, fy, noll=NOLL) for fx, fy in fields]
+        [perturbed.zernikes(fx, fy, noll=noll) - nominal.zernikes(fx, fy, noll=noll) for fx, fy in fields]
     )
 
 
@@ -33,6 +36,34 @@ def test_decenter_and_focus_are_nulled(camera_angle: float) -> None:
     # Axes not solved are +0.0 (printed "+0.0000", not "-0.0000") with no uncertainty.
     assert np.copysign(1.0, corr.offset.u) == 1.0 and np.copysign(1.0, corr.offset.v) == 1.0
     assert corr.sigma_dict()["u_deg"] == 0.0 and corr.sigma_dict()["z_mm"] > 0
+
+
+@pytest.mark.parametrize("camera_angle", [0.0, 37.0])
+def test_large_misalignment_is_nulled_in_one_step(camera_angle: float) -> None:
+    # 2.8 mm of decenter (0.5 um of coma, the robustness case of issue 7), measured on Z4-Z22 at two donuts.
+    truth = HexapodState(x=-2.0, y=2.0, z=0.095)
+    fields = np.array([[0.0, 0.0], [0.03, -0.02]])
+    nominal = AuxTel().with_camera_angle(camera_angle)
+    dev = _measure(truth, fields, camera_angle, noll=FULL_NOLL)
+    err = np.full_like(dev, 0.002)
+    corr = compute_correction(FULL_NOLL, dev, err, fields, telescope=nominal)
+    np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=1e-4)
+    assert corr.residual_rms_um < 1e-3
+    # The linear model alone leaves 7 um of focus: decentering M2 defocuses as the square of the decenter.
+    linear = compute_correction(
+        FULL_NOLL, dev, err, fields, telescope=nominal, config=CorrectionConfig(refine_above_mm=None)
+    )
+    assert abs(linear.offset.z + truth.z) > 0.005
+
+
+def test_sensitivity_is_taken_on_the_measured_terms() -> None:
+    # Deviations measured on Z4-Z22 (the estimator's default): a sensitivity fitted to Z4-Z11 alone
+    # mistook 0.25 mm of decenter by 0.5 um. Below the refinement threshold the linear model must be right.
+    truth = HexapodState(x=0.15, y=-0.2)
+    fields = np.array([[0.0, 0.0]])
+    dev = _measure(truth, fields, noll=FULL_NOLL)
+    corr = compute_correction(FULL_NOLL, dev, np.full_like(dev, 0.002), fields, telescope=AuxTel())
+    np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=1e-4)
 
 
 def test_uncertainty_matches_the_scatter_over_noise() -> None:

@@ -419,9 +419,9 @@ def warm_up(config: PipelineConfig) -> None:
     if config.apply_isr and config.calibs_dir is not None and Path(config.calibs_dir).is_dir():
         _calibrations(config.calibs_dir, config.isr)
     design_fits(wavelength_m)
-    corrected = [j for j in config.estimation.noll if j in config.correction.noll]
-    if corrected:
-        AuxTel().with_wavelength(wavelength_m).sensitivity_map(noll=corrected)
+    if set(config.estimation.noll) & set(config.correction.noll):
+        # On the terms measured, as `correction.compute_correction` asks for it.
+        AuxTel().with_wavelength(wavelength_m).sensitivity_map(noll=config.estimation.noll)
     start_pool(workers=config.estimation.max_workers, wavelength_m=wavelength_m)
 
 
