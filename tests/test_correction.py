@@ -1,5 +1,7 @@
 """Zernikes to hexapod offsets: closing the loop on the optical model, degeneracy handling, ops rule."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,20 @@ def test_bad_input_is_named() -> None:
         compute_correction([20, 21], np.zeros((1, 2)), np.ones((1, 2)), [[0, 0]], telescope=AuxTel())
     with pytest.raises(InputError, match="needs Z4, Z7 and Z8"):
         ops_script_correction([4, 5], [0, 0], camera_angle_deg=0)
+
+
+def test_a_measurement_beyond_the_model_keeps_the_linear_answer() -> None:
+    # 20 um of coma implies M2 ~0.1 m off: batoid's rays miss the detector there. The refinement must not
+    # turn that into an exception (the service reports the correction; whoever applies it limits the step).
+    dev = np.zeros((1, len(FULL_NOLL)))
+    dev[0, [0, 3]] = 20.0  # Z4 and Z7, um
+    err = np.full_like(dev, 0.01)
+    refined = compute_correction(FULL_NOLL, dev, err, [[0.0, 0.0]], telescope=AuxTel())
+    linear = compute_correction(
+        FULL_NOLL, dev, err, [[0.0, 0.0]], telescope=AuxTel(), config=CorrectionConfig(refine_above_mm=None)
+    )
+    np.testing.assert_array_equal(refined.offset.as_array(), linear.offset.as_array())
+    assert abs(refined.offset.y) > 50
+    with pytest.raises(InputError, match="rays miss the detector"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # batoid's empty means on the way there
+        AuxTel().with_hexapod(HexapodState(y=110.0)).zernikes()

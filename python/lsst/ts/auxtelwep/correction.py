@@ -38,6 +38,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InputError
+from .guarded_warnings import guarded_warnings
 from .instrument import PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
 
 __all__ = [
@@ -281,12 +282,20 @@ def _refine(
             ]
         )
 
-    for _ in range(config.refine_max_steps):
-        predicted = deviations(solution)
-        step, _ = _lstsq(design, (target - predicted)[keep] * weights[keep], columns)
-        solution = solution + step
-        if np.max(np.abs(step)) < 1e-4:  # 0.1 um: the model's own answer, far below any measured error
-            break
+    linear = solution
+    try:
+        # batoid warns (empty means) on the way to a state whose rays all miss the detector.
+        with guarded_warnings(ignore=(RuntimeWarning,)):
+            for _ in range(config.refine_max_steps):
+                predicted = deviations(solution)
+                step, _ = _lstsq(design, (target - predicted)[keep] * weights[keep], columns)
+                solution = solution + step
+                if np.max(np.abs(step)) < 1e-4:  # 0.1 um: the model's own answer, far below any error
+                    break
+    except InputError:
+        # A measurement that implies M2 centimetres away is beyond the model: the linear answer stands
+        # (and whoever applies it limits the step).
+        return linear, rows @ linear
     # The last step is small: its effect on the prediction is linear.
     return solution, predicted + rows @ step
 

@@ -507,16 +507,23 @@ def _zernikes(
     kind: ZernikeKind,
 ) -> NDArray[np.float64]:
     optic = _perturbed_optic(optic_key)
-    if kind == "ta":
-        coefs = zernike_ta_um(optic, field_x_deg, field_y_deg, wavelength_m, jmax=jmax)
-    elif kind == "opd":
-        thx, thy = np.deg2rad(field_x_deg), np.deg2rad(field_y_deg)
-        waves = batoid.zernike(
-            optic, thx, thy, wavelength_m, nx=_OPD_GRID, reference="chief", jmax=jmax, eps=OBSCURATION
-        )
-        coefs = np.asarray(waves) * wavelength_m * 1e6
-    else:
+    if kind not in ("ta", "opd"):
         raise InputError(f"unknown Zernike kind {kind!r}", value=kind, allowed=("ta", "opd"))
+    try:
+        if kind == "ta":
+            coefs = zernike_ta_um(optic, field_x_deg, field_y_deg, wavelength_m, jmax=jmax)
+        else:
+            thx, thy = np.deg2rad(field_x_deg), np.deg2rad(field_y_deg)
+            waves = batoid.zernike(
+                optic, thx, thy, wavelength_m, nx=_OPD_GRID, reference="chief", jmax=jmax, eps=OBSCURATION
+            )
+            coefs = np.asarray(waves) * wavelength_m * 1e6
+    except RuntimeError as exc:  # galsim's fit of no rays at all
+        raise InputError(
+            f"the optical model has no wavefront for M2 at {optic_key} (batoid frame, mm and deg) and field "
+            f"({field_x_deg}, {field_y_deg}) deg: its rays miss the detector ({exc})",
+            value=optic_key,
+        ) from exc
     coefs.setflags(write=False)
     return coefs
 
