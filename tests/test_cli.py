@@ -49,3 +49,17 @@ def test_detection_rejections_are_summarised_by_reason() -> None:
     ]
     rejected.append({"xy": [1843.9, 1469.5], "role": "intra", "reason": "saturated"})
     assert _rejection_summary(rejected) == "5 within 128 px of the edge; 1 saturated [intra (1844, 1470)]"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # `auxtelwep schema | head -1`: the pipe closes before the command writes. No traceback on stderr, and
+    # the shell's status for a broken pipe (128 + SIGPIPE) rather than a crash.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsst.ts.auxtelwep.cli", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # type: ignore[union-attr]
+    stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert proc.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -48,6 +48,7 @@ def test_process_recovers_the_injected_misalignment(night: tuple[Path, NightMani
     assert offset.z == pytest.approx(-MISALIGNMENT.z, abs=0.002)
     assert np.hypot(offset.x + MISALIGNMENT.x, offset.y + MISALIGNMENT.y) < 0.02
     assert result.correction.solved_axes == ("x", "y", "z")
+    assert result.notes == ()  # one group: nothing to say about the images
     for stage in ("isr", "detection", "estimation", "correction", "total"):
         assert result.timings_s[stage] > 0
 
@@ -60,7 +61,10 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     isrd = {}
     for role, path in (("intra", triplet.intra), ("extra", triplet.extra)):
         isrd[role] = tmp_path / f"{role}.fits"
-        write_exposure(run_isr(read_raw(path), calibs, IsrConfig()), isrd[role])
+        exposure = run_isr(read_raw(path), calibs, IsrConfig())
+        if role == "extra":  # from another group: processed, with a note (the CSC would not pair them)
+            exposure.header["GROUPID"] = "2024-06-25T03:00:00.000"
+        write_exposure(exposure, isrd[role])
     json_path = tmp_path / "out.json"
     status = main(
         [
@@ -78,6 +82,9 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
     printed = capsys.readouterr().out
     assert "Z4=" in printed
     assert f"  how: {json.loads(json_path.read_text())['detection']['reason']}" in printed
+    (note,) = json.loads(json_path.read_text())["notes"]
+    assert "different groups" in note and "2024-06-25T03:00:00.000" in note
+    assert f"note: {note}" in printed.splitlines()[1]
     # The correction is printed with its uncertainty, and what was not solved is said.
     hexapod_line = next(line for line in printed.splitlines() if line.startswith("hexapod correction"))
     assert " z -0.0" in hexapod_line and "±" in hexapod_line and hexapod_line.endswith("u, v not solved")

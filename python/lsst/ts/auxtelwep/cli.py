@@ -44,12 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # here rather than at exit, so that a reader gone away is handled below
+        return status
     except AuxTelWepError as exc:
         # One line, even when the message quotes a library's multi-line one.
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"auxtelwep {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`auxtelwep process ... | head`): stop quietly, as other commands do. Python
+        # would otherwise complain again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ class WavefrontResult:
         Wall time per stage (isr, detection, estimation, correction, total), seconds.
     pairs : `tuple` of `DonutPair`
         The stamp pairs, kept only when `process` is asked to (``keep_pairs=True``) since they are large.
+    notes : `tuple` of `str`
+        What about the images themselves a reader should know (e.g. they come from different groups).
     """
 
     group_id: str
@@ -131,6 +133,7 @@ class WavefrontResult:
     correction: HexapodCorrection
     timings_s: dict[str, float]
     pairs: tuple[DonutPair, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def reduced_chi2(self) -> float:
@@ -210,6 +213,7 @@ class WavefrontResult:
                 "z_mm": correction.ops_offset.z,
             },
             "camera_angle_deg": self.camera_angle_deg,
+            "notes": list(self.notes),
             "timing_s": dict(self.timings_s),
         }
 
@@ -513,6 +517,9 @@ def process(
         correction=correction,
         timings_s=timings,
         pairs=tuple(pairs) if keep_pairs else (),
+        notes=_group_notes(
+            {Role.INTRA: intra, Role.EXTRA: extra, **({Role.INFOCUS: loaded[0]} if loaded else {})}
+        ),
     )
 
 
@@ -615,6 +622,21 @@ def _cached_calibrations(
 ) -> calibs_module.Calibrations:
     del versions  # part of the cache key only
     return calibs_module.load_calibrations(directory, IsrConfig.model_validate_json(isr_json))
+
+
+def _group_notes(given: dict[Role, Exposure]) -> tuple[str, ...]:
+    """A note when the images carry different ``GROUPID``s: not a triplet the CSC would have formed.
+
+    Processed all the same (pairing exposures of different groups can be deliberate, e.g. a retaken
+    image), but said, since the optics or the pointing may have changed between them.
+    """
+    groups = {role: str(e.header.get("GROUPID", "") or "").strip() for role, e in given.items()}
+    if len({g for g in groups.values() if g}) <= 1:
+        return ()
+    detail = ", ".join(
+        f"{role.value} {given[role].obsid} {group or '(none)'}" for role, group in groups.items()
+    )
+    return (f"the images come from different groups (GROUPID: {detail}); the CSC would not pair them",)
 
 
 def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> str | None:

@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         Triplet(args.intra, args.extra, args.infocus), config=config, keep_pairs=args.plot is not None
     )
     summary = result.to_json_dict()
-    _print_summary(summary)
-    if args.json is not None:
+    if args.json is not None:  # first: the file is the result that lasts, whatever happens to stdout
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary)
     if args.plot is not None:
         from ..pipeline import model_stamps
         from ..plots import plot_stamps
@@ -183,6 +183,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     zernikes = summary["zernikes"]
     used = sum(d["used"] for d in detection["donuts"])
     print(f"intra {summary['intra']}  extra {summary['extra']}  in-focus {summary['infocus'] or '-'}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
     print(f"detection: mode {detection['mode']}, {len(detection['donuts'])} donuts, {used} used")
     if detection.get("reason"):
         print(f"  how: {detection['reason']}")
