@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from ..errors import EstimationError, InputError
 from ..instrument import DEFAULT_NOLL, AuxTel, Role
 from ..stamps import DonutPair
-from .forward_model import DonutSetModel, DonutSpec, bin_stamp, design_references
+from .forward_model import DonutSetModel, DonutSpec, ModelEvaluation, bin_stamp, design_references
 from .lm import LMResult, levenberg_marquardt
 
 __all__ = ["FitStage", "ForwardFitResult", "ForwardOptions", "fit_pair"]
@@ -289,7 +289,10 @@ class _Objective:
         return np.where(self.data.good, 1.0 / np.sqrt(np.maximum(var, 1e-12)), 0.0)
 
     def chi(self, params: NDArray) -> NDArray:
-        ev = self.data.model.evaluate(params, jacobian=False)
+        return self.residuals(self.data.model.evaluate(params, jacobian=False))
+
+    def residuals(self, ev: ModelEvaluation) -> NDArray:
+        """Weighted residuals of a model evaluation already at hand."""
         return (self.data.images - ev.images) * self.weights(ev.sources)
 
     def chi_and_jac(self, params: NDArray) -> tuple[NDArray, NDArray]:
@@ -501,7 +504,7 @@ def _result(
     nd = data.model.nd
     objective = _Objective(data)
     ev = data.model.evaluate(params, jacobian=False)
-    chi = objective.chi(params).reshape(data.images.shape)
+    chi = objective.residuals(ev).reshape(data.images.shape)
     dof = max(data.ndata - len(params), 1)
     chi2r = float(np.sum(chi**2) / dof)
     per_stamp = tuple(
