@@ -77,6 +77,11 @@ class EstimationConfig(BaseModel):
         2, ge=1, le=4, description="Binning of the final forward-fit stage (1: full resolution)."
     )
     step_tol_sigma: float = Field(0.1, gt=0, description="Final-stage step tolerance, standard deviations.")
+    step_tol_um: float = Field(
+        0.0001,
+        ge=0,
+        description="The final stage also stops when no Zernike moved by more than this, um (bright donuts).",
+    )
     chi2_tol: float = Field(0.1, gt=0, description="Chi-square gain tolerance, reduced units.")
     max_nfev: int = Field(40, ge=2, description="Model evaluations allowed per forward-fit stage.")
     z4_grid_um: tuple[float, ...] = Field(
@@ -148,6 +153,7 @@ class EstimationConfig(BaseModel):
             coarse_binning=self.coarse_binning,
             polish_binning=self.polish_binning,
             step_tol=self.step_tol_sigma,
+            zernike_tol_um=self.step_tol_um,
             chi2_tol=self.chi2_tol,
             max_nfev=self.max_nfev,
             z4_grid_um=self.z4_grid_um if with_grid else (),

@@ -8,7 +8,12 @@ analytic Jacobian. Here the Jacobian is reduced at once to the normal matrix ``J
 Stopping is in statistical units rather than relative cost: a relative tolerance of 1e-3 on a chi-square of
 130 000 would stop while parameters can still move by many sigma. The solver stops when the last accepted step
 is smaller than ``step_tol`` standard deviations (``sqrt(dx^T J^T J dx / chi2_reduced)``) or lowered the
-chi-square by less than ``chi2_tol`` (again in reduced units).
+chi-square by less than ``chi2_tol`` (again in reduced units). After an accepted step that is not yet that
+small, the step the previous Jacobian gives from the new point (a chord step, nearly free) is tried first:
+if it is below ``step_tol`` and lowers the chi-square, the solver stops there without a new Jacobian. A fit
+that starts close (the TIE seed, a coarse stage before) thus takes one Jacobian per stage instead of two.
+An absolute tolerance per parameter (``x_tol``) can stop it too, for data so good that a tenth of a sigma
+is finer than anything the answer needs.
 
 Status codes follow `scipy.optimize.least_squares`: 2 chi-square tolerance, 3 step tolerance, 4 both,
 0 evaluation budget exhausted, -1 the damped system could not be solved or the residuals are not finite.
@@ -74,6 +79,7 @@ def levenberg_marquardt(
     chi2_tol: float = 0.1,
     max_nfev: int = 40,
     damping: float = 1e-4,
+    x_tol: NDArray | None = None,
 ) -> LMResult:
     """Minimise ``sum(residuals(x)**2)`` within box bounds.
 
@@ -94,6 +100,9 @@ def levenberg_marquardt(
         Stopping tolerances (module docstring).
     max_nfev : `int`
         Largest number of residual evaluations (Jacobian evaluations count as one each).
+    x_tol : `numpy.ndarray`, shape (n,), optional
+        Absolute step tolerance per parameter (``inf``: any): a step within it for every parameter, and
+        within ten ``step_tol``, also stops the solver.
     damping : `float`
         Initial Marquardt damping relative to the diagonal of ``J^T J`` (small: a good start is expected).
     """
@@ -129,7 +138,7 @@ def levenberg_marquardt(
             scale = max(chi2_new / max(ndof, 1), 1.0)
             step_sigma = float(np.sqrt(max(step @ a @ step, 0.0) / scale))
             x, chi2 = x_new, chi2_new
-            small_step = step_sigma < step_tol
+            small_step = _small(step, step_sigma, step_tol, x_tol)
             small_gain = actual / scale < chi2_tol
             if small_step or small_gain:
                 status = 4 if small_step and small_gain else (3 if small_step else 2)
@@ -143,7 +152,9 @@ def levenberg_marquardt(
             # (a chord step): when it is below the tolerance and lowers the chi-square, the fit has
             # converged as surely as with a fresh Jacobian.
             chord = _chord_step(jac, r_new, a + lam * np.diag(diag_scale), x, lower, upper)
-            if chord is not None and float(np.sqrt(max(chord @ a @ chord, 0.0) / scale)) < step_tol:
+            if chord is not None and _small(
+                chord, float(np.sqrt(max(chord @ a @ chord, 0.0) / scale)), step_tol, x_tol
+            ):
                 r_chord = residuals(x + chord)
                 nfev += 1
                 chi2_chord = float(np.dot(r_chord.ravel().astype(np.float64), r_chord.ravel()))
@@ -173,6 +184,13 @@ def levenberg_marquardt(
                 return LMResult(
                     x, chi2, a, nfev, njev, -1, "no step lowers the chi-square (damping exhausted)"
                 )
+
+
+def _small(step: NDArray, step_sigma: float, step_tol: float, x_tol: NDArray | None) -> bool:
+    """Whether a step is small enough to stop (`levenberg_marquardt`'s tolerances)."""
+    if step_sigma < step_tol:
+        return True
+    return x_tol is not None and step_sigma < 10.0 * step_tol and bool(np.all(np.abs(step) <= x_tol))
 
 
 def _chord_step(
