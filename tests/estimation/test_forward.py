@@ -144,6 +144,56 @@ def test_levenberg_marquardt_solves_a_nonlinear_problem() -> None:
     assert out.chi2 / 397 == pytest.approx(1.0, abs=0.2)
 
 
+def _decay_problem(noise: float):
+    """Residuals and Jacobian of an exponential decay fitted to 400 points with Gaussian noise."""
+    rng = np.random.default_rng(5)
+    t = np.linspace(0, 4, 400)
+    y = 2.0 * np.exp(-1.3 * t) + 0.4 + rng.normal(0, noise, t.size)
+
+    def res(p):
+        return (y - (p[0] * np.exp(-p[1] * t) + p[2])) / noise
+
+    def jac(p):
+        e = np.exp(-p[1] * t)
+        return res(p), -np.array([e, -p[0] * t * e, np.ones_like(t)]) / noise
+
+    return res, jac
+
+
+def test_levenberg_marquardt_stops_on_a_chord_step() -> None:
+    # Started a few sigma from the optimum: after one accepted step, the step the first Jacobian gives is
+    # already below the tolerance, so no second Jacobian is computed, and the answer is the optimum's.
+    res, jac = _decay_problem(0.01)
+    bounds = dict(lower=np.full(3, -10.0), upper=np.full(3, 10.0), ndof=397)
+    optimum = levenberg_marquardt(
+        res, jac, np.array([1.0, 0.5, 0.0]), step_tol=1e-8, chi2_tol=1e-12, **bounds
+    )
+    sigma = np.sqrt(np.diag(np.linalg.inv(optimum.normal_matrix)))
+    out = levenberg_marquardt(res, jac, optimum.x + 3 * sigma, **bounds)
+    assert out.success and "previous Jacobian" in out.message, out.message
+    assert out.njev == 1
+    assert np.all(np.abs(out.x - optimum.x) < 0.1 * sigma), (out.x - optimum.x) / sigma
+
+
+def test_levenberg_marquardt_absolute_tolerance_stops_precise_fits_early() -> None:
+    # With an approximate Jacobian (as a binned stage's is) the solver creeps in by a constant factor per
+    # step; an absolute tolerance of a parameter sigma ends it sooner, within that of the strict answer.
+    res, exact_jac = _decay_problem(1e-6)
+
+    def jac(p):
+        r, jac_t = exact_jac(p)
+        return r, 0.7 * jac_t
+
+    bounds = dict(lower=np.full(3, -10.0), upper=np.full(3, 10.0), ndof=397)
+    start = np.array([1.6, 1.1, 0.5])
+    strict = levenberg_marquardt(res, jac, start, **bounds)
+    sigma = np.sqrt(np.diag(np.linalg.inv(strict.normal_matrix)))
+    loose = levenberg_marquardt(res, jac, start, x_tol=sigma, **bounds)
+    assert strict.success and loose.success
+    assert loose.nfev < strict.nfev, (loose.nfev, strict.nfev)
+    assert np.all(np.abs(loose.x - strict.x) < sigma)
+
+
 def test_levenberg_marquardt_reports_an_exhausted_budget() -> None:
     def res(p):
         return np.array([p[0] ** 2 - 2.0, 10 * (p[1] - p[0] ** 2)])
