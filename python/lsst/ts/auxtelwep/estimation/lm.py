@@ -136,7 +136,7 @@ def levenberg_marquardt(
             lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
             nu = 2.0
             scale = max(chi2_new / max(ndof, 1), 1.0)
-            step_sigma = float(np.sqrt(max(step @ a @ step, 0.0) / scale))
+            step_sigma = _in_sigmas(step, a, scale)
             x, chi2 = x_new, chi2_new
             small_step = _small(step, step_sigma, step_tol, x_tol)
             small_gain = actual / scale < chi2_tol
@@ -152,14 +152,12 @@ def levenberg_marquardt(
             # (a chord step): when it is below the tolerance and lowers the chi-square, the fit has
             # converged as surely as with a fresh Jacobian.
             chord = _chord_step(jac, r_new, a + lam * np.diag(diag_scale), x, lower, upper)
-            if chord is not None and _small(
-                chord, float(np.sqrt(max(chord @ a @ chord, 0.0) / scale)), step_tol, x_tol
-            ):
+            chord_sigma = np.inf if chord is None else _in_sigmas(chord, a, scale)
+            if chord is not None and _small(chord, chord_sigma, step_tol, x_tol):
                 r_chord = residuals(x + chord)
                 nfev += 1
                 chi2_chord = float(np.dot(r_chord.ravel().astype(np.float64), r_chord.ravel()))
                 if np.isfinite(chi2_chord) and chi2_chord <= chi2:
-                    chord_sigma = float(np.sqrt(max(chord @ a @ chord, 0.0) / scale))
                     message = (
                         f"converged: last step {chord_sigma:.3g} sigma (tol {step_tol}, with the previous "
                         f"Jacobian), chi-square gain {(chi2 - chi2_chord) / scale:.3g} in reduced units"
@@ -184,6 +182,11 @@ def levenberg_marquardt(
                 return LMResult(
                     x, chi2, a, nfev, njev, -1, "no step lowers the chi-square (damping exhausted)"
                 )
+
+
+def _in_sigmas(step: NDArray, normal: NDArray, scale: float) -> float:
+    """Size of a step in standard deviations (``normal`` = J^T J, ``scale`` = reduced chi-square >= 1)."""
+    return float(np.sqrt(max(step @ normal @ step, 0.0) / scale))
 
 
 def _small(step: NDArray, step_sigma: float, step_tol: float, x_tol: NDArray | None) -> bool:
