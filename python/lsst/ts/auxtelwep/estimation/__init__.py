@@ -12,9 +12,9 @@ Algorithms (`EstimationConfig.algorithm`):
 
 - ``"tie+danish"`` (default): the forward-model fit of `forward` started from the TIE solution (computed on
   2x-binned stamps; falls back to the Z4 grid when the TIE fails). The most accurate, and the fastest of the
-  forward fits: the seed saves the grid and most of the coarse stage (benchmarks/bench_estimation.py: 0.16 s
-  CPU per pair, 1.6 nm median Z4-Z11 error on bright simulated pairs, against 3.4 s and 1.6 nm for danish as
-  published and 0.09 s and 2.5 nm for the TIE alone);
+  forward fits: the seed saves the grid and most of the coarse stage (benchmarks/bench_estimation.py: 0.13 s
+  CPU per pair, 1.6 nm median Z4-Z11 error on bright simulated pairs, against 3.5 s and 1.6 nm for danish as
+  published and 0.10 s and 2.5 nm for the TIE alone);
 - ``"danish"``: the same fit started from the best Z4 of a small grid (no TIE);
 - ``"tie"``: the TIE alone (`tie.solve_tie`, the in-focus deviation from the design).
 """
