@@ -10,6 +10,8 @@ from lsst.ts.auxtelwep.detection.measure import measure_donut
 from lsst.ts.auxtelwep.detection.template import correlate, donut_template, find_donuts
 from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.exposure import MaskBit
+from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
+from lsst.ts.auxtelwep.sim.optics import render_stamp_pair
 
 BLUR = ds.FWHM_PX / 2.3548
 
@@ -139,6 +141,23 @@ def test_measure_donut_ignores_a_cosmic_ray_and_flags_a_blend() -> None:
     blend = _donut_field(rng, [(350.0, 350.0), (410.0, 350.0)], [1e6, 4e5])
     m = measure_donut(blend, None, 367.0, 350.0, template=t, search_px=7, saturation=1e9)
     assert m.blend_suspected and m.neighbour_light > 10 ** (-0.4 * 2.0)  # a neighbour within 2 mag
+
+
+@pytest.mark.parametrize("decenter_mm", [1.9, 3.5])
+def test_a_single_donut_with_coma_is_not_a_blend(decenter_mm: float) -> None:
+    # M2 decentred by millimetres (0.3-0.6 um of coma, the robustness range of issue 7) brightens one side
+    # of every donut (sector contrast 0.7-1.3, above the blend limit of 0.5): all of a night's donuts were
+    # flagged as blends and no correction came. That brightening is the sectors' first harmonic.
+    state = HexapodState(x=0.6 * decenter_mm, y=0.8 * decenter_mm)
+    sim = render_stamp_pair(
+        AuxTel().with_hexapod(state), 0.01, -0.02, seeing_arcsec=1.0, flux=1e6, sky=200.0, seed=1
+    )
+    t = donut_template(ds.OUTER_PX, ds.INNER_PX, binning=1, blur_sigma_px=BLUR)
+    for stamp, (cx, cy) in ((sim.intra, sim.truth.intra_centroid), (sim.extra, sim.truth.extra_centroid)):
+        image = np.random.default_rng(2).poisson(200.0, (700, 700)).astype(float)
+        image[223:478, 223:478] = stamp
+        m = measure_donut(image, None, 223 + cx, 223 + cy, template=t, search_px=7, saturation=1e9)
+        assert not m.blend_suspected and m.asymmetry < 0.3, (m.asymmetry, m.neighbour_light)
 
 
 def test_mask_block_or_fast_path_matches_the_generic_one() -> None:
