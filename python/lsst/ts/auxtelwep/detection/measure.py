@@ -25,7 +25,7 @@ from ..exposure import MaskBit
 from .image import UNUSABLE_BITS
 from .template import DonutTemplate
 
-__all__ = ["ASYMMETRY_LIMIT", "Measurement", "measure_donut"]
+__all__ = ["ASYMMETRY_LIMIT", "Measurement", "measure_donut", "pair_blend_suspected"]
 
 _MAD_TO_SIGMA = 1.4826
 _MEASURE_UNUSABLE = UNUSABLE_BITS | int(MaskBit.CR)
@@ -64,9 +64,10 @@ class Measurement:
     neighbour_light : `float`
         Excess surface brightness of the brightest of eight sectors of the sky ring over their median,
         relative to the donut's own: light of a neighbour that reaches the ring.
-    blend_suspected : `bool`
-        ``asymmetry`` exceeds `ASYMMETRY_LIMIT`, or ``neighbour_light`` exceeds ``neighbour_fraction``,
-        significantly (5 sigma): another donut overlaps this one, resolved or not.
+    overlap_seen : `bool`
+        ``asymmetry`` exceeds `ASYMMETRY_LIMIT` significantly (5 sigma): another donut overlaps this one.
+    neighbour_seen : `bool`
+        ``neighbour_light`` exceeds ``neighbour_fraction`` significantly (5 sigma).
     """
 
     x: float
@@ -79,7 +80,18 @@ class Measurement:
     shift_at_limit: bool
     asymmetry: float = 0.0
     neighbour_light: float = 0.0
-    blend_suspected: bool = False
+    overlap_seen: bool = False
+    neighbour_seen: bool = False
+
+
+def pair_blend_suspected(intra: Measurement, extra: Measurement) -> bool:
+    """Whether a donut pair hides a blend: an overlap in either image, or neighbour light in both.
+
+    A neighbouring star lights the sky ring of both images. A donut ~0.1 mm out of focus spills its own
+    edge into the ring of only one: the image in which it is the larger (intra or extra, by the sign of the
+    focus error), as at the start of a night.
+    """
+    return intra.overlap_seen or extra.overlap_seen or (intra.neighbour_seen and extra.neighbour_seen)
 
 
 def _cutout(array: NDArray, x0: int, y0: int, half: int, fill: float) -> tuple[NDArray, NDArray]:
@@ -202,13 +214,14 @@ def _blend_tests(
     template: DonutTemplate,
     sky_sigma: float,
     neighbour_fraction: float,
-) -> tuple[float, float, bool]:
-    """Asymmetry of the annulus plateau and neighbour light in the sky ring (see `Measurement`)."""
+) -> tuple[float, float, bool, bool]:
+    """Asymmetry of the annulus plateau and neighbour light in the sky ring, and whether each is
+    significant (see `Measurement`)."""
     blur = template.blur_sigma_px
     plateau = usable & (radius >= template.inner_px + blur) & (radius <= template.outer_px - blur)
     own = _sector_means(work, angle, plateau)
     if own is None or own.mean() <= 0:
-        return 0.0, 0.0, False
+        return 0.0, 0.0, False, False
     level = float(own.mean())
     n_plateau = max(int(plateau.sum()) // 8, 1)
     # A decentred M2 (coma) brightens one side of a single donut as cos(angle - phase): 0.08 of the level
@@ -218,15 +231,15 @@ def _blend_tests(
     spread = float(residual.max() - residual.min())
     asymmetry = spread / level
     noise = math.sqrt(2.0 / n_plateau) * math.sqrt(sky_sigma**2 + level)
-    blend = asymmetry > ASYMMETRY_LIMIT and spread > 5.0 * noise
-    neighbour = 0.0
+    overlap = asymmetry > ASYMMETRY_LIMIT and spread > 5.0 * noise
+    neighbour, neighbour_seen = 0.0, False
     sky = _sector_medians(ring_values, ring_angle, ring)  # medians: a cosmic ray does not light a sector
     if sky is not None:
         excess = float(sky.max() - np.median(sky))
         neighbour = excess / level
         n_ring = max(int(ring.sum()) // 8, 1)
-        blend |= neighbour > neighbour_fraction and excess > 5.0 * sky_sigma * math.sqrt(2.0 / n_ring)
-    return asymmetry, neighbour, bool(blend)
+        neighbour_seen = neighbour > neighbour_fraction and excess > 5.0 * sky_sigma * math.sqrt(2.0 / n_ring)
+    return asymmetry, neighbour, bool(overlap), bool(neighbour_seen)
 
 
 @functools.lru_cache(maxsize=16)
@@ -369,7 +382,7 @@ def measure_donut(
     if mstamp is not None:
         saturated |= bool(np.any((mstamp[box, box][aperture] & MaskBit.SAT) != 0))
     bad_fraction = 1.0 - float(good_ap.sum()) / max(n_ap, 1)
-    asymmetry, neighbour_light, blend = _blend_tests(
+    asymmetry, neighbour_light, overlap_seen, neighbour_seen = _blend_tests(
         work,
         good,
         r_new,
@@ -394,5 +407,6 @@ def measure_donut(
         shift_at_limit=bool(at_limit),
         asymmetry=asymmetry,
         neighbour_light=neighbour_light,
-        blend_suspected=blend,
+        overlap_seen=overlap_seen,
+        neighbour_seen=neighbour_seen,
     )

@@ -26,7 +26,7 @@ from .catalog import Donut, Rejection
 from .config import DetectionConfig
 from .defocal import DefocalImage, ModeResult, field_angle, isolation_px
 from .image import to_binned
-from .measure import Measurement
+from .measure import Measurement, pair_blend_suspected
 from .select import select_sources
 from .wcs import model_image_shift_px, project
 
@@ -189,10 +189,7 @@ def run_catalog_mode(
             f"none of {keep.size} catalog stars on the chip was found as a donut on both images "
             f"({'; '.join(reasons)})"
         )
-    blended = {
-        ref: bool(selection.blended[n]) or mi.blend_suspected or me.blend_suspected
-        for n, ref, mi, me in accepted
-    }
+    blended = {ref: bool(selection.blended[n]) or pair_blend_suspected(mi, me) for n, ref, mi, me in accepted}
     # Unblended first, brightest first (a blend seen only in the image moves a donut back).
     accepted.sort(key=lambda item: (blended[item[1]], refcat.mag[item[1]]))
     position = {ref: k for k, (_, ref, _, _) in enumerate(accepted)}
@@ -359,7 +356,7 @@ def run_template_mode(
     eligible = np.zeros(len(px), dtype=bool)
     eligible[:n_pairs] = True
     flagged = np.zeros(len(px), dtype=bool)
-    flagged[:n_pairs] = [mi[a].blend_suspected or me[j].blend_suspected for a, j in pairs]
+    flagged[:n_pairs] = [pair_blend_suspected(mi[a], me[j]) for a, j in pairs]
     selection = select_sources(
         px,
         py,
