@@ -212,7 +212,12 @@ def main() -> None:
                 if estimator == DEFAULT and zernikes_err is not None:
                     noise["formal"].append(rms_nm(zernikes_err))
                     offset = compute_correction(
-                        noll, zernikes[None], zernikes_err[None], [field], telescope=telescope
+                        noll,
+                        zernikes[None],
+                        zernikes_err[None],
+                        [field],
+                        telescope=telescope,
+                        fields_from_pixels=False,  # the stamps carry the star's true field
                     ).offset
                     focus_err.append(abs(offset.z + state.z))
                     # On one near-axis donut decenter is solved about the coma-free point, which is the

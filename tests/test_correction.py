@@ -14,14 +14,31 @@ FULL_NOLL = tuple(range(4, 23))
 
 
 def _measure(
-    misalignment: HexapodState, fields: np.ndarray, camera_angle: float = 0.0, *, noll: tuple[int, ...] = NOLL
+    misalignment: HexapodState,
+    fields: np.ndarray,
+    camera_angle: float = 0.0,
+    *,
+    noll: tuple[int, ...] = NOLL,
+    follow_image: bool = False,
 ) -> np.ndarray:
-    """Exact (noiseless) deviations the optical model predicts for a misalignment, per field."""
+    """Exact (noiseless) deviations the optical model predicts for a misalignment, per donut.
+
+    By default the star is at the donut's field. With ``follow_image``, as the pipeline measures them:
+    ``fields`` come from the donuts' pixels through the design's mapping, and a decentred M2 moves the
+    image, so the star seen there is elsewhere (found by fixed-point steps on the chief ray); the deviation
+    is its wavefront minus the design at the donut's field.
+    """
     nominal = AuxTel().with_camera_angle(camera_angle)
     perturbed = nominal.with_hexapod(misalignment)
-    return np.array(
-        [perturbed.zernikes(fx, fy, noll=noll) - nominal.zernikes(fx, fy, noll=noll) for fx, fy in fields]
-    )
+    out = []
+    for fx, fy in fields:
+        pixel = np.array(nominal.chief_ray_pixel(fx, fy))
+        star = np.array([fx, fy], dtype=float)
+        for _ in range(6 if follow_image else 0):
+            landed = np.array(perturbed.chief_ray_pixel(*star))
+            star -= np.array(nominal.pixel_to_field(*landed)) - np.array(nominal.pixel_to_field(*pixel))
+        out.append(perturbed.zernikes(*star, noll=noll) - nominal.zernikes(fx, fy, noll=noll))
+    return np.array(out)
 
 
 @pytest.mark.parametrize("camera_angle", [0.0, 37.0])
@@ -46,16 +63,16 @@ def test_large_misalignment_is_nulled_in_one_step(camera_angle: float) -> None:
     truth = HexapodState(x=-2.0, y=2.0, z=0.095)
     fields = np.array([[0.0, 0.0], [0.03, -0.02]])
     nominal = AuxTel().with_camera_angle(camera_angle)
-    dev = _measure(truth, fields, camera_angle, noll=FULL_NOLL)
+    dev = _measure(truth, fields, camera_angle, noll=FULL_NOLL, follow_image=True)
     err = np.full_like(dev, 0.002)
     corr = compute_correction(FULL_NOLL, dev, err, fields, telescope=nominal)
     np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=1e-4)
     assert corr.residual_rms_um < 1e-3
-    # The linear model alone leaves 7 um of focus: decentering M2 defocuses as the square of the decenter.
+    # The linear model alone leaves 4-7 um of focus: decentering M2 defocuses as the square of the decenter.
     linear = compute_correction(
         FULL_NOLL, dev, err, fields, telescope=nominal, config=CorrectionConfig(refine_above_mm=None)
     )
-    assert abs(linear.offset.z + truth.z) > 0.005
+    assert abs(linear.offset.z + truth.z) > 0.003
 
 
 def test_sensitivity_is_taken_on_the_measured_terms() -> None:
@@ -66,6 +83,11 @@ def test_sensitivity_is_taken_on_the_measured_terms() -> None:
     dev = _measure(truth, fields, noll=FULL_NOLL)
     corr = compute_correction(FULL_NOLL, dev, np.full_like(dev, 0.002), fields, telescope=AuxTel())
     np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=1e-4)
+    # With the image moving with M2 (the star seen at the donut is 0.004 deg away), the linear model is
+    # right to 0.5 % of the decenter below the refinement threshold.
+    dev = _measure(truth, fields, noll=FULL_NOLL, follow_image=True)
+    corr = compute_correction(FULL_NOLL, dev, np.full_like(dev, 0.002), fields, telescope=AuxTel())
+    np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=0.002)
 
 
 def test_uncertainty_matches_the_scatter_over_noise() -> None:
@@ -141,18 +163,13 @@ def test_bad_input_is_named() -> None:
         ops_script_correction([4, 5], [0, 0], camera_angle_deg=0)
 
 
-def test_a_measurement_beyond_the_model_keeps_the_linear_answer() -> None:
-    # 20 um of coma implies M2 ~0.1 m off: batoid's rays miss the detector there. The refinement must not
+def test_a_measurement_beyond_the_model_does_not_raise() -> None:
+    # 20 um of coma implies M2 ~0.1 m off, where batoid's rays can miss the detector. The refinement must not
     # turn that into an exception (the service reports the correction; whoever applies it limits the step).
     dev = np.zeros((1, len(FULL_NOLL)))
     dev[0, [0, 3]] = 20.0  # Z4 and Z7, um
-    err = np.full_like(dev, 0.01)
-    refined = compute_correction(FULL_NOLL, dev, err, [[0.0, 0.0]], telescope=AuxTel())
-    linear = compute_correction(
-        FULL_NOLL, dev, err, [[0.0, 0.0]], telescope=AuxTel(), config=CorrectionConfig(refine_above_mm=None)
-    )
-    np.testing.assert_array_equal(refined.offset.as_array(), linear.offset.as_array())
-    assert abs(refined.offset.y) > 50
+    refined = compute_correction(FULL_NOLL, dev, np.full_like(dev, 0.01), [[0.0, 0.0]], telescope=AuxTel())
+    assert np.all(np.isfinite(refined.offset.as_array())) and abs(refined.offset.y) > 50
     with pytest.raises(InputError, match="rays miss the detector"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # batoid's empty means on the way there
         AuxTel().with_hexapod(HexapodState(y=110.0)).zernikes()

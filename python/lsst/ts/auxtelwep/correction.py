@@ -19,8 +19,11 @@ decenter: the linear solution of a 1 mm decenter leaves 0.9 um of focus, of 2.8 
 target is reached only below ~1.5 mm). When the linear solution decenters by more than
 ``refine_above_mm``, it is refined against the optical model itself (chord iterations: batoid's deviation at
 the solution, the sensitivity for the step; ~5 ms per donut and step, two or three steps), which leaves
-< 0.1 um (`tests/test_correction.py`). Below that the linear model is exact to < 0.1 um of focus and 0.2 %
-of the decenter, and nothing is traced.
+< 0.1 um (`tests/test_correction.py`). The refinement also follows the image: M2 decentred by millimetres
+moves it by ~538 px per mm, so the star whose donut sits at a pixel is elsewhere on the sky, and the
+deviation measured there is its wavefront minus the design at the pixel's field (40 nm of Z4 at 2.8 mm, 10 um
+of focus if ignored; `tests/test_pipeline.py`). Below the threshold the linear model is right to < 0.1 um of
+focus and 0.5 % of the decenter, and nothing is traced.
 
 For comparison the ops-script rule (ts_externalscripts latiss_base_align, FACTS.md section 2) is also
 evaluated: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm, rotated by ``-camera_angle``, times the
@@ -128,6 +131,7 @@ def compute_correction(
     *,
     telescope: AuxTel,
     config: CorrectionConfig | None = None,
+    fields_from_pixels: bool = True,
 ) -> HexapodCorrection:
     """Solve for the hexapod offset that nulls the measured deviations.
 
@@ -146,6 +150,11 @@ def compute_correction(
         point, normally the nominal one).
     config : `CorrectionConfig`, optional
         Axes and Noll indices used; defaults when omitted.
+    fields_from_pixels : `bool`
+        ``fields_deg`` are where the donuts sit on the detector, through the design's mapping, and the
+        deviations are against the design there (as `stamps.cut_pairs` and the estimators make them). A
+        decentred M2 moves the image, so the stars seen there are elsewhere; the refinement follows them.
+        False: the stars' own fields (simulations that know them).
 
     Returns
     -------
@@ -198,7 +207,17 @@ def compute_correction(
     predicted = rows @ solution
     if config.refine_above_mm is not None and np.hypot(*solution[:2]) > config.refine_above_mm:
         solution, predicted = _refine(
-            solution, axes, rows, target, weights, keep, telescope, fields, (noll_arr, used), config
+            solution,
+            axes,
+            rows,
+            target,
+            weights,
+            keep,
+            telescope,
+            fields,
+            (noll_arr, used),
+            config,
+            follow_image=fields_from_pixels,
         )
     residual = predicted[keep] - target[keep]
     offset = HexapodState.from_array(0.0 - solution)  # not -solution: unsolved axes stay +0.0, not -0.0
@@ -262,6 +281,8 @@ def _refine(
     fields: NDArray[np.float64],
     terms: tuple[NDArray[np.int64], NDArray[np.bool_]],
     config: CorrectionConfig,
+    *,
+    follow_image: bool,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Chord iterations of the misalignment against the optical model; returns it and its deviations.
 
@@ -273,14 +294,23 @@ def _refine(
     points = [(float(fx), float(fy)) for fx, fy in fields]
     design = rows[keep] * weights[keep, None]
 
+    # A donut's field comes from its pixel through the design's mapping, but a decentred M2 moves the image
+    # (~538 px per mm): the star whose donut sits there is elsewhere on the sky, and its wavefront differs
+    # (the measured deviation is that wavefront minus the design at the pixel's field: 40 nm of Z4 at
+    # 2.8 mm). The model therefore follows the star that lands on each donut's pixel in the trial state.
+    to_field = np.linalg.inv(_field_to_pixel_jacobian(telescope))
+    pixels = [np.array(telescope.chief_ray_pixel(fx, fy)) for fx, fy in points]
+
     def deviations(state: NDArray[np.float64]) -> NDArray[np.float64]:
         moved = telescope.with_hexapod(telescope.hexapod + HexapodState.from_array(state))
-        return np.concatenate(
-            [
-                (moved.zernikes(fx, fy, noll=noll) - telescope.zernikes(fx, fy, noll=noll))[used]
-                for fx, fy in points
-            ]
-        )
+        out = []
+        for (fx, fy), pixel in zip(points, pixels, strict=True):
+            star = np.array([fx, fy])
+            if follow_image:
+                star = star - to_field @ (np.array(moved.chief_ray_pixel(fx, fy)) - pixel)
+            wavefront = moved.zernikes(float(star[0]), float(star[1]), noll=noll)
+            out.append((wavefront - telescope.zernikes(fx, fy, noll=noll))[used])
+        return np.concatenate(out)
 
     linear = solution
     try:
@@ -298,6 +328,14 @@ def _refine(
         return linear, rows @ linear
     # The last step is small: its effect on the prediction is linear.
     return solution, predicted + rows @ step
+
+
+def _field_to_pixel_jacobian(telescope: AuxTel) -> NDArray[np.float64]:
+    """d(pixel col, row) / d(field x, y in degrees) of the design's chief rays (`AuxTel.chief_ray_pixel`)."""
+    step = 0.01
+    origin = np.array(telescope.chief_ray_pixel(0.0, 0.0))
+    columns = [np.array(telescope.chief_ray_pixel(step, 0.0)), np.array(telescope.chief_ray_pixel(0.0, step))]
+    return np.stack([(c - origin) / step for c in columns], axis=1)
 
 
 def ops_script_correction(

@@ -217,6 +217,35 @@ def _perturbed_optic(batoid_state: tuple[float, float, float, float, float]) -> 
     return optic
 
 
+_DESIGN_KEY = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _chief_ray_m(
+    optic_key: tuple[float, ...], field_x_deg: float, field_y_deg: float, wavelength_m: float
+) -> tuple[float, float]:
+    """Detector (x, y), metres, of the chief ray of an optic (`AuxTel.optic_key`) at a field angle."""
+    optic = _perturbed_optic(optic_key)
+    ray = optic.trace(
+        batoid.RayVector.fromStop(
+            0.0,
+            0.0,
+            optic=optic,
+            wavelength=wavelength_m,
+            theta_x=np.deg2rad(field_x_deg),
+            theta_y=np.deg2rad(field_y_deg),
+        )
+    )
+    # The chief ray is always "vignetted" (by M2's central baffle): only a failed trace means no position.
+    if ray.failed[0] or not (np.isfinite(ray.x[0]) and np.isfinite(ray.y[0])):
+        raise InputError(
+            f"the chief ray at field ({field_x_deg}, {field_y_deg}) deg misses the detector for M2 at "
+            f"{optic_key} (batoid frame, mm and deg)",
+            value=optic_key,
+        )
+    return float(ray.x[0]), float(ray.y[0])
+
+
 @functools.lru_cache(maxsize=8)
 def _field_to_detector_jacobian(wavelength_m: float) -> NDArray[np.float64]:
     """d(detector x, y in pixels) / d(field angle x, y in degrees), from chief rays of the design."""
@@ -324,6 +353,16 @@ class AuxTel:
         col = BORESIGHT_PIXEL[0] + jac[0, 0] * fx + jac[0, 1] * fy
         row = BORESIGHT_PIXEL[1] + jac[1, 0] * fx + jac[1, 1] * fy
         return col, row
+
+    def chief_ray_pixel(self, field_x_deg: float, field_y_deg: float) -> tuple[float, float]:
+        """Where the chief ray of a star lands in this state, 0-based assembled-frame pixels.
+
+        Unlike `field_to_pixel` (the design's mapping) this follows M2: decentring it moves the image by
+        ~538 px per mm. The design's on-axis chief ray lands on the boresight pixel, as in `field_to_pixel`.
+        """
+        x, y = _chief_ray_m(self.optic_key, float(field_x_deg), float(field_y_deg), self.wavelength_m)
+        x0, y0 = _chief_ray_m(_DESIGN_KEY, 0.0, 0.0, self.wavelength_m)
+        return BORESIGHT_PIXEL[0] + (x - x0) / PIXEL_SIZE_M, BORESIGHT_PIXEL[1] + (y - y0) / PIXEL_SIZE_M
 
     def pixel_to_field(self, col: ArrayLike, row: ArrayLike) -> tuple[NDArray, NDArray]:
         """Inverse of `field_to_pixel`: 0-based pixels to field angles in degrees."""

@@ -133,6 +133,7 @@ def closed_loop(
                 np.array([fields_deg[p.index] for p in used]),
                 telescope=nominal,
                 config=correction,
+                fields_from_pixels=False,  # the stamps carry their stars' true fields
             ).offset
         else:
             offset = ops_script_correction(
