@@ -128,15 +128,24 @@ class _Run:
         # Fit the WCS to where the aligned telescope would have put the stars (see model_image_shift_px).
         shift = model_image_shift_px(self.telescope, Role.INFOCUS)
         sources = dataclasses.replace(sources, x=sources.x - shift[0], y=sources.y - shift[1])
-        solution = solve_astrometry(
-            sources,
-            self.refcat,
-            start,
-            shape=self.infocus.image.shape,
-            max_shift_px=self.config.max_refit_shift_px,
-            min_matches=self.config.min_astrometry_matches,
-            max_scatter_arcsec=self.config.max_astrometry_scatter_arcsec,
-        )
+        searches = [self.config.max_refit_shift_px]
+        if self.config.wide_refit_shift_px is not None:
+            searches.append(self.config.wide_refit_shift_px)
+        for attempt, max_shift_px in enumerate(searches):
+            try:
+                solution = solve_astrometry(
+                    sources,
+                    self.refcat,
+                    start,
+                    shape=self.infocus.image.shape,
+                    max_shift_px=max_shift_px,
+                    min_matches=self.config.min_astrometry_matches,
+                    max_scatter_arcsec=self.config.max_astrometry_scatter_arcsec,
+                )
+                break
+            except DetectionError:
+                if attempt == len(searches) - 1:
+                    raise
         self.solution = solution
         w_i, note_i = transfer_wcs(solution.wcs, self.infocus, self.intra.exposure)
         w_e, note_e = transfer_wcs(solution.wcs, self.infocus, self.extra.exposure)

@@ -80,6 +80,13 @@ class DetectionConfig(BaseModel):
     max_refit_shift_px: float = Field(
         800.0, gt=0, description="Largest pointing error the refit searches, px at the boresight."
     )
+    wide_refit_shift_px: float | None = Field(
+        2000.0,
+        gt=0,
+        description="A second, wider refit search when the first fails, px (None: none). M2 decentred by "
+        "millimetres moves the image ~538 px per mm; searching that far at once would let the brightest "
+        "catalog stars come from beyond the chip.",
+    )
     max_pair_offset_px: float = Field(
         300.0,
         gt=0,
