@@ -298,16 +298,16 @@ def _refine(
     # (~538 px per mm): the star whose donut sits there is elsewhere on the sky, and its wavefront differs
     # (the measured deviation is that wavefront minus the design at the pixel's field: 40 nm of Z4 at
     # 2.8 mm). The model therefore follows the star that lands on each donut's pixel in the trial state.
-    to_field = np.linalg.inv(_field_to_pixel_jacobian(telescope))
-    pixels = [np.array(telescope.chief_ray_pixel(fx, fy)) for fx, fy in points]
-
     def deviations(state: NDArray[np.float64]) -> NDArray[np.float64]:
         moved = telescope.with_hexapod(telescope.hexapod + HexapodState.from_array(state))
         out = []
-        for (fx, fy), pixel in zip(points, pixels, strict=True):
+        for fx, fy in points:
             star = np.array([fx, fy])
             if follow_image:
-                star = star - to_field @ (np.array(moved.chief_ray_pixel(fx, fy)) - pixel)
+                # One step back along the image's motion (nearly uniform over the chip: enough).
+                landed = telescope.pixel_to_field(*moved.chief_ray_pixel(fx, fy))
+                seen = telescope.pixel_to_field(*telescope.chief_ray_pixel(fx, fy))
+                star = star - (np.array(landed, dtype=float) - np.array(seen, dtype=float))
             wavefront = moved.zernikes(float(star[0]), float(star[1]), noll=noll)
             out.append((wavefront - telescope.zernikes(fx, fy, noll=noll))[used])
         return np.concatenate(out)
@@ -328,14 +328,6 @@ def _refine(
         return linear, rows @ linear
     # The last step is small: its effect on the prediction is linear.
     return solution, predicted + rows @ step
-
-
-def _field_to_pixel_jacobian(telescope: AuxTel) -> NDArray[np.float64]:
-    """d(pixel col, row) / d(field x, y in degrees) of the design's chief rays (`AuxTel.chief_ray_pixel`)."""
-    step = 0.01
-    origin = np.array(telescope.chief_ray_pixel(0.0, 0.0))
-    columns = [np.array(telescope.chief_ray_pixel(step, 0.0)), np.array(telescope.chief_ray_pixel(0.0, step))]
-    return np.stack([(c - origin) / step for c in columns], axis=1)
 
 
 def ops_script_correction(
