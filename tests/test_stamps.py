@@ -26,6 +26,7 @@ class Donut:
     field_x_deg: float = 0.01
     field_y_deg: float = -0.02
     blended: bool = False
+    blend_with: tuple[int, ...] = ()
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +112,10 @@ def test_neighbours_are_masked_and_blends_flagged(sim_pair) -> None:
     # 220 px apart: the neighbour reaches into the stamp (masked) but not into the donut (no blend).
     assert all(not (p.flags & PairFlag.BLEND) for p in pairs), [p.notes for p in pairs]
     assert pairs[0].intra.mask[:, 240:].any() and not pairs[0].intra.mask[:, :100].any()
-    close = [Donut(400, 450, 400, 450), Donut(550, 450, 550, 450, blended=True)]
+    close = [Donut(400, 450, 400, 450), Donut(550, 450, 550, 450, blended=True, blend_with=(0,))]
     pairs = cut_pairs(intra, extra, close, options=CutOptions(size_px=255, recentre=False))
     assert pairs[0].flags & PairFlag.BLEND and pairs[1].flags & PairFlag.BLEND
-    assert any("catalog flags a blend" in n for n in pairs[1].notes)
+    assert "detection flags a blend with donut 0" in pairs[1].notes
 
 
 def test_edges_bad_pixels_and_adu_variance(sim_pair) -> None:

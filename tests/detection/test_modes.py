@@ -9,10 +9,13 @@ import dataclasses
 import detsynth as ds
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from lsst.ts.auxtelwep.detection import DetectionConfig, detect_donuts
 from lsst.ts.auxtelwep.errors import ConfigurationError, DetectionError
-from lsst.ts.auxtelwep.exposure import MaskBit
+from lsst.ts.auxtelwep.exposure import Exposure, MaskBit
+from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
+from lsst.ts.auxtelwep.sim.stamp_pair import render_stamp_pair
 
 SMALL = (1024, 1024)
 
@@ -186,3 +189,40 @@ def test_configuration_errors() -> None:
             refcat=ds.make_field(rng, shape=SMALL, n_stars=1).refcat,
             config=DetectionConfig(mode="refit", fallback=False),
         )
+
+
+def _one_sided_pair(decenter_mm: float, focus_mm: float, stars: list[tuple[float, float, float]]):
+    """Intra and extra frames (1024 px, electrons) of ``stars`` (x, y, flux) with M2 decentred."""
+    telescope = AuxTel().with_hexapod(HexapodState(x=0.6 * decenter_mm, y=-0.8 * decenter_mm, z=focus_mm))
+    rng = np.random.default_rng(31)
+    images = [rng.poisson(200.0, SMALL).astype(np.float32) for _ in range(2)]
+    for k, (x, y, flux) in enumerate(stars):
+        sim = render_stamp_pair(telescope, 0.01, -0.02, seeing_arcsec=1.0, flux=flux, sky=0.0, seed=k)
+        for image, stamp, (cx, cy) in (
+            (images[0], sim.intra, sim.truth.intra_centroid),
+            (images[1], sim.extra, sim.truth.extra_centroid),
+        ):
+            x0, y0 = round(x - cx), round(y - cy)
+            image[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]] += stamp
+    header = fits.Header({"BUNIT": "electron"})
+    mask = np.zeros(SMALL, dtype=np.uint16)
+    return [Exposure(image=im, mask=mask, header=header, wcs=None, units="electron") for im in images]
+
+
+@pytest.mark.parametrize(("decenter_mm", "focus_mm"), [(1.0, 0.05), (1.4, 0.02)])
+def test_one_sided_donuts_are_stars_not_blends(decenter_mm: float, focus_mm: float) -> None:
+    # M2 decentred by a millimetre makes every donut one-sided (coma), and the matched filter finds a second
+    # peak 50-70 px from its centre on both images: unpaired at 1 mm, paired with its twin near focus. Taken
+    # for neighbours, they made every donut a blend, and template mode (no WCS, no in-focus image) gave no
+    # correction at all.
+    intra, extra = _one_sided_pair(decenter_mm, focus_mm, [(300.0, 300.0, 5e6), (700.0, 650.0, 5e6)])
+    cat = detect_donuts(intra, extra, config=DetectionConfig(mode="template"))
+    assert len(cat) == 2 and not any(d.blended for d in cat.donuts)
+    assert any(r.reason.startswith("second peak of the one-sided donut") for r in cat.rejected)
+    # A real neighbour 80 px and 1 mag away shows in the donut's own light: still a blend.
+    stars = [(300.0, 300.0, 5e6), (380.0, 300.0, 2e6), (700.0, 650.0, 5e6)]
+    cat = detect_donuts(
+        *_one_sided_pair(decenter_mm, focus_mm, stars), config=DetectionConfig(mode="template")
+    )
+    near = [d for d in cat.donuts if np.hypot(d.intra_x - 330.0, d.intra_y - 300.0) < 60.0]
+    assert near and all(d.blended for d in near)

@@ -51,7 +51,7 @@ def test_combined_wavefront_matches_truth(pairs_and_truth) -> None:
 
 def test_flagged_failed_and_outlying_pairs_are_reported(pairs_and_truth) -> None:
     pairs, _ = pairs_and_truth
-    blend = dataclasses.replace(pairs[1], flags=PairFlag.BLEND, notes=("catalog flags a blend",))
+    blend = dataclasses.replace(pairs[1], flags=PairFlag.BLEND, notes=("detection flags a blend",))
     rng = np.random.default_rng(0)
     empty = DonutPair.from_arrays(
         rng.normal(0, 14, (255, 255)),
@@ -73,7 +73,7 @@ def test_flagged_failed_and_outlying_pairs_are_reported(pairs_and_truth) -> None
         [pairs[0], blend, pairs[2], pairs[3], empty, odd], config=config, telescope=AuxTel()
     )
     by_index = {p.index: p for p in est.pairs}
-    assert by_index[1].reason.startswith("flagged: BLEND") and "catalog flags a blend" in by_index[1].reason
+    assert by_index[1].reason.startswith("flagged: BLEND") and "detection flags a blend" in by_index[1].reason
     assert by_index[7].reason.startswith("fit failed:")
     assert by_index[9].reason.startswith("outlier:") or by_index[9].reason.startswith("fit failed:")
     assert {p.index for p in est.pairs if p.used} == {0, 2, 3}

@@ -8,22 +8,27 @@ camera rotation included). Stacking every donut's deviation, the correction is t
 applies it (the CSC's configuration), so that one place owns them.
 
 Decenter and tilt are degenerate for near-axis stars (FACTS.md section 2): a tilt's coma is matched by a
-decenter's to a few nm across the LATISS field. By default (``axes="auto"``) the five-axis solution is
-used only when the donuts' field spread pins u and v down to ``uv_sigma_max_deg`` *and* the tilt found is
-significant (``uv_min_significance`` sigmas); otherwise x, y, z are solved with u = v = 0, which nulls coma
-by decentering about the coma-free point, as the ops script does. The significance test keeps an aligned
-telescope from wandering along the coma-free line on noise.
+decenter's to a few nm across the LATISS field. By default (``axes="auto"``) x, y, z are solved first, with
+u = v = 0, which nulls coma by decentering about the coma-free point, as the ops script does; u and v are
+added only when, on what x, y, z leave, the donuts' field spread pins them down to ``uv_sigma_max_deg``
+*and* the tilt found is significant (``uv_min_significance`` sigmas). The significance test keeps an aligned
+telescope from wandering along the coma-free line on noise. Each deviation's error gets ``systematic_um``
+(1 nm) added in quadrature, the model's own error: a bright donut's fit quotes 0.1 nm, and against that
+the few nm by which the model and the estimator can be off read as a significant tilt (one donut at the
+chip's edge, 0.2 mm of decenter: 0.004 deg of tilt and 36 um of decenter error).
+
+The deviations are measured at the donuts' pixels, through the design's mapping. Moving M2 moves the image
+(~538 px per mm of decenter), so the star seen at a pixel changes with it; the linear model includes that
+(`instrument.SensitivityMap`, ``follow_image``: 3 nm of Z4 at the chip's edge for 0.2 mm, read as 0.8 um
+of focus without it). Simulations that know their stars' own fields say so (``fields_from_pixels=False``).
 
 The sensitivity is linear; M2 motion is not quite. Decentering M2 also defocuses, as the square of the
-decenter: the linear solution of a 1 mm decenter leaves 0.9 um of focus, of 2.8 mm 7 um (the 2 um focus
-target is reached only below ~1.5 mm). When the linear solution decenters by more than
-``refine_above_mm``, it is refined against the optical model itself (chord iterations: batoid's deviation at
-the solution, the sensitivity for the step; ~5 ms per donut and step, two or three steps), which leaves
-< 0.1 um (`tests/test_correction.py`). The refinement also follows the image: M2 decentred by millimetres
-moves it by ~538 px per mm, so the star whose donut sits at a pixel is elsewhere on the sky, and the
-deviation measured there is its wavefront minus the design at the pixel's field (40 nm of Z4 at 2.8 mm, 10 um
-of focus if ignored; `tests/test_pipeline.py`). Below the threshold the linear model is right to < 0.1 um of
-focus and 0.5 % of the decenter, and nothing is traced.
+decenter: the linear solution leaves 0.2 um of focus at 1 mm, 1.3 um at 2.8 mm (measured at pixels). When
+the linear solution decenters by more than ``refine_above_mm``, it is refined against the optical model
+itself (chord iterations: batoid's deviation at the solution, following each donut's star, and the
+sensitivity for the step; ~5 ms per donut and step, two or three steps), which leaves < 0.1 um
+(`tests/test_correction.py`). Below the threshold the linear model is right to 0.02 um, and nothing is
+traced.
 
 For comparison the ops-script rule (ts_externalscripts latiss_base_align, FACTS.md section 2) is also
 evaluated: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm, rotated by ``-camera_angle``, times the
@@ -33,7 +38,7 @@ published matrix.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -73,6 +78,12 @@ class CorrectionConfig(BaseModel):
         3.0,
         ge=0,
         description="With axes='auto', solve u, v only when the tilt found exceeds this many sigmas.",
+    )
+    systematic_um: float = Field(
+        0.001,
+        ge=0,
+        description="Error added in quadrature to every measured deviation, um: the model's own (the "
+        "estimator's bias, the linear model's, ~1 nm), which a bright donut's errors (0.1 nm) leave out.",
     )
     refine_above_mm: float | None = Field(
         0.3,
@@ -153,7 +164,7 @@ def compute_correction(
     fields_from_pixels : `bool`
         ``fields_deg`` are where the donuts sit on the detector, through the design's mapping, and the
         deviations are against the design there (as `stamps.cut_pairs` and the estimators make them). A
-        decentred M2 moves the image, so the stars seen there are elsewhere; the refinement follows them.
+        decentred M2 moves the image, so the stars seen there are elsewhere; the model follows them.
         False: the stars' own fields (simulations that know them).
 
     Returns
@@ -188,38 +199,50 @@ def compute_correction(
     # Errors that are missing or zero get the median error, so one bad value cannot dominate the weights.
     good_err = np.isfinite(err) & (err > 0)
     floor = np.median(err[good_err]) if good_err.any() else 0.01
-    err = np.where(good_err, np.maximum(err, 1e-4), floor)
+    err = np.hypot(np.where(good_err, err, floor), config.systematic_um)
     finite = np.isfinite(dev)
     if not finite.any():
         raise InputError("no finite wavefront deviation to correct")
 
     # The model's Zernikes are fitted to the terms measured (a transverse-aberration fit to Z4-Z11 alone
     # differs from the Z4-Z11 of a Z4-Z22 fit: 0.2 % in coma), and only then restricted to those used.
-    sensitivity = telescope.sensitivity_map(noll=noll_arr).at(fields[:, 0], fields[:, 1])
+    sensitivity = telescope.sensitivity_map(noll=noll_arr).at(
+        fields[:, 0], fields[:, 1], follow_image=fields_from_pixels
+    )
     rows = sensitivity[:, used, :].reshape(-1, 5)
     target = dev.reshape(-1)
     weights = 1.0 / err.reshape(-1)
     keep = finite.reshape(-1)
     design = rows[keep] * weights[keep, None]
-    rhs = target[keep] * weights[keep]
+    model = _Deviations(telescope, fields, noll_arr, used, follow_image=fields_from_pixels)
 
-    solution, cov, axes = _solve(design, rhs, config)
+    def solve(columns: Sequence[int], predicted: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+        """Weighted least-squares step on ``columns`` from what ``predicted`` leaves, and its covariance."""
+        return _lstsq(design, (target - predicted)[keep] * weights[keep], columns)
+
+    def refined(solution: NDArray, predicted: NDArray, axes: tuple[str, ...]) -> tuple[NDArray, NDArray]:
+        return _refine(solution, predicted, axes, solve, model, config.refine_max_steps, rows)
+
+    # x, y, z first, refined against the optical model when the decenter is large; u and v are then judged
+    # on what x, y, z leave at that point, where the model is right.
+    solution, cov = solve(range(3), np.zeros_like(target))
+    axes = _AXES[:3]
     predicted = rows @ solution
-    if config.refine_above_mm is not None and np.hypot(*solution[:2]) > config.refine_above_mm:
-        solution, predicted = _refine(
-            solution,
-            axes,
-            rows,
-            target,
-            weights,
-            keep,
-            telescope,
-            fields,
-            (noll_arr, used),
-            config,
-            follow_image=fields_from_pixels,
-        )
+    refine = config.refine_above_mm is not None and np.hypot(*solution[:2]) > config.refine_above_mm
+    if refine:
+        solution, predicted = refined(solution, predicted, axes)
+    if config.axes != "xyz":
+        step, cov_tilt = solve(range(5), predicted)
+        left = (target - predicted - rows @ step)[keep] * weights[keep]
+        if config.axes == "xyzuv" or _tilt_is_constrained(step, cov_tilt * _chi2_scale(left, 5), config):
+            solution, cov, axes = solution + step, cov_tilt, _AXES
+            predicted = predicted + rows @ step
+            if refine:
+                solution, predicted = refined(solution, predicted, axes)
     residual = predicted[keep] - target[keep]
+    # Scaled by the reduced chi^2 when above 1, so the errors are honest when the quoted Zernike errors are
+    # too small.
+    cov = cov * _chi2_scale(residual * weights[keep], len(axes))
     offset = HexapodState.from_array(0.0 - solution)  # not -solution: unsolved axes stay +0.0, not -0.0
     sigma = HexapodState.from_array(np.sqrt(np.clip(np.diag(cov), 0, None)))
     mean_dev = np.nanmean(dev, axis=0)
@@ -241,91 +264,91 @@ def _lstsq(
     columns = list(columns)
     sub = design[:, columns]
     cov_sub = np.linalg.pinv(sub.T @ sub)
-    sol_sub = cov_sub @ sub.T @ rhs
-    # Scale by the reduced chi^2 when there are more equations than unknowns, so the errors are
-    # honest when the quoted Zernike errors are too small.
-    dof = sub.shape[0] - len(columns)
-    if dof > 0:
-        chi2 = float(np.sum((sub @ sol_sub - rhs) ** 2)) / dof
-        cov_sub = cov_sub * max(chi2, 1.0)
     sol = np.zeros(5)
     cov = np.zeros((5, 5))
-    sol[columns] = sol_sub
+    sol[columns] = cov_sub @ sub.T @ rhs
     cov[np.ix_(columns, columns)] = cov_sub
     return sol, cov
 
 
-def _solve(
-    design: NDArray[np.float64], rhs: NDArray[np.float64], config: CorrectionConfig
-) -> tuple[NDArray[np.float64], NDArray[np.float64], tuple[str, ...]]:
-    """Weighted least squares over five or three axes; returns solution, covariance and solved axes."""
-    if config.axes in ("xyzuv", "auto"):
-        sol, cov = _lstsq(design, rhs, range(5))
-        uv_sigma = np.sqrt(np.diag(cov)[3:])
-        pinned = np.all(uv_sigma < config.uv_sigma_max_deg)
-        significant = np.hypot(*sol[3:]) > config.uv_min_significance * np.hypot(*uv_sigma)
-        if config.axes == "xyzuv" or (pinned and significant):
-            return sol, cov, _AXES
-    sol, cov = _lstsq(design, rhs, range(3))
-    return sol, cov, _AXES[:3]
+def _chi2_scale(weighted_residual: NDArray[np.float64], n_axes: int) -> float:
+    """Reduced chi^2 of a fit of ``n_axes`` parameters, or 1 when below 1 or without degrees of freedom."""
+    dof = weighted_residual.size - n_axes
+    return max(float(np.sum(weighted_residual**2)) / dof, 1.0) if dof > 0 else 1.0
 
 
-def _refine(
-    solution: NDArray[np.float64],
-    axes: tuple[str, ...],
-    rows: NDArray[np.float64],
-    target: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    keep: NDArray[np.bool_],
-    telescope: AuxTel,
-    fields: NDArray[np.float64],
-    terms: tuple[NDArray[np.int64], NDArray[np.bool_]],
-    config: CorrectionConfig,
-    *,
-    follow_image: bool,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Chord iterations of the misalignment against the optical model; returns it and its deviations.
+def _tilt_is_constrained(
+    step: NDArray[np.float64], cov: NDArray[np.float64], config: CorrectionConfig
+) -> bool:
+    """Whether the donuts pin u, v down and find a significant tilt (``axes="auto"``)."""
+    uv_sigma = np.sqrt(np.clip(np.diag(cov)[3:], 0, None))
+    pinned = bool(np.all(uv_sigma < config.uv_sigma_max_deg))
+    return pinned and bool(np.hypot(*step[3:]) > config.uv_min_significance * np.hypot(*uv_sigma))
 
-    Each step traces the deviation the model predicts at the current solution and moves by the linear
-    solution of what is left, so it converges to the model's own answer whatever the sensitivity's error.
+
+@dataclasses.dataclass(frozen=True)
+class _Deviations:
+    """The deviations the optical model predicts at each donut for a misalignment (flattened, used terms).
+
+    A donut's field comes from its pixel through the design's mapping, but a decentred M2 moves the image
+    (~538 px per mm): the star whose donut sits there is elsewhere on the sky, and its wavefront differs
+    (the measured deviation is that wavefront minus the design at the pixel's field: 40 nm of Z4 at
+    2.8 mm). With ``follow_image`` the model follows the star that lands on each donut's pixel.
     """
-    columns = [_AXES.index(axis) for axis in axes]
-    noll, used = terms
-    points = [(float(fx), float(fy)) for fx, fy in fields]
-    design = rows[keep] * weights[keep, None]
 
-    # A donut's field comes from its pixel through the design's mapping, but a decentred M2 moves the image
-    # (~538 px per mm): the star whose donut sits there is elsewhere on the sky, and its wavefront differs
-    # (the measured deviation is that wavefront minus the design at the pixel's field: 40 nm of Z4 at
-    # 2.8 mm). The model therefore follows the star that lands on each donut's pixel in the trial state.
-    def deviations(state: NDArray[np.float64]) -> NDArray[np.float64]:
+    telescope: AuxTel
+    fields: NDArray[np.float64]
+    noll: NDArray[np.int64]
+    used: NDArray[np.bool_]
+    follow_image: bool
+
+    def __call__(self, state: NDArray[np.float64]) -> NDArray[np.float64]:
+        telescope = self.telescope
         moved = telescope.with_hexapod(telescope.hexapod + HexapodState.from_array(state))
         out = []
-        for fx, fy in points:
-            star = np.array([fx, fy])
-            if follow_image:
+        for fx, fy in self.fields:
+            star = np.array([fx, fy], dtype=float)
+            if self.follow_image:
                 # One step back along the image's motion (nearly uniform over the chip: enough).
                 landed = telescope.pixel_to_field(*moved.chief_ray_pixel(fx, fy))
                 seen = telescope.pixel_to_field(*telescope.chief_ray_pixel(fx, fy))
                 star = star - (np.array(landed, dtype=float) - np.array(seen, dtype=float))
-            wavefront = moved.zernikes(float(star[0]), float(star[1]), noll=noll)
-            out.append((wavefront - telescope.zernikes(fx, fy, noll=noll))[used])
+            wavefront = moved.zernikes(float(star[0]), float(star[1]), noll=self.noll)
+            out.append((wavefront - telescope.zernikes(float(fx), float(fy), noll=self.noll))[self.used])
         return np.concatenate(out)
 
-    linear = solution
+
+def _refine(
+    solution: NDArray[np.float64],
+    predicted: NDArray[np.float64],
+    axes: tuple[str, ...],
+    solve: Callable[[Sequence[int], NDArray[np.float64]], tuple[NDArray[np.float64], NDArray[np.float64]]],
+    model: _Deviations,
+    max_steps: int,
+    rows: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Chord iterations of the misalignment against the optical model; returns it and its deviations.
+
+    Each step traces the deviation the model predicts at the current solution and moves by the linear
+    solution (``solve``, on ``axes``) of what is left, so it converges to the model's own answer whatever
+    the sensitivity's error. ``predicted`` (the deviations at ``solution``) is returned unchanged with it
+    when the model has no answer.
+    """
+    columns = [_AXES.index(axis) for axis in axes]
+    start = solution, predicted
     try:
         # batoid warns (empty means) on the way to a state whose rays all miss the detector.
         with guarded_warnings(ignore=(RuntimeWarning,)):
-            for _ in range(config.refine_max_steps):
-                predicted = deviations(solution)
-                step, _ = _lstsq(design, (target - predicted)[keep] * weights[keep], columns)
+            for _ in range(max_steps):
+                predicted = model(solution)
+                step, _ = solve(columns, predicted)
                 solution = solution + step
                 if np.max(np.abs(step)) < 1e-4:  # 0.1 um: the model's own answer, far below any error
                     break
     except InputError:
-        # A measurement that implies M2 centimetres away is beyond the model: the linear answer stands
+        # A measurement that implies M2 centimetres away is beyond the model: the answer so far stands
         # (and whoever applies it limits the step).
-        return linear, rows @ linear
+        return start
     # The last step is small: its effect on the prediction is linear.
     return solution, predicted + rows @ step
 

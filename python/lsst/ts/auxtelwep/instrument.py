@@ -474,30 +474,52 @@ class AuxTel:
         """
         noll_key = tuple(int(j) for j in _check_noll(noll))
         angle = self.camera_angle_deg + HEXAPOD_TO_BATOID_ANGLE_DEG
-        coefs = _sensitivity_fit(self.optic_key, self.wavelength_m, noll_key, kind)
+        coefs, motion_coefs = _sensitivity_fit(self.optic_key, self.wavelength_m, noll_key, kind)
         # Column a of `rotation`: the batoid-frame motion made by a unit motion of hexapod axis a.
         rotation = np.stack(
             [HexapodState.from_array(np.eye(5)[a]).rotated(angle).as_array() for a in range(5)], axis=1
         )
-        return SensitivityMap(coefs=coefs @ rotation)
+        return SensitivityMap(coefs=coefs @ rotation, image_motion_coefs=motion_coefs @ rotation)
 
 
 @dataclasses.dataclass(frozen=True)
 class SensitivityMap:
     """`AuxTel.sensitivity` over the field: a quadratic in the field angle, for any number of donuts.
 
+    Moving M2 also moves the image (~538 px per mm of decenter), so the star whose donut sits at a given
+    pixel changes with it. A deviation measured at a pixel's field (the design's mapping) therefore varies
+    as the sensitivity minus the wavefront's field gradient times that motion: 3 nm of Z4 for 0.2 mm of
+    decenter at the edge of the chip, which the linear model would read as 0.8 um of focus.
+    ``at(..., follow_image=True)`` includes it.
+
     Attributes
     ----------
     coefs : `numpy.ndarray`, shape (6, nrows, 5)
         Coefficients of ``1, x, y, x**2, x*y, y**2`` (field angle in degrees) for each matrix element, in
         the frame of `AuxTel.sensitivity` with the camera angle of the map.
+    image_motion_coefs : `numpy.ndarray`, shape (6, nrows, 5)
+        The same for the part that the image's motion adds at a fixed pixel (gradient of the wavefront
+        over the field times the field shift per unit hexapod motion).
     """
 
     coefs: NDArray[np.float64]
+    image_motion_coefs: NDArray[np.float64]
 
-    def at(self, field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> NDArray[np.float64]:
-        """Sensitivity matrices at the given field angles, shape (n, nrows, 5) (see `AuxTel.sensitivity`)."""
-        return np.einsum("nk,krc->nrc", _quadratic_terms(field_x_deg, field_y_deg), self.coefs)
+    def at(
+        self, field_x_deg: ArrayLike, field_y_deg: ArrayLike, *, follow_image: bool = False
+    ) -> NDArray[np.float64]:
+        """Sensitivity matrices at the given field angles, shape (n, nrows, 5) (see `AuxTel.sensitivity`).
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : array-like
+            Field angles, degrees.
+        follow_image : `bool`
+            The fields are fixed pixels' (through the design's mapping), so the stars there change as M2
+            moves the image; False: the fields are the stars' own.
+        """
+        coefs = self.coefs + self.image_motion_coefs if follow_image else self.coefs
+        return np.einsum("nk,krc->nrc", _quadratic_terms(field_x_deg, field_y_deg), coefs)
 
 
 def _quadratic_terms(field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> NDArray[np.float64]:
@@ -509,16 +531,35 @@ def _quadratic_terms(field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> NDArray[
 @functools.lru_cache(maxsize=16)
 def _sensitivity_fit(
     batoid_state: tuple[float, ...], wavelength_m: float, noll: tuple[int, ...], kind: ZernikeKind
-) -> NDArray[np.float64]:
-    """Quadratic fit of the sensitivity over the chip, for hexapod axes aligned with batoid's frame."""
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Quadratic fits over the chip of `SensitivityMap`'s two parts, hexapod axes aligned with batoid's."""
     x, y, z, u, v = batoid_state
     aligned = AuxTel(HexapodState(x, y, -z, u, v), -HEXAPOD_TO_BATOID_ANGLE_DEG, wavelength_m)
     grid = np.array([(fx, fy) for fx in _SENSITIVITY_GRID_DEG for fy in _SENSITIVITY_GRID_DEG])
+    terms = _quadratic_terms(grid[:, 0], grid[:, 1])
     values = np.array([aligned.sensitivity(fx, fy, noll=noll, kind=kind) for fx, fy in grid])
-    coefs, *_ = np.linalg.lstsq(_quadratic_terms(grid[:, 0], grid[:, 1]), values.reshape(len(grid), -1))
+    coefs, *_ = np.linalg.lstsq(terms, values.reshape(len(grid), -1))
     coefs = coefs.reshape(6, *values.shape[1:])
-    coefs.setflags(write=False)
-    return coefs
+
+    wavefront = np.array([aligned.zernikes(fx, fy, noll=noll, kind=kind) for fx, fy in grid])
+    w, *_ = np.linalg.lstsq(terms, wavefront)
+    # The field gradient of a quadratic, in the same basis (1, x, y, x^2, xy, y^2).
+    zero = np.zeros_like(w[0])
+    d_dx = np.stack([w[1], 2 * w[3], w[4], zero, zero, zero])
+    d_dy = np.stack([w[2], w[4], 2 * w[5], zero, zero, zero])
+    # Field shift of the image per unit hexapod motion: nearly uniform over the chip, taken on axis.
+    motion = np.zeros((2, 5))
+    for a, (axis, step) in enumerate(zip(HexapodState.AXES, _SENSITIVITY_STEP, strict=True)):
+        ends = [
+            aligned.pixel_to_field(*aligned.with_hexapod_offset(**{axis: s}).chief_ray_pixel(0.0, 0.0))
+            for s in (step, -step)
+        ]
+        motion[:, a] = (np.array(ends[0], dtype=float) - np.array(ends[1], dtype=float)) / (2 * step)
+    # The star seen at a fixed pixel moves against the image: d/dm W(m, f - motion m) = S - grad W . motion.
+    motion_coefs = -(d_dx[:, :, None] * motion[0] + d_dy[:, :, None] * motion[1])
+    for arr in (coefs, motion_coefs):
+        arr.setflags(write=False)
+    return coefs, motion_coefs
 
 
 def _check_noll(noll: Sequence[int]) -> NDArray[np.int64]:

@@ -361,7 +361,8 @@ def cut_pairs(
         stamps, flags, notes = [], PairFlag.NONE, []
         if bool(getattr(donut, "blended", False)):
             flags |= PairFlag.BLEND
-            notes.append("catalog flags a blend")
+            partners = ", ".join(str(k) for k in getattr(donut, "blend_with", ()))
+            notes.append("detection flags a blend" + (f" with donut {partners}" if partners else ""))
         for role, exposure in ((Role.INTRA, intra), (Role.EXTRA, extra)):
             others = [_position(o, role) for j, o in enumerate(donuts) if j != index]
             stamp, f, n = _cut(

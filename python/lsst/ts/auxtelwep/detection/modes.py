@@ -292,6 +292,65 @@ def _measure_candidates(
     return kept, rejected, everything
 
 
+def _drop_second_peaks(
+    pairs: list[tuple[int, int]],
+    mi: list[Measurement],
+    me: list[Measurement],
+    intra: DefocalImage,
+    extra: DefocalImage,
+) -> tuple[list[tuple[int, int]], set[tuple[str, float, float]], list[Rejection]]:
+    """Separate the second peaks of one-sided donuts from the stars.
+
+    M2 decentred by a millimetre or more makes every donut one-sided (coma), and the matched filter can find
+    a second peak on its bright side, 50-70 px from the centre, on both images. It pairs with nothing (the
+    intra and extra donuts are one-sided differently) or, near focus, with its twin on the other image.
+    Either way it lies inside a brighter donut whose own light shows no overlap or neighbour (a real
+    neighbour there would show as one), so it is that donut's light, not a star.
+
+    Returns
+    -------
+    pairs : `list` of `tuple`
+        The pairs that are stars, brightest first.
+    own_light : `set` of `tuple`
+        The second peaks as ``(role, x, y)`` (``"intra"`` or ``"extra"``, position as measured).
+    rejected : `list` of `Rejection`
+        One for each second peak, naming its donut.
+    """
+    outer = {"intra": intra.template_full.outer_px, "extra": extra.template_full.outer_px}
+    hosts: list[tuple[Measurement, Measurement]] = []
+
+    def host_of(m: Measurement, role: str) -> Measurement | None:
+        side = 0 if role == "intra" else 1
+        for host in hosts:
+            if math.hypot(host[side].x - m.x, host[side].y - m.y) < outer[role]:
+                return host[side]
+        return None
+
+    stars: list[tuple[int, int]] = []
+    peaks: list[tuple[Measurement, str, Measurement]] = []
+    for a, j in sorted(pairs, key=lambda pair: -mi[pair[0]].flux):
+        host = host_of(mi[a], "intra")
+        if host is not None:
+            peaks += [(mi[a], "intra", host), (me[j], "extra", host_of(me[j], "extra") or host)]
+            continue
+        stars.append((a, j))
+        if not pair_blend_suspected(mi[a], me[j]):
+            hosts.append((mi[a], me[j]))
+    paired = ({a for a, _ in pairs}, {j for _, j in pairs})
+    for side, (role, measured) in enumerate((("intra", mi), ("extra", me))):
+        for k, m in enumerate(measured):
+            host = None if k in paired[side] else host_of(m, role)
+            if host is not None:
+                peaks.append((m, role, host))
+    rejected = [
+        Rejection(
+            m.x, m.y, f"second peak of the one-sided donut at ({host.x:.0f}, {host.y:.0f}), not a star", role
+        )
+        for m, role, host in peaks
+    ]
+    return stars, {(role, m.x, m.y) for m, role, _ in peaks}, rejected
+
+
 def run_template_mode(
     intra: DefocalImage, extra: DefocalImage, *, telescope: AuxTel, config: DetectionConfig
 ) -> ModeResult:
@@ -329,20 +388,26 @@ def run_template_mode(
             if dist[j] <= tol:
                 used.add(j)
                 pairs.append((a, j))
-    paired_i = {a for a, _ in pairs}
-    paired_e = {j for _, j in pairs}
-    rejected += [
-        Rejection(m.x, m.y, "no extra-focal partner", "intra") for a, m in enumerate(mi) if a not in paired_i
-    ]
-    rejected += [
-        Rejection(m.x, m.y, "no intra-focal partner", "extra") for j, m in enumerate(me) if j not in paired_e
-    ]
     if not pairs:
         raise DetectionError(
             f"{len(mi)} intra- and {len(me)} extra-focal donuts found but none pair up within "
             f"{config.max_pair_offset_px:g} px"
         )
-    # Blends: every measured source on the intra image counts as a neighbour, kept or not.
+    pairs, own_light, second_peaks = _drop_second_peaks(pairs, mi, me, intra, extra)
+    rejected += second_peaks
+    paired_i = {a for a, _ in pairs}
+    paired_e = {j for _, j in pairs}
+    rejected += [
+        Rejection(m.x, m.y, "no extra-focal partner", "intra")
+        for a, m in enumerate(mi)
+        if a not in paired_i and ("intra", m.x, m.y) not in own_light
+    ]
+    rejected += [
+        Rejection(m.x, m.y, "no intra-focal partner", "extra")
+        for j, m in enumerate(me)
+        if j not in paired_e and ("extra", m.x, m.y) not in own_light
+    ]
+    # Blends: every other measured source on the intra image counts as a neighbour, kept or not.
     px = np.array([p[a, 0] for a, _ in pairs] + [s[0] for s in all_i])
     py = np.array([p[a, 1] for a, _ in pairs] + [s[1] for s in all_i])
     flux = np.array([0.5 * (mi[a].flux + me[j].flux) for a, j in pairs] + [s[2] for s in all_i])
@@ -351,7 +416,9 @@ def run_template_mode(
     n_pairs = len(pairs)
     dup = np.zeros(len(px), dtype=bool)
     for k in range(n_pairs, len(px)):
-        dup[k] = np.any(np.hypot(px[:n_pairs] - px[k], py[:n_pairs] - py[k]) < 1.0)
+        dup[k] = np.any(np.hypot(px[:n_pairs] - px[k], py[:n_pairs] - py[k]) < 1.0) or any(
+            math.hypot(x - px[k], y - py[k]) < 1.0 for role, x, y in own_light if role == "intra"
+        )
     px, py, mag = px[~dup], py[~dup], mag[~dup]
     eligible = np.zeros(len(px), dtype=bool)
     eligible[:n_pairs] = True
