@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from lsst.ts.auxtelwep.cli import build_parser
+from lsst.ts.auxtelwep.cli import _attach_negative_lists, build_parser
 
 COMMANDS = {"calibs", "demo", "detect", "isr", "process", "reprocess", "schema", "simulate"}
 
@@ -63,3 +63,13 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert proc.wait(timeout=60) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_offsets_may_start_with_a_minus_sign() -> None:
+    # argparse refused `--hexapod -0.3,0.2,0.1,0,0` ("expected one argument"): a value starting with "-"
+    # is an option to it unless it is a single negative number.
+    argv = ["simulate", "night", "--triplets", "1", "--out", "x", "--hexapod", "-0.3,0.2,0.1,0,0"]
+    argv += ["--wcs-error", "-5,3,-0.1", "--seed", "-1"]
+    args = build_parser().parse_args(_attach_negative_lists(argv))
+    assert tuple(args.hexapod) == (-0.3, 0.2, 0.1, 0.0, 0.0)
+    assert tuple(args.wcs_error) == (-5.0, 3.0, -0.1) and args.seed == -1

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,9 @@ from . import __version__, commands
 from .errors import AuxTelWepError
 
 __all__ = ["main"]
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NEGATIVE_LIST = re.compile(rf"-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:,{_NUMBER})+")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_negative_lists(argv: Sequence[str]) -> list[str]:
+    """Write ``--hexapod -0.3,0.2,0.1`` as ``--hexapod=-0.3,0.2,0.1``.
+
+    argparse reads a value that starts with ``-`` as an option unless it is one negative number, so an
+    offset list whose first axis is negative was refused ("expected one argument").
+    """
+    out: list[str] = []
+    for token in argv:
+        previous = out[-1] if out else ""
+        if previous.startswith("--") and "=" not in previous and _NEGATIVE_LIST.fullmatch(token):
+            out[-1] = f"{previous}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``auxtelwep`` command line; return the exit status."""
     # batoid's small least-squares fits run ~20x slower with a multithreaded BLAS on a busy 2-core
     # machine; the pipeline parallelises over donuts instead. Set before numpy is first imported.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_negative_lists(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         status = int(args.func(args) or 0)
