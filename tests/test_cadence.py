@@ -1,6 +1,7 @@
 """The sequencer: roles, grouping, interleaved order, pointing, duplicates, timeouts, triplet states."""
 
 import dataclasses
+import math
 import pickle
 
 import numpy as np
@@ -180,6 +181,14 @@ def test_missing_partner_is_reported_after_timeout() -> None:
     assert expired.obsids == ("AT_O_20240624_000001", "AT_O_20240624_000002")
     assert "no partner" in expired.message and "1 intra" in expired.message
     assert seq.pending() == {}
+
+
+def test_the_end_of_the_data_reports_what_is_left() -> None:
+    # Offline, the night's end expires every group: "idle inf s" said nothing useful.
+    seq = Sequencer(limits=LIMITS)
+    feed(seq, [I, E])
+    (expired,) = seq.expire(now_s=math.inf)
+    assert "no partner by the end of the data" in expired.message and "idle" not in expired.message
 
 
 def test_grouping_without_groupid_uses_time_and_pointing() -> None:

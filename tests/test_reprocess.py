@@ -36,7 +36,9 @@ def test_find_triplets_groups_and_reports_every_raw(night: tuple[Path, NightMani
     assert triplet.infocus is not None and triplet.infocus.stem == roles["infocus"]
     reasons = {r.obsids[0]: r.reason for r in found.rejected}
     assert "unreadable header" in reasons["AT_O_20240624_000050.fits"]
-    assert "already received" in reasons[roles["intra"]]  # the copy carries the same OBSID
+    # The copy carries the same OBSID: the reason names the file that was refused.
+    assert reasons[roles["intra"]].startswith("AT_O_20240624_000099.fits: ")
+    assert "already received" in reasons[roles["intra"]]
     assert len(found.rejected) == 2
 
 

@@ -391,7 +391,8 @@ class Sequencer:
     def expire(self, *, now_s: float) -> list[ExpiredGroup]:
         """Drop and report the images still unpaired ``partner_timeout_s`` after their group's last image.
 
-        Idle groups with nothing queued are forgotten silently.
+        Idle groups with nothing queued are forgotten silently. ``now_s=math.inf`` ends the data: every
+        image still queued is reported.
         """
         expired: list[ExpiredGroup] = []
         for group_id, group in list(self._groups.items()):
@@ -401,12 +402,16 @@ class Sequencer:
             queued = group.queued()
             if queued:
                 have = sorted({f"{len(group.queues[r])} {r.value}" for r in Role if group.queues[r]})
+                waited = (
+                    f"no partner within {self.limits.partner_timeout_s:g} s (idle {idle_s:.0f} s)"
+                    if math.isfinite(now_s)
+                    else "no partner by the end of the data"
+                )
                 expired.append(
                     ExpiredGroup(
                         group_id=group_id,
                         obsids=tuple(i.obsid for i in queued),
-                        message=f"group {group_id}: no partner within {self.limits.partner_timeout_s:g} s "
-                        f"(idle {idle_s:.0f} s) for {', '.join(i.obsid for i in queued)} "
+                        message=f"group {group_id}: {waited} for {', '.join(i.obsid for i in queued)} "
                         f"(have {', '.join(have)}; a triplet needs "
                         f"{', '.join(r.value for r in self.required_roles)})",
                     )

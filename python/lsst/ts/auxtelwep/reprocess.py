@@ -137,7 +137,9 @@ def find_triplets(
         outcome = sequencer.add(info, now_s=now_s)
         if outcome.rejection is not None:
             rejection = outcome.rejection
-            rejected.append(Rejected((rejection.obsid,), rejection.group_id, rejection.message))
+            # Name the file: a copy of a raw carries its OBSID, and the two must be told apart.
+            reason = f"{Path(info.path).name}: {rejection.message}"
+            rejected.append(Rejected((rejection.obsid,), rejection.group_id, reason))
         warnings.extend(w.message for w in outcome.warnings)
         triplets.extend(_pipeline_triplet(t) for t in outcome.triplets)
         rejected.extend(
