@@ -165,6 +165,11 @@ def test_two_star_blend_is_flagged_not_merged_silently() -> None:
     _, intra, extra = _small(rng, [(400.0, 500.0), (460.0, 500.0)], [2e6, 2e6 / 2.512])
     cat = detect_donuts(intra, extra)
     assert len(cat) >= 1 and all(d.blended for d in cat.donuts)
+    # A pair 50 px and 0.25 mag apart: one detection whose annulus looks whole, but the neighbour's ring
+    # crosses its hole in both images (0.35-0.39 of the annulus' surface brightness).
+    _, intra, extra = _small(rng, [(400.0, 500.0), (440.0, 530.0)], [2e6, 2e6 / 10**0.1])
+    cat = detect_donuts(intra, extra, config=DetectionConfig(mode="template"))
+    assert len(cat) >= 1 and all(d.blended for d in cat.donuts)
     # A pair 150 px apart: two detections, each flagged as blending the other.
     _, intra, extra = _small(rng, [(400.0, 500.0), (550.0, 500.0)], [2e6, 1e6])
     cat = detect_donuts(intra, extra)

@@ -35,6 +35,11 @@ _CENTROID_ITERATIONS = 8
 ASYMMETRY_LIMIT = 0.5
 """Sector-flux contrast beyond the first harmonic above which a donut is flagged as an unresolved blend (one
 donut: about 0.02, at most 0.23 with M2 decentred by up to 3.5 mm, whose coma is all first harmonic)."""
+HOLE_LIMIT = 0.3
+"""Surface brightness in the donut's central hole, relative to its annulus, above which another donut's ring
+crosses the hole (0.35-0.39 for two donuts 50 px and up to 0.5 mag apart). One donut: up to 0.24 in one
+image and 0.11 in both with M2 decentred by up to 3.5 mm or 2" of seeing; the real LATISS pair, whose
+extra-focal hole diffraction fills, 0.04 intra and 0.36 extra: a pair is flagged when both holes are lit."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +73,11 @@ class Measurement:
         ``asymmetry`` exceeds `ASYMMETRY_LIMIT` significantly (5 sigma): another donut overlaps this one.
     neighbour_seen : `bool`
         ``neighbour_light`` exceeds ``neighbour_fraction`` significantly (5 sigma).
+    hole_light : `float`
+        Mean surface brightness in the central hole (clear of the blurred inner edge), relative to the
+        annulus: another donut's ring crossing the hole lights it.
+    hole_seen : `bool`
+        ``hole_light`` exceeds `HOLE_LIMIT` significantly (5 sigma).
     """
 
     x: float
@@ -82,16 +92,24 @@ class Measurement:
     neighbour_light: float = 0.0
     overlap_seen: bool = False
     neighbour_seen: bool = False
+    hole_light: float = 0.0
+    hole_seen: bool = False
 
 
 def pair_blend_suspected(intra: Measurement, extra: Measurement) -> bool:
-    """Whether a donut pair hides a blend: an overlap in either image, or neighbour light in both.
+    """Whether a pair hides a blend: an overlap in either image, or neighbour light or a lit hole in both.
 
     A neighbouring star lights the sky ring of both images. A donut ~0.1 mm out of focus spills its own
     edge into the ring of only one: the image in which it is the larger (intra or extra, by the sign of the
-    focus error), as at the start of a night.
+    focus error), as at the start of a night. Likewise a neighbour's ring lights the central hole of both,
+    while diffraction and fine wavefront structure fill one more than the other (the real LATISS pair).
     """
-    return intra.overlap_seen or extra.overlap_seen or (intra.neighbour_seen and extra.neighbour_seen)
+    return (
+        intra.overlap_seen
+        or extra.overlap_seen
+        or (intra.neighbour_seen and extra.neighbour_seen)
+        or (intra.hole_seen and extra.hole_seen)
+    )
 
 
 def _cutout(array: NDArray, x0: int, y0: int, half: int, fill: float) -> tuple[NDArray, NDArray]:
@@ -214,14 +232,14 @@ def _blend_tests(
     template: DonutTemplate,
     sky_sigma: float,
     neighbour_fraction: float,
-) -> tuple[float, float, bool, bool]:
-    """Asymmetry of the annulus plateau and neighbour light in the sky ring, and whether each is
-    significant (see `Measurement`)."""
+) -> tuple[float, float, bool, bool, float, bool]:
+    """Asymmetry of the annulus plateau, neighbour light in the sky ring and light in the central hole, and
+    whether each is significant (see `Measurement`)."""
     blur = template.blur_sigma_px
     plateau = usable & (radius >= template.inner_px + blur) & (radius <= template.outer_px - blur)
     own = _sector_means(work, angle, plateau)
     if own is None or own.mean() <= 0:
-        return 0.0, 0.0, False, False
+        return 0.0, 0.0, False, False, 0.0, False
     level = float(own.mean())
     n_plateau = max(int(plateau.sum()) // 8, 1)
     # A decentred M2 (coma) brightens one side of a single donut as cos(angle - phase): 0.08 of the level
@@ -239,7 +257,14 @@ def _blend_tests(
         neighbour = excess / level
         n_ring = max(int(ring.sum()) // 8, 1)
         neighbour_seen = neighbour > neighbour_fraction and excess > 5.0 * sky_sigma * math.sqrt(2.0 / n_ring)
-    return asymmetry, neighbour, bool(overlap), bool(neighbour_seen)
+    # The hole, clear of the blurred inner edge (and of the few pixels a decentred M2 moves it by).
+    hole = usable & (radius <= max(template.inner_px - 3.0 * blur, 0.4 * template.inner_px))
+    hole_light, hole_seen = 0.0, False
+    if hole.any():
+        mean = float(work[hole].mean())
+        hole_light = mean / level
+        hole_seen = hole_light > HOLE_LIMIT and mean > 5.0 * sky_sigma / math.sqrt(int(hole.sum()))
+    return asymmetry, neighbour, bool(overlap), bool(neighbour_seen), hole_light, bool(hole_seen)
 
 
 @functools.lru_cache(maxsize=16)
@@ -382,7 +407,7 @@ def measure_donut(
     if mstamp is not None:
         saturated |= bool(np.any((mstamp[box, box][aperture] & MaskBit.SAT) != 0))
     bad_fraction = 1.0 - float(good_ap.sum()) / max(n_ap, 1)
-    asymmetry, neighbour_light, overlap_seen, neighbour_seen = _blend_tests(
+    asymmetry, neighbour_light, overlap_seen, neighbour_seen, hole_light, hole_seen = _blend_tests(
         work,
         good,
         r_new,
@@ -409,4 +434,6 @@ def measure_donut(
         neighbour_light=neighbour_light,
         overlap_seen=overlap_seen,
         neighbour_seen=neighbour_seen,
+        hole_light=hole_light,
+        hole_seen=hole_seen,
     )
