@@ -1,6 +1,8 @@
 """ConfigurableCsc (config files, events, schema) and amain, on real DDS."""
 
 import asyncio
+import contextlib
+import io
 
 from lsst.ts.auxtelwep.sal import AckError, Domain, Remote, SalRetCode, State, TestConfig, TestCsc
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT, BaseCscTestCase
@@ -71,3 +73,13 @@ class ConfigurableTestCase(BaseCscTestCase):
             await remote.cmd_standby.start(timeout=STD_TIMEOUT)
             await remote.cmd_exitControl.start(timeout=STD_TIMEOUT)
             await asyncio.wait_for(task, STD_TIMEOUT)
+
+    async def test_amain_names_a_bad_config_dir(self):
+        # A configuration directory that is not one: one line and status 2, like any argument error (it was a
+        # ValueError traceback).
+        args = ["7", "--configdir", str(self.config_dir / "missing")]
+        with contextlib.redirect_stderr(io.StringIO()) as err, self.assertRaises(SystemExit) as cm:
+            await TestCsc.amain(index=True, args=args)
+        self.assertEqual(cm.exception.code, 2)
+        self.assertIn("is not a directory", err.getvalue())
+        self.assertNotIn("Traceback", err.getvalue())

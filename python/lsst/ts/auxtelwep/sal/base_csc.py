@@ -342,7 +342,12 @@ class BaseCsc(Controller):
         csc_kwargs.update(kwargs)
         if ns.loglevel is not None:
             logging.getLogger().setLevel(ns.loglevel)
-        csc = cls(**csc_kwargs)
+        try:
+            csc = cls(**csc_kwargs)
+        except ValueError as exc:
+            # A bad argument (e.g. --configdir that is not a directory): one line and status 2, like any other
+            # argument error, not a traceback.
+            parser.error(str(exc))
         if ns.loglevel is not None:
             csc.log.setLevel(ns.loglevel)
         loop = asyncio.get_running_loop()
