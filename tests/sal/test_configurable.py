@@ -83,3 +83,14 @@ class ConfigurableTestCase(BaseCscTestCase):
         self.assertEqual(cm.exception.code, 2)
         self.assertIn("is not a directory", err.getvalue())
         self.assertNotIn("Traceback", err.getvalue())
+
+    async def test_amain_names_a_configuration_that_fails(self):
+        # The initial state needs a configuration that is invalid: one line naming it and status 1 (it was
+        # a chain of tracebacks and "Task exception was never retrieved").
+        args = ["7", "--state", "disabled", "--override", "broken.yaml", "--configdir", str(self.config_dir)]
+        with contextlib.redirect_stderr(io.StringIO()) as err, self.assertRaises(SystemExit) as cm:
+            await TestCsc.amain(index=True, args=args)
+        self.assertEqual(cm.exception.code, 1)
+        self.assertIn("could not go to disabled", err.getvalue())
+        self.assertIn("broken.yaml", err.getvalue())
+        self.assertNotIn("Traceback", err.getvalue())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -353,4 +354,11 @@ class BaseCsc(Controller):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(csc.close()))
-        await csc.done_task
+        try:
+            await csc.done_task
+        except ExpectedError as exc:
+            # The initial state could not be reached (say a configuration file that does not parse): one
+            # line naming it, not the chained tracebacks of the task that failed.
+            with contextlib.suppress(Exception):
+                await csc.start_task
+            parser.exit(1, f"{parser.prog}: error: could not go to {ns.state}: {exc}\n")
