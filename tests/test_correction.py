@@ -87,13 +87,15 @@ def test_sensitivity_is_taken_on_the_measured_terms() -> None:
     np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=1e-4)
 
 
-def test_the_linear_model_follows_the_image() -> None:
+@pytest.mark.parametrize("camera_angle", [0.0, -123.0])
+def test_the_linear_model_follows_the_image(camera_angle: float) -> None:
     # At fixed pixels the stars change as M2 moves the image (0.004 deg here): 1-3 nm of Z4 off the chip's
     # centre, which the sensitivity alone read as 0.5-1 um of decenter and focus.
     truth = HexapodState(x=0.15, y=-0.2, z=0.05)
     fields = np.array([[-0.045, 0.025], [0.045, -0.03]])
-    dev = _measure(truth, fields, noll=FULL_NOLL)
-    corr = compute_correction(FULL_NOLL, dev, np.full_like(dev, 0.002), fields, telescope=AuxTel())
+    dev = _measure(truth, fields, camera_angle, noll=FULL_NOLL)
+    telescope = AuxTel().with_camera_angle(camera_angle)
+    corr = compute_correction(FULL_NOLL, dev, np.full_like(dev, 0.002), fields, telescope=telescope)
     np.testing.assert_allclose(corr.offset.as_array()[:3], -truth.as_array()[:3], atol=1e-4)
 
 
