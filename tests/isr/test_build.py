@@ -111,3 +111,7 @@ def test_cli_errors_exit_2(truth: Truth, tmp_path: Path, capsys: pytest.CaptureF
     assert (
         ">= 2 biases (read noise), >= 1 dark and >= 2 flats (gains); got 1, 1, 1" in capsys.readouterr().err
     )
+    # A science frame given as a calibration is named (it was combined, and failed later, if at all).
+    args = ["calibs", "build", "--bias", *raws * 2, "--dark", *raws, "--flat", *raws * 2, "--out", out]
+    assert main(args) == 2
+    assert "IMGTYPE='CWFS', given as a bias frame" in capsys.readouterr().err

@@ -111,7 +111,8 @@ def build_calibrations(
     Parameters
     ----------
     bias_raws, dark_raws, flat_raws : sequences of paths
-        LATISS raws; at least two biases, one dark and two flats.
+        LATISS raws; at least two biases, one dark and two flats. A raw whose ``IMGTYPE`` names another
+        type is refused (one without ``IMGTYPE`` is taken as given).
     out_dir : `str` or `pathlib.Path`
         Directory to write ``bias.fits`` (adu), ``dark.fits`` (adu/s), ``flat.fits``, ``amps.ecsv``.
     saturation_adu : `float`
@@ -138,6 +139,7 @@ def build_calibrations(
     )
 
     def process(
+        kind: str,
         paths: Sequence[str | Path],
         config: IsrConfig,
         calibs: Calibrations | None,
@@ -147,6 +149,12 @@ def build_calibrations(
         stack = np.empty((len(paths), *DETECTOR_SHAPE), dtype=np.float32)
         for i, path in enumerate(paths):
             raw = read_raw(path)
+            # A science frame given as a calibration would be combined without complaint; the header says.
+            image_type = str(raw.header.get("IMGTYPE", "") or "").strip().upper()
+            if image_type and image_type != kind:
+                raise CalibrationError(
+                    f"{path}: IMGTYPE={image_type!r}, given as a {kind.lower()} frame", value=image_type
+                )
             stack[i] = run_isr(raw, calibs, config).image
             if per_second:
                 darktime = float(raw.header.get("DARKTIME", raw.header.get("EXPTIME", 0.0)))
@@ -158,23 +166,29 @@ def build_calibrations(
         return stack
 
     bias_config = IsrConfig(**base)
-    bias_stack = process(bias_raws, bias_config, None)
+    bias_stack = process("BIAS", bias_raws, bias_config, None)
     overscan_factor = _overscan_noise_factor(read_raw(bias_raws[0]).amps["C00"].shape[1], bias_config)
     bias = _clipped_mean(bias_stack, nsigma=nsigma)
     directory = str(out_dir)
     dark_stack = process(
-        dark_raws, IsrConfig(**{**base, "doBias": True}), Calibrations(directory, bias=bias), per_second=True
+        "DARK",
+        dark_raws,
+        IsrConfig(**{**base, "doBias": True}),
+        Calibrations(directory, bias=bias),
+        per_second=True,
     )
     dark = _clipped_mean(dark_stack, nsigma=nsigma)
     del dark_stack
     flat_stack = process(
+        "FLAT",
         flat_raws,
         IsrConfig(**{**base, "doBias": True, "doDark": True}),
         Calibrations(directory, bias=bias, dark=dark),
     )
     flat_means = flat_stack.reshape(len(flat_raws), -1).mean(axis=1, dtype=np.float64)
     if not np.all(flat_means > 0):
-        raise CalibrationError(f"flats {list(flat_raws)}: mean levels {flat_means} adu, expected > 0")
+        names = ", ".join(str(path) for path in flat_raws)
+        raise CalibrationError(f"flats {names}: mean levels {flat_means} adu, expected > 0")
 
     gains: dict[str, float] = {}
     noise: dict[str, float] = {}
