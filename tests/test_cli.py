@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
-from lsst.ts.auxtelwep.cli import _attach_negative_lists, build_parser
+import pytest
+
+from lsst.ts.auxtelwep.cli import _attach_negative_lists, build_parser, main
 
 COMMANDS = {"calibs", "demo", "detect", "isr", "process", "reprocess", "schema", "simulate"}
 
@@ -73,3 +75,27 @@ def test_offsets_may_start_with_a_minus_sign() -> None:
     args = build_parser().parse_args(_attach_negative_lists(argv))
     assert tuple(args.hexapod) == (-0.3, 0.2, 0.1, 0.0, 0.0)
     assert tuple(args.wcs_error) == (-5.0, 3.0, -0.1) and args.seed == -1
+
+
+def test_an_output_in_a_missing_directory_is_refused_before_any_work(tmp_path, capsys) -> None:
+    # `process --json /typo/out.json` processed the triplet for seconds, then died with a traceback.
+    missing = tmp_path / "typo" / "out.json"
+    for argv in (
+        ["process", "a.fits", "b.fits", "--json", str(missing)],
+        ["reprocess", str(tmp_path), "--plot", str(missing)],
+        ["isr", "a.fits", "--out", str(missing)],
+        ["detect", "a.fits", "b.fits", "--json", str(tmp_path)],
+    ):
+        with pytest.raises(SystemExit) as cm:
+            build_parser().parse_args(argv)
+        assert cm.value.code == 2
+        err = capsys.readouterr().err
+        assert "is not a directory" in err or "is a directory, not a file" in err, err
+
+
+def test_a_file_the_system_refuses_is_one_line(tmp_path, capsys) -> None:
+    # A write the system refuses after parsing (here a directory procfs will not create) was a traceback.
+    argv = ["calibs", "build", "--bias", "a", "b", "--dark", "c", "--flat", "d", "e", "--out", "/proc/new"]
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "/proc/new" in err, err

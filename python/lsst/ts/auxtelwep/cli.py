@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # would otherwise complain again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # A file the system refused (permissions, a full disk...): name it in one line.
+        print(f"auxtelwep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,1 +1,17 @@
 """Subcommands of ``auxtelwep``: one module each, with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def output_file(value: str) -> Path:
+    """argparse type of a file a command writes: its directory must exist, checked before any work is done
+    (a result computed for seconds and then lost to a typo in the path helps nobody)."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a directory, not a file")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {value}: {path.parent} is not a directory")
+    return path

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
+from . import output_file
 
 if TYPE_CHECKING:
     from ..detection import DonutCatalog
@@ -42,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--camera-angle", type=float, help="camera angle, deg (default: header CAMANGLE or 0)"
     )
-    parser.add_argument("--json", type=Path, help="write the donut catalog as JSON")
-    parser.add_argument("--ecsv", type=Path, help="write the donut catalog as ECSV")
+    parser.add_argument("--json", type=output_file, help="write the donut catalog as JSON")
+    parser.add_argument("--ecsv", type=output_file, help="write the donut catalog as ECSV")
     parser.set_defaults(func=_detect)
 
 

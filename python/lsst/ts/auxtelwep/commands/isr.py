@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from . import output_file
+
 __all__ = ["register"]
 
 _log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calibs", type=Path, help="calibration directory (bias.fits, dark.fits, flat.fits...)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output FITS file")
+    parser.add_argument("--out", type=output_file, required=True, help="output FITS file")
     parser.add_argument("--config", type=Path, help="YAML file of IsrConfig options (e.g. doFlat: false)")
     parser.set_defaults(func=_run)
 

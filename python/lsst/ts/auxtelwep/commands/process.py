@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
+from . import output_file
 
 __all__ = ["STRUCTURE_NOTE_LEVEL", "add_pipeline_options", "pipeline_config", "register", "run"]
 
@@ -30,8 +31,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--infocus", type=Path, help="in-focus raw of the same group (for astrometry)")
     add_pipeline_options(parser)
     parser.add_argument("--no-isr", action="store_true", help="inputs are already ISR'd single-image files")
-    parser.add_argument("--json", type=Path, help="write the result as JSON")
-    parser.add_argument("--plot", type=Path, help="write stamps, model residuals and the wavefront map (PNG)")
+    parser.add_argument("--json", type=output_file, help="write the result as JSON")
+    parser.add_argument(
+        "--plot", type=output_file, help="write stamps, model residuals and the wavefront map (PNG)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError
+from . import output_file
 from .process import STRUCTURE_NOTE_LEVEL, add_pipeline_options, pipeline_config
 
 __all__ = ["register", "run"]
@@ -25,9 +26,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("data_root", type=Path, help="directory holding raw/<DAYOBS>/<OBSID>.fits")
     parser.add_argument("--dayobs", help="only this night (YYYYMMDD)")
-    parser.add_argument("--out", type=Path, help="JSON-lines file of the results (written as they come)")
     parser.add_argument(
-        "--plot", type=Path, help="PNG of the night: Zernikes, corrections and seeing per triplet"
+        "--out", type=output_file, help="JSON-lines file of the results (written as they come)"
+    )
+    parser.add_argument(
+        "--plot", type=output_file, help="PNG of the night: Zernikes, corrections and seeing per triplet"
     )
     add_pipeline_options(parser)
     parser.set_defaults(func=run)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from . import output_file
 
 if TYPE_CHECKING:
     from ..sim.scene import Pointing
@@ -96,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT (a raw) and OUT's .truth.json; with no --catalog a random catalog is made "
         "and written beside it as refcat.ecsv.",
     )
-    exposure.add_argument("--out", type=Path, required=True, help="raw file to write (.fits)")
+    exposure.add_argument("--out", type=output_file, required=True, help="raw file to write (.fits)")
     exposure.add_argument("--role", choices=("intra", "extra", "infocus"), default="intra", help="image role")
     exposure.add_argument("--catalog", type=Path, default=None, help="reference catalog (ECSV: ra, dec, mag)")
     exposure.add_argument("--seqnum", type=int, default=1, help="SEQNUM (OBSID AT_O_<DAYOBS>_<SEQNUM>)")
