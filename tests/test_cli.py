@@ -99,3 +99,11 @@ def test_a_file_the_system_refuses_is_one_line(tmp_path, capsys) -> None:
     status = main(argv)
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "/proc/new" in err, err
+
+
+def test_dayobs_is_a_date(capsys) -> None:
+    # `--dayobs 2024-06-24` looked for raw/2024-06-24 and found "no raw files".
+    assert build_parser().parse_args(["reprocess", "night", "--dayobs", "2024-06-24"]).dayobs == "20240624"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["reprocess", "night", "--dayobs", "24-06-24"])
+    assert "is not a date YYYYMMDD" in capsys.readouterr().err

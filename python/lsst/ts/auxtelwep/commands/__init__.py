@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 
@@ -15,3 +16,11 @@ def output_file(value: str) -> Path:
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {value}: {path.parent} is not a directory")
     return path
+
+
+def day_obs(value: str) -> str:
+    """argparse type of a DAYOBS: ``YYYYMMDD`` (``2024-06-24`` is read as that)."""
+    digits = value.replace("-", "")
+    if not re.fullmatch(r"\d{8}", digits):
+        raise argparse.ArgumentTypeError(f"DAYOBS {value!r} is not a date YYYYMMDD")
+    return digits

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError
-from . import output_file
+from . import day_obs, output_file
 from .process import STRUCTURE_NOTE_LEVEL, add_pipeline_options, pipeline_config
 
 __all__ = ["register", "run"]
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
         "one JSON line per triplet (the `auxtelwep process --json` shape, or the rejection reason).",
     )
     parser.add_argument("data_root", type=Path, help="directory holding raw/<DAYOBS>/<OBSID>.fits")
-    parser.add_argument("--dayobs", help="only this night (YYYYMMDD)")
+    parser.add_argument("--dayobs", type=day_obs, help="only this night (YYYYMMDD)")
     parser.add_argument(
         "--out", type=output_file, help="JSON-lines file of the results (written as they come)"
     )

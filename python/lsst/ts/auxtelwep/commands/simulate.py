@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from . import output_file
+from . import day_obs, output_file
 
 if TYPE_CHECKING:
     from ..sim.scene import Pointing
@@ -71,7 +71,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wcs", action="store_true", help="write no WCS in the headers (as real raws)")
     parser.add_argument("--cosmic-rays", type=int, default=5, help="cosmic-ray tracks per exposure")
     parser.add_argument("--compress", action="store_true", help="RICE-compress the amplifier HDUs")
-    parser.add_argument("--dayobs", default="20240624", help="DAYOBS, YYYYMMDD")
+    parser.add_argument("--dayobs", type=day_obs, default="20240624", help="DAYOBS, YYYYMMDD")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
