@@ -21,8 +21,8 @@ from .errors import AuxTelWepError
 
 __all__ = ["main"]
 
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_NEGATIVE_LIST = re.compile(rf"-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:,{_NUMBER})+")
+_UNSIGNED = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NEGATIVE_LIST = re.compile(rf"-{_UNSIGNED}(?:,[-+]?{_UNSIGNED})+")  # "-0.3,0.2,1e-3"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -220,6 +221,17 @@ def _sector_medians(values: NDArray, angle: NDArray, select: NDArray) -> NDArray
     return out
 
 
+class _BlendTests(NamedTuple):
+    """The blend tests of one donut: the `Measurement` fields of the same names."""
+
+    asymmetry: float = 0.0
+    neighbour_light: float = 0.0
+    overlap_seen: bool = False
+    neighbour_seen: bool = False
+    hole_light: float = 0.0
+    hole_seen: bool = False
+
+
 def _blend_tests(
     work: NDArray,
     usable: NDArray,
@@ -232,14 +244,14 @@ def _blend_tests(
     template: DonutTemplate,
     sky_sigma: float,
     neighbour_fraction: float,
-) -> tuple[float, float, bool, bool, float, bool]:
+) -> _BlendTests:
     """Asymmetry of the annulus plateau, neighbour light in the sky ring and light in the central hole, and
     whether each is significant (see `Measurement`)."""
     blur = template.blur_sigma_px
     plateau = usable & (radius >= template.inner_px + blur) & (radius <= template.outer_px - blur)
     own = _sector_means(work, angle, plateau)
     if own is None or own.mean() <= 0:
-        return 0.0, 0.0, False, False, 0.0, False
+        return _BlendTests()
     level = float(own.mean())
     n_plateau = max(int(plateau.sum()) // 8, 1)
     # A decentred M2 (coma) brightens one side of a single donut as cos(angle - phase): 0.08 of the level
@@ -264,7 +276,7 @@ def _blend_tests(
         mean = float(work[hole].mean())
         hole_light = mean / level
         hole_seen = hole_light > HOLE_LIMIT and mean > 5.0 * sky_sigma / math.sqrt(int(hole.sum()))
-    return asymmetry, neighbour, bool(overlap), bool(neighbour_seen), hole_light, bool(hole_seen)
+    return _BlendTests(asymmetry, neighbour, bool(overlap), bool(neighbour_seen), hole_light, bool(hole_seen))
 
 
 @functools.lru_cache(maxsize=16)
@@ -407,7 +419,7 @@ def measure_donut(
     if mstamp is not None:
         saturated |= bool(np.any((mstamp[box, box][aperture] & MaskBit.SAT) != 0))
     bad_fraction = 1.0 - float(good_ap.sum()) / max(n_ap, 1)
-    asymmetry, neighbour_light, overlap_seen, neighbour_seen, hole_light, hole_seen = _blend_tests(
+    blend = _blend_tests(
         work,
         good,
         r_new,
@@ -430,10 +442,5 @@ def measure_donut(
         saturated=saturated,
         bad_fraction=bad_fraction,
         shift_at_limit=bool(at_limit),
-        asymmetry=asymmetry,
-        neighbour_light=neighbour_light,
-        overlap_seen=overlap_seen,
-        neighbour_seen=neighbour_seen,
-        hole_light=hole_light,
-        hole_seen=hole_seen,
+        **blend._asdict(),
     )
