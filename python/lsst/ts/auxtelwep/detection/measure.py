@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -221,17 +220,6 @@ def _sector_medians(values: NDArray, angle: NDArray, select: NDArray) -> NDArray
     return out
 
 
-class _BlendTests(NamedTuple):
-    """The blend tests of one donut: the `Measurement` fields of the same names."""
-
-    asymmetry: float = 0.0
-    neighbour_light: float = 0.0
-    overlap_seen: bool = False
-    neighbour_seen: bool = False
-    hole_light: float = 0.0
-    hole_seen: bool = False
-
-
 def _blend_tests(
     work: NDArray,
     usable: NDArray,
@@ -244,14 +232,14 @@ def _blend_tests(
     template: DonutTemplate,
     sky_sigma: float,
     neighbour_fraction: float,
-) -> _BlendTests:
+) -> dict[str, float | bool]:
     """Asymmetry of the annulus plateau, neighbour light in the sky ring and light in the central hole, and
-    whether each is significant (see `Measurement`)."""
+    whether each is significant, as the `Measurement` fields of those names (none: the defaults)."""
     blur = template.blur_sigma_px
     plateau = usable & (radius >= template.inner_px + blur) & (radius <= template.outer_px - blur)
     own = _sector_means(work, angle, plateau)
     if own is None or own.mean() <= 0:
-        return _BlendTests()
+        return {}
     level = float(own.mean())
     n_plateau = max(int(plateau.sum()) // 8, 1)
     # A decentred M2 (coma) brightens one side of a single donut as cos(angle - phase): 0.08 of the level
@@ -276,7 +264,14 @@ def _blend_tests(
         mean = float(work[hole].mean())
         hole_light = mean / level
         hole_seen = hole_light > HOLE_LIMIT and mean > 5.0 * sky_sigma / math.sqrt(int(hole.sum()))
-    return _BlendTests(asymmetry, neighbour, bool(overlap), bool(neighbour_seen), hole_light, bool(hole_seen))
+    return {
+        "asymmetry": asymmetry,
+        "neighbour_light": neighbour,
+        "overlap_seen": bool(overlap),
+        "neighbour_seen": bool(neighbour_seen),
+        "hole_light": hole_light,
+        "hole_seen": bool(hole_seen),
+    }
 
 
 @functools.lru_cache(maxsize=16)
@@ -442,5 +437,5 @@ def measure_donut(
         saturated=saturated,
         bad_fraction=bad_fraction,
         shift_at_limit=bool(at_limit),
-        **blend._asdict(),
+        **blend,
     )
