@@ -1,8 +1,10 @@
 """End to end on simulated LATISS raws: pipeline.process and ``auxtelwep process`` against the truth."""
 
+import concurrent.futures
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +238,33 @@ def test_prepared_exposures_are_taken_once_and_only_while_current(
             pipeline.prepare(tmp_path / "missing.fits", config=config)
     finally:
         pipeline._PREPARED.clear()
+
+
+def test_the_images_of_a_triplet_read_the_calibrations_once(
+    night: tuple[Path, NightManifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh process calibrates a triplet's three images in threads: each must not read the products itself.
+    out, manifest = night
+    config = PipelineConfig(calibs_dir=out / manifest.calibs, refcat=out / manifest.refcat)
+    reads: list[Path] = []
+    real_load = pipeline.calibs_module.load_calibrations
+
+    def slow_load(directory: Path, isr: IsrConfig):
+        reads.append(directory)
+        time.sleep(0.2)  # as long as reading full-frame products takes, so the threads overlap
+        return real_load(directory, isr)
+
+    monkeypatch.setattr(pipeline.calibs_module, "load_calibrations", slow_load)
+    pipeline._cached_calibrations.cache_clear()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as threads:
+            loaded = list(
+                threads.map(lambda _: pipeline._calibrations(config.calibs_dir, config.isr), range(3))
+            )
+    finally:
+        pipeline._cached_calibrations.cache_clear()
+    assert len(reads) == 1
+    assert loaded[0] is loaded[1] is loaded[2]
 
 
 def test_estimates_made_ahead_are_reused_and_change_nothing(

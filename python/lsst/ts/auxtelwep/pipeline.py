@@ -597,13 +597,19 @@ def correct_from_estimate(
 
 
 def _calibrations(directory: Path, isr: IsrConfig) -> calibs_module.Calibrations:
-    """Calibration products of ``directory``, loaded once per set of file versions.
+    """Calibration products of ``directory``, loaded once per set of file versions (also across threads).
 
     A night reuses one directory for every triplet; the key includes each file's modification time and
     size, so replaced products are read again. The products' arrays are read-only, so sharing is safe.
     """
     directory = Path(directory).expanduser().resolve()
-    return _cached_calibrations(directory, _calibs_versions(directory), isr.model_dump_json())
+    # The images of a triplet are calibrated in threads; unguarded, each would miss the cache at once and
+    # read the products itself (three times the reading, 1 s more for a fresh process's first triplet).
+    with _CALIBRATIONS_LOCK:
+        return _cached_calibrations(directory, _calibs_versions(directory), isr.model_dump_json())
+
+
+_CALIBRATIONS_LOCK = threading.Lock()
 
 
 def _calibs_versions(directory: Path) -> tuple[tuple[str, int, int], ...]:
