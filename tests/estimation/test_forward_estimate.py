@@ -79,6 +79,75 @@ def test_flagged_failed_and_outlying_pairs_are_reported(pairs_and_truth) -> None
     assert {p.index for p in est.pairs if p.used} == {0, 2, 3}
 
 
+def _unresolved_blend(index: int) -> tuple[DonutPair, np.ndarray]:
+    """Two stars 25 px and 0.25 mag apart, too close for detection's blend tests, and the brighter's truth."""
+    sim = render_stamp_pair(
+        AuxTel().with_hexapod(HEXAPOD),
+        -0.01,
+        0.03,
+        seeing_arcsec=1.0,
+        flux=1e6,
+        sky=0.0,
+        seed=3,
+        noiseless=True,
+    )
+    rng = np.random.default_rng(index)
+    stamps = []
+    for image in (sim.intra, sim.extra):
+        companion = 10 ** (-0.4 * 0.25) * np.roll(image, (15, 20), axis=(0, 1))
+        stamps.append(rng.poisson(image + companion + SKY_E) - SKY_E)
+    pair = DonutPair.from_arrays(*stamps, variance_intra=SKY_E, variance_extra=SKY_E, index=index)
+    return pair, np.asarray(sim.truth.zernikes_ta_um)
+
+
+def test_an_unresolved_blend_is_rejected_by_its_seeing(pairs_and_truth) -> None:
+    pairs, _ = pairs_and_truth
+    blend, truth = _unresolved_blend(5)
+    est = estimate_wavefront([*pairs[:3], blend], config=EstimationConfig(max_workers=1), telescope=AuxTel())
+    by_index = {p.index: p for p in est.pairs}
+    assert {p.index for p in est.pairs if p.used} == {0, 1, 2}
+    reason = by_index[5].reason
+    assert reason.startswith("broadened: fitted seeing") and "an unresolved blend" in reason, reason
+    # Its own fit is far off, which is why it must not enter the mean; its seeing gives it away.
+    error_nm = np.sqrt(np.mean(((by_index[5].zernikes_um - truth)[:8] * 1e3) ** 2))
+    assert error_nm > 4.0
+    assert np.all(
+        by_index[5].fwhm_arcsec > 1.5 * np.median([by_index[i].fwhm_arcsec for i in range(3)], axis=0)
+    )
+    # The test can be turned off; then the blend counts.
+    off = estimate_wavefront(
+        [*pairs[:3], blend], config=EstimationConfig(max_workers=1, broadened_ratio=None), telescope=AuxTel()
+    )
+    assert {p.index for p in off.pairs if p.used} == {0, 1, 2, 5}
+
+
+@pytest.mark.parametrize(
+    "fwhm, rejected",
+    [
+        ([(1.0, 1.0), (1.02, 0.98), (0.97, 1.01), (1.9, 1.8)], {3}),
+        ([(1.0, 1.0), (1.9, 1.8)], {1}),  # two pairs: only the broader can be the blend
+        ([(1.0, 1.0), (1.02, 0.98), (1.9, 1.05)], set()),  # broad in one exposure only: seeing noise
+        ([(0.28, 0.56), (0.7, 0.7)], set()),  # a faint pair's low seeing makes no blend of the other
+        ([(1.2, 1.1)], set()),  # nothing to compare with
+    ],
+)
+def test_which_seeing_counts_as_broadened(fwhm: list[tuple[float, float]], rejected: set[int]) -> None:
+    results = [
+        estimation.PairEstimate(
+            index=i,
+            zernikes_um=np.zeros(19),
+            zernikes_err_um=np.ones(19),
+            used=True,
+            reason="",
+            algorithm="danish",
+            fwhm_arcsec=np.array(f),
+        )
+        for i, f in enumerate(fwhm)
+    ]
+    found = estimation._broadened(results, list(range(len(results))), EstimationConfig())
+    assert set(found) == rejected
+
+
 def test_no_usable_pair_raises_with_the_reasons(pairs_and_truth) -> None:
     pairs, _ = pairs_and_truth
     flagged = [dataclasses.replace(p, flags=PairFlag.CLIPPED) for p in pairs[:2]]
