@@ -192,6 +192,46 @@ class TripletTestCase(CscTestCase):
             self.assertIn("statusCode=1 (checksum mismatch)", failed.reason)
             await self.assert_enabled()
 
+    async def test_an_image_comes_in_after_a_failed_ingest_or_a_late_raw(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            # ATOODS fails, then retries: the image is reported, then taken.
+            retried = write_raw(self.data_root, 1, "INTRA")
+            self.obs.announce(retried)
+            self.obs.ingested(retried, status_code=1, description="checksum mismatch")
+            failed = await self.next_matching(self.remote.evt_imageReceived, lambda d: d.obsid == retried)
+            self.assertEqual(failed.status, "rejected")
+            self.obs.ingested(retried)
+            taken = await self.next_matching(self.remote.evt_imageReceived, lambda d: d.obsid == retried)
+            self.assertEqual(taken.status, "accepted")
+            # imageInOODS before the file shows on this machine's file system: looked for again.
+            self.obs.announce(obsid(2))
+            self.obs.ingested(obsid(2))
+            await asyncio.sleep(1.0)
+            write_raw(self.data_root, 2, "EXTRA")
+            late = await self.next_matching(self.remote.evt_imageReceived, lambda d: d.obsid == obsid(2))
+            self.assertEqual(late.status, "accepted")
+            # Never there: lost once oods_timeout_s (2 s) has passed.
+            self.obs.announce(obsid(3))
+            self.obs.ingested(obsid(3))
+            lost = await self.next_matching(self.remote.evt_imageReceived, lambda d: d.obsid == obsid(3))
+            self.assertIn("no raw is at", lost.reason)
+            self.assertEqual(self.journal().image(obsid(3)).status, ImageStatus.LOST)
+            await self.assert_enabled()
+
+    async def test_a_name_the_data_root_cannot_hold_stops_nothing_else(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            self.obs.announce("AT_O_20240624_1")  # no imageInOODS: housekeeping looks for it
+            found = write_raw(self.data_root, 4, "INTRA")
+            self.obs.announce(found)  # no imageInOODS either, but the raw is there
+            odd = await self.next_matching(
+                self.remote.evt_imageReceived, lambda d: d.obsid == "AT_O_20240624_1"
+            )
+            self.assertEqual(odd.status, "rejected")
+            accepted = await self.next_matching(self.remote.evt_imageReceived, lambda d: d.obsid == found)
+            self.assertEqual(accepted.status, "accepted")
+            self.assertEqual(self.journal().image("AT_O_20240624_1").status, ImageStatus.REJECTED)
+            await self.assert_enabled()
+
     async def test_silent_oods_falls_back_to_the_data_root(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):
             found = write_raw(self.data_root, 1, "INTRA")

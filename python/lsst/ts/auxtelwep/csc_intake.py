@@ -7,8 +7,11 @@ Flow for one image
    image is journaled ANNOUNCED and given ``oods_timeout_s`` for ATOODS to report it.
 2. ATOODS ``imageInOODS`` (``statusCode`` 0) says the file is ingested: the raw is looked for under the data
    root (`intake.RawLocator`), its primary header read, and the image handed to the `cadence.Sequencer`.
-   A non-zero ``statusCode`` rejects the image. If ATOODS stays silent past the timeout, the file is looked
-   for anyway; if it is not there either, the image is LOST (reported).
+   A raw not visible yet is looked for again at each housekeeping pass for ``oods_timeout_s`` (a shared
+   file system can lag the event). A non-zero ``statusCode`` makes the image LOST (reported), and a later
+   ``imageInOODS`` with 0 (ATOODS retried) still brings it in. If ATOODS stays silent past the timeout, the
+   file is looked for anyway; if it is not there either, the image is LOST (reported). A name the data root
+   has no place for is rejected once.
 3. The sequencer's verdict is journaled (QUEUED, REJECTED...) and published (``imageReceived``,
    ``cadenceWarning``); complete triplets are journaled and handed to the sink to be processed.
 
@@ -104,6 +107,8 @@ class ImageIntake:
         self.clock = clock
         self.sequencer = Sequencer(limits=limits)
         self._deadlines: dict[str, float] = {}
+        # Images ATOODS reported whose raw was not visible yet, with the time to give up on them.
+        self._awaiting_raw: dict[str, float] = {}
 
     def recover(self) -> dict[str, int]:
         """Rebuild the in-memory state from the journal after a (re)start; return counts per kind.
@@ -165,8 +170,11 @@ class ImageIntake:
         if record is None:
             self.journal.add_image(obsid, status=ImageStatus.ANNOUNCED)
         if status_code != 0:
-            self._reject(
-                obsid, "", f"ATOODS could not ingest {obsid}: statusCode={status_code} ({description})"
+            self._lose(
+                obsid,
+                "",
+                f"ATOODS could not ingest {obsid}: statusCode={status_code} ({description}); a later "
+                "imageInOODS for it is still taken",
             )
             return
         self.ingest(obsid)
@@ -185,9 +193,17 @@ class ImageIntake:
             except AuxTelWepError as exc:
                 self.sink.data_root_lost(str(exc))
                 return
+            if obsid not in self._awaiting_raw:
+                log.info("%s: no raw yet; looking again for %g s", obsid, self.oods_timeout_s)
+                self._awaiting_raw[obsid] = self.clock() + self.oods_timeout_s
+                return
+            del self._awaiting_raw[obsid]
             where = ", ".join(str(p) for p in self.locator.candidates(obsid))
-            self._reject(obsid, "", f"{obsid} was announced but no raw is at {where}")
+            self._lose(
+                obsid, "", f"{obsid} was announced but no raw is at {where} ({self.oods_timeout_s:g} s on)"
+            )
             return
+        self._awaiting_raw.pop(obsid, None)
         try:
             info = read_image_info(path)
         except RawFormatError as exc:
@@ -211,6 +227,12 @@ class ImageIntake:
                 obsid=expired.obsids[0],
                 message=expired.message,
             )
+        for obsid, deadline in list(self._awaiting_raw.items()):
+            record = self.journal.image(obsid)
+            if record is None or record.status is not ImageStatus.ANNOUNCED:
+                self._awaiting_raw.pop(obsid, None)
+            elif now >= deadline or self.locator.find(obsid) is not None:
+                self.ingest(obsid)  # the raw, or the verdict that it never came
         for obsid, deadline in list(self._deadlines.items()):
             if now < deadline:
                 continue
@@ -218,7 +240,13 @@ class ImageIntake:
             if record is None or record.status is not ImageStatus.ANNOUNCED:
                 self._deadlines.pop(obsid, None)
                 continue
-            if self.locator.find(obsid) is not None:
+            try:
+                found = self.locator.find(obsid) is not None
+            except InputError as exc:  # a name the data root has no place for
+                self._deadlines.pop(obsid, None)
+                self._reject(obsid, record.group_id, str(exc))
+                continue
+            if found:
                 log.warning(
                     "%s: no imageInOODS within %g s, but the raw is there: using it",
                     obsid,
@@ -227,12 +255,10 @@ class ImageIntake:
                 self.ingest(obsid)
                 continue
             self._deadlines.pop(obsid, None)
-            reason = (
-                f"no imageInOODS within {self.oods_timeout_s:g} s of endReadout and no raw in the data root"
-            )
-            self.journal.update_image(obsid, status=ImageStatus.LOST, reason=reason)
-            self.sink.image_received(
-                obsid, group_id=record.group_id, role=None, status="rejected", reason=reason
+            self._lose(
+                obsid,
+                record.group_id,
+                f"no imageInOODS within {self.oods_timeout_s:g} s of endReadout and no raw in the data root",
             )
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -246,6 +272,12 @@ class ImageIntake:
     def _reject(self, obsid: str, group_id: str, reason: str) -> None:
         log.warning("rejected %s: %s", obsid, reason)
         self.journal.update_image(obsid, status=ImageStatus.REJECTED, reason=reason)
+        self.sink.image_received(obsid, group_id=group_id, role=None, status="rejected", reason=reason)
+
+    def _lose(self, obsid: str, group_id: str, reason: str) -> None:
+        """Report an image not (yet) to be had; unlike a rejection, a later imageInOODS may bring it."""
+        log.warning("lost %s: %s", obsid, reason)
+        self.journal.update_image(obsid, status=ImageStatus.LOST, reason=reason)
         self.sink.image_received(obsid, group_id=group_id, role=None, status="rejected", reason=reason)
 
     def _accept(self, obsid: str, info: ImageInfo, *, replay: bool) -> None:
