@@ -4,7 +4,9 @@ ATAOS is a Controller in the test that records every ``offset`` it receives (`cs
 Results come from runWEP (or camera events) with the fake processor, whose correction is set per test.
 """
 
+import os
 from typing import Any, ClassVar
+from unittest import mock
 
 import numpy as np
 from csc_fakes import FAKE_SIGMA, RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
@@ -38,12 +40,10 @@ class CorrectionTestCase(CscTestCase):
     async def asyncTearDown(self) -> None:
         await self.obs.close()
 
-    async def run_wep(self) -> None:
+    async def run_wep(self, names: list[str] | None = None) -> None:
+        names = names or self.names
         await self.remote.cmd_runWEP.set_start(
-            intraObsid=self.names[0],
-            extraObsid=self.names[1],
-            inFocusObsid=self.names[2],
-            timeout=RESULT_TIMEOUT,
+            intraObsid=names[0], extraObsid=names[1], inFocusObsid=names[2], timeout=RESULT_TIMEOUT
         )
 
     async def test_unauthorised_identity_gets_noperm(self) -> None:
@@ -84,8 +84,15 @@ class CorrectionTestCase(CscTestCase):
             with self.assertRaises(AckError) as cm:
                 await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
             self.assertIn("is APPLIED: it is not sent again", cm.exception.ackcmd.result)
-            # A new result: x is limited by the total (0.8 mm, 0.5 already sent).
+            # The same images measured again describe M2 before that offset: sending it would correct twice.
             await self.run_wep()
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            self.assertIn("came before the last offset to M2", cm.exception.ackcmd.result)
+            # New images: x is limited by the total (0.8 mm, 0.5 already sent).
+            await self.run_wep(
+                [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 4)]
+            )
             await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
             self.assertEqual(len(self.obs.offsets), 2)
             self.assertAlmostEqual(self.obs.offsets[1][0], 0.3, places=12)
@@ -115,6 +122,28 @@ class CorrectionTestCase(CscTestCase):
                 self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == "G1"
             )
             self.assertAlmostEqual(self.obs.offsets[-1][0], 0.5, places=12)
+
+    async def test_closed_loop_does_not_apply_a_triplet_taken_before_the_last_offset(self) -> None:
+        # Each result takes 0.5 s, so both triplets are in before the first offset goes out.
+        with mock.patch.dict(os.environ, {"AUXTELWEP_FAKE_SLEEP_S": "0.5"}):
+            await self._back_to_back()
+
+    async def _back_to_back(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            # Two triplets back to back, both before any correction: only the first may move M2.
+            for group, first in (("G1", 11), ("G2", 14)):
+                for seq, reason in enumerate(TRIPLET, first):
+                    self.obs.take(self.data_root, seq, reason, group=group)
+            for group in ("G1", "G2"):
+                await self.next_matching(self.remote.evt_wavefrontError, lambda d, g=group: d.groupId == g)
+            message = await self.next_matching(
+                self.remote.evt_logMessage, lambda d: "came before the last offset" in d.message
+            )
+            self.assertIn("G2", message.message)
+            np.testing.assert_allclose(self.obs.offsets, [FIRST_STEP], atol=1e-12)
+            state = await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 2)
+            self.assertEqual(state.state, 2)  # WAITING_IMAGE, for the next triplet
 
     async def test_ataos_refusal_is_reported_and_may_be_retried(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):

@@ -3,21 +3,34 @@ state machine, the intake with a fake sink and clock, and the result summary."""
 
 import asyncio
 import itertools
+import logging
 import pickle
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pydantic
 import pytest
 from csc_fakes import dying_processor, fake_processor, obsid, write_raw
 
 from lsst.ts.auxtelwep.cadence import CadenceLimits, Triplet, TripletState
 from lsst.ts.auxtelwep.closed_loop import ClosedLoop, ClosedLoopState, IllegalLoopTransitionError, plan_step
+from lsst.ts.auxtelwep.config import CorrectionConfig
+from lsst.ts.auxtelwep.csc_corrections import CorrectionSender
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
 from lsst.ts.auxtelwep.csc_worker import WepSummary
 from lsst.ts.auxtelwep.errors import ConfigurationError, InputError, RawFormatError
 from lsst.ts.auxtelwep.instrument import HexapodState, Role
-from lsst.ts.auxtelwep.intake import RawLocator, day_obs_from_obsid, parse_additional, read_image_info
-from lsst.ts.auxtelwep.journal import ImageStatus, Journal
+from lsst.ts.auxtelwep.intake import (
+    ImageInfo,
+    RawLocator,
+    day_obs_from_obsid,
+    parse_additional,
+    read_image_info,
+)
+from lsst.ts.auxtelwep.journal import CorrectionState, ImageStatus, Journal
+from lsst.ts.auxtelwep.sal import ExpectedError
 
 GAINS = (0.5, 0.5, 0.9, 0.5, 0.5)
 MAX_STEP = (0.5, 0.5, 0.1, 0.05, 0.05)
@@ -108,6 +121,84 @@ def test_plan_step_refuses_bad_input() -> None:
             total=np.zeros(5),
             solved_axes="w",
         )
+
+
+def test_nothing_that_is_not_finite_reaches_ataos(tmp_path: Path) -> None:
+    nan = float("nan")
+    with pytest.raises(InputError, match="the correction not finite"):
+        plan_step(HexapodState(x=nan), gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=np.zeros(5))
+    with pytest.raises(InputError, match="max_total not finite"):
+        plan_step(
+            HexapodState(), gains=GAINS, max_step=MAX_STEP, max_total=(np.inf, 1, 1, 1, 1), total=np.zeros(5)
+        )
+    for field in ("gains", "max_step", "max_total"):
+        with pytest.raises(pydantic.ValidationError, match="finite number"):
+            CorrectionConfig.model_validate({field: {"x": nan, "y": 0.1, "z": 0.1, "u": 0.1, "v": 0.1}})
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_correction("k", "G", HexapodState(x=nan, y=0.1))
+    with pytest.raises(ExpectedError, match="the correction not finite"):
+        _sender(journal).prepare("k")
+    assert journal.correction("k").state is CorrectionState.COMPUTED  # not claimed, nothing in any total
+    journal.close()
+
+
+def _sender(journal: Journal, **config: Any) -> CorrectionSender:
+    return CorrectionSender(
+        journal=journal, ataos=None, config=CorrectionConfig(**config), log=logging.getLogger()
+    )
+
+
+def _received(journal: Journal, obsids: list[str]) -> list[ImageInfo]:
+    infos = [ImageInfo(obsid=o) for o in obsids]
+    for info in infos:
+        journal.add_image(info.obsid, status=ImageStatus.IN_TRIPLET, info=info)
+    return infos
+
+
+def _measured(journal: Journal, key: str, infos: list[ImageInfo]) -> None:
+    """Journal the triplet of ``infos`` with its correction, 0.2 mm in x."""
+    journal.add_triplet(
+        Triplet(group_id=key, intra=infos[0], extra=infos[1], infocus=infos[2]), source="events", key=key
+    )
+    journal.add_correction(key, key, HexapodState(x=0.2))
+
+
+def test_a_correction_measured_before_the_last_offset_is_not_sent(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    second = _received(journal, [obsid(4), obsid(5), obsid(6)])  # taken before G1's offset went out
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    _measured(journal, "G2", second)
+    with pytest.raises(ExpectedError, match=rf"{obsid(4)}, {obsid(5)}, {obsid(6)} came before the last"):
+        sender.prepare("G2")
+    # Images received after it describe M2 as it is now.
+    time.sleep(0.01)
+    _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
+    assert sender.prepare("G3").x == pytest.approx(0.2)
+    journal.close()
+
+
+def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    limits = {"max_total": {"x": 0.3, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2}}
+    sender = _sender(journal, **limits)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))  # before the epoch below
+    journal.new_epoch("startClosedLoop")
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    np.testing.assert_allclose(journal.total_applied(), [0.2, 0, 0, 0, 0])  # sent in this epoch: counted
+    time.sleep(0.01)
+    _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
+    assert sender.prepare("G2").x == pytest.approx(0.1)  # 0.3 - 0.2 left
+    journal.claim_correction("G2", HexapodState(x=0.1))
+    journal.finish_correction("G2", CorrectionState.APPLIED)
+    time.sleep(0.01)
+    _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
+    with pytest.raises(ExpectedError, match=r"x \+0.2000 -> \+0.0000, nothing left"):
+        sender.prepare("G3")  # clipped to nothing: refused rather than a zero offset reported as done
+    journal.close()
 
 
 def test_closed_loop_state_machine() -> None:

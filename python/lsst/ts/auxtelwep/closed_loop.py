@@ -151,7 +151,8 @@ def plan_step(
     Raises
     ------
     InputError
-        If an array does not have 5 values, a limit is negative or an axis name is unknown.
+        If an array does not have 5 values, a value is not finite, a limit is negative or an axis name is
+        unknown.
     """
     arrays = {}
     for name, value in (("gains", gains), ("max_step", max_step), ("max_total", max_total), ("total", total)):
@@ -159,6 +160,11 @@ def plan_step(
         if arr.shape != (5,):
             raise InputError(f"{name} needs 5 values (x, y, z, u, v), got {arr.size}", value=arr)
         arrays[name] = arr
+    not_finite = [name for name, arr in arrays.items() if not np.all(np.isfinite(arr))]
+    if not np.all(np.isfinite(correction.as_array())):
+        not_finite.insert(0, "the correction")
+    if not_finite:
+        raise InputError(f"{', '.join(not_finite)} not finite: nothing is sent", value=not_finite)
     if (arrays["max_step"] < 0).any() or (arrays["max_total"] < 0).any():
         raise InputError(
             "max_step and max_total must be >= 0", value=(arrays["max_step"], arrays["max_total"])

@@ -106,8 +106,9 @@ class AxisValues(_Model):
 
 
 def _nonnegative(values: AxisValues) -> AxisValues:
-    if (values.as_array() < 0).any():
-        raise ValueError(f"every axis must be >= 0, got {values.model_dump()}")
+    # A NaN would pass a ">= 0" test and reach ATAOS (and every later total) as a NaN offset.
+    if not np.all(np.isfinite(values.as_array())) or (values.as_array() < 0).any():
+        raise ValueError(f"every axis must be a finite number >= 0, got {values.model_dump()}")
     return values
 
 

@@ -183,6 +183,8 @@ class AuxTelWepCsc(ConfigurableCsc):
             await self.fault(code=problem[0], report=problem[1])
             return
         self._resume()
+        # The limits on the sum of offsets (correction.max_total) count from here, or from startClosedLoop.
+        self._journal.new_epoch("enable")
         n_workers = self._config.n_workers
         self._tasks = [asyncio.create_task(self._consume()) for _ in range(n_workers)]
         self._tasks += [asyncio.create_task(self._housekeeping()), asyncio.create_task(self._telemetry())]
@@ -379,7 +381,8 @@ class AuxTelWepCsc(ConfigurableCsc):
                 try:
                     await self._apply(key)
                 except ExpectedError as exc:
-                    self.log.error(f"closed loop: {exc}")
+                    self.log.warning(f"closed loop: {exc}")
+                    self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.PROCESSING,))
             else:
                 self._move_loop(ClosedLoopState.WAITING_APPLY)
 

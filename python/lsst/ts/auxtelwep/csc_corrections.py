@@ -1,6 +1,8 @@
 """Sending hexapod corrections to ATAOS, at most once per result.
 
-`CorrectionSender.prepare` applies the gains and limits (`closed_loop.plan_step`, with the total already sent
+`CorrectionSender.prepare` refuses a correction measured on images received before the last offset to M2
+(it describes M2 before that offset: sending it would correct twice), one that is not finite, and one that the
+limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the total already sent
 in the journal's current epoch) and claims the correction in the journal; only then does
 `CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED on
 CMD_COMPLETE; FAILED when ATAOS refused for sure (CMD_FAILED, CMD_NOPERM: it may be sent again); UNCERTAIN
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from .closed_loop import plan_step
 from .config import CorrectionConfig
+from .errors import InputError
 from .instrument import HexapodState
 from .journal import CorrectionState, Journal
 from .sal import AckError, AckTimeoutError, ExpectedError, SalRetCode
@@ -51,26 +55,54 @@ class CorrectionSender:
         Raises
         ------
         ExpectedError
-            If there is no correction for ``key``, or it cannot be claimed (already being sent, sent,
+            If there is no correction for ``key``, it was measured before the last offset, it is not
+            finite, the limits leave nothing of it, or it cannot be claimed (already being sent, sent,
             uncertain or superseded).
         """
         record = self.journal.correction(key)
         if record is None:
             raise ExpectedError(f"no correction for triplet {key}")
-        step = plan_step(
-            record.raw,
-            gains=self.config.gains.as_array(),
-            max_step=self.config.max_step.as_array(),
-            max_total=self.config.max_total.as_array(),
-            total=self.journal.total_applied(),
-        )
+        stale = self._measured_before_last_move(key)
+        if stale:
+            raise ExpectedError(f"the correction of group {record.group_id} is not sent: {stale}")
+        try:
+            step = plan_step(
+                record.raw,
+                gains=self.config.gains.as_array(),
+                max_step=self.config.max_step.as_array(),
+                max_total=self.config.max_total.as_array(),
+                total=self.journal.total_applied(),
+            )
+        except InputError as exc:
+            raise ExpectedError(f"the correction of group {record.group_id}: {exc}") from exc
         if step.message:
             self.log.warning(f"group {record.group_id}: {step.message}")
+            if not step.offset.as_array().any():
+                raise ExpectedError(
+                    f"the correction of group {record.group_id} is not sent: {step.message}, nothing left "
+                    "(max_total counts what was sent since startClosedLoop or enable)"
+                )
         if not self.journal.claim_correction(key, step.offset):
             current = self.journal.correction(key)
             state = current.state.name if current is not None else "missing"
             raise ExpectedError(f"the correction of group {record.group_id} is {state}: it is not sent again")
         return step.offset
+
+    def _measured_before_last_move(self, key: str) -> str:
+        """Why the images of triplet ``key`` predate the last offset to M2 ('' if they do not)."""
+        moved = self.journal.last_move_time()
+        triplet = self.journal.triplet(key)
+        if moved is None or triplet is None:
+            return ""
+        records = [self.journal.image(info.obsid) for info in triplet.triplet.images]
+        early = [r.obsid for r in records if r is not None and r.created < moved]
+        if not early:
+            return ""
+        when = time.strftime("%H:%M:%S", time.gmtime(moved))
+        return (
+            f"{', '.join(early)} came before the last offset to M2 ({when} UTC), so it measures M2 as it was "
+            "before that offset"
+        )
 
     async def send(self, key: str, offset: HexapodState) -> None:
         """Write ATAOS ``offset`` for a claimed correction and journal the outcome.

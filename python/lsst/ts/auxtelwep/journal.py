@@ -11,7 +11,7 @@ It is what makes "nothing lost, nothing twice" hold across a crash (a SIGKILL in
   claimed for sending by one atomic ``UPDATE ... WHERE state IN (computed, failed)`` *before* the ATAOS
   command is written, so it can never be sent twice; a correction found ``APPLYING`` after a restart may or
   may not have been applied and becomes ``UNCERTAIN``: reported, never re-sent, and counted in the totals.
-- **epochs**: a closed loop starts a new epoch; per-epoch totals of applied corrections feed the limits.
+- **epochs**: enable and startClosedLoop start a new epoch; the totals of what was sent in it feed the limits.
 
 Every write is its own transaction, committed before the method returns (WAL, ``synchronous=FULL``).
 Times are unix seconds (``time.time``). The journal is used from one thread (the CSC's event loop).
@@ -326,13 +326,16 @@ class Journal:
     def claim_correction(self, triplet_key: str, applied: HexapodState) -> bool:
         """Atomically move a COMPUTED (or FAILED) correction to APPLYING with the values to send.
 
+        It then counts in the current epoch, whatever the epoch it was computed in: the limits are on
+        what is sent since the epoch began.
+
         Returns
         -------
         claimed : `bool`
             False if it is in any other state (being applied, applied, uncertain, superseded): do not send.
         """
         count = self._write(
-            "UPDATE corrections SET state = ?, applied = ?, updated = ?"
+            "UPDATE corrections SET state = ?, applied = ?, updated = ?, epoch = (SELECT MAX(id) FROM epochs)"
             " WHERE triplet_key = ? AND state IN (?, ?)",
             (
                 CorrectionState.APPLYING.value,
@@ -385,6 +388,17 @@ class Journal:
         """Return the newest correction or None."""
         row = self._db.execute("SELECT * FROM corrections ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else correction_record(row)
+
+    def last_move_time(self) -> float | None:
+        """When the newest offset that moved (or may have moved) M2 was last journaled (`time.time`).
+
+        That is when it was acknowledged (APPLIED), given up on (UNCERTAIN), or sent (still APPLYING).
+        """
+        states = (CorrectionState.APPLIED, CorrectionState.APPLYING, CorrectionState.UNCERTAIN)
+        row = self._db.execute(
+            "SELECT MAX(updated) FROM corrections WHERE state IN (?, ?, ?)", tuple(s.value for s in states)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
 
     def new_epoch(self, reason: str) -> int:
         """Start a new epoch (totals restart from zero); return its number."""
