@@ -9,14 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
-from lsst.ts.auxtelwep import estimation, pipeline
+from lsst.ts.auxtelwep import estimation, pipeline, reprocess
 from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.commands.process import _print_summary
-from lsst.ts.auxtelwep.errors import AuxTelWepError
-from lsst.ts.auxtelwep.exposure import read_raw, write_exposure
-from lsst.ts.auxtelwep.instrument import HexapodState
+from lsst.ts.auxtelwep.errors import AuxTelWepError, InputError
+from lsst.ts.auxtelwep.exposure import Exposure, read_raw, write_exposure
+from lsst.ts.auxtelwep.instrument import HexapodState, Role
 from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
 from lsst.ts.auxtelwep.pipeline import PipelineConfig, Triplet, process
 from lsst.ts.auxtelwep.sim.night import NightManifest, NightPlan, simulate_night
@@ -292,3 +293,56 @@ def test_estimates_made_ahead_are_reused_and_change_nothing(
     )
     np.testing.assert_array_equal(reused.estimate.um, fresh.estimate.um)
     assert reused.correction.offset == fresh.correction.offset
+
+
+def _exposure(**keys: object) -> Exposure:
+    return Exposure(
+        image=np.zeros((2, 2), np.float32), mask=np.zeros((2, 2), np.uint16), header=fits.Header(keys)
+    )
+
+
+def test_roles_are_checked_from_the_header_without_an_obsid(tmp_path: Path) -> None:
+    intra = _exposure(REASON="INTRA", FOCUSZ=0.8)
+    extra = _exposure(REASON="EXTRA", FOCUSZ=-0.8)
+    pipeline.check_roles({Role.INTRA: intra, Role.EXTRA: extra})  # as given: nothing to say
+    with pytest.raises(
+        InputError, match=r"the intra-focal image \(no OBSID\) was given as the intra-focal image "
+    ):
+        pipeline.check_roles({Role.INTRA: extra, Role.EXTRA: intra})
+    # The same file twice is refused by its path before anything is read (headers may lack OBSID).
+    raw = tmp_path / "raw.fits"
+    with pytest.raises(
+        InputError, match=r"raw.fits was given as both the intra-focal and the extra-focal image"
+    ):
+        process(Triplet(raw, tmp_path / "." / "raw.fits"))
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf"])
+def test_a_camera_angle_that_is_not_a_number_is_named(value: str) -> None:
+    with pytest.raises(InputError, match=rf"CAMANGLE='{value}' is not a number of degrees"):
+        pipeline.camera_angle_from_header(fits.Header({"OBSID": "AT_O_20240624_000001", "CAMANGLE": value}))
+
+
+def test_an_unreadable_unneeded_infocus_file_costs_only_its_label(tmp_path: Path) -> None:
+    empty = tmp_path / "AT_O_20240624_000003.fits"
+    empty.write_bytes(b"")
+    assert pipeline._infocus_obsid(empty, []) == "AT_O_20240624_000003"
+
+
+def test_reprocess_goes_on_after_an_error_nobody_foresaw(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = iter([RuntimeError("zero-size array"), "result"])
+
+    def flaky(triplet: Triplet, *, config: PipelineConfig) -> str:
+        outcome = next(calls)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(reprocess, "process", flaky)
+    triplets = (Triplet(Path("a.fits"), Path("b.fits")), Triplet(Path("c.fits"), Path("d.fits")))
+    outcomes = list(reprocess.process_triplets(triplets, config=PipelineConfig()))
+    assert (
+        outcomes[0][1] is None
+        and "unexpected error in the pipeline: RuntimeError('zero-size array')" in outcomes[0][2]
+    )
+    assert outcomes[1][1:] == ("result", "")

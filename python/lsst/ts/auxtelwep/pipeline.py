@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -235,7 +236,15 @@ def camera_angle_from_header(header: fits.Header) -> float:
             header.get("OBSID"),
         )
         return 0.0
-    return float(value)
+    try:
+        angle = float(value)
+    except (TypeError, ValueError):
+        angle = math.nan
+    if not math.isfinite(angle):
+        raise InputError(
+            f"OBSID={header.get('OBSID')}: header CAMANGLE={value!r} is not a number of degrees", value=value
+        )
+    return angle
 
 
 @contextmanager
@@ -365,8 +374,8 @@ def check_roles(given: dict[Role, Exposure]) -> None:
 
     The cadence rules (`cadence.stated_role`, `cadence.swapped_focus_problem`) applied to the images of one
     triplet: one exposure given twice, a role that ``REASON`` (else ``FOCUSZ``) contradicts, an intra image
-    whose ``FOCUSZ`` is not larger than the extra's. An exposure without ``OBSID`` (an image prepared
-    elsewhere) or without these keys is taken as given.
+    whose ``FOCUSZ`` is not larger than the extra's. An exposure without these keys is taken as given; one
+    without ``OBSID`` (an image prepared elsewhere) is checked by its ``REASON`` and ``FOCUSZ`` all the same.
 
     Raises
     ------
@@ -375,12 +384,14 @@ def check_roles(given: dict[Role, Exposure]) -> None:
     CadenceError
         If an exposure's ``REASON`` and ``FOCUSZ`` disagree.
     """
-    infos = {
-        role: ImageInfo.from_header(exposure.header)
-        for role, exposure in given.items()
-        if str(exposure.header.get("OBSID", "") or "").strip()
-    }
     label = {Role.INTRA: "intra-focal", Role.EXTRA: "extra-focal", Role.INFOCUS: "in-focus"}
+    infos = {}
+    for role, exposure in given.items():
+        # A header without OBSID still says what it is; it is named by the role it was given for.
+        named = exposure.header.copy()
+        if not str(named.get("OBSID", "") or "").strip():
+            named["OBSID"] = f"the {label[role]} image (no OBSID)"
+        infos[role] = ImageInfo.from_header(named)
     roles_of: dict[str, Role] = {}
     for role, info in infos.items():
         if info.obsid in roles_of:
@@ -401,6 +412,21 @@ def check_roles(given: dict[Role, Exposure]) -> None:
         swapped = swapped_focus_problem(infos[Role.INTRA], infos[Role.EXTRA])
         if swapped is not None:
             raise InputError(swapped, value=(infos[Role.INTRA].obsid, infos[Role.EXTRA].obsid))
+
+
+def _refuse_one_file_twice(triplet: Triplet) -> None:
+    """The same file in two roles (what check_roles sees by OBSID, here by path: headers may lack it)."""
+    given = {"intra-focal": triplet.intra, "extra-focal": triplet.extra, "in-focus": triplet.infocus}
+    seen: dict[Path, str] = {}
+    for role, path in given.items():
+        if path is None:
+            continue
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            raise InputError(
+                f"{path} was given as both the {seen[resolved]} and the {role} image", value=str(path)
+            )
+        seen[resolved] = role
 
 
 def _telescope(intra: Exposure, config: PipelineConfig) -> AuxTel:
@@ -466,6 +492,7 @@ def process(
         A subclass naming the problem: unreadable raw, missing calibration, no donuts, failed fits...
     """
     config = config or PipelineConfig()
+    _refuse_one_file_twice(triplet)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     infocus_job = None
@@ -650,7 +677,10 @@ def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> str | None:
         return loaded[0].obsid
     if path is None:
         return None
-    return str(fits.getheader(path).get("OBSID", path.stem))
+    try:  # detection did not need the image: a file that does not read costs the label, not the result
+        return str(fits.getheader(path).get("OBSID", path.stem))
+    except (OSError, ValueError):
+        return path.stem
 
 
 def _needs_calibrations(isr: IsrConfig) -> bool:

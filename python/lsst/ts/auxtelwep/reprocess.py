@@ -11,6 +11,7 @@ Raws are looked for at ``<data_root>/raw/<DAYOBS>/*.fits`` (and ``.fits.fz``), t
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from .cadence import Triplet as CadenceTriplet
 from .errors import AuxTelWepError, InputError
 from .intake import read_image_info
 from .pipeline import PipelineConfig, Triplet, WavefrontResult, process
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NightTriplets", "Rejected", "find_triplets", "process_triplets"]
 
@@ -157,10 +160,13 @@ def process_triplets(
     """Run the pipeline on each triplet; yield ``(triplet, result, "")`` or ``(triplet, None, reason)``.
 
     A triplet the pipeline refuses (bad raw, no donuts, failed fits...) is yielded with the error's message;
-    the others go on.
+    the others go on, also after an error the pipeline did not foresee (named as such, with its type).
     """
     for triplet in triplets:
         try:
             yield triplet, process(triplet, config=config), ""
         except AuxTelWepError as exc:
             yield triplet, None, str(exc)
+        except Exception as exc:  # one triplet's surprise must not cost the rest of the night
+            log.exception("unexpected error on the triplet of %s", triplet.intra)
+            yield triplet, None, f"unexpected error in the pipeline: {exc!r}"
