@@ -1,13 +1,18 @@
 """The AuxTelWEP CSC on real DDS: state transitions, what a remote sees, FAULT on lost dependencies."""
 
+import asyncio
+import os
 import shutil
+from unittest import mock
 
-from csc_fakes import CscTestCase
+from csc_fakes import RESULT_TIMEOUT, CscTestCase, Observatory
 
 from lsst.ts.auxtelwep.csc import ERROR_CONFIG, ERROR_DATA_ROOT
 from lsst.ts.auxtelwep.csc_worker import run_pipeline
+from lsst.ts.auxtelwep.journal import Journal
 from lsst.ts.auxtelwep.sal import AckError, Domain, Remote, SalRetCode, State
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
+from lsst.ts.auxtelwep.triplet import TripletState
 
 ENABLED_COMMANDS = ("runWEP", "startClosedLoop", "stopClosedLoop", "issueCorrection")
 
@@ -79,3 +84,23 @@ class StateTestCase(CscTestCase):
             error = await self.remote.evt_errorCode.aget(timeout=STD_TIMEOUT)
             self.assertEqual(error.errorCode, ERROR_CONFIG)
             self.assertIn("nowhere.ecsv", error.errorReport)
+
+    async def test_disabling_while_a_triplet_is_processed_does_not_use_up_its_attempts(self) -> None:
+        # max_attempts is 2 by default: two disables used to give up on the triplet ("the CSC stopped").
+        with mock.patch.dict(os.environ, {"AUXTELWEP_FAKE_SLEEP_S": "1.5"}):
+            async with self.make_csc(initial_state=State.ENABLED):
+                obs = await Observatory().start()
+                self.addAsyncCleanup(obs.close)
+                journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+                self.addCleanup(journal.close)
+                for seq, reason in enumerate(("INTRA", "EXTRA", "INFOCUS"), 1):
+                    obs.take(self.data_root, seq, reason, group="G1")
+                for _ in range(2):
+                    while not journal.triplets(TripletState.PROCESSING):
+                        await asyncio.sleep(0.1)
+                    await self.remote.cmd_disable.start(timeout=STD_TIMEOUT)
+                    await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
+                wfe = await self.remote.evt_wavefrontError.next(flush=False, timeout=RESULT_TIMEOUT)
+                self.assertEqual(wfe.groupId, "G1")
+                (done,) = journal.triplets(TripletState.DONE)
+                self.assertEqual(done.attempts, 1)

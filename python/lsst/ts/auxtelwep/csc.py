@@ -210,6 +210,12 @@ class AuxTelWepCsc(ConfigurableCsc):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, self.ahead.cancel(), return_exceptions=True)
+        if self._tasks and self.journal is not None:
+            # Stopped on purpose: processed again at the next enable, not counted as a failed attempt.
+            for key in self.journal.requeue_interrupted(
+                f"interrupted: the CSC left ENABLED ({self.summary_state!r})"
+            ):
+                self.log.info(f"triplet {key} interrupted; it is processed again at the next enable")
         self._tasks = []
         self._queue = asyncio.Queue()
         for future in self._waiters.values():

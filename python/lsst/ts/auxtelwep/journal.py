@@ -282,6 +282,21 @@ class Journal:
             record, state=state, reason=reason, attempts=attempts, result=json.loads(result_json)
         )
 
+    def requeue_interrupted(self, reason: str) -> list[str]:
+        """Put every PROCESSING triplet back to COMPLETE, not counting the attempt; return their keys.
+
+        For work the CSC stopped on purpose (it left ENABLED): ``attempts`` is there to give up on a triplet
+        that kills the CSC, which an operator's disable is not.
+        """
+        keys = [record.key for record in self.triplets(TripletState.PROCESSING)]
+        for key in keys:
+            self._write(
+                "UPDATE triplets SET state = ?, reason = ?, attempts = MAX(attempts - 1, 0), updated = ?"
+                " WHERE key = ? AND state = ?",
+                (TripletState.COMPLETE.value, reason, time.time(), key, TripletState.PROCESSING.value),
+            )
+        return keys
+
     def triplet(self, key: str) -> TripletRecord | None:
         """Return the record of triplet ``key`` or None."""
         row = self._db.execute("SELECT * FROM triplets WHERE key = ?", (key,)).fetchone()
