@@ -150,14 +150,16 @@ def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_p
 def test_cli_bad_input_exits_with_one_line(tmp_path: Path, capsys) -> None:
     corrupt = tmp_path / "corrupt.fits"
     corrupt.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
-    status = main(["process", str(corrupt), str(corrupt)])
+    other = tmp_path / "other.fits"
+    other.write_bytes(corrupt.read_bytes())
+    status = main(["process", str(corrupt), str(other)])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2
     assert len(err) == 1 and "corrupt.fits" in err[0] and "FITS" in err[0]
     status = main(["process", str(tmp_path / "missing.fits"), str(corrupt)])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "missing.fits: no such file" in err
-    status = main(["process", str(corrupt), str(corrupt), "--calibs", str(tmp_path)])
+    status = main(["process", str(corrupt), str(other), "--calibs", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert status == 2 and "doBias" in err and "bias.fits" in err
 
@@ -202,9 +204,10 @@ def test_cli_refuses_images_given_in_the_wrong_role(night: tuple[Path, NightMani
     given_twice = "was given as both the intra-focal and the"
     cases = {
         (extra, intra): f"{obsid['extra']} {given_as_intra} extra-focal",
-        (intra, intra): f"{obsid['intra']} {given_twice} extra-focal image",
+        # The same file twice: refused by its path, before it is read.
+        (intra, intra): f"{obsid['intra']}.fits {given_twice} extra-focal image",
         (infocus, extra): f"{obsid['infocus']} {given_as_intra} in-focus",
-        (intra, extra, "--infocus", intra): f"{obsid['intra']} {given_twice} in-focus image",
+        (intra, extra, "--infocus", intra): f"{obsid['intra']}.fits {given_twice} in-focus image",
     }
     for args, message in cases.items():
         status = main(["process", *args, *options])
