@@ -97,6 +97,13 @@ class TripletTestCase(CscTestCase):
                     intraObsid=obsid(99), config="", timeout=RESULT_TIMEOUT
                 )
             self.assertIn(f"no raw for {obsid(99)}", cm.exception.ackcmd.result)
+            # A file whose header names another exposure is refused, as the live intake refuses it.
+            write_raw(self.data_root, 98, "INTRA", OBSID=obsid(97))
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_runWEP.set_start(
+                    intraObsid=obsid(98), config="", timeout=RESULT_TIMEOUT
+                )
+            self.assertIn(f"has OBSID='{obsid(97)}', expected '{obsid(98)}'", cm.exception.ackcmd.result)
 
     async def test_blocked_and_out_of_order_sequences_warn(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):

@@ -490,9 +490,12 @@ class AuxTelWepCsc(ConfigurableCsc):
             if path is None:
                 where = ", ".join(str(p) for p in locator.candidates(obsid))
                 raise ExpectedError(f"no raw for {obsid} at {where}")
-            return read_image_info(path)
+            info = read_image_info(path)
         except AuxTelWepError as exc:
             raise ExpectedError(str(exc)) from exc
+        if info.obsid != obsid:  # as the live intake refuses it: the result would carry the wrong name
+            raise ExpectedError(f"{path} has OBSID={info.obsid!r}, expected {obsid!r}")
+        return info
 
     async def do_startClosedLoop(self, data: Any) -> None:
         """Start the closed loop (a new epoch for the total limits)."""
