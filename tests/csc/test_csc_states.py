@@ -5,7 +5,7 @@ import os
 import shutil
 from unittest import mock
 
-from csc_fakes import RESULT_TIMEOUT, CscTestCase, Observatory
+from csc_fakes import RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
 
 from lsst.ts.auxtelwep.csc import ERROR_CONFIG, ERROR_DATA_ROOT
 from lsst.ts.auxtelwep.csc_worker import run_pipeline
@@ -63,6 +63,22 @@ class StateTestCase(CscTestCase):
             self.assertIn("invalid pipeline configuration", cm.exception.ackcmd.result)
             self.assertIn("doApplyGains", cm.exception.ackcmd.result)
             self.assertEqual(self.csc.summary_state, State.STANDBY)
+
+    async def test_a_runwep_config_the_pipeline_refuses_fails_the_command(self) -> None:
+        names = [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(("INTRA", "EXTRA"), 1)]
+        async with self.make_csc(initial_state=State.ENABLED, processor=run_pipeline):
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_runWEP.set_start(
+                    intraObsid=names[0],
+                    extraObsid=names[1],
+                    config="estimation: {algoritm: tie}",
+                    timeout=STD_TIMEOUT,
+                )
+            self.assertIn("invalid runWEP config", cm.exception.ackcmd.result)
+            self.assertIn("algoritm", cm.exception.ackcmd.result)
+            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+            self.addCleanup(journal.close)
+            self.assertEqual(journal.triplets(), [])  # nothing queued, nothing to reject later
 
     async def test_unreadable_data_root_faults_at_enable(self) -> None:
         shutil.rmtree(self.data_root / "raw")

@@ -137,15 +137,8 @@ class AuxTelWepCsc(ConfigurableCsc):
 
     async def configure(self, config: AuxTelWepConfig) -> None:
         """Open the journal and the data root of ``config``; start the worker pool."""
-        if self.processor is run_pipeline:
-            # Check the science options now, so a bad configuration fails `start`, not the first triplet
-            # (imported here: the science stack is otherwise loaded only by the workers).
-            from .pipeline import PipelineConfig
-
-            try:
-                PipelineConfig.model_validate(dict(config.pipeline))
-            except ValueError as exc:
-                raise ExpectedError(f"invalid pipeline configuration: {exc}") from exc
+        # A bad configuration fails `start`, not the first triplet.
+        self._check_pipeline_options(dict(config.pipeline), "invalid pipeline configuration")
         try:
             locator = RawLocator(config.data_root)
             journal = Journal(Path(config.state_dir).expanduser() / JOURNAL_FILE_NAME)
@@ -401,6 +394,18 @@ class AuxTelWepCsc(ConfigurableCsc):
             options.setdefault("calibs_dir", config.calibs_dir)
         return options
 
+    def _check_pipeline_options(self, options: dict[str, Any], problem: str) -> None:
+        """Raise ExpectedError naming ``problem`` if the science pipeline would refuse ``options``."""
+        if self.processor is not run_pipeline:
+            return
+        # Imported here: the science stack is otherwise loaded only by the workers.
+        from .pipeline import PipelineConfig
+
+        try:
+            PipelineConfig.model_validate(options)
+        except ValueError as exc:
+            raise ExpectedError(f"{problem}: {exc}") from exc
+
     def _pipeline_options(self, record: TripletRecord) -> dict[str, Any]:
         overrides = record.result.get("overrides") or {}
         return {**self._base_options(self._config), **overrides}
@@ -463,6 +468,8 @@ class AuxTelWepCsc(ConfigurableCsc):
         if not names[0] or not names[1]:
             raise ExpectedError(f"runWEP needs intraObsid and extraObsid; got {names[0]!r} and {names[1]!r}")
         overrides = parse_overrides(data.config)
+        # Refused now rather than by the worker after the triplet was queued and journaled.
+        self._check_pipeline_options({**dict(config.pipeline), **overrides}, "invalid runWEP config")
         infos = [self._named_image(name) if name else None for name in names]
         intra, extra, infocus = infos
         if intra is None or extra is None:  # for the type checker: names were checked above
