@@ -369,6 +369,9 @@ def _in_threads(
     return first, second
 
 
+_ROLE_LABELS = {Role.INTRA: "intra-focal", Role.EXTRA: "extra-focal", Role.INFOCUS: "in-focus"}
+
+
 def check_roles(given: dict[Role, Exposure]) -> None:
     """Refuse exposures whose headers contradict the role they were given for.
 
@@ -384,27 +387,29 @@ def check_roles(given: dict[Role, Exposure]) -> None:
     CadenceError
         If an exposure's ``REASON`` and ``FOCUSZ`` disagree.
     """
-    label = {Role.INTRA: "intra-focal", Role.EXTRA: "extra-focal", Role.INFOCUS: "in-focus"}
+
     infos = {}
     for role, exposure in given.items():
-        # A header without OBSID still says what it is; it is named by the role it was given for.
-        named = exposure.header.copy()
-        if not str(named.get("OBSID", "") or "").strip():
-            named["OBSID"] = f"the {label[role]} image (no OBSID)"
-        infos[role] = ImageInfo.from_header(named)
+        header = exposure.header
+        if not str(header.get("OBSID", "") or "").strip():
+            # A header without OBSID still says what it is; it is named by the role it was given for.
+            header = header.copy()
+            header["OBSID"] = f"the {_ROLE_LABELS[role]} image (no OBSID)"
+        infos[role] = ImageInfo.from_header(header)
     roles_of: dict[str, Role] = {}
     for role, info in infos.items():
         if info.obsid in roles_of:
-            first = label[roles_of[info.obsid]]
+            first = _ROLE_LABELS[roles_of[info.obsid]]
             raise InputError(
-                f"{info.obsid} was given as both the {first} and the {label[role]} image", value=info.obsid
+                f"{info.obsid} was given as both the {first} and the {_ROLE_LABELS[role]} image",
+                value=info.obsid,
             )
         roles_of[info.obsid] = role
         stated = stated_role(info, focus_tolerance_mm=CadenceLimits.focus_tolerance_mm)
         if stated is not None and stated is not role:
             raise InputError(
-                f"{info.obsid} was given as the {label[role]} image but its header says {label[stated]} "
-                f"(REASON={info.reason!r}, FOCUSZ={info.focus_z_mm} mm)",
+                f"{info.obsid} was given as the {_ROLE_LABELS[role]} image but its header says "
+                f"{_ROLE_LABELS[stated]} (REASON={info.reason!r}, FOCUSZ={info.focus_z_mm} mm)",
                 value=info.obsid,
                 allowed=role.value,
             )
@@ -416,9 +421,9 @@ def check_roles(given: dict[Role, Exposure]) -> None:
 
 def _refuse_one_file_twice(triplet: Triplet) -> None:
     """The same file in two roles (what check_roles sees by OBSID, here by path: headers may lack it)."""
-    given = {"intra-focal": triplet.intra, "extra-focal": triplet.extra, "in-focus": triplet.infocus}
+    given = {Role.INTRA: triplet.intra, Role.EXTRA: triplet.extra, Role.INFOCUS: triplet.infocus}
     seen: dict[Path, str] = {}
-    for role, path in given.items():
+    for role, path in ((_ROLE_LABELS[r], p) for r, p in given.items()):
         if path is None:
             continue
         resolved = Path(path).expanduser().resolve()
