@@ -100,6 +100,24 @@ def test_header_parsing_and_radians_before_2020() -> None:
     assert ImageInfo.from_dict(info.to_dict()) == info
 
 
+def test_exposure_start_from_the_header_in_its_time_scale() -> None:
+    header = {"OBSID": "AT_O_20240624_000106"}
+    utc = 1719280800.0  # 2024-06-25T02:00:00 UTC; TAI is 37 s ahead
+    assert ImageInfo.from_header(header | {"DATE-OBS": "2024-06-25T02:00:37.000"}).exposure_start == utc
+    in_utc = header | {"DATE-OBS": "2024-06-25T02:00:00", "TIMESYS": "UTC"}
+    assert ImageInfo.from_header(in_utc).exposure_start == pytest.approx(utc)
+    # MJD-BEG first, then DATE-BEG, then DATE-OBS.
+    both = header | {"MJD-BEG": 60486.0 + 37 / 86400, "DATE-BEG": "2024-01-01T00:00:00", "DATE-OBS": "x"}
+    assert ImageInfo.from_header(both).exposure_start == pytest.approx(1719273600.0, abs=1e-3)
+    for unreadable in (
+        {"DATE-OBS": "yesterday"},
+        {"MJD-BEG": "abc"},
+        {"DATE-OBS": "2024-06-25", "TIMESYS": "UT1"},
+    ):
+        assert ImageInfo.from_header(header | unreadable).exposure_start is None
+    assert ImageInfo.from_header(header).exposure_start is None
+
+
 def test_interleaved_order_makes_triplets_without_warnings() -> None:
     seq = Sequencer(limits=LIMITS)
     outcomes = feed(seq, [I, E, F, I, E, F])

@@ -105,6 +105,35 @@ class TripletTestCase(CscTestCase):
                 )
             self.assertIn(f"has OBSID='{obsid(97)}', expected '{obsid(98)}'", cm.exception.ackcmd.result)
 
+    async def test_run_wep_leaves_images_the_camera_is_bringing_in_to_the_live_triplet(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            intra, extra = (
+                self.obs.take(self.data_root, seq, reason) for seq, reason in ((1, "INTRA"), (2, "EXTRA"))
+            )
+            for name in (intra, extra):
+                await self.next_matching(self.remote.evt_imageReceived, lambda d, n=name: d.obsid == n)
+            infocus = write_raw(self.data_root, 3, "INFOCUS")  # on disk before the camera's events
+            await self.remote.cmd_runWEP.set_start(
+                intraObsid=intra, extraObsid=extra, inFocusObsid=infocus, config="", timeout=RESULT_TIMEOUT
+            )
+            self.remote.evt_wavefrontError.flush()  # runWEP's result
+            self.obs.announce(infocus, image_type="ACQ", reason="INFOCUS")
+            self.obs.ingested(infocus)
+            received = await self.next_matching(self.remote.evt_imageReceived, lambda d: d.obsid == infocus)
+            self.assertEqual((received.status, received.role), ("accepted", "inFocus"))
+            live = await self.next_matching(
+                self.remote.evt_wavefrontError, lambda d: d.inFocusObsid == infocus, timeout=RESULT_TIMEOUT
+            )
+            self.assertEqual(live.groupId, "G1")
+            journal = self.journal()
+            self.assertEqual(
+                sorted(t.source for t in journal.triplets(TripletState.DONE)), ["events", "runWEP"]
+            )
+            self.assertEqual(
+                {journal.image(n).status for n in (intra, extra, infocus)}, {ImageStatus.IN_TRIPLET}
+            )
+            await self.assert_enabled()
+
     async def test_blocked_and_out_of_order_sequences_warn(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):
             for seq, reason in enumerate(("INTRA", "INTRA", "INFOCUS", "EXTRA"), 1):

@@ -180,6 +180,26 @@ def test_a_correction_measured_before_the_last_offset_is_not_sent(tmp_path: Path
     journal.close()
 
 
+def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_came(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    moved = journal.last_move_time()
+    assert moved is not None
+    time.sleep(0.01)
+    # Received after the offset, but the intra exposure was open while M2 moved.
+    infos = [ImageInfo(obsid=obsid(4), exposure_start=moved - 1.0), ImageInfo(obsid=obsid(5))]
+    infos.append(ImageInfo(obsid=obsid(6), exposure_start=moved + 5.0))
+    for info in infos:
+        journal.add_image(info.obsid, status=ImageStatus.IN_TRIPLET, info=info)
+    _measured(journal, "G2", infos)
+    with pytest.raises(ExpectedError, match=rf"{obsid(4)} came before the last offset"):
+        sender.prepare("G2")
+    journal.close()
+
+
 def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     limits = {"max_total": {"x": 0.3, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2}}
@@ -355,6 +375,29 @@ def test_summarize_a_pipeline_result() -> None:
     assert np.isnan(summary.wcs_scatter_arcsec) and summary.detection_mode == "refit"
     assert summary.correction == solved  # the full correction: the CSC applies gains and limits
     assert summary.timings_s == {"isr": 1.0, "total": 3.0}
+
+
+def test_a_cancelled_worker_run_ends_even_if_the_worker_just_answered() -> None:
+    import asyncio
+    import math
+
+    from lsst.ts.auxtelwep.csc_worker import WorkerPool
+
+    async def cancel_as_the_answer_comes() -> list[Any]:
+        pool = WorkerPool(n_workers=1)
+        try:
+            await pool.run(math.sqrt, 4.0, timeout=60)  # the worker is up
+            task = asyncio.create_task(pool.run(math.sqrt, 9.0, timeout=60))
+            await asyncio.sleep(0)
+            time.sleep(0.5)  # the loop is blocked while the worker answers
+            task.cancel()
+            return await asyncio.gather(task, return_exceptions=True)
+        finally:
+            pool.close()
+
+    # Returning 3.0 instead would leave a cancelled CSC task running forever (a hang at stop).
+    (outcome,) = asyncio.run(cancel_as_the_answer_comes())
+    assert isinstance(outcome, asyncio.CancelledError)
 
 
 def test_worker_pool_survives_dead_and_stuck_workers(tmp_path: Path) -> None:

@@ -478,8 +478,10 @@ class AuxTelWepCsc(ConfigurableCsc):
             group_id=intra.group_id or f"runWEP-{intra.obsid}", intra=intra, extra=extra, infocus=infocus
         )
         key = f"{triplet.key}@runWEP-{time.time():.3f}"
+        # Journaled for when they were first seen (the double-correction guard needs it), without touching
+        # the live intake's record of an image the camera already announced.
         for info in triplet.images:
-            journal.add_image(info.obsid, status=ImageStatus.IN_TRIPLET, info=info, group_id=triplet.group_id)
+            journal.add_image(info.obsid, status=ImageStatus.NAMED, info=info, group_id=triplet.group_id)
         journal.add_triplet(triplet, source="runWEP", key=key, overrides=overrides)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[key] = future

@@ -1,9 +1,9 @@
 """Sending hexapod corrections to ATAOS, at most once per result.
 
-`CorrectionSender.prepare` refuses a correction measured on images received before the last offset to M2
-(it describes M2 before that offset: sending it would correct twice), one that is not finite, and one that the
-limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the total already sent
-in the journal's current epoch) and claims the correction in the journal; only then does
+`CorrectionSender.prepare` refuses a correction measured on images taken or received before the last
+offset to M2 (it describes M2 before that offset: sending it would correct twice), one that is not finite,
+and one that the limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the
+total already sent in the journal's current epoch) and claims the correction in the journal; only then does
 `CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED on
 CMD_COMPLETE; FAILED when ATAOS refused for sure (CMD_FAILED, CMD_NOPERM: it may be sent again); UNCERTAIN
 when the outcome is unknown (timeout, abort, cancellation: never sent again).
@@ -89,13 +89,22 @@ class CorrectionSender:
         return step.offset
 
     def _measured_before_last_move(self, key: str) -> str:
-        """Why the images of triplet ``key`` predate the last offset to M2 ('' if they do not)."""
+        """Why the images of triplet ``key`` predate the last offset to M2 ('' if they do not).
+
+        An image predates it if its exposure started before it (header time) or the CSC first saw it
+        before it (journal), whichever is earlier: either way it may show M2 before or during that move.
+        """
         moved = self.journal.last_move_time()
         triplet = self.journal.triplet(key)
         if moved is None or triplet is None:
             return ""
-        records = [self.journal.image(info.obsid) for info in triplet.triplet.images]
-        early = [r.obsid for r in records if r is not None and r.created < moved]
+        early = []
+        for info in triplet.triplet.images:
+            record = self.journal.image(info.obsid)
+            received = record.created if record is not None else None
+            times = [t for t in (info.exposure_start, received) if t is not None]
+            if times and min(times) < moved:
+                early.append(info.obsid)
         if not early:
             return ""
         when = time.strftime("%H:%M:%S", time.gmtime(moved))

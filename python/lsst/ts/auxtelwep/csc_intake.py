@@ -17,7 +17,8 @@ Flow for one image
 
 Samples replayed as late-joiner history for images already journaled are skipped silently; ``imageInOODS``
 again, live, for an image already handled is a duplicate and reported. ``endReadout`` for a journaled image
-is ignored (ATOODS may be heard first). Times are `time.monotonic` seconds.
+is ignored (ATOODS may be heard first). An image journaled only because runWEP named it (NAMED) is still
+taken when its events come. Times are `time.monotonic` seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Role names written in ``imageReceived.role``.
 ROLE_NAMES = {Role.INTRA: "intra", Role.EXTRA: "extra", Role.INFOCUS: "inFocus"}
+#: Statuses in which ``imageInOODS`` is awaited (rather than a duplicate).
+_AWAITED = (ImageStatus.ANNOUNCED, ImageStatus.LOST, ImageStatus.NAMED)
 _KIND_NAMES = {WarningKind.POINTING_MOVED: "pointingChanged", WarningKind.MISSING_PARTNER: "timeout"}
 
 
@@ -117,8 +120,8 @@ class ImageIntake:
         looked for at the next `housekeeping`; every journaled OBSID counts as seen.
         """
         queued = self.journal.images(ImageStatus.QUEUED)
-        queued_ids = {r.obsid for r in queued}
-        self.sequencer.mark_seen(r.obsid for r in self.journal.images() if r.obsid not in queued_ids)
+        unseen = {r.obsid for r in queued} | {r.obsid for r in self.journal.images(ImageStatus.NAMED)}
+        self.sequencer.mark_seen(r.obsid for r in self.journal.images() if r.obsid not in unseen)
         now = self.clock()
         for record in queued:
             if record.info is not None:
@@ -135,7 +138,8 @@ class ImageIntake:
     ) -> None:
         """Handle ATCamera ``endReadout`` (one for an image already journaled is ignored: ATOODS may
         have been heard first)."""
-        if self.journal.image(image_name) is not None:
+        record = self.journal.image(image_name)
+        if record is not None and record.status is not ImageStatus.NAMED:
             log.debug("endReadout for %s, already journaled", image_name)
             return
         try:
@@ -148,12 +152,12 @@ class ImageIntake:
         types = self.limits.wavefront_image_types
         if image_type and types and image_type not in types:
             reason = f"imageType={image_type!r} is not a wavefront image type (one of {list(types)})"
-            self.journal.add_image(image_name, status=ImageStatus.IGNORED, group_id=group_id, reason=reason)
+            self._record(image_name, ImageStatus.IGNORED, group_id=group_id, reason=reason)
             self.sink.image_received(
                 image_name, group_id=group_id, role=None, status="ignored", reason=reason
             )
             return
-        self.journal.add_image(image_name, status=ImageStatus.ANNOUNCED, group_id=group_id)
+        self._record(image_name, ImageStatus.ANNOUNCED, group_id=group_id)
         self._deadlines[image_name] = self.clock() + self.oods_timeout_s
 
     def on_image_in_oods(self, obsid: str, *, status_code: int, description: str, historical: bool) -> None:
@@ -161,14 +165,14 @@ class ImageIntake:
         record = self.journal.image(obsid)
         if record is not None and record.status is ImageStatus.IGNORED:
             return  # a bias, flat...: announced by endReadout, nothing to do
-        if record is not None and record.status not in (ImageStatus.ANNOUNCED, ImageStatus.LOST):
+        if record is not None and record.status not in _AWAITED:
             if not historical:
                 self._duplicate(
                     obsid, record.group_id, f"imageInOODS again for {obsid} ({record.status.value})"
                 )
             return
-        if record is None:
-            self.journal.add_image(obsid, status=ImageStatus.ANNOUNCED)
+        if record is None or record.status is ImageStatus.NAMED:
+            self._record(obsid, ImageStatus.ANNOUNCED)
         if status_code != 0:
             self._lose(
                 obsid,
@@ -262,6 +266,11 @@ class ImageIntake:
             )
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    def _record(self, obsid: str, status: ImageStatus, *, group_id: str = "", reason: str = "") -> None:
+        """Journal an image the camera's events brought (first seen now, or before only through runWEP)."""
+        if not self.journal.add_image(obsid, status=status, group_id=group_id, reason=reason):
+            self.journal.update_image(obsid, status=status, group_id=group_id, reason=reason)
 
     def _duplicate(self, obsid: str, group_id: str, message: str) -> None:
         log.warning(message)

@@ -280,7 +280,10 @@ class WorkerPool:
             self.restart()
             future = self._pool.submit(func, *args)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=timeout)
+            # Not asyncio.wait_for: on Python 3.11 it returns the result instead of raising when it is
+            # cancelled just as the worker answers, and a cancelled CSC task then never ends.
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             self.restart()
             raise WorkerError(

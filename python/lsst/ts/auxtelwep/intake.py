@@ -18,6 +18,7 @@ colon-separated items of equal count (``"groupId:imageType:reason"`` and ``"G1:C
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
+from astropy.time import Time
 
 from .errors import ConfigurationError, InputError, RawFormatError
 from .guarded_warnings import guarded_warnings
@@ -39,6 +41,11 @@ __all__ = [
     "parse_additional",
     "read_image_info",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Time scales of ``TIMESYS`` understood without Earth-rotation tables.
+_TIME_SCALES = ("tai", "utc", "tt")
 
 #: File name endings tried, in order, for a raw.
 RAW_SUFFIXES = (".fits", ".fits.fz")
@@ -73,6 +80,10 @@ class ImageInfo:
         ``DAYOBS`` (``YYYYMMDD``).
     seq_num : `int`
         ``SEQNUM`` (0 when absent).
+    exposure_start : `float` or None
+        Start of the exposure, unix seconds (UTC, as `time.time`), from ``MJD-BEG``, ``DATE-BEG`` or
+        ``DATE-OBS`` in the scale of ``TIMESYS`` (TAI when absent, as LATISS writes them); None when the
+        header has none or it cannot be read (a warning is logged).
     """
 
     obsid: str
@@ -86,6 +97,7 @@ class ImageInfo:
     rotation_deg: float | None = None
     day_obs: str = ""
     seq_num: int = 0
+    exposure_start: float | None = None
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], *, path: str = "") -> ImageInfo:
@@ -117,6 +129,7 @@ class ImageInfo:
             rotation_deg=_float_or_none(header, "ROTPA", obsid),
             day_obs=day_obs,
             seq_num=0 if seq is None else int(seq),
+            exposure_start=_exposure_start(header, obsid),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +159,24 @@ def _float_or_none(header: Mapping[str, Any], key: str, obsid: str) -> float | N
     except (TypeError, ValueError):
         raise RawFormatError(f"{obsid}: header {key}={value!r} is not a number") from None
     return None if math.isnan(result) else result
+
+
+def _exposure_start(header: Mapping[str, Any], obsid: str) -> float | None:
+    """Exposure start as unix seconds (UTC), or None (see `ImageInfo.exposure_start`)."""
+    scale = str(header.get("TIMESYS", "") or "TAI").strip().lower()
+    if scale not in _TIME_SCALES:
+        log.warning("%s: TIMESYS=%r is not one of %s; exposure start unknown", obsid, scale, _TIME_SCALES)
+        return None
+    for key, time_format in (("MJD-BEG", "mjd"), ("DATE-BEG", "isot"), ("DATE-OBS", "isot")):
+        value = header.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            return float(Time(value, format=time_format, scale=scale).unix)
+        except (TypeError, ValueError):
+            log.warning("%s: header %s=%r is not a time; exposure start unknown", obsid, key, value)
+            return None
+    return None
 
 
 def day_obs_from_obsid(obsid: str) -> str:

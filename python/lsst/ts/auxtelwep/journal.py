@@ -218,7 +218,10 @@ class Journal:
         key: str | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> bool:
-        """Record a COMPLETE triplet and mark its images IN_TRIPLET; return False if already recorded.
+        """Record a COMPLETE triplet; return False if already recorded.
+
+        A triplet of the camera's events marks its images IN_TRIPLET; one of runWEP leaves the images'
+        status alone (the live intake may still be waiting for them).
 
         Parameters
         ----------
@@ -248,7 +251,7 @@ class Journal:
                 ),
             )
             added = cursor.rowcount == 1
-            if added:
+            if added and source == "events":
                 for image in triplet.images:
                     db.execute(
                         "UPDATE images SET status = ?, triplet_key = ?, updated = ? WHERE obsid = ?",

@@ -41,6 +41,7 @@ class ImageStatus(enum.Enum):
     REJECTED = "rejected"  # refused: unknown role, unreadable raw, out of order...; ``reason`` says why
     EXPIRED = "expired"  # its partner never came within the timeout
     LOST = "lost"  # announced, but neither ATOODS nor the data root ever produced the file
+    NAMED = "named"  # known only from runWEP so far; the camera's events may still bring it in
 
 
 class CorrectionState(enum.Enum):

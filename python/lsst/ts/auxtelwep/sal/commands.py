@@ -76,7 +76,8 @@ class CommandInfo:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                ack = await asyncio.wait_for(self.queue.get(), timeout=max(remaining, 0.0))
+                async with asyncio.timeout(max(remaining, 0.0)):  # not wait_for: it can swallow a cancel
+                    ack = await self.queue.get()
             except TimeoutError:
                 last = self.last_ack if self.last_ack is not None else self.noack()
                 raise AckTimeoutError(

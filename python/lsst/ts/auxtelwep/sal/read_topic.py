@@ -161,7 +161,8 @@ class ReadTopic:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            return await asyncio.wait_for(waiter, timeout=timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
+                return await waiter
         except TimeoutError:
             raise TimeoutError(
                 f"no {self.salinfo.name_index}.{self.attr_name} sample in timeout={timeout} s"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import os
 import time
@@ -345,13 +346,19 @@ class SimulatedATCamera(_SimulatedCsc):
         async with self._lock:  # one exposure at a time
             seqnum = self.next_seqnum
             self.next_seqnum += 1
+            start_tai = current_tai()
+            # TAI unix seconds read as a calendar date give the header's TAI date (DATE-OBS is in TAI).
+            date_obs = datetime.datetime.fromtimestamp(start_tai, datetime.UTC).replace(tzinfo=None)
             observation = Observation(
-                dayobs=scene.dayobs, seqnum=seqnum, groupid=group_id, program=scene.program
+                dayobs=scene.dayobs,
+                seqnum=seqnum,
+                groupid=group_id,
+                program=scene.program,
+                date_obs=date_obs.isoformat(timespec="milliseconds"),
             )
             obsid = observation.obsid
             position = self.telescope.hexapod
             staged = self.staging_dir / f"{obsid}.fits"
-            start_tai = current_tai()
             t0 = time.perf_counter()
             truth = await asyncio.to_thread(
                 simulate_exposure,
