@@ -7,7 +7,7 @@ from unittest import mock
 
 from csc_fakes import RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
 
-from lsst.ts.auxtelwep.csc import ERROR_CONFIG, ERROR_DATA_ROOT
+from lsst.ts.auxtelwep.csc import ERROR_DATA_ROOT
 from lsst.ts.auxtelwep.csc_worker import run_pipeline
 from lsst.ts.auxtelwep.journal import Journal
 from lsst.ts.auxtelwep.sal import AckError, Domain, Remote, SalRetCode, State
@@ -80,26 +80,30 @@ class StateTestCase(CscTestCase):
             self.addCleanup(journal.close)
             self.assertEqual(journal.triplets(), [])  # nothing queued, nothing to reject later
 
-    async def test_unreadable_data_root_faults_at_enable(self) -> None:
+    async def test_unreadable_data_root_refuses_enable_and_faults_an_enabled_start(self) -> None:
         shutil.rmtree(self.data_root / "raw")
         async with self.make_csc(initial_state=State.STANDBY):
             await self.assert_next_summary_state(State.STANDBY)
             await self.remote.cmd_start.start(timeout=STD_TIMEOUT)
-            await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
+            # The command fails, so a script changing states learns it there (as ts_salobj's begin_enable).
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
+            self.assertIn("not a readable directory", cm.exception.ackcmd.result)
+            self.assertEqual(self.csc.summary_state, State.DISABLED)
+        async with self.make_csc(initial_state=State.ENABLED):  # no command to refuse: FAULT
             await self.next_matching(self.remote.evt_summaryState, lambda d: d.summaryState == State.FAULT)
             error = await self.remote.evt_errorCode.aget(timeout=STD_TIMEOUT)
             self.assertEqual(error.errorCode, ERROR_DATA_ROOT)
             self.assertIn("not a readable directory", error.errorReport)
 
-    async def test_missing_refcat_faults_at_enable(self) -> None:
+    async def test_missing_refcat_refuses_enable(self) -> None:
         (self.config_dir / "refcat.yaml").write_text(f"refcat_path: {self.tmp / 'nowhere.ecsv'}\n")
         async with self.make_csc(initial_state=State.STANDBY):
             await self.remote.cmd_start.set_start(configurationOverride="refcat.yaml", timeout=STD_TIMEOUT)
-            await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
-            await self.next_matching(self.remote.evt_summaryState, lambda d: d.summaryState == State.FAULT)
-            error = await self.remote.evt_errorCode.aget(timeout=STD_TIMEOUT)
-            self.assertEqual(error.errorCode, ERROR_CONFIG)
-            self.assertIn("nowhere.ecsv", error.errorReport)
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
+            self.assertIn("nowhere.ecsv", cm.exception.ackcmd.result)
+            self.assertEqual(self.csc.summary_state, State.DISABLED)
 
     async def test_disabling_while_a_triplet_is_processed_does_not_use_up_its_attempts(self) -> None:
         # max_attempts is 2 by default: two disables used to give up on the triplet ("the CSC stopped").

@@ -5,7 +5,9 @@ ATCamera and ATOODS are simulated by Controllers in the test (`csc_fakes.Observa
 """
 
 import asyncio
+import os
 from typing import Any, ClassVar
+from unittest import mock
 
 import numpy as np
 from csc_fakes import (
@@ -90,18 +92,20 @@ class TripletTestCase(CscTestCase):
             hexapod = await self.remote.evt_hexapodCorrection.next(flush=False, timeout=1)
             self.assertAlmostEqual(hexapod.x, 0.1)  # the override reached the processor
             # Running it again is a new result, not a duplicate.
-            await self.remote.cmd_runWEP.set_start(timeout=RESULT_TIMEOUT)
+            await self.remote.cmd_runWEP.set_start(
+                intraObsid=names[0], extraObsid=names[1], timeout=RESULT_TIMEOUT
+            )
             self.assertEqual(len(self.journal().triplets(TripletState.DONE)), 2)
             with self.assertRaises(AckError) as cm:
                 await self.remote.cmd_runWEP.set_start(
-                    intraObsid=obsid(99), config="", timeout=RESULT_TIMEOUT
+                    intraObsid=obsid(99), extraObsid=names[1], timeout=RESULT_TIMEOUT
                 )
             self.assertIn(f"no raw for {obsid(99)}", cm.exception.ackcmd.result)
             # A file whose header names another exposure is refused, as the live intake refuses it.
             write_raw(self.data_root, 98, "INTRA", OBSID=obsid(97))
             with self.assertRaises(AckError) as cm:
                 await self.remote.cmd_runWEP.set_start(
-                    intraObsid=obsid(98), config="", timeout=RESULT_TIMEOUT
+                    intraObsid=obsid(98), extraObsid=names[1], timeout=RESULT_TIMEOUT
                 )
             self.assertIn(f"has OBSID='{obsid(97)}', expected '{obsid(98)}'", cm.exception.ackcmd.result)
 
@@ -133,6 +137,18 @@ class TripletTestCase(CscTestCase):
                 {journal.image(n).status for n in (intra, extra, infocus)}, {ImageStatus.IN_TRIPLET}
             )
             await self.assert_enabled()
+
+    async def test_run_wep_time_limit_counts_the_triplet_being_processed(self) -> None:
+        with mock.patch.dict(os.environ, {"AUXTELWEP_FAKE_SLEEP_S": "1.0"}):
+            async with self.make_csc(initial_state=State.ENABLED):
+                names = [self.obs.take(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 1)]
+                while not self.csc._in_progress:  # the live triplet is being processed
+                    await asyncio.sleep(0.02)
+                ack = await self.remote.cmd_runWEP.set_start(
+                    intraObsid=names[0], extraObsid=names[1], timeout=RESULT_TIMEOUT, wait_done=False
+                )
+                self.assertEqual(ack.ack, SalRetCode.CMD_INPROGRESS)
+                self.assertGreaterEqual(ack.timeout, 2 * 60.0)  # its own process_timeout_s and the live one's
 
     async def test_blocked_and_out_of_order_sequences_warn(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):

@@ -200,6 +200,18 @@ def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_cam
     journal.close()
 
 
+def test_the_closed_loop_does_not_apply_images_taken_before_it_started(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))  # while the CSC was down
+    time.sleep(0.01)
+    journal.new_epoch("startClosedLoop")
+    with pytest.raises(ExpectedError, match="came before the closed loop started"):
+        sender.prepare("G1", automatic=True)
+    assert sender.prepare("G1").x == pytest.approx(0.2)  # issueCorrection, asked for: sent
+    journal.close()
+
+
 def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     limits = {"max_total": {"x": 0.3, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2}}

@@ -13,8 +13,14 @@ TIMEOUT = 10.0
 
 
 async def main() -> dict:
-    out: dict = {}
+    out: dict = {"first_command_acks": []}
+    # A fresh participant's first command, sent at once: it must wait for discovery, not be lost.
+    for _ in range(3):
+        async with Domain() as domain, Remote(domain, "Test", 1, include=[]) as fresh:
+            ack = await fresh.cmd_wait.set_start(duration=0, ackTimeout=0, timeout=TIMEOUT)
+            out["first_command_acks"].append(ack.ack)
     async with Domain() as domain, Remote(domain, "Test", 1) as remote:
+        out["summaryState_get"] = remote.evt_summaryState.get().summaryState  # history read at start
         state = await remote.evt_summaryState.next(flush=False, timeout=TIMEOUT)
         out["summaryState"] = state.summaryState
         scalars = await remote.evt_scalars.next(flush=False, timeout=TIMEOUT)

@@ -24,14 +24,16 @@ class CommandTestCase(BaseCscTestCase):
 
     async def test_failed_ack_text(self):
         async with self.make_csc(initial_state=State.ENABLED):
-            with self.assertLogs("Test:3", level="ERROR") as logs:
+            with self.assertLogs("Test:3", level="INFO") as logs:
                 with self.assertRaises(AckError) as cm:
                     await self.remote.cmd_fail.set_start(
                         message="bad input", expected=True, timeout=STD_TIMEOUT
                     )
             self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_FAILED)
             self.assertIn("bad input", cm.exception.ackcmd.result)
-            self.assertFalse(any("Traceback" in line for line in logs.output))  # ExpectedError: no traceback
+            # A refusal (ExpectedError) is no error of the CSC: INFO, no traceback (no alarm in LOVE).
+            self.assertEqual([record.levelname for record in logs.records], ["INFO"])
+            self.assertIn("fail refused: bad input", logs.output[0])
             with self.assertLogs("Test:3", level="ERROR") as logs:
                 with self.assertRaises(AckError) as cm:
                     await self.remote.cmd_fail.set_start(message="oops", expected=False, timeout=STD_TIMEOUT)

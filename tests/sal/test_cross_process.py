@@ -36,6 +36,8 @@ class CrossProcessTestCase(BaseCscTestCase):
             stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT)
             self.assertEqual(proc.returncode, 0, msg=stderr.decode())
             seen = json.loads(stdout.decode().strip().splitlines()[-1])
+        self.assertEqual(seen["first_command_acks"], [SalRetCode.CMD_COMPLETE] * 3)
+        self.assertEqual(seen["summaryState_get"], State.ENABLED)
         self.assertEqual(seen["summaryState"], State.ENABLED)
         self.assertEqual(seen["scalars_int0"], 3)  # the latest value, not the first
         self.assertTrue(seen["scalars_queue_empty"])  # older history trimmed (evt_max_history=1)

@@ -3,7 +3,7 @@
 import asyncio
 import math
 
-from lsst.ts.auxtelwep.sal import State, TestCsc
+from lsst.ts.auxtelwep.sal import Domain, Remote, State, TestCsc
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT, BaseCscTestCase
 
 #: How long (s) to wait to be sure that a sample is NOT coming (delivery in-process takes milliseconds).
@@ -90,3 +90,39 @@ class TopicTestCase(BaseCscTestCase):
             self.csc.evt_scalars.set_write(int0=11)
             await asyncio.wait_for(done.wait(), STD_TIMEOUT)
             self.assertEqual(received, [10, 11])
+
+    async def test_each_command_starts_from_fresh_data_and_none_keeps_a_field(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            command = self.remote.cmd_setScalars
+            await command.set_start(int0=7, string0="first", timeout=STD_TIMEOUT)
+            await self.assert_next_sample(self.remote.evt_scalars, int0=7, string0="first")
+            # Nothing of the first command carries over (as ts_salobj's RemoteCommand.set).
+            await command.set_start(int0=8, timeout=STD_TIMEOUT)
+            await self.assert_next_sample(self.remote.evt_scalars, int0=8, string0="")
+            # None leaves a field as it is (it must still be a field).
+            evt = self.csc.evt_scalars
+            evt.set(string0="kept")
+            evt.set(string0=None, int0=9)
+            self.assertEqual((evt.data.string0, evt.data.int0), ("kept", 9))
+            with self.assertRaises(AttributeError):
+                evt.set(no_such_field=None)
+
+    async def test_late_joiner_history_and_callback_limits(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            for value in range(1, 11):
+                self.csc.evt_scalars.set_write(int0=value)
+            async with Domain() as domain:
+                # Right after start, get() holds the latest value, and the queue the newest history.
+                async with Remote(domain, "Test", 2, include=["scalars"], evt_max_history=50) as late:
+                    self.assertEqual(late.evt_scalars.get().int0, 10)
+                    self.assertEqual((await late.evt_scalars.aget(timeout=STD_TIMEOUT)).int0, 10)
+                    queued = [late.evt_scalars._pop().int0 for _ in range(len(late.evt_scalars._queue))]
+                    self.assertEqual(queued, list(range(1, 11)))  # aget took nothing from the queue
+                # A callback set before the history arrives gets the newest max_history samples.
+                remote = Remote(domain, "Test", 2, include=["scalars"], evt_max_history=3)
+                received: list[int] = []
+                remote.evt_scalars.callback = lambda data: received.append(data.int0)
+                await remote.start_task
+                await asyncio.sleep(NO_DATA_TIMEOUT)
+                self.assertEqual(received, [8, 9, 10])
+                await remote.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.closed_loop = ClosedLoop()
         self.last_summary: WepSummary | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._in_progress: set[str] = set()  # keys being processed now
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._recovered = False
@@ -167,12 +169,21 @@ class AuxTelWepCsc(ConfigurableCsc):
             self._warm_options = warm
         self.log.info(f"configured: data_root={config.data_root!r}, journal={journal.path}")
 
+    async def begin_enable(self, data: Any) -> None:
+        """Refuse enable (staying DISABLED) while a dependency is missing, naming it.
+
+        Not while starting in ENABLED: there is no command to fail, and `handle_summary_state` faults.
+        """
+        problem = self._dependency_problem()
+        if problem is not None and self.start_task.done():
+            raise ExpectedError(f"cannot enable: {problem[1]}")
+
     async def handle_summary_state(self) -> None:
         if self.summary_state != State.ENABLED:
             await self._stop_work()
             return
         problem = self._dependency_problem()
-        if problem is not None:
+        if problem is not None:  # enabled without an enable command (initial state): nobody to refuse
             await self.fault(code=problem[0], report=problem[1])
             return
         self._resume()
@@ -327,6 +338,7 @@ class AuxTelWepCsc(ConfigurableCsc):
     async def _consume(self) -> None:
         while True:
             key = await self._queue.get()
+            self._in_progress.add(key)
             try:
                 await self._process(key)
             except asyncio.CancelledError:
@@ -334,6 +346,8 @@ class AuxTelWepCsc(ConfigurableCsc):
             except Exception as exc:
                 self.log.exception(f"processing {key} failed unexpectedly")
                 self._resolve(key, ExpectedError(f"processing {key} failed unexpectedly: {exc!r}"))
+            finally:
+                self._in_progress.discard(key)
 
     # --- processing ------------------------------------------------------------------------------------
 
@@ -378,7 +392,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         if self.closed_loop.state is ClosedLoopState.PROCESSING:
             if config.correction.auto_apply:
                 try:
-                    await self._apply(key)
+                    await self._apply(key, automatic=True)
                 except ExpectedError as exc:
                     self.log.warning(f"closed loop: {exc}")
                     self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.PROCESSING,))
@@ -436,12 +450,13 @@ class AuxTelWepCsc(ConfigurableCsc):
         if self.closed_loop.move(new):
             self.evt_closedLoopState.set_write(state=int(new))
 
-    async def _apply(self, key: str) -> None:
-        """Send the correction of triplet ``key`` to ATAOS once; raise ExpectedError if not applied."""
+    async def _apply(self, key: str, *, automatic: bool = False) -> None:
+        """Send the correction of triplet ``key`` to ATAOS once (``automatic``: for the closed loop, see
+        `CorrectionSender.prepare`); raise ExpectedError if not applied."""
         sender = CorrectionSender(
             journal=self._journal, ataos=self.ataos, config=self._config.correction, log=self.log
         )
-        offset = sender.prepare(key)
+        offset = sender.prepare(key, automatic=automatic)
         from_states = (ClosedLoopState.PROCESSING, ClosedLoopState.WAITING_APPLY)
         self._move_loop(ClosedLoopState.APPLYING_CORRECTION, only_from=from_states)
         try:
@@ -485,7 +500,8 @@ class AuxTelWepCsc(ConfigurableCsc):
         journal.add_triplet(triplet, source="runWEP", key=key, overrides=overrides)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[key] = future
-        ahead = self._queue.qsize() // config.n_workers
+        # Rounds of work before this triplet starts: the queue and the triplets being processed now.
+        ahead = math.ceil((self._queue.qsize() + len(self._in_progress)) / config.n_workers)
         self.cmd_runWEP.ack_in_progress(
             data, timeout=config.process_timeout_s * (1 + ahead), result=f"processing {key}"
         )

@@ -49,8 +49,17 @@ class CorrectionSender:
         self.config = config
         self.log = log
 
-    def prepare(self, key: str) -> HexapodState:
+    def prepare(self, key: str, *, automatic: bool = False) -> HexapodState:
         """Compute the offset to send for triplet ``key`` and claim it; return the offset (mm, deg).
+
+        Parameters
+        ----------
+        key : `str`
+            Journal key of the triplet.
+        automatic : `bool`, optional
+            True for the closed loop: images taken before the loop started (or the CSC was enabled) are
+            refused as well, so that startClosedLoop never applies what was measured before it (images
+            announced while the CSC was down, say); issueCorrection may send them.
 
         Raises
         ------
@@ -62,7 +71,7 @@ class CorrectionSender:
         record = self.journal.correction(key)
         if record is None:
             raise ExpectedError(f"no correction for triplet {key}")
-        stale = self._measured_before_last_move(key)
+        stale = self._measured_before(key, automatic=automatic)
         if stale:
             raise ExpectedError(f"the correction of group {record.group_id} is not sent: {stale}")
         try:
@@ -88,13 +97,19 @@ class CorrectionSender:
             raise ExpectedError(f"the correction of group {record.group_id} is {state}: it is not sent again")
         return step.offset
 
-    def _measured_before_last_move(self, key: str) -> str:
-        """Why the images of triplet ``key`` predate the last offset to M2 ('' if they do not).
+    def _measured_before(self, key: str, *, automatic: bool) -> str:
+        """Why the images of triplet ``key`` predate the last offset to M2, or for the closed loop its
+        start ('' if they do not).
 
-        An image predates it if its exposure started before it (header time) or the CSC first saw it
+        An image predates a time if its exposure started before it (header time) or the CSC first saw it
         before it (journal), whichever is earlier: either way it may show M2 before or during that move.
         """
         moved = self.journal.last_move_time()
+        what = "the last offset to M2"
+        if automatic:
+            started = self.journal.epoch_start_time()
+            if moved is None or moved < started:
+                moved, what = started, "the closed loop started (or the CSC was enabled)"
         triplet = self.journal.triplet(key)
         if moved is None or triplet is None:
             return ""
@@ -108,10 +123,7 @@ class CorrectionSender:
         if not early:
             return ""
         when = time.strftime("%H:%M:%S", time.gmtime(moved))
-        return (
-            f"{', '.join(early)} came before the last offset to M2 ({when} UTC), so it measures M2 as it was "
-            "before that offset"
-        )
+        return f"{', '.join(early)} came before {what} ({when} UTC): it measures M2 as it was before"
 
     async def send(self, key: str, offset: HexapodState) -> None:
         """Write ATAOS ``offset`` for a claimed correction and journal the outcome.

@@ -427,6 +427,10 @@ class Journal:
         """Return the number of the current epoch."""
         return int(self._db.execute("SELECT MAX(id) FROM epochs").fetchone()[0])
 
+    def epoch_start_time(self) -> float:
+        """When the current epoch started (`time.time`): the last enable or startClosedLoop."""
+        return float(self._db.execute("SELECT created FROM epochs ORDER BY id DESC LIMIT 1").fetchone()[0])
+
     def total_applied(self, epoch: int | None = None) -> NDArray[np.float64]:
         """Sum of the corrections sent in ``epoch`` (default: current) that were or may have been applied.
 

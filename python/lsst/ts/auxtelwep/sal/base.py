@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DISCOVERY_TIMEOUT",
     "HEARTBEAT_INTERVAL",
     "MAX_SAL_INDEX",
     "TAI_MINUS_UTC",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Default time limit (s) for a command to be acknowledged as done.
 DEFAULT_TIMEOUT = 30.0
+#: Longest time (s) a `Remote` waits at start to discover the component (and receive its late-joiner events).
+DISCOVERY_TIMEOUT = 2.0
 #: Interval (s) between two heartbeat events.
 HEARTBEAT_INTERVAL = 1.0
 #: Largest salIndex accepted (salIndex is a signed 32-bit field).

@@ -26,6 +26,8 @@ from .write_topic import WriteTopic
 __all__ = ["CommandInfo", "ControllerCommand", "RemoteCommand"]
 
 _FINAL_GOOD = {SalRetCode.CMD_COMPLETE}
+#: Interval (s) between two looks at DDS discovery.
+_DISCOVERY_POLL = 0.01
 _INTERMEDIATE = {SalRetCode.CMD_ACK, SalRetCode.CMD_INPROGRESS, SalRetCode.CMD_STALLED}
 
 
@@ -103,10 +105,18 @@ class RemoteCommand(WriteTopic):
         self._AckType = salinfo.data_type(salinfo.interface.ackcmd)
         salinfo.start_ack_reader()
 
+    def set(self, **kwargs: Any) -> bool:
+        """Start from fresh data (every field at its default) and set the fields given; see `WriteTopic.set`.
+
+        As in ts_salobj, nothing of an earlier command carries over into the next one.
+        """
+        self.data = self.DataType()
+        return super().set(**kwargs)
+
     async def set_start(
         self, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True, **kwargs: Any
     ) -> Any:
-        """Set fields (unset ones keep their last value) and send; see `start`.
+        """Set fields on fresh data (`set`) and send; see `start`.
 
         Raises
         ------
@@ -146,6 +156,8 @@ class RemoteCommand(WriteTopic):
             if not isinstance(data, self.DataType):
                 raise TypeError(f"data={data!r} is not a {self.DataType.__name__}")
             self.data = copy.deepcopy(data)
+        deadline = time.monotonic() + timeout
+        await self._wait_for_controller(timeout)
         seq_num = self.salinfo.next_seq_num()
         info = CommandInfo(
             self.name,
@@ -159,9 +171,31 @@ class RemoteCommand(WriteTopic):
         try:
             self._seq_num = seq_num - 1  # write() increments: the command carries the salinfo-wide number
             self.write()
-            return await info.wait(timeout=timeout, wait_done=wait_done)
+            return await info.wait(timeout=max(deadline - time.monotonic(), 0.0), wait_done=wait_done)
         finally:
             self.salinfo.running_commands.pop(seq_num, None)
+
+    async def _wait_for_controller(self, timeout: float) -> None:
+        """Wait until the command reader and the ack writer of the controller are discovered.
+
+        A command written before that is lost (commands are VOLATILE): a fresh remote's first command
+        would time out although the controller runs.
+
+        Raises
+        ------
+        AckTimeoutError
+            If they are not discovered within ``timeout`` s (CMD_NOACK).
+        """
+        deadline = time.monotonic() + timeout
+        while not (self._writer.matched_count() > 0 and self.salinfo.ack_reader_matched()):
+            if time.monotonic() >= deadline:
+                ack = self._AckType(ack=int(SalRetCode.CMD_NOACK), result="no controller discovered")
+                raise AckTimeoutError(
+                    f"command {self.name}: no {self.salinfo.name_index} controller found within "
+                    f"timeout={timeout} s (is it running, on this DDS domain and partition?)",
+                    ack,
+                )
+            await asyncio.sleep(_DISCOVERY_POLL)
 
 
 class ControllerCommand(ReadTopic):
@@ -224,7 +258,8 @@ class ControllerCommand(ReadTopic):
         try:
             await func(data)
         except ExpectedError as e:
-            self.log.error(f"{self.name} failed: {e}")
+            # The ack carries the reason; an ERROR log would raise an alarm in LOVE for a refused command.
+            self.log.info(f"{self.name} refused: {e}")
             self.ack(data, SalRetCode.CMD_FAILED, error=1, result=f"Failed: {e}")
         except TimeoutError as e:
             self.log.error(f"{self.name} timed out: {e}")

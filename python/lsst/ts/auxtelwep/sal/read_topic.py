@@ -2,7 +2,8 @@
 
 Samples arrive in the event loop thread from the transport. Each gets ``private_rcvStamp``. A sample written
 before this reader existed (a late joiner's history, from TRANSIENT_LOCAL events) is "historical": at most
-``max_history`` of those are kept in the queue, the newest ones, while `get` always returns the newest sample.
+``max_history`` of those are kept, the newest ones (in the queue, or handed to a callback once they stop
+arriving), while `get` always returns the newest sample.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from .base import current_tai
 from .interface import TopicSpec
 from .sal_info import SalInfo
 
-__all__ = ["DEFAULT_QUEUE_LEN", "DEFAULT_READ_TIMEOUT", "ReadTopic"]
+__all__ = ["DEFAULT_QUEUE_LEN", "DEFAULT_READ_TIMEOUT", "HISTORY_SETTLE_S", "ReadTopic"]
 
 #: Samples kept in a reader's queue before the oldest are dropped (with a warning).
 DEFAULT_QUEUE_LEN = 100
+#: Quiet time (s) after which a late joiner's history counts as received (it follows discovery within ms).
+HISTORY_SETTLE_S = 0.05
 #: Default time limit (s) of `ReadTopic.next` and `ReadTopic.aget`; pass ``timeout=None`` to wait forever.
 DEFAULT_READ_TIMEOUT = 60.0
 
@@ -75,13 +78,24 @@ class ReadTopic:
         self._n_historical = 0
         self._current: Any = None
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._aget_waiters: list[asyncio.Future] = []
+        #: Samples delivered so far (also those a callback took or the index filter kept).
+        self.n_received = 0
         self._callback: CallbackType | None = None
         self._callback_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._callback_task: asyncio.Task | None = None
+        # Late-joiner history for a callback, held until it stops arriving so only the newest
+        # ``max_history`` samples reach the callback (the queue trims itself).
+        self._held_history: collections.deque[Any] = collections.deque(maxlen=max(max_history, 1))
+        self._release_handle: asyncio.TimerHandle | None = None
         self._start_tai = current_tai()
         self.closed = False
         salinfo.add_closeable(self)
         self._reader = salinfo.make_reader(spec, self._deliver)
+
+    def matched_count(self) -> int:
+        """Writers of this topic discovered so far."""
+        return 0 if self.closed else self._reader.matched_count()
 
     @property
     def has_data(self) -> bool:
@@ -100,6 +114,7 @@ class ReadTopic:
     def callback(self, func: CallbackType | None) -> None:
         if func is not None and not callable(func):
             raise TypeError(f"callback={func!r} is not callable")
+        self._release_history()
         self._callback = func
         if func is None:
             if self._callback_task is not None:
@@ -126,7 +141,21 @@ class ReadTopic:
         """
         if self._current is not None:
             return self._current
-        return await self.next(flush=False, timeout=timeout)
+        if self.closed:
+            raise RuntimeError(f"{self.attr_name} is closed")
+        # Waits for the first sample without taking it from the queue (as ts_salobj).
+        waiter = asyncio.get_running_loop().create_future()
+        self._aget_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            raise TimeoutError(
+                f"no {self.salinfo.name_index}.{self.attr_name} sample in timeout={timeout} s"
+            ) from None
+        finally:
+            if waiter in self._aget_waiters:
+                self._aget_waiters.remove(waiter)
 
     def flush(self) -> None:
         """Drop every queued sample."""
@@ -187,13 +216,42 @@ class ReadTopic:
                 continue
             data.private_rcvStamp = now
             self._current = data
+            self.n_received += 1
             self._add(data, historical=data.private_sndStamp < self._start_tai)
+        if self._current is not None:
+            for waiter in self._aget_waiters:
+                if not waiter.done():
+                    waiter.set_result(self._current)
+            self._aget_waiters.clear()
 
     def _add(self, data: Any, historical: bool) -> None:
         if self._callback is not None:
-            if not historical or self.max_history > 0:
+            if not historical:
+                self._release_history()
                 self._callback_queue.put_nowait(data)
+            elif self.max_history > 0:
+                self._held_history.append(data)
+                if self._release_handle is not None:
+                    self._release_handle.cancel()
+                self._release_handle = asyncio.get_running_loop().call_later(
+                    HISTORY_SETTLE_S, self._release_history
+                )
             return
+        self._queue_sample(data, historical)
+
+    def _release_history(self) -> None:
+        """Hand the held history to the callback (or the queue, if the callback was removed)."""
+        if self._release_handle is not None:
+            self._release_handle.cancel()
+            self._release_handle = None
+        while self._held_history:
+            data = self._held_history.popleft()
+            if self._callback is not None:
+                self._callback_queue.put_nowait(data)
+            else:
+                self._queue_sample(data, historical=True)
+
+    def _queue_sample(self, data: Any, historical: bool) -> None:
         if historical:
             if self.max_history == 0:
                 return
@@ -231,10 +289,16 @@ class ReadTopic:
             return
         self.closed = True
         self._reader.close()
+        if self._release_handle is not None:
+            self._release_handle.cancel()
+        self._held_history.clear()
         if self._callback_task is not None:
             self._callback_task.cancel()
         while self._waiters:
             self._waiters.popleft().cancel()
+        for waiter in self._aget_waiters:
+            waiter.cancel()
+        self._aget_waiters.clear()
         self._queue.clear()
 
     def __repr__(self) -> str:

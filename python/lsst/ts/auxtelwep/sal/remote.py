@@ -7,14 +7,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .base import make_done_future
+from .base import DISCOVERY_TIMEOUT
 from .commands import RemoteCommand
 from .domain import Domain
-from .read_topic import DEFAULT_QUEUE_LEN, ReadTopic
+from .interface import TopicKind
+from .read_topic import DEFAULT_QUEUE_LEN, HISTORY_SETTLE_S, ReadTopic
 from .sal_info import SalInfo
 from .topic_owner import TopicOwner
 
 __all__ = ["Remote"]
+
+#: Interval (s) between two looks at DDS discovery.
+_POLL_S = 0.01
 
 
 class Remote(TopicOwner):
@@ -44,8 +48,9 @@ class Remote(TopicOwner):
     ----------
     salinfo : `SalInfo`
         Topics bookkeeping.
-    start_task : `asyncio.Future`
-        Done when the remote is ready (at once: readers exist when the constructor returns).
+    start_task : `asyncio.Task`
+        Done when the remote is ready: the component's event writers are discovered and their late-joiner
+        history is read, or `DISCOVERY_TIMEOUT` s passed (``async with`` waits for it).
     done_task : `asyncio.Future`
         Done when the remote is closed.
 
@@ -98,8 +103,31 @@ class Remote(TopicOwner):
         except BaseException:
             self.salinfo.basic_close()
             raise
-        self.start_task: asyncio.Future = make_done_future()
+        self.start_task: asyncio.Future = asyncio.create_task(self._start())
         self.done_task: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def _start(self) -> None:
+        """Wait (at most `DISCOVERY_TIMEOUT` s) for the component's event writers and their history.
+
+        As ts_salobj's start waits for historical data: after ``async with Remote(...)``, ``get()`` returns
+        the latest event values of a running component. A component not running costs the full wait.
+        """
+        events = [
+            topic
+            for topic in self._topics.values()
+            if isinstance(topic, ReadTopic) and topic.spec.kind is TopicKind.EVENT
+        ]
+        if not events:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DISCOVERY_TIMEOUT
+        while loop.time() < deadline and not all(topic.matched_count() > 0 for topic in events):
+            await asyncio.sleep(_POLL_S)
+        # The history follows a match within milliseconds: wait until deliveries stop.
+        received = -1
+        while received != (now := sum(topic.n_received for topic in events)):
+            received = now
+            await asyncio.sleep(HISTORY_SETTLE_S)
 
     async def close(self) -> None:
         """Close the topics (not the domain). Safe to call more than once."""

@@ -97,6 +97,10 @@ class SalInfo:
         if self._ack_reader is None:
             self._ack_reader = self.make_reader(self.interface.ackcmd, self._deliver_acks)
 
+    def ack_reader_matched(self) -> bool:
+        """True if the ``ackcmd`` reader has discovered a writer (the controller that would answer)."""
+        return self._ack_reader is not None and self._ack_reader.matched_count() > 0
+
     def _deliver_acks(self, samples: list[Any]) -> None:
         for ack in samples:
             info = self.running_commands.get(ack.private_seqNum)

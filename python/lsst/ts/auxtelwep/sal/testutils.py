@@ -94,6 +94,7 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
             await _wait(self.csc.start_task, timeout)
             # Made after the CSC started: a late joiner that sees the latest value of each event.
             self.remote = Remote(self.csc.domain, self.csc.salinfo.name, self.csc.salinfo.index)
+            await _wait(self.remote.start_task, timeout)
             yield
         finally:
             if getattr(self, "remote", None) is not None:

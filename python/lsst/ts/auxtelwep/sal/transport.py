@@ -10,7 +10,12 @@ samples and passes them to the loop with ``loop.call_soon_threadsafe``. The even
 DDS: a write is non-blocking unless a reliable history is full, and then for at most `MAX_BLOCKING_TIME` s.
 
 QoS (as ts_ddsconfig): every topic RELIABLE and KEEP_LAST `HISTORY_DEPTH`; commands, acks and telemetry
-VOLATILE; events TRANSIENT_LOCAL so a late joiner gets the latest samples of each instance (key ``salIndex``).
+VOLATILE; events TRANSIENT_LOCAL so a late joiner gets the latest samples of each instance (key ``salIndex``):
+Cyclone keeps that history by the DURABILITY_SERVICE policy (default KEEP_LAST 1), so events set it to
+KEEP_LAST `HISTORY_DEPTH` as well.
+
+Writers and readers report how many peers they are matched with (``matched_count``): a sample written
+before the other side is discovered is lost for a VOLATILE topic, so the SAL layer waits for a match.
 Partitions: the publisher and subscriber of a transport both use the single partition
 ``<partition_prefix>.sal``, so runs with different prefixes do not see each other.
 """
@@ -88,11 +93,19 @@ class WriterHandle(Protocol):
 
     def write(self, sample: Any) -> None: ...
 
+    def matched_count(self) -> int:
+        """Readers of the topic this writer has discovered (its samples reach them)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class ReaderHandle(Protocol):
     """Read side of one topic; samples go to the callback given to `Transport.make_reader`."""
+
+    def matched_count(self) -> int:
+        """Writers of the topic this reader has discovered."""
+        ...
 
     def close(self) -> None: ...
 
@@ -133,12 +146,24 @@ def make_data_type(spec: TopicSpec) -> type:
 
 
 def _make_qos(kind: TopicKind) -> Qos:
-    durability = Policy.Durability.TransientLocal if kind is TopicKind.EVENT else Policy.Durability.Volatile
-    return Qos(
+    policies = [
         Policy.Reliability.Reliable(max_blocking_time=duration(seconds=MAX_BLOCKING_TIME)),
-        durability,
         Policy.History.KeepLast(HISTORY_DEPTH),
-    )
+    ]
+    if kind is TopicKind.EVENT:
+        policies += [
+            Policy.Durability.TransientLocal,
+            Policy.DurabilityService(
+                cleanup_delay=0,
+                history=Policy.History.KeepLast(HISTORY_DEPTH),
+                max_samples=-1,
+                max_instances=-1,
+                max_samples_per_instance=-1,
+            ),
+        ]
+    else:
+        policies.append(Policy.Durability.Volatile)
+    return Qos(*policies)
 
 
 _QOS = {kind: _make_qos(kind) for kind in TopicKind}
@@ -152,6 +177,11 @@ class _DdsWriter:
         if self._writer is None:
             raise RuntimeError("writer is closed")
         self._writer.write(sample)
+
+    def matched_count(self) -> int:
+        if self._writer is None:
+            return 0
+        return int(self._writer.get_publication_matched_status().current_count)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -167,6 +197,12 @@ class _DdsReader:
         self.reader = reader
         self.deliver = deliver
         self.condition = ReadCondition(reader, SampleState.Any | ViewState.Any | InstanceState.Any)
+
+    def matched_count(self) -> int:
+        with self.transport._lock:  # the read thread may be deleting the reader
+            if self not in self.transport._readers:
+                return 0
+            return int(self.reader.get_subscription_matched_status().current_count)
 
     def close(self) -> None:
         self.transport._remove_reader(self)

@@ -90,6 +90,8 @@ class WriteTopic:
     def set(self, **kwargs: Any) -> bool:
         """Set fields of `data`; return True if any value changed (NaN counts as equal to NaN).
 
+        A value of None leaves its field as it is (the name must still be a field), as in ts_salobj.
+
         Raises
         ------
         AttributeError
@@ -104,6 +106,8 @@ class WriteTopic:
             )
         changed = False
         for name, value in kwargs.items():
+            if value is None:
+                continue
             value = self._normalize(name, value)
             if not _values_equal(getattr(self.data, name), value):
                 changed = True
