@@ -82,6 +82,11 @@ class CommandTestCase(BaseCscTestCase):
             )
             self.assertEqual(first.ack, SalRetCode.CMD_INPROGRESS)
             self.assertEqual(first.timeout, 1.0)
+            # The final ack of a command started without waiting (ts_salobj's next_ackcmd).
+            final = await self.remote.cmd_wait.next_ackcmd(first, timeout=STD_TIMEOUT)
+            self.assertEqual(final.ack, SalRetCode.CMD_COMPLETE)
+            with self.assertRaisesRegex(RuntimeError, "unknown or finished"):
+                await self.remote.cmd_wait.next_ackcmd(final, timeout=STD_TIMEOUT)
             # Without CMD_INPROGRESS the wait times out; the error carries the last ack (none: NOACK).
             with self.assertRaises(AckTimeoutError) as cm:
                 await self.remote.cmd_wait.set_start(duration=1.0, ackTimeout=0, timeout=0.3)

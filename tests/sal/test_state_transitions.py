@@ -1,7 +1,7 @@
 """Standard CSC state transitions on the real DDS transport."""
 
 from lsst.ts.auxtelwep.sal import State, TestCsc
-from lsst.ts.auxtelwep.sal.testutils import BaseCscTestCase
+from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT, BaseCscTestCase
 
 
 class StateTransitionTestCase(BaseCscTestCase):
@@ -21,3 +21,14 @@ class StateTransitionTestCase(BaseCscTestCase):
             self.assertEqual(self.csc.summary_state, State.ENABLED)
             await self.assert_next_sample(self.remote.evt_softwareVersions, cscVersion="1.0")
             await self.assert_next_sample(self.remote.evt_simulationMode, mode=0)
+
+    async def test_a_new_fault_while_in_fault_is_reported(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.csc.fault(code=1, report="first problem")
+            await self.csc.fault(code=2, report="second problem")
+            self.assertEqual(self.csc.summary_state, State.FAULT)
+            codes = []
+            while len(codes) < 2:
+                error = await self.remote.evt_errorCode.next(flush=False, timeout=STD_TIMEOUT)
+                codes.append((error.errorCode, error.errorReport))
+            self.assertEqual(codes, [(1, "first problem"), (2, "second problem")])

@@ -31,8 +31,8 @@ __all__ = [
     "name_to_name_index",
 ]
 
-#: Default time limit (s) for a command to be acknowledged as done.
-DEFAULT_TIMEOUT = 30.0
+#: Default time limit (s) for a command to be acknowledged as done (ts_salobj's; pass a shorter one).
+DEFAULT_TIMEOUT = 3600.0
 #: Longest time (s) a `Remote` waits at start to discover the component (and receive its late-joiner events).
 DISCOVERY_TIMEOUT = 2.0
 #: Interval (s) between two heartbeat events.

@@ -201,15 +201,17 @@ class BaseCsc(Controller):
         """Hook called after every state change (start or stop work that depends on the state)."""
 
     async def fault(self, code: int | None, report: str, traceback: str = "") -> None:
-        """Go to FAULT (unless already there or OFFLINE) and write ``errorCode``."""
-        if self._summary_state in (State.FAULT, State.OFFLINE):
+        """Go to FAULT (unless OFFLINE) and write ``errorCode`` (0 if ``code`` is None), also when already
+        in FAULT: a new problem is reported, as in ts_salobj."""
+        if self._summary_state is State.OFFLINE:
             return
         self.evt_errorCode.set_write(
             errorCode=code or 0, errorReport=report, traceback=traceback, force_output=True
         )
         self.log.error(f"fault: code={code}, report={report}")
-        self._summary_state = State.FAULT
-        await self._report_summary_state()
+        if self._summary_state is not State.FAULT:
+            self._summary_state = State.FAULT
+            await self._report_summary_state()
 
     async def do_start(self, data: Any) -> None:
         await self._do_change_state(data, "start")

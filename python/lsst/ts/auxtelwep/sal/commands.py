@@ -138,7 +138,7 @@ class RemoteCommand(WriteTopic):
         timeout : `float`, optional
             Time limit (s) for the final ack; a CMD_INPROGRESS ack can extend it.
         wait_done : `bool`, optional
-            If False, return the first ack (which may be CMD_INPROGRESS).
+            If False, return the first ack (which may be CMD_INPROGRESS; then `next_ackcmd` waits for more).
 
         Returns
         -------
@@ -168,12 +168,38 @@ class RemoteCommand(WriteTopic):
             self._AckType,
         )
         self.salinfo.running_commands[seq_num] = info
+        self._seq_num = seq_num - 1  # write() increments: the command carries the salinfo-wide number
+        self.write()
+        return await self._acks(info, timeout=max(deadline - time.monotonic(), 0.0), wait_done=wait_done)
+
+    async def next_ackcmd(
+        self, ackcmd: Any, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True
+    ) -> Any:
+        """Wait for the next (or, with ``wait_done``, the final) ack of a command started with
+        ``wait_done=False``, as ts_salobj's ``RemoteCommand.next_ackcmd``.
+
+        Raises
+        ------
+        RuntimeError
+            If that command is unknown or already finished.
+        AckError, AckTimeoutError
+            As `start`.
+        """
+        info = self.salinfo.running_commands.get(ackcmd.private_seqNum)
+        if info is None:
+            raise RuntimeError(f"command {self.name} seqNum={ackcmd.private_seqNum} is unknown or finished")
+        return await self._acks(info, timeout=timeout, wait_done=wait_done)
+
+    async def _acks(self, info: CommandInfo, *, timeout: float, wait_done: bool) -> Any:
+        """Wait for acks of ``info``; forget the command unless it returns an intermediate ack."""
+        finished = True
         try:
-            self._seq_num = seq_num - 1  # write() increments: the command carries the salinfo-wide number
-            self.write()
-            return await info.wait(timeout=max(deadline - time.monotonic(), 0.0), wait_done=wait_done)
+            ack = await info.wait(timeout=timeout, wait_done=wait_done)
+            finished = ack.ack not in _INTERMEDIATE
+            return ack
         finally:
-            self.salinfo.running_commands.pop(seq_num, None)
+            if finished:
+                self.salinfo.running_commands.pop(info.seq_num, None)
 
     async def _wait_for_controller(self, timeout: float) -> None:
         """Wait until the command reader and the ack writer of the controller are discovered.

@@ -25,8 +25,8 @@ __all__ = ["DEFAULT_QUEUE_LEN", "DEFAULT_READ_TIMEOUT", "HISTORY_SETTLE_S", "Rea
 DEFAULT_QUEUE_LEN = 100
 #: Quiet time (s) after which a late joiner's history counts as received (it follows discovery within ms).
 HISTORY_SETTLE_S = 0.05
-#: Default time limit (s) of `ReadTopic.next` and `ReadTopic.aget`; pass ``timeout=None`` to wait forever.
-DEFAULT_READ_TIMEOUT = 60.0
+#: Default time limit (s) of `ReadTopic.next` and `ReadTopic.aget`: none (wait forever), as ts_salobj.
+DEFAULT_READ_TIMEOUT: float | None = None
 
 CallbackType = Callable[[Any], Awaitable[None] | None]
 
