@@ -220,6 +220,31 @@ def test_grouping_without_groupid_uses_time_and_pointing() -> None:
     assert d.group_id == "auto-AT_O_20240624_000004"
 
 
+def test_groups_never_span_two_nights() -> None:
+    # Two nights whose GROUPIDs coincide, the first with its extra missing: the second night's extra
+    # completed the first night's intra (a wrong correction returned as a normal result).
+    seq = Sequencer(limits=LIMITS)
+
+    def night(day: str, seqs: list[int], roles: list[Role]) -> list:
+        return [
+            seq.add(image(n, r, obsid=f"AT_O_{day}_{n:06d}", day_obs=day), now_s=float(n))
+            for n, r in zip(seqs, roles, strict=True)
+        ]
+
+    first = night("20240624", [1, 3], [I, F])
+    second = night("20240625", [11, 12, 13], [I, E, F])
+    assert not any(o.triplets for o in first)
+    (triplet,) = second[2].triplets
+    assert {i.day_obs for i in triplet.images} == {"20240625"}
+    assert triplet.group_id == "G1"
+    assert seq.pending() == {"G1": ("AT_O_20240624_000001", "AT_O_20240624_000003")}
+    # Without GROUPID the same holds: an image of another night opens its own group.
+    auto = Sequencer(limits=LIMITS)
+    a = auto.add(image(1, I, group=""), now_s=0)
+    b = auto.add(image(2, E, group="", obsid="AT_O_20240625_000002", day_obs="20240625"), now_s=1)
+    assert a.group_id != b.group_id
+
+
 def test_replay_adds_without_warnings() -> None:
     seq = Sequencer(limits=LIMITS)
     out = seq.add(image(2, E), now_s=0, replay=True)

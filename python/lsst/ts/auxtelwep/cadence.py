@@ -12,9 +12,11 @@ Rules, stated once
   ``FOCUSZ`` (hexapod focus offset, mm) is near a nominal position (+0.8 intra, -0.8011 extra, 0 in focus,
   within ``focus_tolerance_mm``) it must agree with ``REASON``; without a usable ``REASON`` it decides alone.
   An image whose role cannot be told, or whose ``IMGTYPE`` is not a wavefront type, is rejected.
-- **Groups.** Images are grouped by ``GROUPID``. Without one, an image joins the most recent group without
-  ``GROUPID`` whose last image came less than ``group_window_s`` before and whose pointing is within
-  ``pointing_tolerance_deg``; otherwise it opens a new group named ``auto-<obsid>``.
+- **Groups.** Images are grouped by ``GROUPID`` within one ``DAYOBS``: images of different nights never
+  share a group, even when their ``GROUPID``s coincide (a group is one night's sequence). Without
+  ``GROUPID``, an image joins the most recent group without ``GROUPID`` of its ``DAYOBS`` whose last image
+  came less than ``group_window_s`` before and whose pointing is within ``pointing_tolerance_deg``;
+  otherwise it opens a new group named ``auto-<obsid>``.
 - **Order.** Within a group, two consecutive images of the same role make a *blocked* sequence; an image
   whose role is not the next one of the cycle (intra, extra, in-focus) is *out of order*. Both give a
   warning (once per group and kind) with the ``"warn"`` policy, or reject the image with ``"reject"``.
@@ -280,6 +282,7 @@ class AddOutcome:
 @dataclasses.dataclass
 class _Group:
     group_id: str
+    day_obs: str
     auto: bool
     last_s: float
     pointing: tuple[float, float] | None
@@ -304,7 +307,8 @@ class Sequencer:
 
     def __init__(self, *, limits: CadenceLimits) -> None:
         self.limits = limits
-        self._groups: dict[str, _Group] = {}
+        # Keyed by (DAYOBS, group id): a GROUPID names a group only within its night.
+        self._groups: dict[tuple[str, str], _Group] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     @property
@@ -322,8 +326,14 @@ class Sequencer:
             self._remember(obsid)
 
     def pending(self) -> dict[str, tuple[str, ...]]:
-        """Return the OBSIDs waiting for partners, by group."""
-        return {g.group_id: tuple(i.obsid for i in g.queued()) for g in self._groups.values() if g.queued()}
+        """Return the OBSIDs waiting for partners, by group id (groups of one id on several nights merged)."""
+        pending: dict[str, tuple[str, ...]] = {}
+        for group in self._groups.values():
+            if group.queued():
+                pending[group.group_id] = pending.get(group.group_id, ()) + tuple(
+                    i.obsid for i in group.queued()
+                )
+        return pending
 
     def _remember(self, obsid: str) -> None:
         self._seen[obsid] = None
@@ -395,7 +405,8 @@ class Sequencer:
         image still queued is reported.
         """
         expired: list[ExpiredGroup] = []
-        for group_id, group in list(self._groups.items()):
+        for key, group in list(self._groups.items()):
+            group_id = group.group_id
             idle_s = now_s - group.last_s
             if idle_s <= self.limits.partner_timeout_s:
                 continue
@@ -416,7 +427,7 @@ class Sequencer:
                         f"{', '.join(r.value for r in self.required_roles)})",
                     )
                 )
-            del self._groups[group_id]
+            del self._groups[key]
         return expired
 
     def _reject(self, image: ImageInfo, group_id: str, kind: RejectionKind, message: str) -> AddOutcome:
@@ -429,21 +440,26 @@ class Sequencer:
 
     def _group_for(self, image: ImageInfo, now_s: float) -> _Group:
         if image.group_id:
-            group = self._groups.get(image.group_id)
+            key = (image.day_obs, image.group_id)
+            group = self._groups.get(key)
             if group is None:
-                group = _Group(image.group_id, auto=False, last_s=now_s, pointing=image.pointing)
-                self._groups[image.group_id] = group
+                group = _Group(
+                    image.group_id, image.day_obs, auto=False, last_s=now_s, pointing=image.pointing
+                )
+                self._groups[key] = group
             return group
         for group in sorted(self._groups.values(), key=lambda g: g.last_s, reverse=True):
-            if not group.auto or now_s - group.last_s > self.limits.group_window_s:
+            if not group.auto or group.day_obs != image.day_obs:
+                continue
+            if now_s - group.last_s > self.limits.group_window_s:
                 continue
             if group.pointing is not None and image.pointing is not None:
                 moved = angular_separation_deg(group.pointing, image.pointing)
                 if moved > self.limits.pointing_tolerance_deg:
                     continue
             return group
-        group = _Group(f"auto-{image.obsid}", auto=True, last_s=now_s, pointing=image.pointing)
-        self._groups[group.group_id] = group
+        group = _Group(f"auto-{image.obsid}", image.day_obs, auto=True, last_s=now_s, pointing=image.pointing)
+        self._groups[(image.day_obs, group.group_id)] = group
         return group
 
     def _order_problem(self, group: _Group, role: Role, image: ImageInfo) -> tuple[WarningKind, str] | None:

@@ -1,9 +1,10 @@
 """Offline reprocessing of a night: find the triplets among the raws of a data root and run the pipeline.
 
 The triplets are formed by the CSC's own sequencer (`cadence.Sequencer`: roles from REASON/FOCUSZ, groups
-by GROUPID, the interleaved order), fed with the raws in SEQNUM order, so a night reprocessed offline is
-grouped as the CSC grouped it. Every raw ends up either in a processed triplet or in a rejection with its
-reason (unreadable header, unknown role, duplicate, no partner...), as at the telescope.
+by GROUPID within a DAYOBS, the interleaved order), fed with the raws in SEQNUM order, so a night
+reprocessed offline is grouped as the CSC grouped it. Every raw ends up either in a processed triplet or in
+a rejection with its reason (unreadable header, unknown role, duplicate, no partner...), as at the
+telescope.
 
 Raws are looked for at ``<data_root>/raw/<DAYOBS>/*.fits`` (and ``.fits.fz``), the CSC's layout.
 """
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 __all__ = ["NightTriplets", "Rejected", "find_triplets", "process_triplets"]
 
 # Offline there is no arrival clock: images are spaced by this much in SEQNUM order, well inside the
-# sequencer's grouping window, so only GROUPID, role and order decide the grouping.
+# sequencer's grouping window, so only DAYOBS, GROUPID, role and order decide the grouping.
 _SECONDS_PER_SEQNUM = 1.0
 
 
