@@ -7,6 +7,7 @@ from astropy.io import fits
 
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.intake import RawLocator
+from lsst.ts.auxtelwep.sim import night as night_module
 from lsst.ts.auxtelwep.sim.night import NightManifest, NightPlan
 from lsst.ts.auxtelwep.sim.scene import Truth
 
@@ -71,3 +72,27 @@ def test_cli_refuses_bad_values_with_a_message(tmp_path, capsys) -> None:
     assert "n_triplets=0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="start="):
         NightPlan(n_triplets=1, start="tonight")
+
+
+def test_group_times_follow_the_dayobs(tmp_path, monkeypatch) -> None:
+    # Every night used to get GROUPIDs of 2024-06-25 whatever its DAYOBS, so two simulated nights had the
+    # same GROUPIDs. Rendering is replaced: only the names and times are checked.
+    written = []
+    monkeypatch.setattr(night_module, "write_calibrations", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        night_module, "simulate_exposure", lambda path, **kw: written.append(kw["observation"])
+    )
+    groups = {}
+    for dayobs in ("20240624", "20240625"):
+        plan = NightPlan(n_triplets=2, dayobs=dayobs, cadence_s=30.0, n_stars=2, blend_pair=False)
+        groups[dayobs] = [t.groupid for t in night_module.simulate_night(tmp_path / dayobs, plan).triplets]
+    assert groups == {
+        "20240624": ["2024-06-25T02:00:00.000", "2024-06-25T02:01:30.000"],
+        "20240625": ["2024-06-26T02:00:00.000", "2024-06-26T02:01:30.000"],
+    }
+    assert written[3].dayobs == "20240624" and written[3].date_obs == "2024-06-25T02:01:30.000"
+    assert written[6].groupid == "2024-06-26T02:00:00.000"
+    # An explicit start still wins; a DAYOBS that is not a date is named.
+    assert NightPlan(n_triplets=1, start="2024-07-01T23:00:00").first_start().day == 1
+    with pytest.raises(ValueError, match="dayobs='2024-6-24'"):
+        NightPlan(n_triplets=1, dayobs="2024-6-24")

@@ -51,6 +51,8 @@ _log = logging.getLogger(__name__)
 
 _ROLES = (Role.INTRA, Role.EXTRA, Role.INFOCUS)
 _ALIGNED = HexapodState()
+# Default start of a night's first exposure: 02:00 TAI (22:00 in Chile, UTC-4) on the date after DAYOBS.
+_NIGHT_START_HOUR_TAI = 2
 DEFAULT_POINTING = Pointing(ra_deg=150.0, dec_deg=-30.0, rotpa_deg=0.0, elevation_deg=60.0)
 """Pointing of a night when none is given (a field that transits high at Cerro Pachon)."""
 
@@ -81,8 +83,9 @@ class NightPlan:
         ``YYYYMMDD``.
     first_seqnum : `int`
         SEQNUM of the first exposure.
-    start : `str`
-        ISO time (TAI) of the first exposure.
+    start : `str`, optional
+        ISO time (TAI) of the first exposure; default 02:00 on the date after ``dayobs`` (the night that
+        DAYOBS names), so nights of different DAYOBS get different GROUPIDs, as real ones do.
     cadence_s : `float`
         Time from one exposure's start to the next, seconds.
     n_stars : `int`
@@ -111,7 +114,7 @@ class NightPlan:
     wavelength_m: float = DEFAULT_WAVELENGTH_M
     dayobs: str = "20240624"
     first_seqnum: int = 1
-    start: str = "2024-06-25T02:00:00.000"
+    start: str | None = None
     cadence_s: float = 35.0
     n_stars: int = 10
     blend_pair: bool = True
@@ -125,9 +128,25 @@ class NightPlan:
         if self.n_triplets < 1:
             raise InputError(f"NightPlan.n_triplets={self.n_triplets} must be >= 1", value=self.n_triplets)
         try:
-            datetime.datetime.fromisoformat(self.start)
+            datetime.datetime.strptime(self.dayobs, "%Y%m%d")
         except ValueError as exc:
-            raise InputError(f"NightPlan.start={self.start!r} is not an ISO time", value=self.start) from exc
+            raise InputError(
+                f"NightPlan.dayobs={self.dayobs!r} is not a date YYYYMMDD", value=self.dayobs
+            ) from exc
+        if self.start is not None:
+            try:
+                datetime.datetime.fromisoformat(self.start)
+            except ValueError as exc:
+                raise InputError(
+                    f"NightPlan.start={self.start!r} is not an ISO time", value=self.start
+                ) from exc
+
+    def first_start(self) -> datetime.datetime:
+        """Start of the first exposure (TAI): ``start``, else 02:00 on the date after ``dayobs``."""
+        if self.start is not None:
+            return datetime.datetime.fromisoformat(self.start)
+        night = datetime.datetime.strptime(self.dayobs, "%Y%m%d") + datetime.timedelta(days=1)
+        return night.replace(hour=_NIGHT_START_HOUR_TAI)
 
     def hexapod_of(self, triplet: int) -> HexapodState:
         """Injected state of triplet ``triplet`` (0-based)."""
@@ -311,7 +330,7 @@ def simulate_night(
         saturated_star=plan.saturated_star,
     )
     write_catalog(catalog, out_dir / "refcat.ecsv")
-    start = datetime.datetime.fromisoformat(plan.start)
+    start = plan.first_start()
     raw_dir = Path("raw") / plan.dayobs
     triplets = []
     for k in range(plan.n_triplets):
