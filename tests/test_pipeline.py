@@ -215,6 +215,26 @@ def test_cli_refuses_images_given_in_the_wrong_role(night: tuple[Path, NightMani
         assert status == 2 and len(err) == 1 and message in err[0], (args, err)
 
 
+def test_cli_refuses_images_of_different_nights(
+    night: tuple[Path, NightManifest], tmp_path: Path, capsys
+) -> None:
+    # The extra of another night (same GROUPID, as two simulated nights had) was processed without a word.
+    out, manifest = night
+    triplet = _triplet(night)
+    other = tmp_path / "AT_O_20240625_000002.fits"
+    shutil.copy(triplet.extra, other)
+    with fits.open(other, mode="update") as hdus:
+        hdus[0].header["DAYOBS"] = "20240625"
+        hdus[0].header["OBSID"] = other.stem
+    status = main(["process", str(triplet.intra), str(other), "--calibs", str(out / manifest.calibs)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert (
+        f"different nights (intra-focal {triplet.intra.stem} DAYOBS=20240624, extra-focal "
+        "AT_O_20240625_000002 DAYOBS=20240625)" in err[0]
+    ), err
+
+
 def test_prepared_exposures_are_taken_once_and_only_while_current(
     night: tuple[Path, NightManifest], tmp_path: Path
 ) -> None:

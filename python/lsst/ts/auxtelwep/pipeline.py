@@ -377,13 +377,15 @@ def check_roles(given: dict[Role, Exposure]) -> None:
 
     The cadence rules (`cadence.stated_role`, `cadence.swapped_focus_problem`) applied to the images of one
     triplet: one exposure given twice, a role that ``REASON`` (else ``FOCUSZ``) contradicts, an intra image
-    whose ``FOCUSZ`` is not larger than the extra's. An exposure without these keys is taken as given; one
-    without ``OBSID`` (an image prepared elsewhere) is checked by its ``REASON`` and ``FOCUSZ`` all the same.
+    whose ``FOCUSZ`` is not larger than the extra's, images of different nights (``DAYOBS``: the sequencer
+    never groups them). An exposure without these keys is taken as given; one without ``OBSID`` (an image
+    prepared elsewhere) is checked by its ``REASON`` and ``FOCUSZ`` all the same.
 
     Raises
     ------
     InputError
-        Naming the exposure, the role it was given for and what its header says.
+        Naming the exposure, the role it was given for and what its header says (or, for images of
+        different nights, each image's OBSID and DAYOBS).
     CadenceError
         If an exposure's ``REASON`` and ``FOCUSZ`` disagree.
     """
@@ -413,6 +415,13 @@ def check_roles(given: dict[Role, Exposure]) -> None:
                 value=info.obsid,
                 allowed=role.value,
             )
+    nights = {role: info.day_obs for role, info in infos.items() if info.day_obs}
+    if len(set(nights.values())) > 1:
+        detail = ", ".join(f"{_ROLE_LABELS[r]} {infos[r].obsid} DAYOBS={day}" for r, day in nights.items())
+        raise InputError(
+            f"the images come from different nights ({detail}); a triplet's images are of one night",
+            value=tuple(nights.values()),
+        )
     if Role.INTRA in infos and Role.EXTRA in infos:
         swapped = swapped_focus_problem(infos[Role.INTRA], infos[Role.EXTRA])
         if swapped is not None:
