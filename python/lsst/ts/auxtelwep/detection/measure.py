@@ -31,7 +31,20 @@ _MAD_TO_SIGMA = 1.4826
 _MEASURE_UNUSABLE = UNUSABLE_BITS | int(MaskBit.CR)
 _SKY_GAP_PX = 4.0
 _SKY_WIDTH_PX = 36.0  # wide: the background error over a 36000 px aperture must stay below the noise
-_CENTROID_ITERATIONS = 8
+_CENTROID_ITERATIONS = 16
+# How far the light centroid may sit from the correlation peak (the ring's centre), as a fraction of the
+# template's outer radius: coma moves it 15 px (0.16) with M2 decentred by 2.8 mm; farther, a neighbour's
+# light is taking over and the peak is kept.
+_CENTROID_MAX_SHIFT_FRACTION = 0.25
+# The centroid's aperture grows beyond the template's by steps of this width while they hold light, up to
+# this fraction of the template's outer radius: a donut grown by a focus error, or stretched by coma, reaches
+# past the template (142 px from its centroid for M2 decentred by 2.8 mm and 0.095 mm out of focus).
+_GROWTH_STEP_PX = 4.0
+_MAX_GROWTH_FRACTION = 0.5
+# A step holds light when its mean exceeds this many sigmas of its noise, and this fraction of the donut's
+# mean surface brightness (a residual background gradient must not grow the aperture without end).
+_GROWTH_SIGMAS = 3.0
+_GROWTH_MIN_LEVEL = 1e-3
 ASYMMETRY_LIMIT = 0.5
 """Sector-flux contrast beyond the first harmonic above which a donut is flagged as an unresolved blend (one
 donut: about 0.02, at most 0.23 with M2 decentred by up to 3.5 mm, whose coma is all first harmonic)."""
@@ -189,6 +202,55 @@ def _sharp_pixels(stamp: NDArray, *, noise_floor: float) -> NDArray[np.bool_]:
     return sharp
 
 
+def _light_radius(
+    values: NDArray,
+    px: NDArray,
+    py: NDArray,
+    centre: tuple[float, float],
+    *,
+    start: float,
+    stop: float,
+    noise: float,
+) -> float:
+    """Radius about ``centre`` of an aperture that holds all of a donut's light, ``start`` to ``stop`` pixels.
+
+    The aperture grows by steps of `_GROWTH_STEP_PX` while the next step holds light: its mean of ``values``
+    (usable pixels at ``px``, ``py``, background-subtracted) is significant (`_GROWTH_SIGMAS` of its noise,
+    ``noise`` per pixel) and above `_GROWTH_MIN_LEVEL` of the mean within ``start``. It stops where, in one of
+    eight sectors, the light rises outward by `_GROWTH_SIGMAS`: a donut's own light only falls beyond its
+    edge (also a one-sided comatic one), a neighbour's rises where its ring begins.
+    """
+    dx, dy = px - centre[0], py - centre[1]
+    r2 = dx**2 + dy**2
+    inside = r2 <= start**2
+    level = float(values[inside].mean()) if inside.any() else 0.0
+    # Step 0 is the last one inside ``start`` (for the first comparison), steps 1 to n_steps grow.
+    n_steps = math.ceil((stop - start) / _GROWTH_STEP_PX)
+    near = (r2 > (start - _GROWTH_STEP_PX) ** 2) & (r2 <= (start + n_steps * _GROWTH_STEP_PX) ** 2)
+    dx, dy = dx[near], dy[near]
+    step = np.floor((np.sqrt(r2[near]) - start) / _GROWTH_STEP_PX).astype(int) + 1
+    sector = (np.floor((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * 8).astype(int)) % 8
+    cell = step * 8 + sector
+    counts = np.bincount(cell, minlength=(n_steps + 1) * 8).reshape(n_steps + 1, 8)
+    sums = np.bincount(cell, weights=values[near], minlength=(n_steps + 1) * 8).reshape(n_steps + 1, 8)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sector_mean = sums / counts
+        sector_error = noise / np.sqrt(counts)
+    for k in range(1, n_steps + 1):
+        n = int(counts[k].sum())
+        if n == 0:
+            break
+        mean = float(sums[k].sum()) / n
+        if mean <= max(_GROWTH_SIGMAS * noise / math.sqrt(n), _GROWTH_MIN_LEVEL * level):
+            break
+        rise = sector_mean[k] - sector_mean[k - 1]
+        if np.any(rise > _GROWTH_SIGMAS * np.hypot(sector_error[k], sector_error[k - 1])):
+            break  # NaN (an empty sector) compares False
+    else:
+        return stop
+    return start + (k - 1) * _GROWTH_STEP_PX
+
+
 def _sector_means(values: NDArray, angle: NDArray, select: NDArray) -> NDArray | None:
     """Mean of ``values`` in each of 8 azimuthal sectors of the ``select`` pixels (None if one is empty)."""
     sector = (np.floor((angle[select] + np.pi) / (2 * np.pi) * 8).astype(int)) % 8
@@ -331,7 +393,11 @@ def measure_donut(
     inner = model_half + search  # box for the correlation, the centroid and the photometry
     sky_in = template.aperture_radius_px + _SKY_GAP_PX
     sky_out = sky_in + _SKY_WIDTH_PX
-    half = max(inner, math.ceil(sky_out) + 1)
+    radius_ap = template.aperture_radius_px
+    max_radius = radius_ap + _MAX_GROWTH_FRACTION * template.outer_px
+    max_centroid_shift = max(float(search), _CENTROID_MAX_SHIFT_FRACTION * template.outer_px)
+    # The cutout holds the centroid's largest aperture wherever the peak and the centroid may take it.
+    half = max(inner, math.ceil(sky_out) + 1, math.ceil(max_radius + search + max_centroid_shift) + 1)
     x0, y0 = round(x), round(y)
     stamp, inside = _cutout(image, x0, y0, half, np.nan)
     usable = inside & np.isfinite(stamp)
@@ -345,13 +411,14 @@ def measure_donut(
         ring = usable & (r >= template.aperture_radius_px)
     background, sky_sigma = _clipped_mean(stamp[ring])
 
-    box = slice(half - inner, half + inner + 1)
-    sub = stamp[box, box]
-    good = usable[box, box].copy()
     # Cosmic rays not flagged by ISR: pixels far above their 8 neighbours (the donut is blurred by the
     # seeing, so its own pixels never are). They are set aside like masked pixels.
-    good &= ~_sharp_pixels(np.where(good, sub, np.nan), noise_floor=sky_sigma)
-    work = np.where(good, sub - background, 0.0)
+    good_all = usable & ~_sharp_pixels(np.where(usable, stamp, np.nan), noise_floor=sky_sigma)
+    work_all = np.where(good_all, stamp - background, 0.0)
+    box = slice(half - inner, half + inner + 1)
+    sub = stamp[box, box]
+    good = good_all[box, box]
+    work = work_all[box, box]
 
     # Correlation over the window of shifts (circular FFT; the model fits for every shift in the window).
     size = fft.next_fast_len(2 * inner + 1, real=True)
@@ -375,29 +442,38 @@ def measure_donut(
 
     # The reported centre is the light centroid, in an aperture started on the correlation peak. An
     # aberrated donut (a decentred M2) is brighter on one side, and its centroid then differs from the
-    # peak by up to ~1.3 px at 0.3 mm of decenter; the centroid is what stamps and the simulator use.
-    c = np.arange(-inner, inner + 1, dtype=float)
-    gx, gy = c[None, :] + x0, c[:, None] + y0
+    # peak: 1.3 px at 0.3 mm of decenter, 15 px at 2.8 mm; the centroid is what stamps and the simulator
+    # use. The aperture holds all the light: the template's cut the edge of a donut grown by 0.1 mm of
+    # focus error (3 px off the centroid) or stretched by coma (7 px at 2.8 mm of decenter).
+    rows, cols = np.nonzero(good_all)  # the usable pixels, as flat arrays: the loop touches only them
+    px, py = cols + float(x0 - half), rows + float(y0 - half)
+    values = work_all[rows, cols]
     cx, cy = peak_x, peak_y
-    radius_ap = template.aperture_radius_px
+    radius = radius_ap
     for _ in range(_CENTROID_ITERATIONS):
-        ap = ((gx - cx) ** 2 + (gy - cy) ** 2 <= radius_ap**2) & good
-        weight = work[ap]
+        ap = (px - cx) ** 2 + (py - cy) ** 2 <= radius**2
+        weight = values[ap]
         total = float(weight.sum())
         if total <= 0:
             cx, cy = peak_x, peak_y
             break
-        nx = float((weight * np.broadcast_to(gx, ap.shape)[ap]).sum() / total)
-        ny = float((weight * np.broadcast_to(gy, ap.shape)[ap]).sum() / total)
-        if math.hypot(nx - peak_x, ny - peak_y) > search:
+        nx = float((weight * px[ap]).sum() / total)
+        ny = float((weight * py[ap]).sum() / total)
+        if math.hypot(nx - peak_x, ny - peak_y) > max_centroid_shift:
             cx, cy = peak_x, peak_y  # a neighbour pulls the centroid away: keep the peak
             break
         moved = math.hypot(nx - cx, ny - cy)
         cx, cy = nx, ny
         if moved < 0.005:
-            break
+            # Converged in this aperture: done when it holds all the light, else go on in a larger one.
+            grown = _light_radius(values, px, py, (cx, cy), start=radius, stop=max_radius, noise=sky_sigma)
+            if grown <= radius:
+                break
+            radius = grown
 
     # Photometry in an aperture centred on the refined position.
+    c = np.arange(-inner, inner + 1, dtype=float)
+    gx, gy = c[None, :] + x0, c[:, None] + y0
     r_new = np.hypot(gx - cx, gy - cy)
     aperture = r_new <= radius_ap
     n_ap = int(aperture.sum())
