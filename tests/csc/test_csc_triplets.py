@@ -76,6 +76,13 @@ class TripletTestCase(CscTestCase):
             self.assertEqual({journal.image(n).status for n in names}, {ImageStatus.IN_TRIPLET})
             await self.assert_enabled()
 
+    async def test_a_triplet_announced_while_the_csc_was_down_is_processed(self) -> None:
+        # The camera's events come to the CSC as late-joiner history (it keeps up to 50 per topic).
+        names = [self.obs.take(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 1)]
+        async with self.make_csc(initial_state=State.ENABLED):
+            wfe = await self.remote.evt_wavefrontError.next(flush=False, timeout=RESULT_TIMEOUT)
+            self.assertEqual((wfe.intraObsid, wfe.extraObsid, wfe.inFocusObsid), tuple(names))
+
     async def test_run_wep_processes_named_images(self) -> None:
         names = [write_raw(self.data_root, seq, reason, group="") for seq, reason in enumerate(TRIPLET, 1)]
         async with self.make_csc(initial_state=State.ENABLED):
