@@ -17,7 +17,7 @@ from csc_fakes import dying_processor, fake_processor, obsid, write_raw
 from lsst.ts.auxtelwep.cadence import CadenceLimits, Triplet, TripletState
 from lsst.ts.auxtelwep.closed_loop import ClosedLoop, ClosedLoopState, IllegalLoopTransitionError, plan_step
 from lsst.ts.auxtelwep.config import CorrectionConfig
-from lsst.ts.auxtelwep.csc_corrections import CorrectionSender
+from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
 from lsst.ts.auxtelwep.csc_worker import WepSummary
 from lsst.ts.auxtelwep.errors import ConfigurationError, InputError, RawFormatError
@@ -209,6 +209,24 @@ def test_the_closed_loop_does_not_apply_images_taken_before_it_started(tmp_path:
     with pytest.raises(ExpectedError, match="came before the closed loop started"):
         sender.prepare("G1", automatic=True)
     assert sender.prepare("G1").x == pytest.approx(0.2)  # issueCorrection, asked for: sent
+    journal.close()
+
+
+def test_the_closed_loop_moves_only_axes_whose_correction_exceeds_its_noise(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal)  # min_significance 2
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))  # x 0.2 mm
+    sigma = {"correction_sigma": [0.05, 0.01, 0.0, 0.0, 0.0]}
+    journal.set_triplet_state("G1", TripletState.PROCESSING)
+    journal.set_triplet_state("G1", TripletState.DONE, result=sigma)
+    assert sender.prepare("G1", automatic=True).x == pytest.approx(0.2)  # 4 sigma: moved
+    time.sleep(0.01)
+    _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
+    journal.set_triplet_state("G2", TripletState.PROCESSING)
+    journal.set_triplet_state("G2", TripletState.DONE, result={"correction_sigma": [0.15, 0, 0, 0, 0]})
+    with pytest.raises(NothingSignificantError, match="within 2 sigma of zero on every axis"):
+        sender.prepare("G2", automatic=True)
+    assert sender.prepare("G2").x == pytest.approx(0.2)  # issueCorrection sends what was measured
     journal.close()
 
 

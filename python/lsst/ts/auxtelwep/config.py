@@ -132,6 +132,12 @@ class CorrectionConfig(_Model):
     auto_apply: bool = pydantic.Field(
         True, description="In closed loop, apply each correction as soon as it is computed."
     )
+    min_significance: float = pydantic.Field(
+        2.0,
+        ge=0,
+        description="In closed loop, an axis moves only if its correction exceeds this many times its "
+        "1-sigma error (0: always): M2 does not chase noise on faint stars. issueCorrection sends all.",
+    )
     apply_timeout_s: float = pydantic.Field(
         30.0, gt=0, description="Time limit of the ATAOS offset command (s)."
     )

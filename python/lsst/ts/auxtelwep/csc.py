@@ -8,14 +8,15 @@ What it does while ENABLED
   worker process; ``donutDetection``, ``wavefrontError``, ``hexapodCorrection`` (applied=false) and
   ``wepDuration`` are published, or ``rejectedWavefrontError`` with the reason. Bad data never faults the CSC.
 - **Corrections** (`csc_corrections`): ``issueCorrection`` (or, in closed loop with ``auto_apply``, each new
-  result) sends the last correction to ATAOS ``offset`` after the gains and limits of
-  `closed_loop.plan_step`; the journal's claim makes sure one result is never sent twice, even across a
-  crash. ``hexapodCorrection`` (applied=true) then reports what was sent.
+  result, on the axes where it exceeds ``min_significance`` sigma) sends the last correction to ATAOS
+  ``offset`` after the gains and limits of `closed_loop.plan_step`; the journal's claim makes sure one
+  result is never sent twice, even across a crash. ``hexapodCorrection`` (applied=true) then reports what
+  was sent.
 - **Telemetry**: ``zernikeCorrection`` and ``hexapodCorrection`` (the last result) every
   ``telemetry_interval_s``.
 
-FAULT is for lost dependencies only: the data root unreadable (at enable, or found so later), or a
-configured refcat / calibration directory missing at enable. The journal (SQLite in ``state_dir``) is
+FAULT is for lost dependencies only, found while ENABLED (a missing one fails ``enable``): the data root
+unreadable, or a configured refcat / calibration directory missing. The journal (SQLite in ``state_dir``) is
 opened at ``start``; at the first enable after that, pending work is resumed: queued images go back to the
 sequencer, triplets that were being processed are processed again (at most ``max_attempts`` times in all),
 and a correction that was in flight becomes UNCERTAIN and is reported, never re-sent.
@@ -35,7 +36,7 @@ from . import __version__
 from .cadence import Triplet, TripletState
 from .closed_loop import ClosedLoop, ClosedLoopState
 from .config import SHIPPED_CONFIG_DIR, AuxTelWepConfig, load_config
-from .csc_corrections import CorrectionSender
+from .csc_corrections import CorrectionSender, NothingSignificantError
 from .csc_intake import ROLE_NAMES, ImageIntake
 from .csc_publish import parse_overrides, publish_correction, publish_rejected, publish_result, zernike_slots
 from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
@@ -393,6 +394,9 @@ class AuxTelWepCsc(ConfigurableCsc):
             if config.correction.auto_apply:
                 try:
                     await self._apply(key, automatic=True)
+                except NothingSignificantError as exc:
+                    self.log.info(f"closed loop: {exc}")
+                    self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.PROCESSING,))
                 except ExpectedError as exc:
                     self.log.warning(f"closed loop: {exc}")
                     self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.PROCESSING,))

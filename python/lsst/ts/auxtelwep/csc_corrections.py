@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from .closed_loop import plan_step
 from .config import CorrectionConfig
 from .errors import InputError
@@ -23,7 +25,12 @@ from .instrument import HexapodState
 from .journal import CorrectionState, Journal
 from .sal import AckError, AckTimeoutError, ExpectedError, SalRetCode
 
-__all__ = ["CorrectionSender"]
+__all__ = ["CorrectionSender", "NothingSignificantError"]
+
+
+class NothingSignificantError(ExpectedError):
+    """The closed loop leaves M2 where it is: no axis of the correction exceeds its noise."""
+
 
 _DEFINITE_REFUSALS = (SalRetCode.CMD_FAILED, SalRetCode.CMD_NOPERM)
 
@@ -59,7 +66,8 @@ class CorrectionSender:
         automatic : `bool`, optional
             True for the closed loop: images taken before the loop started (or the CSC was enabled) are
             refused as well, so that startClosedLoop never applies what was measured before it (images
-            announced while the CSC was down, say); issueCorrection may send them.
+            announced while the CSC was down, say); and only the axes whose correction exceeds
+            ``min_significance`` times its 1-sigma error move. issueCorrection sends all of it.
 
         Raises
         ------
@@ -74,6 +82,12 @@ class CorrectionSender:
         stale = self._measured_before(key, automatic=automatic)
         if stale:
             raise ExpectedError(f"the correction of group {record.group_id} is not sent: {stale}")
+        axes = self._significant_axes(key, record.raw) if automatic else HexapodState.AXES
+        if not axes:
+            raise NothingSignificantError(
+                f"the correction of group {record.group_id} is within {self.config.min_significance:g} "
+                "sigma of zero on every axis: M2 is not moved"
+            )
         try:
             step = plan_step(
                 record.raw,
@@ -81,6 +95,7 @@ class CorrectionSender:
                 max_step=self.config.max_step.as_array(),
                 max_total=self.config.max_total.as_array(),
                 total=self.journal.total_applied(),
+                solved_axes=axes,
             )
         except InputError as exc:
             raise ExpectedError(f"the correction of group {record.group_id}: {exc}") from exc
@@ -96,6 +111,17 @@ class CorrectionSender:
             state = current.state.name if current is not None else "missing"
             raise ExpectedError(f"the correction of group {record.group_id} is {state}: it is not sent again")
         return step.offset
+
+    def _significant_axes(self, key: str, raw: HexapodState) -> tuple[str, ...]:
+        """Axes whose correction is not zero and exceeds ``min_significance`` times its error (unknown: 0)."""
+        triplet = self.journal.triplet(key)
+        sigma = triplet.result.get("correction_sigma") if triplet is not None else None
+        if sigma is None:
+            return HexapodState.AXES
+        limit = self.config.min_significance * np.asarray(sigma, dtype=float)
+        values = np.abs(raw.as_array())
+        moving = (values > 0) & ((values > limit) | ~(limit > 0))
+        return tuple(axis for axis, move in zip(HexapodState.AXES, moving, strict=True) if move)
 
     def _measured_before(self, key: str, *, automatic: bool) -> str:
         """Why the images of triplet ``key`` predate the last offset to M2, or for the closed loop its
