@@ -78,7 +78,7 @@ class ReadTopic:
         self._n_historical = 0
         self._current: Any = None
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
-        self._aget_waiters: list[asyncio.Future] = []
+        self._aget_waiters: collections.deque[asyncio.Future] = collections.deque()
         #: Samples delivered so far (also those a callback took or the index filter kept).
         self.n_received = 0
         self._callback: CallbackType | None = None
@@ -144,18 +144,7 @@ class ReadTopic:
         if self.closed:
             raise RuntimeError(f"{self.attr_name} is closed")
         # Waits for the first sample without taking it from the queue (as ts_salobj).
-        waiter = asyncio.get_running_loop().create_future()
-        self._aget_waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                return await waiter
-        except TimeoutError:
-            raise TimeoutError(
-                f"no {self.salinfo.name_index}.{self.attr_name} sample in timeout={timeout} s"
-            ) from None
-        finally:
-            if waiter in self._aget_waiters:
-                self._aget_waiters.remove(waiter)
+        return await self._wait_for_sample(self._aget_waiters, timeout)
 
     def flush(self) -> None:
         """Drop every queued sample."""
@@ -187,8 +176,14 @@ class ReadTopic:
             self.flush()
         if self._queue:
             return self._pop()
+        return await self._wait_for_sample(self._waiters, timeout)
+
+    async def _wait_for_sample(
+        self, waiters: collections.deque[asyncio.Future], timeout: float | None
+    ) -> Any:
+        """Wait for `_deliver` to resolve a future put in ``waiters``; raise TimeoutError naming the topic."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
                 return await waiter
@@ -197,8 +192,8 @@ class ReadTopic:
                 f"no {self.salinfo.name_index}.{self.attr_name} sample in timeout={timeout} s"
             ) from None
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if waiter in waiters:
+                waiters.remove(waiter)
 
     def _pop(self) -> Any:
         data = self._queue.popleft()
