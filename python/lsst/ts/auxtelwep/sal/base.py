@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DISCOVERY_POLL",
     "DISCOVERY_TIMEOUT",
     "HEARTBEAT_INTERVAL",
     "MAX_SAL_INDEX",
@@ -35,6 +36,8 @@ __all__ = [
 DEFAULT_TIMEOUT = 3600.0
 #: Longest time (s) a `Remote` waits at start to discover the component (and receive its late-joiner events).
 DISCOVERY_TIMEOUT = 2.0
+#: Interval (s) between two looks at DDS discovery (remote start, a command's first write).
+DISCOVERY_POLL = 0.01
 #: Interval (s) between two heartbeat events.
 HEARTBEAT_INTERVAL = 1.0
 #: Largest salIndex accepted (salIndex is a signed 32-bit field).

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .base import DEFAULT_TIMEOUT, AckError, AckTimeoutError, ExpectedError, SalRetCode
+from .base import DEFAULT_TIMEOUT, DISCOVERY_POLL, AckError, AckTimeoutError, ExpectedError, SalRetCode
 from .interface import TopicSpec
 from .read_topic import ReadTopic
 from .sal_info import SalInfo
@@ -26,8 +26,6 @@ from .write_topic import WriteTopic
 __all__ = ["CommandInfo", "ControllerCommand", "RemoteCommand"]
 
 _FINAL_GOOD = {SalRetCode.CMD_COMPLETE}
-#: Interval (s) between two looks at DDS discovery.
-_DISCOVERY_POLL = 0.01
 _INTERMEDIATE = {SalRetCode.CMD_ACK, SalRetCode.CMD_INPROGRESS, SalRetCode.CMD_STALLED}
 
 
@@ -221,7 +219,7 @@ class RemoteCommand(WriteTopic):
                     f"timeout={timeout} s (is it running, on this DDS domain and partition?)",
                     ack,
                 )
-            await asyncio.sleep(_DISCOVERY_POLL)
+            await asyncio.sleep(DISCOVERY_POLL)
 
 
 class ControllerCommand(ReadTopic):

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .base import DISCOVERY_TIMEOUT
+from .base import DISCOVERY_POLL, DISCOVERY_TIMEOUT
 from .commands import RemoteCommand
 from .domain import Domain
 from .interface import TopicKind
@@ -16,9 +16,6 @@ from .sal_info import SalInfo
 from .topic_owner import TopicOwner
 
 __all__ = ["Remote"]
-
-#: Interval (s) between two looks at DDS discovery.
-_POLL_S = 0.01
 
 
 class Remote(TopicOwner):
@@ -122,7 +119,7 @@ class Remote(TopicOwner):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DISCOVERY_TIMEOUT
         while loop.time() < deadline and not all(topic.matched_count() > 0 for topic in events):
-            await asyncio.sleep(_POLL_S)
+            await asyncio.sleep(DISCOVERY_POLL)
         # The history follows a match within milliseconds: wait until deliveries stop.
         received = -1
         while received != (now := sum(topic.n_received for topic in events)):
