@@ -116,12 +116,15 @@ class TopicTestCase(BaseCscTestCase):
                 async with Remote(domain, "Test", 2, include=["scalars"], evt_max_history=50) as late:
                     self.assertEqual(late.evt_scalars.get().int0, 10)
                     self.assertEqual((await late.evt_scalars.aget(timeout=STD_TIMEOUT)).int0, 10)
-                    queued = [late.evt_scalars._pop().int0 for _ in range(len(late.evt_scalars._queue))]
-                    self.assertEqual(queued, list(range(1, 11)))  # aget took nothing from the queue
+                    self.assertEqual(late.evt_scalars.nqueued, 10)  # aget took nothing from the queue
+                    queued = [late.evt_scalars.get_oldest().int0 for _ in range(10)]
+                    self.assertEqual(queued, list(range(1, 11)))
+                    self.assertIsNone(late.evt_scalars.get_oldest())
                 # A callback set before the history arrives gets the newest max_history samples.
                 remote = Remote(domain, "Test", 2, include=["scalars"], evt_max_history=3)
                 received: list[int] = []
                 remote.evt_scalars.callback = lambda data: received.append(data.int0)
+                self.assertTrue(remote.evt_scalars.has_callback)
                 await remote.start_task
                 await asyncio.sleep(NO_DATA_TIMEOUT)
                 self.assertEqual(received, [8, 9, 10])

@@ -98,6 +98,28 @@ class ReadTopic:
         return 0 if self.closed else self._reader.matched_count()
 
     @property
+    def has_callback(self) -> bool:
+        """True if a callback is set."""
+        return self._callback is not None
+
+    @property
+    def nqueued(self) -> int:
+        """Samples in the queue (read by `next` or `get_oldest`)."""
+        return len(self._queue)
+
+    def get_oldest(self) -> Any:
+        """Take and return the oldest queued sample, or None if the queue is empty (`next` without waiting).
+
+        Raises
+        ------
+        RuntimeError
+            If a callback is set.
+        """
+        if self._callback is not None:
+            raise RuntimeError(f"{self.attr_name}.get_oldest is not allowed while a callback is set")
+        return self._pop() if self._queue else None
+
+    @property
     def has_data(self) -> bool:
         """True once any sample has been read."""
         return self._current is not None
