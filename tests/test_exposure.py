@@ -2,9 +2,19 @@
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from lsst.ts.auxtelwep.errors import RawFormatError
-from lsst.ts.auxtelwep.exposure import AMP_NAMES, amp_geometry, assemble, boresight_wcs, disassemble
+from lsst.ts.auxtelwep.exposure import (
+    AMP_NAMES,
+    Exposure,
+    amp_geometry,
+    assemble,
+    boresight_wcs,
+    disassemble,
+    read_exposure,
+    write_exposure,
+)
 
 
 def test_hdu_order_and_geometry() -> None:
@@ -37,3 +47,24 @@ def test_boresight_wcs_convention() -> None:
     ra_right, _ = wcs.pixel_to_world_values(2135.5, 1999.5)
     assert float(dec_up) - dec0 == pytest.approx(100 * 0.1 / 3600, rel=1e-3)
     assert float(ra_right) < ra0
+
+
+@pytest.mark.parametrize("name", ["isr.fits", "isr.fits.fz"])
+def test_an_exposure_is_written_and_read_back_unchanged(tmp_path, name) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 5.0, (60, 50)).astype(np.float32)
+    image[5, 5] = np.nan
+    mask = np.zeros(image.shape, np.uint16)
+    mask[3, 4] = 5
+    header = fits.Header({"OBSID": "AT_O_20240624_000001", "DAYOBS": "20240624"})
+    exposure = Exposure(image=image, mask=mask, header=header, wcs=None, variance=image / 2, units="electron")
+    path = tmp_path / name
+    write_exposure(exposure, path)
+    back = read_exposure(path)
+    np.testing.assert_array_equal(back.image, image)  # lossless, NaN included
+    np.testing.assert_array_equal(back.mask, mask)
+    np.testing.assert_array_equal(back.variance, image / 2)
+    assert (back.header["OBSID"], back.units) == ("AT_O_20240624_000001", "electron")
+    with fits.open(path) as hdul:
+        compressed = [isinstance(hdu, fits.CompImageHDU) for hdu in hdul[1:]]
+    assert compressed == [name.endswith(".fz")] * len(compressed)

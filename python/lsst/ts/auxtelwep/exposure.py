@@ -415,15 +415,33 @@ def read_exposure(path: str | Path) -> Exposure:
 
 
 def write_exposure(exposure: Exposure, path: str | Path) -> None:
-    """Write an exposure: image in the primary HDU, then ``MASK`` and (if any) ``VARIANCE`` extensions."""
+    """Write an exposure: image in the primary HDU, then ``MASK`` and (if any) ``VARIANCE`` extensions.
+
+    A name ending in ``.fz`` is written tile-compressed, losslessly (GZIP without quantization for the
+    float planes, RICE for the mask): the header in an empty primary HDU, then ``IMAGE``, ``MASK`` and
+    ``VARIANCE`` (read back by `read_exposure` as they were).
+    """
     header = exposure.header.copy()
     header["BUNIT"] = exposure.units
     if exposure.wcs is not None:
         header.update(exposure.wcs.to_header(relax=True))
-    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [
-        fits.PrimaryHDU(data=exposure.image, header=header),
-        fits.ImageHDU(data=exposure.mask, name="MASK"),
-    ]
-    if exposure.variance is not None:
-        hdus.append(fits.ImageHDU(data=exposure.variance, name="VARIANCE"))
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU]
+    if str(path).endswith(".fz"):
+
+        def compressed(data: NDArray, name: str) -> fits.CompImageHDU:
+            if data.dtype.kind == "f":
+                return fits.CompImageHDU(data, name=name, compression_type="GZIP_2", quantize_level=0.0)
+            return fits.CompImageHDU(data, name=name, compression_type="RICE_1")
+
+        hdus = [fits.PrimaryHDU(header=header), compressed(exposure.image, "IMAGE")]
+        hdus.append(compressed(exposure.mask, "MASK"))
+        if exposure.variance is not None:
+            hdus.append(compressed(exposure.variance, "VARIANCE"))
+    else:
+        hdus = [
+            fits.PrimaryHDU(data=exposure.image, header=header),
+            fits.ImageHDU(data=exposure.mask, name="MASK"),
+        ]
+        if exposure.variance is not None:
+            hdus.append(fits.ImageHDU(data=exposure.variance, name="VARIANCE"))
     fits.HDUList(hdus).writeto(path, overwrite=True)
