@@ -270,3 +270,17 @@ def test_run_isr_rechecks_constructed_config(small_raw: Path) -> None:
     config = IsrConfig.model_construct(doApplyGains=True)  # bypasses validation
     with pytest.raises(ConfigurationError, match="doFlat and doApplyGains"):
         run_isr(read_raw(small_raw), None, config)
+
+
+def test_dark_time_problems_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    from lsst.ts.auxtelwep.isr import _darktime
+
+    def raw(**keys: object) -> RawImage:
+        return RawImage("x.fits", fits.Header(keys), {})
+
+    assert _darktime(raw(DARKTIME=30.4, EXPTIME=30.0)) == 30.4
+    with caplog.at_level("WARNING"):
+        assert _darktime(raw(DARKTIME=-5.0, EXPTIME=30.0)) == 30.0
+    assert "DARKTIME=-5.0 is not >= 0; scaling the dark by EXPTIME" in caplog.text  # not "no DARKTIME"
+    with pytest.raises(RawFormatError, match="no DARKTIME and EXPTIME=-1 is not >= 0: no time to scale"):
+        _darktime(raw(EXPTIME=-1))

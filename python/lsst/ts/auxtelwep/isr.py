@@ -325,20 +325,26 @@ def _check_calibs(calibs: Calibrations | None, config: IsrConfig, raw: RawImage)
 
 
 def _darktime(raw: RawImage) -> float:
+    problems: list[str] = []
     for key in ("DARKTIME", "EXPTIME"):
         value = raw.header.get(key)
-        if value is not None:
-            try:
-                seconds = float(value)
-            except (TypeError, ValueError) as exc:
-                raise RawFormatError(
-                    f"{raw.path}: header {key}={value!r} is not a number of seconds"
-                ) from exc
-            if seconds >= 0:
-                if key == "EXPTIME":
-                    _log.warning("%s has no DARKTIME; scaling the dark by EXPTIME", raw.path)
-                return seconds
-    raise RawFormatError(f"{raw.path}: header has no DARKTIME (nor EXPTIME) for doDark", value=raw.path)
+        if value is None:
+            problems.append(f"no {key}")
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError) as exc:
+            raise RawFormatError(f"{raw.path}: header {key}={value!r} is not a number of seconds") from exc
+        if not seconds >= 0:  # NaN too
+            problems.append(f"{key}={value!r} is not >= 0")
+            continue
+        if problems:
+            _log.warning("%s: %s; scaling the dark by %s", raw.path, "; ".join(problems), key)
+        return seconds
+    raise RawFormatError(
+        f"{raw.path}: header has {' and '.join(problems)}: no time to scale the dark by (doDark)",
+        value=raw.path,
+    )
 
 
 def _fit_fringe(image: NDArray[np.float32], fringe: NDArray[np.float32], usable: NDArray[np.bool_]) -> float:
