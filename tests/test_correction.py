@@ -166,6 +166,21 @@ def test_auto_keeps_an_aligned_telescope_on_three_axes() -> None:
     assert corr.offset.u == pytest.approx(-0.05, abs=0.01)
 
 
+def test_without_z4_focus_is_not_solved_and_the_ops_rule_is_left_out() -> None:
+    # `estimation: {noll: [5, ..., 11]}` exited with "the ops rule needs Z4, Z7 and Z8". Without Z4, focus is
+    # seen only in Z11 (0.008 um per mm): z is named as not solved, x and y are solved from coma, and the
+    # ops rule (a comparison that reads Z4) is not evaluated.
+    truth = HexapodState(x=0.2, y=-0.1, z=0.05)
+    fields = np.array([[0.0, 0.0], [0.03, 0.03]])
+    noll = tuple(range(5, 12))
+    dev = _measure(truth, fields, noll=noll)
+    corr = compute_correction(noll, dev, np.full_like(dev, 0.001), fields, telescope=AuxTel())
+    assert corr.solved_axes == ("x", "y")
+    np.testing.assert_allclose([corr.offset.x, corr.offset.y], [-truth.x, -truth.y], atol=0.005)
+    assert corr.offset.z == 0.0 and corr.sigma.z == 0.0
+    assert corr.ops_offset is None
+
+
 @pytest.mark.parametrize("camera_angle", [0.0, 60.0, -120.0])
 def test_ops_rule_agrees_with_model_to_published_accuracy(camera_angle: float) -> None:
     truth = HexapodState(x=0.2, y=-0.1, z=0.05)

@@ -17,6 +17,11 @@ telescope from wandering along the coma-free line on noise. Each deviation's err
 the few nm by which the model and the estimator can be off read as a significant tilt (one donut at the
 chip's edge, 0.2 mm of decenter: 0.004 deg of tilt and 36 um of decenter error).
 
+Focus is seen in Z4 alone: M2 piston moves every other term at least 500 times less (Z11 by 0.008 um per mm,
+Z4 by 4.2), so from terms without Z4 z would be fitted to a nanometre of noise as tenths of a millimetre.
+Without Z4 among the terms used z is not solved (left at zero and named in ``solved_axes``), as u and v are
+not when the field does not pin them down.
+
 The deviations are measured at the donuts' pixels, through the design's mapping. Moving M2 moves the image
 (~538 px per mm of decenter), so the star seen at a pixel changes with it; the linear model includes that
 (`instrument.SensitivityMap`, ``follow_image``: 3 nm of Z4 at the chip's edge for 0.2 mm, read as 0.8 um
@@ -31,8 +36,8 @@ sensitivity for the step; ~5 ms per donut and step, two or three steps), which l
 traced.
 
 For comparison the ops-script rule (ts_externalscripts latiss_base_align, FACTS.md section 2) is also
-evaluated: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm, rotated by ``-camera_angle``, times the
-published matrix.
+evaluated when Z4, Z7 and Z8 are among the terms used: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm,
+rotated by ``-camera_angle``, times the published matrix.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ __all__ = [
 ]
 
 _AXES = HexapodState.AXES
+#: Noll indices the ops-script rule reads.
+_OPS_TERMS = (4, 7, 8)
 
 
 class CorrectionConfig(BaseModel):
@@ -111,15 +118,16 @@ class HexapodCorrection:
         1-sigma uncertainty of the solved offset per axis (0 for axes not solved).
     residual_rms_um : `float`
         RMS of the wavefront left unexplained by the solution, micrometres.
-    ops_offset : `HexapodState`
-        The ops-script rule's offset for the same measurement (x, y, z only, with its gains), for comparison.
+    ops_offset : `HexapodState` or `None`
+        The ops-script rule's offset for the same measurement (x, y, z only, with its gains), for comparison;
+        None when Z4, Z7 or Z8 is not among the terms used (the rule needs all three).
     """
 
     offset: HexapodState
     solved_axes: tuple[str, ...]
     sigma: HexapodState
     residual_rms_um: float
-    ops_offset: HexapodState
+    ops_offset: HexapodState | None
 
     def as_dict(self) -> dict[str, float]:
         """The offset as ``{"x_mm", "y_mm", "z_mm", "u_deg", "v_deg"}``."""
@@ -223,19 +231,21 @@ def compute_correction(
     def refined(solution: NDArray, predicted: NDArray, axes: tuple[str, ...]) -> tuple[NDArray, NDArray]:
         return _refine(solution, predicted, axes, solve, model, config.refine_max_steps, rows)
 
-    # x, y, z first, refined against the optical model when the decenter is large; u and v are then judged
-    # on what x, y, z leave at that point, where the model is right.
-    solution, cov = solve(range(3), np.zeros_like(target))
-    axes = _AXES[:3]
+    # x, y, z first (z only with Z4: module docstring), refined against the optical model when the decenter
+    # is large; u and v are then judged on what x, y, z leave at that point, where the model is right.
+    axes = ("x", "y", "z") if 4 in noll_used else ("x", "y")
+    solution, cov = solve([_AXES.index(axis) for axis in axes], np.zeros_like(target))
     predicted = rows @ solution
     refine = config.refine_above_mm is not None and np.hypot(*solution[:2]) > config.refine_above_mm
     if refine:
         solution, predicted = refined(solution, predicted, axes)
     if config.axes != "xyz":
-        step, cov_tilt = solve(range(5), predicted)
+        with_tilt = (*axes, "u", "v")
+        step, cov_tilt = solve([_AXES.index(axis) for axis in with_tilt], predicted)
         left = (target - predicted - rows @ step)[keep] * weights[keep]
-        if config.axes == "xyzuv" or _tilt_is_constrained(step, cov_tilt * _chi2_scale(left, 5), config):
-            solution, cov, axes = solution + step, cov_tilt, _AXES
+        scale = _chi2_scale(left, len(with_tilt))
+        if config.axes == "xyzuv" or _tilt_is_constrained(step, cov_tilt * scale, config):
+            solution, cov, axes = solution + step, cov_tilt, with_tilt
             predicted = predicted + rows @ step
             if refine:
                 solution, predicted = refined(solution, predicted, axes)
@@ -253,7 +263,9 @@ def compute_correction(
         residual_rms_um=float(np.sqrt(np.mean(residual**2))),
         ops_offset=ops_script_correction(
             noll_used, mean_dev, camera_angle_deg=telescope.camera_angle_deg, gains=config.ops_gains
-        ),
+        )
+        if set(_OPS_TERMS) <= set(noll_used.tolist())
+        else None,
     )
 
 
@@ -380,7 +392,7 @@ def ops_script_correction(
         x, y, z offsets in mm (u = v = 0).
     """
     noll_list = [int(n) for n in noll]
-    missing = {4, 7, 8} - set(noll_list)
+    missing = set(_OPS_TERMS) - set(noll_list)
     if missing:
         raise InputError(f"the ops rule needs Z4, Z7 and Z8; missing Noll {sorted(missing)}", value=noll_list)
     dev = np.asarray(deviations_um, dtype=float) * 1000.0

@@ -208,7 +208,10 @@ class WavefrontResult:
                 for key, value in correction.sigma_dict().items()
             },
             "hexapod_solved_axes": list(correction.solved_axes),
-            "hexapod_ops_rule": {
+            # null when the terms the rule reads (Z4, Z7, Z8) were not all measured.
+            "hexapod_ops_rule": None
+            if correction.ops_offset is None
+            else {
                 "x_mm": correction.ops_offset.x,
                 "y_mm": correction.ops_offset.y,
                 "z_mm": correction.ops_offset.z,

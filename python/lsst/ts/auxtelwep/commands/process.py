@@ -221,5 +221,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if ops:
         cells = "  ".join(f"{key.split('_')[0]} {value:+.4f} mm" for key, value in ops.items())
         print(f"  for comparison, the ops script's rule (published matrix and gains): {cells}")
+    else:
+        print("  (no comparison with the ops script's rule: it needs Z4, Z7 and Z8)")
     timing = summary["timing_s"]
     print("timing: " + "  ".join(f"{k} {v:.2f} s" for k, v in timing.items()))

@@ -91,10 +91,12 @@ def _open_output(path: Path) -> TextIO:
 
 def _summary_line(group_id: str, summary: dict[str, Any]) -> str:
     zernikes = dict(zip(summary["zernikes"]["noll"], summary["zernikes"]["um"], strict=True))
+    # Focus and coma, those of them the configuration measures.
+    terms = " ".join(f"Z{j} {zernikes[j] * 1e3:+.0f}" for j in (4, 7, 8) if j in zernikes)
     hexapod = summary["hexapod"]
     return (
         f"{group_id}: {summary['detection']['mode']}, {summary['zernikes']['donuts_used']} donuts, "
-        f"Z4 {zernikes[4] * 1e3:+.0f} Z7 {zernikes[7] * 1e3:+.0f} Z8 {zernikes[8] * 1e3:+.0f} nm, "
+        f"{terms} nm, "
         f"x {hexapod['x_mm']:+.3f} y {hexapod['y_mm']:+.3f} z {hexapod['z_mm']:+.4f} mm, "
         f"{summary['timing_s']['total']:.1f} s"
     )
