@@ -107,3 +107,14 @@ def test_dayobs_is_a_date(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["reprocess", "night", "--dayobs", "24-06-24"])
     assert "is not a date YYYYMMDD" in capsys.readouterr().err
+
+
+def test_calibs_without_isr_is_named_as_ignored(tmp_path, capsys) -> None:
+    # `process --no-isr --calibs DIR` ignored DIR without a word.
+    from lsst.ts.auxtelwep.commands.process import pipeline_config
+
+    args = build_parser().parse_args(["process", "a.fits", "b.fits", "--no-isr", "--calibs", str(tmp_path)])
+    config = pipeline_config(args)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"warning: --calibs {tmp_path} is ignored" in err, err
+    assert not config.apply_isr and config.calibs_dir is None

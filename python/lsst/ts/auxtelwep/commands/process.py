@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,19 @@ def pipeline_config(args: argparse.Namespace) -> Any:
             raise ConfigurationError(
                 f"{args.config}: the configuration must be a mapping of PipelineConfig fields"
             )
-    if args.calibs is not None:
+    if getattr(args, "no_isr", False):
+        data["apply_isr"] = False
+    if args.calibs is not None and data.get("apply_isr", True) is False:
+        # Not an error: the images are processed all the same, but whoever gave the directory expects it used.
+        print(
+            f"auxtelwep {args.command}: warning: --calibs {args.calibs} is ignored: the images are taken as "
+            "already ISR'd (--no-isr or apply_isr: false)",
+            file=sys.stderr,
+        )
+    elif args.calibs is not None:
         data["calibs_dir"] = str(args.calibs)
     if args.refcat is not None:
         data["refcat"] = str(args.refcat)
-    if getattr(args, "no_isr", False):
-        data["apply_isr"] = False
     if args.mode is not None:
         data.setdefault("detection", {})["mode"] = args.mode
     if args.algorithm is not None:
