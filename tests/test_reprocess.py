@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.errors import InputError
@@ -69,6 +70,29 @@ def test_reprocess_cli_writes_one_line_per_triplet_and_rejection(
     processed = [r for r in records if "hexapod" in r]
     assert len(processed) == 1 and len([r for r in records if "rejected" in r]) == 2
     assert processed[0]["hexapod"]["z_mm"] == pytest.approx(-0.04, abs=0.003)
+
+
+def test_a_raw_whose_obsid_disagrees_with_its_header_is_rejected(tmp_path: Path) -> None:
+    # A raw whose OBSID (AT_O_<DAYOBS>_<SEQNUM:06d>) disagrees with its SEQNUM or DAYOBS was grouped by the
+    # header's values and reported by the OBSID, without a word. Only the primary header is read.
+    raw_dir = tmp_path / "raw" / "20240624"
+    raw_dir.mkdir(parents=True)
+    headers = {
+        "AT_O_20240624_000007": {"DAYOBS": "20240624", "SEQNUM": 8},
+        "AT_O_20240624_000009": {"DAYOBS": "20240625", "SEQNUM": 9},
+        "AT_O_20240624_000010": {"DAYOBS": "20240624", "SEQNUM": 10},
+    }
+    for obsid, keys in headers.items():
+        fits.PrimaryHDU(header=fits.Header({"OBSID": obsid, "REASON": "INTRA", **keys})).writeto(
+            raw_dir / f"{obsid}.fits"
+        )
+    reasons = {r.obsids[0]: r.reason for r in find_triplets(tmp_path).rejected}
+    assert reasons["AT_O_20240624_000007"] == (
+        "AT_O_20240624_000007.fits: OBSID AT_O_20240624_000007 disagrees with the header's SEQNUM=8 "
+        "(an OBSID is XX_X_<DAYOBS>_<SEQNUM:06d>)"
+    )
+    assert "disagrees with the header's DAYOBS=20240625 " in reasons["AT_O_20240624_000009"]
+    assert "disagrees" not in reasons["AT_O_20240624_000010"]  # consistent: rejected for lack of partners
 
 
 def test_empty_data_root_is_named(tmp_path: Path) -> None:

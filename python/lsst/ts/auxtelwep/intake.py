@@ -142,6 +142,31 @@ class ImageInfo:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def obsid_disagreement(self) -> str | None:
+        """What the header's ``DAYOBS`` and ``SEQNUM`` say against its OBSID (``XX_X_<DAYOBS>_<SEQNUM:06d>``).
+
+        Returns
+        -------
+        problem : `str` or `None`
+            The disagreeing values, or None when they agree, are absent (SEQNUM 0) or the OBSID has
+            another form.
+        """
+        match = _OBSID_RE.match(self.obsid)
+        if match is None:
+            return None
+        day_obs, seq_num = match.group(1), int(match.group(2))
+        problems = []
+        if self.day_obs and self.day_obs != day_obs:
+            problems.append(f"DAYOBS={self.day_obs}")
+        if self.seq_num and self.seq_num != seq_num:
+            problems.append(f"SEQNUM={self.seq_num}")
+        if not problems:
+            return None
+        return (
+            f"OBSID {self.obsid} disagrees with the header's {' and '.join(problems)} "
+            f"(an OBSID is XX_X_<DAYOBS>_<SEQNUM:06d>)"
+        )
+
     @property
     def pointing(self) -> tuple[float, float] | None:
         """``(ra_deg, dec_deg)`` or None when either is unknown."""

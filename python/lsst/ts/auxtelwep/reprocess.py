@@ -4,7 +4,8 @@ The triplets are formed by the CSC's own sequencer (`cadence.Sequencer`: roles f
 by GROUPID within a DAYOBS, the interleaved order), fed with the raws in SEQNUM order, so a night
 reprocessed offline is grouped as the CSC grouped it. Every raw ends up either in a processed triplet or in
 a rejection with its reason (unreadable header, unknown role, duplicate, no partner...), as at the
-telescope.
+telescope. A raw whose header's DAYOBS or SEQNUM disagrees with its OBSID is rejected before grouping:
+which exposure it is cannot be told.
 
 Raws are looked for at ``<data_root>/raw/<DAYOBS>/*.fits`` (and ``.fits.fz``), the CSC's layout.
 """
@@ -129,9 +130,16 @@ def find_triplets(
     rejected: list[Rejected] = []
     for path in paths:
         try:
-            infos.append(read_image_info(path))
+            info = read_image_info(path)
         except AuxTelWepError as exc:
             rejected.append(Rejected((path.name,), "", f"unreadable header: {exc}"))
+            continue
+        # Which exposure it is cannot be told: the sequencer orders by SEQNUM, and reports name the OBSID.
+        disagreement = info.obsid_disagreement()
+        if disagreement is not None:
+            rejected.append(Rejected((info.obsid,), info.group_id, f"{path.name}: {disagreement}"))
+            continue
+        infos.append(info)
     infos.sort(key=lambda info: (info.day_obs, info.seq_num, info.obsid))
     triplets: list[Triplet] = []
     warnings: list[str] = []
