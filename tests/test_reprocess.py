@@ -8,6 +8,7 @@ import pytest
 from astropy.io import fits
 
 from lsst.ts.auxtelwep.cli import main
+from lsst.ts.auxtelwep.commands.reprocess import _summary_line
 from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.instrument import HexapodState
 from lsst.ts.auxtelwep.reprocess import find_triplets
@@ -93,6 +94,31 @@ def test_a_raw_whose_obsid_disagrees_with_its_header_is_rejected(tmp_path: Path)
     )
     assert "disagrees with the header's DAYOBS=20240625 " in reasons["AT_O_20240624_000009"]
     assert "disagrees" not in reasons["AT_O_20240624_000010"]  # consistent: rejected for lack of partners
+
+
+def test_a_triplet_line_names_its_images_and_the_errors() -> None:
+    # Nights with the same GROUPIDs gave lines that could not be told apart, without any error.
+    summary = {
+        "intra": "AT_O_20240625_000001",
+        "extra": "AT_O_20240625_000002",
+        "infocus": "AT_O_20240625_000003",
+        "detection": {"mode": "refit"},
+        "zernikes": {
+            "noll": [4, 7, 8, 11],
+            "um": [-0.2113, -0.0178, 0.0359, 0.0],
+            "um_err": [2e-4] * 4,
+            "donuts_used": 4,
+        },
+        "hexapod": {"x_mm": -0.2012, "y_mm": 0.0998, "z_mm": -0.05, "u_deg": 0.0, "v_deg": 0.0},
+        "hexapod_err": {"x_mm": 0.0031, "y_mm": 0.0031, "z_mm": 0.0001, "u_deg": None, "v_deg": None},
+        "hexapod_solved_axes": ["x", "y", "z"],
+        "timing_s": {"total": 2.8},
+    }
+    assert _summary_line("G1", summary) == (
+        "AT_O_20240625_000001, AT_O_20240625_000002, AT_O_20240625_000003 (group G1): refit, 4 donuts, "
+        "Z4=-211.3±0.2  Z7=-17.8±0.2  Z8=+35.9±0.2 nm; x -0.2012±0.0031 mm  y +0.0998±0.0031 mm  "
+        "z -0.0500±0.0001 mm; u, v not solved; 2.8 s"
+    )
 
 
 def test_empty_data_root_is_named(tmp_path: Path) -> None:

@@ -6,13 +6,22 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
 from . import output_file
 
-__all__ = ["STRUCTURE_NOTE_LEVEL", "add_pipeline_options", "pipeline_config", "register", "run"]
+__all__ = [
+    "STRUCTURE_NOTE_LEVEL",
+    "add_pipeline_options",
+    "hexapod_text",
+    "pipeline_config",
+    "register",
+    "run",
+    "zernike_cells",
+]
 
 #: Residual structure (`ForwardFitResult.structure_fraction`) above which the summary adds a note: ray-traced
 #: simulations give 0, 20 nm of wavefront beyond Z22 0.06-0.08, 40 nm 0.11-0.14, the real LATISS pair 0.21.
@@ -133,6 +142,41 @@ def _figure_notes(summary: dict[str, Any]) -> str:
     )
 
 
+def hexapod_text(summary: dict[str, Any]) -> str:
+    """The correction of a ``process --json`` summary with 1-sigma errors, naming the axes not solved.
+
+    Returns
+    -------
+    text : `str`
+        E.g. ``"x -0.2416±0.0021 mm  y +0.1010±0.0021 mm  z -0.0492±0.0012 mm; u, v not solved"``.
+    """
+    solved = summary["hexapod_solved_axes"]
+    unsolved = [axis for axis in ("x", "y", "z", "u", "v") if axis not in solved]
+    tail = f"; {', '.join(unsolved)} not solved" if unsolved else ""
+    return "  ".join(_hexapod_cells(summary)) + tail
+
+
+def zernike_cells(zernikes: dict[str, Any], noll: Collection[int] | None = None) -> list[str]:
+    """``"Z4=-208.0±0.1"`` (nm) per term of a summary's ``zernikes``, or per term of ``noll`` measured.
+
+    Parameters
+    ----------
+    zernikes : `dict`
+        The ``zernikes`` of a ``process --json`` summary.
+    noll : collection of `int`, optional
+        Only these terms, those of them measured (default: every term).
+
+    Returns
+    -------
+    cells : `list` of `str`
+    """
+    return [
+        f"Z{n}={v * 1000:+.1f}±{e * 1000:.1f}"
+        for n, v, e in zip(zernikes["noll"], zernikes["um"], zernikes["um_err"], strict=True)
+        if noll is None or n in noll
+    ]
+
+
 def _hexapod_cells(summary: dict[str, Any]) -> list[str]:
     """``"x -0.2416±0.0021 mm"`` per solved axis."""
     hexapod, errors = summary["hexapod"], summary["hexapod_err"]
@@ -212,19 +256,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         rms = math.sqrt(sum(v * v for v in scatter) / len(scatter))
         notes.append(f"scatter between donuts {rms * 1000:.1f} nm RMS over Z4-Z11")
     print(f"wavefront ({'; '.join(notes)}), in-focus deviation from design, nm:")
-    cells = [
-        f"Z{n}={v * 1000:+.1f}±{e * 1000:.1f}"
-        for n, v, e in zip(zernikes["noll"], zernikes["um"], zernikes["um_err"], strict=True)
-    ]
+    cells = zernike_cells(zernikes)
     for start in range(0, len(cells), 6):
         print("  " + "  ".join(cells[start : start + 6]))
     warning = _structure_warning(detection["donuts"])
     if warning:
         print(warning)
-    solved = summary["hexapod_solved_axes"]
-    unsolved = [axis for axis in ("x", "y", "z", "u", "v") if axis not in solved]
-    tail = f"; {', '.join(unsolved)} not solved" if unsolved else ""
-    print(f"hexapod correction: {'  '.join(_hexapod_cells(summary))}{tail}")
+    print(f"hexapod correction: {hexapod_text(summary)}")
     ops = summary.get("hexapod_ops_rule")
     if ops:
         cells = "  ".join(f"{key.split('_')[0]} {value:+.4f} mm" for key, value in ops.items())

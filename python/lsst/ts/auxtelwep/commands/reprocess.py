@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from ..errors import ConfigurationError
 from . import day_obs, output_file
-from .process import STRUCTURE_NOTE_LEVEL, add_pipeline_options, pipeline_config
+from .process import STRUCTURE_NOTE_LEVEL, add_pipeline_options, hexapod_text, pipeline_config, zernike_cells
 
 __all__ = ["register", "run"]
 
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         for triplet, result, reason in outcomes:
             if result is None:
                 failed = True
-                print(f"{triplet.group_id}: rejected: {reason}")
                 obsids = [p.stem for p in (triplet.intra, triplet.extra, triplet.infocus) if p is not None]
+                print(f"{', '.join(obsids)} (group {triplet.group_id}): rejected: {reason}")
                 record({"group_id": triplet.group_id, "obsids": obsids, "rejected": reason})
                 continue
             summary = result.to_json_dict()
@@ -90,13 +90,13 @@ def _open_output(path: Path) -> TextIO:
 
 
 def _summary_line(group_id: str, summary: dict[str, Any]) -> str:
-    zernikes = dict(zip(summary["zernikes"]["noll"], summary["zernikes"]["um"], strict=True))
+    """One processed triplet: its images by OBSID (GROUPIDs repeat from night to night), focus and coma
+    (those measured) and the correction, with 1-sigma errors."""
+    obsids = ", ".join(o for o in (summary["intra"], summary["extra"], summary["infocus"]) if o)
     # Focus and coma, those of them the configuration measures.
-    terms = " ".join(f"Z{j} {zernikes[j] * 1e3:+.0f}" for j in (4, 7, 8) if j in zernikes)
-    hexapod = summary["hexapod"]
+    terms = "  ".join(zernike_cells(summary["zernikes"], (4, 7, 8)))
     return (
-        f"{group_id}: {summary['detection']['mode']}, {summary['zernikes']['donuts_used']} donuts, "
-        f"{terms} nm, "
-        f"x {hexapod['x_mm']:+.3f} y {hexapod['y_mm']:+.3f} z {hexapod['z_mm']:+.4f} mm, "
+        f"{obsids} (group {group_id}): {summary['detection']['mode']}, "
+        f"{summary['zernikes']['donuts_used']} donuts, {terms} nm; {hexapod_text(summary)}; "
         f"{summary['timing_s']['total']:.1f} s"
     )
