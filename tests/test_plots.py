@@ -1,8 +1,10 @@
 """Figures: the wavefront map is the Zernike series on the annulus, and the PNG writers produce images."""
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from lsst.ts.auxtelwep import plots
 from lsst.ts.auxtelwep.instrument import OBSCURATION
 from lsst.ts.auxtelwep.plots import plot_convergence, plot_night, plot_stamps, wavefront_map
 
@@ -39,10 +41,10 @@ def test_pngs_are_written(tmp_path) -> None:
     assert stamps.shape[1] > 300
 
 
-def _night_entry(seq: int, z4_um: float, *, fwhm: list | None) -> dict:
+def _night_entry(seq: int, z4_um: float, *, fwhm: list | None, day_obs: str = "20240624") -> dict:
     noll = list(range(4, 12))
     return {
-        "intra": f"AT_O_20240624_{seq:06d}",
+        "intra": f"AT_O_{day_obs}_{seq:06d}",
         "detection": {"donuts": [{"used": True, "fwhm_arcsec": fwhm}, {"used": False, "fwhm_arcsec": None}]},
         "zernikes": {
             "noll": noll,
@@ -68,3 +70,26 @@ def test_night_figure_takes_reprocess_lines_in_any_order(tmp_path) -> None:
     assert image.shape[0] > 500 and image.shape[1] > 900 and image.std() > 0.01
     # A night where nothing could be processed still gives a figure (saying so in its title).
     assert imread(plot_night(lines[:1], tmp_path / "empty.png")).shape[0] > 500
+
+
+def test_night_figure_tells_nights_apart(tmp_path, monkeypatch) -> None:
+    # Two nights with the same SEQNUMs were labelled 1, 4, 1, 4 and joined by one line.
+    figures = []
+
+    class KeptFigure(Figure):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(plots, "Figure", KeptFigure)
+    lines = [
+        _night_entry(seq, 0.2, fwhm=[1.0, 1.0], day_obs=day_obs)
+        for day_obs in ("20240625", "20240624")
+        for seq in (4, 1)
+    ]
+    plot_night(lines, tmp_path / "nights.png")
+    ax_z4, ax_seeing = figures[0].axes[0], figures[0].axes[3]
+    labels = [t.get_text() for t in ax_seeing.get_xticklabels()]
+    assert labels == ["20240624:1", "20240624:4", "20240625:1", "20240625:4"]
+    # A gap with no value between the nights: the line breaks there.
+    assert np.isnan(ax_z4.lines[0].get_ydata()).tolist() == [False, False, True, False, False]

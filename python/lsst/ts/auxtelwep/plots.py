@@ -208,7 +208,8 @@ def plot_night(
     results : sequence of mappings
         The JSON lines of ``auxtelwep reprocess`` (`pipeline.WavefrontResult.to_json_dict` for a processed
         triplet; ``{"rejected": reason, ...}`` otherwise, counted in the title). Triplets are drawn in
-        OBSID order of their intra-focal image, labelled by its sequence number.
+        OBSID order of their intra-focal image, labelled by its SEQNUM, or DAYOBS:SEQNUM when the results
+        span several nights; the lines are broken between nights.
     path : `str` or `pathlib.Path`
         PNG file to write.
     title : `str`
@@ -223,7 +224,18 @@ def plot_night(
     path = Path(path)
     done = sorted((r for r in results if "zernikes" in r), key=lambda r: str(r["intra"]))
     n_rejected = sum("rejected" in r for r in results)
-    x = np.arange(len(done))
+    ids = [_night_and_seqnum(str(r["intra"])) for r in done]  # (DAYOBS, SEQNUM)
+    several_nights = len({night for night, _ in ids}) > 1
+    # An empty slot between nights: matplotlib breaks a line at NaN, so no line joins two nights.
+    new_night = [i > 0 and ids[i][0] != ids[i - 1][0] for i in range(len(ids))]
+    x = np.arange(len(done)) + np.cumsum(new_night, dtype=int)
+    slots = np.arange(x[-1] + 1 if done else 0)
+
+    def on_slots(values: Sequence[float]) -> NDArray[np.float64]:
+        out = np.full(slots.size, np.nan)
+        out[x] = values
+        return out
+
     fig = Figure(figsize=(16, 7.5), layout="constrained")
     (ax_z4, ax_low, ax_hex), (ax_see, ax_chi2, ax_structure) = fig.subplots(2, 3, sharex=True)
 
@@ -239,8 +251,8 @@ def plot_night(
             values = [zernike(r, j, "um") for r in done]
             if np.all(np.isnan(values)):
                 continue
-            errors = [zernike(r, j, "um_err") for r in done]
-            ax.errorbar(x, values, yerr=errors, fmt="o-", ms=3, capsize=2, label=f"Z{j}")
+            errors = on_slots([zernike(r, j, "um_err") for r in done])
+            ax.errorbar(slots, on_slots(values), yerr=errors, fmt="o-", ms=3, capsize=2, label=f"Z{j}")
         ax.axhline(0.0, color="k", lw=0.6)
         ax.set_ylabel("deviation from design (nm)")
         if ax.get_legend_handles_labels()[0]:
@@ -253,13 +265,15 @@ def plot_night(
     for axis, style in (("x", "o-"), ("y", "s-"), ("z", "^-")):
         values = [r["hexapod"][f"{axis}_mm"] for r in done]
         errors = [(r.get("hexapod_err") or {}).get(f"{axis}_mm") or 0.0 for r in done]
-        ax_hex.errorbar(x, values, yerr=errors, fmt=style, ms=3, capsize=2, label=axis)
+        ax_hex.errorbar(
+            slots, on_slots(values), yerr=on_slots(errors), fmt=style, ms=3, capsize=2, label=axis
+        )
     ax_hex.axhline(0.0, color="k", lw=0.6)
     ax_hex.set_ylabel("hexapod correction (mm)")
     ax_hex.set_title("correction (full, before gains and limits)")
     ax_hex.legend(fontsize=8)
     seeing = [_median_fwhm(r) for r in done]
-    ax_see.plot(x, seeing, "o-", ms=3, color="tab:purple", label='fitted seeing (")')
+    ax_see.plot(slots, on_slots(seeing), "o-", ms=3, color="tab:purple", label='fitted seeing (")')
     ax_see.set_ylabel('FWHM (")')
     ax_see.set_ylim(bottom=0.0, top=_top(seeing, 2.0))
     ax_see.set_title("seeing (median over the donuts used) and donuts used")
@@ -268,17 +282,17 @@ def plot_night(
     ax_used.set_ylabel("donuts used (bars)")
     ax_see.set_zorder(ax_used.get_zorder() + 1)  # the seeing line in front of the bars
     ax_see.patch.set_visible(False)
-    labels = [str(r["intra"]).rsplit("_", 1)[-1].lstrip("0") or "0" for r in done]
+    labels = [f"{night}:{seq}" if several_nights else seq for night, seq in ids]
     step = max(1, len(done) // 20)
     chi2 = [r["zernikes"].get("reduced_chi2") or np.nan for r in done]
-    ax_chi2.plot(x, chi2, "o-", ms=3, color="tab:brown")
+    ax_chi2.plot(slots, on_slots(chi2), "o-", ms=3, color="tab:brown")
     ax_chi2.axhline(1.0, color="k", lw=0.6)
     ax_chi2.set_ylim(bottom=0.0, top=_top(chi2, 2.0))  # never a zoom into the noise around 1
     ax_chi2.set_ylabel("reduced chi-square")
     ax_chi2.set_title("fit: reduced chi-square (grows with the flux)")
     structure = [r["zernikes"].get("residual_structure") for r in done]
     percent = [np.nan if v is None else 100.0 * v for v in structure]
-    ax_structure.plot(x, percent, "o-", ms=3, color="tab:red")
+    ax_structure.plot(slots, on_slots(percent), "o-", ms=3, color="tab:red")
     ax_structure.set_ylim(bottom=0.0, top=_top(percent, 10.0))
     if structure_note_level is not None:
         ax_structure.axhline(
@@ -289,7 +303,7 @@ def plot_night(
     ax_structure.set_title("fit: structure the model does not hold")
     for ax in (ax_see, ax_chi2, ax_structure):
         ax.set_xticks(x[::step], labels[::step], rotation=90, fontsize=7)
-        ax.set_xlabel("intra-focal SEQNUM")
+        ax.set_xlabel("intra-focal DAYOBS:SEQNUM" if several_nights else "intra-focal SEQNUM")
     for ax in (ax_z4, ax_low, ax_hex, ax_see, ax_chi2, ax_structure):
         ax.grid(alpha=0.3)
     counts = f"{len(done)} triplets processed, {n_rejected} rejections (reasons in the JSON lines)"
@@ -301,6 +315,14 @@ def plot_night(
 def _top(values: Sequence[float], least: float) -> float:
     """Upper axis limit: 20 % above the largest finite value, and at least ``least``."""
     return max([least, *(1.2 * v for v in values if np.isfinite(v))])
+
+
+def _night_and_seqnum(obsid: str) -> tuple[str, str]:
+    """``("20240624", "7")`` for ``AT_O_20240624_000007``; ``("", obsid)`` for an OBSID of another form."""
+    parts = obsid.rsplit("_", 2)
+    if len(parts) != 3:
+        return "", obsid
+    return parts[1], parts[2].lstrip("0") or "0"
 
 
 def _median_fwhm(result: Mapping[str, Any]) -> float:
