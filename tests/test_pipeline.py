@@ -1,6 +1,7 @@
 """End to end on simulated LATISS raws: pipeline.process and ``auxtelwep process`` against the truth."""
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import shutil
@@ -71,6 +72,34 @@ def test_a_millimetre_misalignment_is_measured_from_one_triplet(tmp_path: Path, 
     result = process(Triplet(paths["intra"], paths["extra"], paths["infocus"]), config=config)
     assert result.estimate.n_used >= 1
     np.testing.assert_allclose(result.correction.offset.as_array()[:3], -state.as_array()[:3], atol=0.003)
+
+
+def test_stamp_models_draw_the_reported_zernikes(night: tuple[Path, NightManifest]) -> None:
+    # `process --algorithm tie --plot` drew a forward fit re-run from the TIE answer: chi2/dof 1.01 under an
+    # estimate that can be tens of nm off. The model is what the reported Zernikes predict.
+    out, manifest = night
+    config = PipelineConfig(
+        calibs_dir=out / manifest.calibs, refcat=out / manifest.refcat, estimation={"algorithm": "tie"}
+    )
+    result = process(_triplet(night), config=config, keep_pairs=True)
+    used = next(p for p in result.estimate.pairs if p.used)
+    off = used.zernikes_um.copy()
+    off[list(result.estimate.noll).index(7)] += 0.2  # 200 nm of coma the stamps do not have
+    wrong = dataclasses.replace(
+        result,
+        estimate=dataclasses.replace(
+            result.estimate,
+            pairs=tuple(
+                dataclasses.replace(p, zernikes_um=off) if p is used else p for p in result.estimate.pairs
+            ),
+        ),
+    )
+
+    def chi2(panels: list[dict]) -> list[float]:
+        return [float(panel["label"].rsplit("chi2/dof ", 1)[1]) for panel in panels]
+
+    assert max(chi2(pipeline.model_stamps(result, config=config, max_pairs=1))) < 1.5
+    assert min(chi2(pipeline.model_stamps(wrong, config=config, max_pairs=1))) > 3.0
 
 
 def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_path: Path, capsys) -> None:

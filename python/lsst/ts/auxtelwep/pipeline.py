@@ -572,8 +572,10 @@ def model_stamps(
 ) -> list[dict[str, Any]]:
     """Data and forward-model images of the first pairs used, for `plots.plot_stamps`.
 
-    The model is the forward model evaluated at the pair's own estimate (a short fit started there, which
-    also fits the nuisance parameters: flux, offsets, seeing, background).
+    The model is what the pair's reported Zernikes predict: the forward model with the Zernikes held at the
+    pair's estimate, whichever algorithm made it, and only the flux, offsets, seeing and background fitted.
+    The residuals and reduced chi-square thus judge the reported estimate (a fit started there would move
+    to its own answer, and judge that instead: chi2/dof 1.01 under a TIE estimate tens of nm off).
 
     Parameters
     ----------
@@ -603,6 +605,7 @@ def model_stamps(
             options=config.estimation.forward_options(with_grid=False),
             start_um=estimates[pair.index].zernikes_um,
             keep_images=True,
+            fit_zernikes=False,
         )
         if fit.models is None:
             continue

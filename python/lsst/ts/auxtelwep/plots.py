@@ -134,6 +134,7 @@ def plot_stamps(
     errors_um: Sequence[float] | None = None,
     notes: str = "",
     title: str = "",
+    model_label: str = "model",
 ) -> Path:
     """Plot donut stamps, their models and residuals, and optionally the wavefront estimate.
 
@@ -152,6 +153,8 @@ def plot_stamps(
         Text under the estimate (e.g. the hexapod correction).
     title : `str`
         Figure title.
+    model_label : `str`
+        Label of the model row: what the models are (e.g. which estimate they draw).
 
     Returns
     -------
@@ -180,7 +183,7 @@ def plot_stamps(
             axes[row, i].set_xticks([])
             axes[row, i].set_yticks([])
     axes[0, 0].set_ylabel("data")
-    axes[1, 0].set_ylabel("model")
+    axes[1, 0].set_ylabel(model_label)
     axes[2, 0].set_ylabel("residual")
     if extra_col:
         draw_wavefront_map(axes[0, n], noll, coefs_um)  # type: ignore[arg-type]

@@ -124,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
             coefs_um=result.estimate.um,
             errors_um=result.estimate.um_err,
             notes=_figure_notes(summary),
-            title=f"{result.intra_obsid} + {result.extra_obsid}: mode {result.catalog.mode}",
+            title=f"{result.intra_obsid} + {result.extra_obsid}: mode {result.catalog.mode}, "
+            f"{result.estimate.algorithm} estimate",
+            # Said on the figure: the models draw the reported estimate, not a fit of their own.
+            model_label=f"model of the reported\n{result.estimate.algorithm} Zernikes",
         )
         print(f"figure: {args.plot}")
     return 0

@@ -332,24 +332,40 @@ def _run_stage(
     zernike_tol_um: float,
     chi2_tol: float,
     max_nfev: int,
+    free: slice = slice(None),
 ) -> tuple[NDArray, FitStage, LMResult]:
+    """One optimiser stage from ``p0``, on the parameters ``free`` selects (the others stay at ``p0``).
+
+    ``free`` is a slice, so that the Jacobian's rows are taken as a view (no copy of 28 x 130 000 values).
+    """
     objective = _Objective(data)
     t0 = time.perf_counter()
     lower, upper = _bounds(data.model)
     # Only the Zernikes are held to an absolute tolerance: the other parameters serve them.
     x_tol = np.full(len(p0), np.inf)
     x_tol[data.model.dz_slice] = zernike_tol_um
+    n_free = len(p0[free])
+
+    def with_held(x: NDArray) -> NDArray:
+        params = p0.copy()
+        params[free] = x
+        return params
+
+    def chi_and_jac(x: NDArray) -> tuple[NDArray, NDArray]:
+        chi, jac = objective.chi_and_jac(with_held(x))
+        return chi, jac[free]
+
     res = levenberg_marquardt(
-        objective.chi,
-        objective.chi_and_jac,
-        p0,
-        lower=lower,
-        upper=upper,
-        ndof=max(data.ndata - len(p0), 1),
+        lambda x: objective.chi(with_held(x)),
+        chi_and_jac,
+        p0[free],
+        lower=lower[free],
+        upper=upper[free],
+        ndof=max(data.ndata - n_free, 1),
         step_tol=step_tol,
         chi2_tol=chi2_tol,
         max_nfev=max_nfev,
-        x_tol=x_tol,
+        x_tol=x_tol[free],
     )
     stage = FitStage(
         name=name,
@@ -358,11 +374,11 @@ def _run_stage(
         njev=res.njev,
         status=res.status,
         message=res.message,
-        chi2_reduced=float(res.chi2 / max(data.ndata - len(p0), 1)),
+        chi2_reduced=float(res.chi2 / max(data.ndata - n_free, 1)),
         elapsed_s=time.perf_counter() - t0,
     )
     _log.debug("%s stage: %s", name, stage)
-    return res.x, stage, res
+    return with_held(res.x), stage, res
 
 
 def _grid_start(
@@ -438,6 +454,7 @@ def fit_pair(
     options: ForwardOptions | None = None,
     start_um: NDArray | None = None,
     keep_images: bool = False,
+    fit_zernikes: bool = True,
 ) -> ForwardFitResult:
     """Fit the wavefront deviation of one intra/extra pair with the forward model.
 
@@ -454,6 +471,9 @@ def fit_pair(
         of ``options.z4_grid_um``.
     keep_images : `bool`
         Keep the model images and normalised residuals in the result.
+    fit_zernikes : `bool`
+        False: hold the Zernikes at ``start_um`` and fit only the flux, offsets, background and seeing, to see
+        how well a given wavefront (e.g. another estimator's) explains the stamps; its errors are then NaN.
 
     Returns
     -------
@@ -468,6 +488,8 @@ def fit_pair(
     options = options or ForwardOptions()
     noll = tuple(options.noll)
     t0 = time.perf_counter()
+    if start_um is None and not fit_zernikes:
+        raise InputError("holding the Zernikes (fit_zernikes=False) needs start_um")
     dz0 = np.zeros(len(noll)) if start_um is None else np.asarray(start_um, dtype=float).copy()
     if dz0.shape != (len(noll),):
         raise InputError(
@@ -478,6 +500,8 @@ def fit_pair(
     stage_data = functools.partial(_stage_data, pair, specs, noll=noll, telescope=telescope, options=options)
     full = stage_data(binning=1)
     params = _start_params(full, fwhm=options.fwhm_start_arcsec, dz=dz0)
+    # The Zernikes are the last parameters: holding them leaves a leading slice free.
+    free = slice(None) if fit_zernikes else slice(0, full.model.dz_slice.start)
     if options.coarse_binning > 1:
         coarse = stage_data(binning=options.coarse_binning)
         if start_um is None and options.z4_grid_um:
@@ -491,6 +515,7 @@ def fit_pair(
             zernike_tol_um=options.coarse_zernike_tol_um,
             chi2_tol=options.chi2_tol,
             max_nfev=options.max_nfev,
+            free=free,
         )
         stages.append(stage)
     elif start_um is None and options.z4_grid_um:
@@ -505,9 +530,10 @@ def fit_pair(
         zernike_tol_um=options.zernike_tol_um,
         chi2_tol=options.chi2_tol,
         max_nfev=options.max_nfev,
+        free=free,
     )
     stages.append(stage)
-    return _result(full, params, res, tuple(stages), noll, options, t0, keep_images)
+    return _result(full, params, res, tuple(stages), noll, options, t0, keep_images, free)
 
 
 def _result(
@@ -519,15 +545,17 @@ def _result(
     options: ForwardOptions,
     t0: float,
     keep_images: bool,
+    free: slice,
 ) -> ForwardFitResult:
     nd = data.model.nd
     objective = _Objective(data)
     ev = data.model.evaluate(params, jacobian=False)
     chi = objective.residuals(ev).reshape(data.images.shape)
-    dof = max(data.ndata - len(params), 1)
+    n_free = len(params[free])
+    dof = max(data.ndata - n_free, 1)
     chi2r = float(np.sum(chi**2) / dof)
     per_stamp = tuple(
-        float(np.sum(chi[d] ** 2) / max(data.good[d].sum() - len(params) / nd, 1)) for d in range(nd)
+        float(np.sum(chi[d] ** 2) / max(data.good[d].sum() - n_free / nd, 1)) for d in range(nd)
     )
     structure = tuple(
         _structure_fraction(
@@ -535,11 +563,13 @@ def _result(
         )
         for d in range(nd)
     )
+    sigma = np.full(len(params), np.nan)  # NaN for the parameters held
     try:
         cov = np.linalg.pinv(res.normal_matrix) * max(chi2r, 1.0)
-        err = np.sqrt(np.clip(np.diag(cov), 0, None))[data.model.dz_slice]
+        sigma[free] = np.sqrt(np.clip(np.diag(cov), 0, None))
     except np.linalg.LinAlgError:
-        err = np.full(len(noll), np.nan)
+        pass
+    err = sigma[data.model.dz_slice]
     final = stages[-1]
     reasons = []
     if final.status <= 0:
