@@ -15,7 +15,7 @@ from astropy.table import Table
 
 from lsst.ts.auxtelwep.calibs import Calibrations, load_calibrations, write_image
 from lsst.ts.auxtelwep.errors import CalibrationError, ConfigurationError, RawFormatError
-from lsst.ts.auxtelwep.exposure import AMP_NAMES, RawImage, read_raw
+from lsst.ts.auxtelwep.exposure import AMP_NAMES, MaskBit, RawImage, read_raw
 from lsst.ts.auxtelwep.instrument import DETECTOR_SHAPE
 from lsst.ts.auxtelwep.isr import UNSUPPORTED_FLAGS, IsrConfig, run_isr
 from lsst.ts.auxtelwep.sim.signature import default_header, write_raw
@@ -284,3 +284,18 @@ def test_dark_time_problems_are_named(caplog: pytest.LogCaptureFixture) -> None:
     assert "DARKTIME=-5.0 is not >= 0; scaling the dark by EXPTIME" in caplog.text  # not "no DARKTIME"
     with pytest.raises(RawFormatError, match="no DARKTIME and EXPTIME=-1 is not >= 0: no time to scale"):
         _darktime(raw(EXPTIME=-1))
+
+
+def test_an_amplifier_reading_one_value_is_masked_and_named(
+    small_raw: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = read_raw(small_raw)
+    amps = dict(raw.amps)
+    amps["C07"] = np.zeros_like(amps["C07"])  # dead, or not read out
+    config = IsrConfig(doBias=False, doDark=False, doFlat=False)
+    with caplog.at_level("WARNING"):
+        exposure = run_isr(RawImage("dead.fits", raw.header, amps), None, config)
+    assert "amplifier C07 reads one constant value (dead or not read out): masked BAD" in caplog.text
+    dead = (exposure.mask & MaskBit.BAD) > 0
+    assert dead.sum() == 509 * 2000  # that amplifier's pixels, and only those
+    assert np.all(exposure.image[~dead] == 500.0)  # the others as before

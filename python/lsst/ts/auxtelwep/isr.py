@@ -324,6 +324,17 @@ def _check_calibs(calibs: Calibrations | None, config: IsrConfig, raw: RawImage)
         )
 
 
+def _reads_a_constant(data: NDArray) -> bool:
+    """True if a whole amplifier segment (data and overscans) holds one value: read noise alone makes
+    pixels differ, and the overscan differs from exposed pixels.
+
+    A sparse sample of rows is looked at first, so a working amplifier costs next to nothing.
+    """
+    sample = data[::64]
+    first = sample.flat[0]
+    return bool(np.all(sample == first) and np.all(data == first))
+
+
 def _darktime(raw: RawImage) -> float:
     problems: list[str] = []
     for key in ("DARKTIME", "EXPTIME"):
@@ -421,11 +432,19 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
     mask = np.zeros(DETECTOR_SHAPE, dtype=np.uint16)
     variance = np.empty(DETECTOR_SHAPE, dtype=np.float32) if config.doVariance else None
 
+    dead: list[tuple[slice, slice]] = []
     # One amplifier block at a time: each step works on 1M pixels, with small temporaries.
     for index, geom in enumerate(_GEOMETRY):
         box = (geom.rows, geom.cols)
         block = image[box]
         data = geom.to_assembled(raw_amps[index][DATA_ROWS, DATA_COLS])
+        if _reads_a_constant(raw_amps[index]):
+            _log.warning(
+                "%s: amplifier %s reads one constant value (dead or not read out): masked BAD",
+                raw.path,
+                geom.name,
+            )
+            dead.append(box)
         if config.doSaturation:
             mask[box] = (data >= np.float32(levels[geom.name])).view(np.uint8) * np.uint16(MaskBit.SAT)
         if serial is not None and per_col is not None:
@@ -464,6 +483,9 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
             mask[band] |= binary_dilation(
                 saturated[band], iterations=config.growSaturationFootprintSize
             ) * np.uint16(MaskBit.SAT)
+    for box in dead:  # its "signal" is whatever the calibrations left: nothing to measure
+        mask[box] |= np.uint16(MaskBit.BAD)
+        image[box] = np.nan
     if config.doFlat:
         invalid = calibs.flat_invalid  # type: ignore[union-attr]
         mask[invalid] |= np.uint16(MaskBit.BAD)
