@@ -26,6 +26,8 @@ The deviations are measured at the donuts' pixels, through the design's mapping.
 (~538 px per mm of decenter), so the star seen at a pixel changes with it; the linear model includes that
 (`instrument.SensitivityMap`, ``follow_image``: 3 nm of Z4 at the chip's edge for 0.2 mm, read as 0.8 um
 of focus without it). Simulations that know their stars' own fields say so (``fields_from_pixels=False``).
+The pipeline reports the Zernikes at the stars' fields afterwards (`estimation.refer_to_stars`, with the
+misalignment solved here); the correction is made from the deviations at the pixels' fields, before that.
 
 The sensitivity is linear; M2 motion is not quite. Decentering M2 also defocuses, as the square of the
 decenter: the linear solution leaves 0.2 um of focus at 1 mm, 1.3 um at 2.8 mm (measured at pixels). When

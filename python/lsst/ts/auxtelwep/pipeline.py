@@ -32,7 +32,7 @@ from .cadence import CadenceLimits, stated_role, swapped_focus_problem
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
 from .errors import ConfigurationError, EstimationError, InputError
-from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront, start_pool
+from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront, refer_to_stars, start_pool
 from .estimation.forward import fit_pair
 from .estimation.forward_model import design_fits
 from .exposure import Exposure, read_exposure, read_raw
@@ -113,7 +113,8 @@ class WavefrontResult:
     catalog : `DonutCatalog`
         The donuts found and how.
     estimate : `WavefrontEstimate`
-        Zernikes (um, in-focus deviation from the design) with errors and per-pair details.
+        Zernikes (um, in-focus deviation from the design at each star's field, `estimation.refer_to_stars`)
+        with errors and per-pair details.
     correction : `HexapodCorrection`
         Offset to apply to M2.
     timings_s : `dict` of `str` to `float`
@@ -162,6 +163,10 @@ class WavefrontResult:
                     "used": bool(pair is not None and pair.used),
                     "reason": "not cut into a stamp pair" if pair is None else pair.reason,
                     "field_deg": [float(donut.field_x_deg), float(donut.field_y_deg)],
+                    # The star's field, where the design reference of zernikes_um is taken (null: field_deg).
+                    "star_field_deg": None
+                    if pair is None or pair.star_field_deg is None
+                    else [float(v) for v in pair.star_field_deg],
                     "blended": bool(donut.blended),
                     "snr": None if pair is None else [_finite_or_none(v) for v in pair.snr],
                     "reduced_chi2": None if pair is None else _finite_or_none(pair.chi2_reduced),
@@ -547,8 +552,24 @@ def process(
     with _timed(timings, "estimation"):
         pairs = cut_pairs(intra, extra, catalog, telescope=telescope)
         estimate = estimate_wavefront(pairs, config=config.estimation, telescope=telescope)
+    notes: list[str] = []
     with _timed(timings, "correction"):
         correction = correct_from_estimate(estimate, catalog, telescope=telescope, config=config.correction)
+        # The correction is made from the deviations at the pixels' fields (its model follows the image);
+        # the reported Zernikes are then referred to the stars' own fields with the misalignment it found.
+        try:
+            estimate = refer_to_stars(
+                estimate,
+                pairs,
+                -correction.offset,
+                config=config.estimation,
+                telescope=telescope,
+                light_fields_deg={i: (d.field_x_deg, d.field_y_deg) for i, d in enumerate(catalog.donuts)},
+            )
+        except InputError as exc:
+            notes.append(
+                f"Zernikes referred to the design at the donuts' pixel fields, not their stars': {exc}"
+            )
     timings["total"] = time.perf_counter() - start
     return WavefrontResult(
         group_id=triplet.group_id or str(intra.header.get("GROUPID", "")),
@@ -563,7 +584,8 @@ def process(
         pairs=tuple(pairs) if keep_pairs else (),
         notes=_group_notes(
             {Role.INTRA: intra, Role.EXTRA: extra, **({Role.INFOCUS: loaded[0]} if loaded else {})}
-        ),
+        )
+        + tuple(notes),
     )
 
 

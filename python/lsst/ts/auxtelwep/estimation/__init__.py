@@ -6,7 +6,11 @@ clipping (`combine`). Every pair is reported, used or not, with the reason it wa
 stamp cutter (blend, clipped, masked...), fit failed, or outlier.
 
 Zernikes are Noll-indexed, annular (obscuration 0.3525), micrometres, and are the in-focus deviation from the
-optical design at each donut's field position (ARCHITECTURE.md conventions).
+optical design at each donut's field position (ARCHITECTURE.md conventions). `estimate_wavefront` takes that
+position from the donut's pixel through the design's mapping; a misaligned M2 moves the image (~538 px per
+mm of decenter), so its estimates are the wavefront of the star there minus the design at the pixel's field.
+`refer_to_stars`, given the misalignment (the pipeline's correction), refers them to the star's own field:
+the wavefront's deviation from the design at the same field angle, as the simulator's truths are.
 
 Algorithms (`EstimationConfig.algorithm`):
 
@@ -31,7 +35,7 @@ import multiprocessing.util
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -39,11 +43,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import AuxTelWepError, EstimationError, InputError
-from ..instrument import DEFAULT_WAVELENGTH_M, AuxTel
+from ..instrument import DEFAULT_WAVELENGTH_M, AuxTel, HexapodState, Role
 from ..stamps import DonutPair, PairFlag
 from .combine import Combination, sigma_clip_combine
 from .forward import ForwardFitResult, ForwardOptions, fit_pair
-from .forward_model import bin_stamp, design_fits, install_design_fits
+from .forward_model import bin_stamp, design_fits, design_references, install_design_fits
 
 __all__ = [
     "EstimationConfig",
@@ -52,6 +56,7 @@ __all__ = [
     "estimate_pair",
     "estimate_wavefront",
     "forget_estimates",
+    "refer_to_stars",
     "shutdown_pool",
     "start_pool",
 ]
@@ -219,6 +224,9 @@ class PairEstimate:
         Wall time for this pair when it was estimated, seconds.
     snr : `tuple` of `float`
         Signal-to-noise ratio of the intra and the extra donut (`stamps.Stamp.snr`).
+    star_field_deg : `tuple` of `float` or `None`
+        Field angle of the star, batoid frame, degrees, where the design reference of ``zernikes_um`` is
+        taken (`refer_to_stars`); `None`: at the field of the donut's pixel through the design's mapping.
     """
 
     index: int
@@ -235,6 +243,7 @@ class PairEstimate:
     message: str = ""
     elapsed_s: float = 0.0
     snr: tuple[float, float] = (float("nan"), float("nan"))
+    star_field_deg: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -597,6 +606,92 @@ def estimate_wavefront(
         else:
             results.append(dataclasses.replace(done[p.index], snr=snr))
     return _combine(results, config, t0)
+
+
+def refer_to_stars(
+    estimate: WavefrontEstimate,
+    pairs: Sequence[DonutPair],
+    misalignment: HexapodState,
+    *,
+    config: EstimationConfig,
+    telescope: AuxTel,
+    light_fields_deg: Mapping[int, tuple[float, float]] | None = None,
+) -> WavefrontEstimate:
+    """Refer each pair's deviation to the design at its star's field instead of its pixel's.
+
+    The fit subtracts the design reference of each role at the field of the donut's pixel through the
+    design's mapping (``pair.intra.field_deg``); with M2 misaligned the star there is elsewhere on the sky
+    (`AuxTel.star_field`), and the difference is the design's own field variation, not a deviation: 18-26
+    nm of Z4 (and 2-9 nm of Z5-Z8) at 2.8 mm of decenter, 1-7 nm at 0.3 mm. Each estimate gets the design
+    references of its pixel's field minus those of its star's field (the same quadratic field fits as the
+    fit, averaged over the two roles, microseconds), and the combination is redone over the pairs already
+    used (the choice of pairs and the correction made from them stay as they were). The errors stay: the
+    misalignment's own error moves a star's field by ~2 px (4 um of decenter), its reference by < 0.05 nm.
+
+    Parameters
+    ----------
+    estimate : `WavefrontEstimate`
+        From `estimate_wavefront` on ``pairs``.
+    pairs : sequence of `DonutPair`
+        The pairs it was made from (their fields are the pixels').
+    misalignment : `HexapodState`
+        M2's state relative to ``telescope``'s (hexapod frame), e.g. minus the correction's offset.
+    config : `EstimationConfig`
+        The configuration of the estimate (combination settings).
+    telescope : `AuxTel`
+        The telescope of the estimate (camera angle, wavelength).
+    light_fields_deg : mapping of `int` to `tuple` of `float`, optional
+        By pair index, the field of the donut's light centroid through the design's mapping (detection's
+        ``field_x_deg, field_y_deg``), from which its star is found (`AuxTel.star_field`); default: the
+        pair's own field. The pair's field (the design reference the fit subtracted) is that of its stamps'
+        centre pixels, which recentring puts on the donut's ring: ~7 px from the light centroid of a comatic
+        donut at 2-2.8 mm of decenter (0.1 nm of Z4).
+
+    Returns
+    -------
+    estimate : `WavefrontEstimate`
+        The same pairs and choices, values referred to the stars' fields (`PairEstimate.star_field_deg`).
+
+    Raises
+    ------
+    InputError
+        If a star's light misses the detector in the misaligned model (M2 centimetres away).
+    """
+    moved = telescope.with_hexapod(telescope.hexapod + misalignment)
+    noll = np.asarray(estimate.noll, dtype=int)
+    jmax = int(noll.max())
+    fields = {p.index: np.mean([p.intra.field_deg, p.extra.field_deg], axis=0) for p in pairs}
+    light = dict(light_fields_deg or {})
+    results = []
+    for result in estimate.pairs:
+        pixel = fields.get(result.index)
+        if result.zernikes_um is None or pixel is None:
+            results.append(result)
+            continue
+        star = moved.star_field(*light.get(result.index, pixel))
+        shift = np.mean(
+            [
+                design_references(telescope, role, *pixel, jmax=jmax)[noll]
+                - design_references(telescope, role, *star, jmax=jmax)[noll]
+                for role in (Role.INTRA, Role.EXTRA)
+            ],
+            axis=0,
+        )
+        results.append(
+            dataclasses.replace(result, zernikes_um=result.zernikes_um + shift, star_field_deg=star)
+        )
+    used = [r for r in results if r.used and r.zernikes_um is not None]
+    if not used:
+        return dataclasses.replace(estimate, pairs=tuple(results))
+    comb = sigma_clip_combine(
+        np.array([r.zernikes_um for r in used]),
+        np.array([r.zernikes_err_um for r in used]),
+        threshold=np.inf,
+        floor_um=config.clip_floor_um,
+    )
+    return dataclasses.replace(
+        estimate, um=comb.mean_um, um_err=comb.err_um, scatter_um=comb.scatter_um, pairs=tuple(results)
+    )
 
 
 def _broadened(
