@@ -32,7 +32,14 @@ from .cadence import CadenceLimits, stated_role, swapped_focus_problem
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
 from .errors import ConfigurationError, EstimationError, InputError
-from .estimation import EstimationConfig, WavefrontEstimate, estimate_wavefront, refer_to_stars, start_pool
+from .estimation import (
+    EstimationConfig,
+    WavefrontEstimate,
+    estimate_wavefront,
+    refer_to_stars,
+    reference_shift,
+    start_pool,
+)
 from .estimation.forward import fit_pair
 from .estimation.forward_model import design_fits
 from .exposure import Exposure, read_exposure, read_raw
@@ -621,11 +628,18 @@ def model_stamps(
     estimates = {p.index: p for p in result.estimate.pairs if p.used and p.zernikes_um is not None}
     panels: list[dict[str, Any]] = []
     for pair in [p for p in result.pairs if p.index in estimates][:max_pairs]:
+        estimate = estimates[pair.index]
+        held = estimate.zernikes_um
+        if estimate.star_field_deg is not None:
+            # Reported at the star's field; the forward model takes the design at the pair's (pixel) field.
+            held = held - reference_shift(
+                telescope, pair.intra.field_deg, estimate.star_field_deg, noll=result.estimate.noll
+            )
         fit = fit_pair(
             pair,
             telescope=telescope,
             options=config.estimation.forward_options(with_grid=False),
-            start_um=estimates[pair.index].zernikes_um,
+            start_um=held,
             keep_images=True,
             fit_zernikes=False,
         )

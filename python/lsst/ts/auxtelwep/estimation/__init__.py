@@ -57,6 +57,7 @@ __all__ = [
     "estimate_wavefront",
     "forget_estimates",
     "refer_to_stars",
+    "reference_shift",
     "shutdown_pool",
     "start_pool",
 ]
@@ -658,8 +659,6 @@ def refer_to_stars(
         If a star's light misses the detector in the misaligned model (M2 centimetres away).
     """
     moved = telescope.with_hexapod(telescope.hexapod + misalignment)
-    noll = np.asarray(estimate.noll, dtype=int)
-    jmax = int(noll.max())
     fields = {p.index: np.mean([p.intra.field_deg, p.extra.field_deg], axis=0) for p in pairs}
     light = dict(light_fields_deg or {})
     results = []
@@ -669,14 +668,7 @@ def refer_to_stars(
             results.append(result)
             continue
         star = moved.star_field(*light.get(result.index, pixel))
-        shift = np.mean(
-            [
-                design_references(telescope, role, *pixel, jmax=jmax)[noll]
-                - design_references(telescope, role, *star, jmax=jmax)[noll]
-                for role in (Role.INTRA, Role.EXTRA)
-            ],
-            axis=0,
-        )
+        shift = reference_shift(telescope, pixel, star, noll=estimate.noll)
         results.append(
             dataclasses.replace(result, zernikes_um=result.zernikes_um + shift, star_field_deg=star)
         )
@@ -691,6 +683,43 @@ def refer_to_stars(
     )
     return dataclasses.replace(
         estimate, um=comb.mean_um, um_err=comb.err_um, scatter_um=comb.scatter_um, pairs=tuple(results)
+    )
+
+
+def reference_shift(
+    telescope: AuxTel,
+    pixel_field_deg: Sequence[float],
+    star_field_deg: Sequence[float],
+    *,
+    noll: Sequence[int],
+) -> NDArray[np.float64]:
+    """What moving a pair's design reference from its pixel's field to its star's adds to its deviation.
+
+    Parameters
+    ----------
+    telescope : `AuxTel`
+        Wavelength of the references (its hexapod state is ignored).
+    pixel_field_deg, star_field_deg : sequence of `float`
+        The pair's field (``pair.intra.field_deg``) and its star's (`PairEstimate.star_field_deg`), degrees.
+    noll : sequence of `int`
+        Noll indices.
+
+    Returns
+    -------
+    shift_um : `numpy.ndarray`, shape (len(noll),)
+        The design references at the pixel's field minus those at the star's, averaged over the intra and
+        extra roles, micrometres: add it to a deviation at the pixel's field to refer it to the star's
+        (`refer_to_stars`), subtract it to go back (the forward model's references are the pixel's).
+    """
+    index = np.asarray(noll, dtype=int)
+    jmax = int(index.max())
+    return np.mean(
+        [
+            design_references(telescope, role, *pixel_field_deg, jmax=jmax)[index]
+            - design_references(telescope, role, *star_field_deg, jmax=jmax)[index]
+            for role in (Role.INTRA, Role.EXTRA)
+        ],
+        axis=0,
     )
 
 
