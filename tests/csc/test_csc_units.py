@@ -345,6 +345,15 @@ def test_intake_flow_and_recovery(tmp_path: Path) -> None:
     now[0] = 6.0
     restarted.housekeeping()
     assert journal.image(obsid(9)).status is ImageStatus.LOST
+    # Stopped between endReadout and imageInOODS: after a restart the image still comes in (it was
+    # taken for "already received").
+    name = write_raw(tmp_path, 10, "INTRA", group="G3")
+    restarted.on_end_readout(name, additional_keys="groupId", additional_values="G3", historical=False)
+    again = ImageIntake(limits=CadenceLimits(), clock=lambda: now[0], **kwargs)
+    assert again.recover()["announced"] == 1
+    again.on_image_in_oods(name, status_code=0, description="", historical=False)
+    assert journal.image(name).status is ImageStatus.QUEUED
+    assert sink.events[-1][:3] == ("queued", name, sink.events[-1][2])
     journal.close()
 
 

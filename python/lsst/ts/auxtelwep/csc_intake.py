@@ -116,11 +116,15 @@ class ImageIntake:
     def recover(self) -> dict[str, int]:
         """Rebuild the in-memory state from the journal after a (re)start; return counts per kind.
 
-        Queued images go back to the sequencer (their timeout restarts now); announced or lost images are
-        looked for at the next `housekeeping`; every journaled OBSID counts as seen.
+        Queued images go back to the sequencer (their timeout restarts now); announced images are looked
+        for at the next `housekeeping` (and lost ones may still come); every other journaled OBSID counts
+        as seen.
         """
         queued = self.journal.images(ImageStatus.QUEUED)
-        unseen = {r.obsid for r in queued} | {r.obsid for r in self.journal.images(ImageStatus.NAMED)}
+        # Only images the sequencer had: those still awaited (announced, lost, named by runWEP) must come in.
+        unseen = {r.obsid for r in queued}
+        for status in _AWAITED:
+            unseen |= {r.obsid for r in self.journal.images(status)}
         self.sequencer.mark_seen(r.obsid for r in self.journal.images() if r.obsid not in unseen)
         now = self.clock()
         for record in queued:
