@@ -15,7 +15,13 @@ import pytest
 from csc_fakes import dying_processor, fake_processor, obsid, write_raw
 
 from lsst.ts.auxtelwep.cadence import CadenceLimits, Triplet, TripletState
-from lsst.ts.auxtelwep.closed_loop import ClosedLoop, ClosedLoopState, IllegalLoopTransitionError, plan_step
+from lsst.ts.auxtelwep.closed_loop import (
+    ClosedLoop,
+    ClosedLoopState,
+    IllegalLoopTransitionError,
+    correction_significance,
+    plan_step,
+)
 from lsst.ts.auxtelwep.config import CorrectionConfig
 from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
@@ -212,22 +218,31 @@ def test_the_closed_loop_does_not_apply_images_taken_before_it_started(tmp_path:
     journal.close()
 
 
-def test_the_closed_loop_moves_only_axes_whose_correction_exceeds_its_noise(tmp_path: Path) -> None:
+def test_the_closed_loop_sends_a_correction_only_if_it_is_significant_as_a_whole(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     sender = _sender(journal)  # min_significance 2
-    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))  # x 0.2 mm
-    sigma = {"correction_sigma": [0.05, 0.01, 0.0, 0.0, 0.0]}
-    journal.set_triplet_state("G1", TripletState.PROCESSING)
-    journal.set_triplet_state("G1", TripletState.DONE, result=sigma)
-    assert sender.prepare("G1", automatic=True).x == pytest.approx(0.2)  # 4 sigma: moved
+
+    def measured(key: str, first: int, sigma: list[float]) -> None:
+        _measured(journal, key, _received(journal, [obsid(first), obsid(first + 1), obsid(first + 2)]))
+        journal.set_triplet_state(key, TripletState.PROCESSING)
+        journal.set_triplet_state(key, TripletState.DONE, result={"correction_sigma": sigma})
+
+    measured("G1", 1, [0.05, 0.01, 0.0, 0.0, 0.0])  # x 0.2 mm: 4 sigma
+    assert sender.prepare("G1", automatic=True).x == pytest.approx(0.2)
     time.sleep(0.01)
-    _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
-    journal.set_triplet_state("G2", TripletState.PROCESSING)
-    journal.set_triplet_state("G2", TripletState.DONE, result={"correction_sigma": [0.15, 0, 0, 0, 0]})
-    with pytest.raises(NothingSignificantError, match="within 2 sigma of zero on every axis"):
+    measured("G2", 4, [0.15, 0, 0, 0, 0])  # 1.3 sigma
+    with pytest.raises(
+        NothingSignificantError, match=r"1\.3 sigma from zero, not more than min_significance=2"
+    ):
         sender.prepare("G2", automatic=True)
     assert sender.prepare("G2").x == pytest.approx(0.2)  # issueCorrection sends what was measured
     journal.close()
+    # Judged as a whole: x, y and z at 1.8 sigma each (none above 2) are 2.3 sigma together.
+    values, errors = HexapodState(x=0.18, y=-0.18, z=0.018), HexapodState(x=0.1, y=0.1, z=0.01)
+    assert correction_significance(values, errors) == pytest.approx(2.31, abs=0.01)
+    assert correction_significance(HexapodState(x=0.2), HexapodState(x=0.1)) == pytest.approx(2.0)
+    assert correction_significance(HexapodState(), HexapodState()) == 0.0
+    assert correction_significance(HexapodState(x=0.2), HexapodState()) == np.inf  # error unknown: sent
 
 
 def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> None:

@@ -129,3 +129,20 @@ class TopicTestCase(BaseCscTestCase):
                 await asyncio.sleep(NO_DATA_TIMEOUT)
                 self.assertEqual(received, [8, 9, 10])
                 await remote.close()
+
+    async def test_a_full_queue_is_reported_once_until_it_is_read(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            async with (
+                Domain() as domain,
+                Remote(domain, "Test", 2, include=["scalars"], queue_len=2) as remote,
+            ):
+                reader = remote.evt_scalars
+                with self.assertLogs(reader.log, level="WARNING") as logs:
+                    for value in range(1, 7):
+                        self.csc.evt_scalars.set_write(int0=value)
+                    await asyncio.sleep(NO_DATA_TIMEOUT)
+                    self.assertEqual([reader.get_oldest().int0 for _ in range(2)], [5, 6])
+                    for value in range(7, 10):
+                        self.csc.evt_scalars.set_write(int0=value)
+                    await asyncio.sleep(NO_DATA_TIMEOUT)
+                self.assertEqual(len(logs.records), 2, logs.output)  # one per filling, not one per sample

@@ -10,12 +10,18 @@ into the offset sent to ATAOS::
 where ``total`` is the sum already sent in the current epoch (since the loop started), so the telescope never
 strays more than ``max_total`` from where the loop found it (an axis already beyond, because the limit was
 lowered, may only move back). Units: mm for x, y, z; degrees for u, v.
+
+The loop sends a correction only if it is significant as a whole (`correction_significance`): judged axis by
+axis, the verdict would depend on the frame of the axes, and with decenter and tilt nearly degenerate the
+tilt could go without the decenter that balances it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,7 +30,14 @@ from numpy.typing import ArrayLike
 from .errors import InputError
 from .instrument import HexapodState
 
-__all__ = ["ClosedLoop", "ClosedLoopState", "CorrectionStep", "IllegalLoopTransitionError", "plan_step"]
+__all__ = [
+    "ClosedLoop",
+    "ClosedLoopState",
+    "CorrectionStep",
+    "IllegalLoopTransitionError",
+    "correction_significance",
+    "plan_step",
+]
 
 
 class ClosedLoopState(enum.IntEnum):
@@ -191,3 +204,38 @@ def plan_step(
         )
         message = f"correction clipped by max_step/max_total: {detail}"
     return CorrectionStep(offset=HexapodState.from_array(step), clipped_axes=axes, message=message)
+
+
+def correction_significance(correction: HexapodState, sigma: HexapodState) -> float:
+    """How far a correction is from zero given its errors, in Gaussian sigma, over its axes as a whole.
+
+    The chi-square of the non-zero axes (value over 1-sigma error, errors taken as independent) is turned
+    into the two-sided normal deviate of the same tail probability: one axis at 2 sigma gives 2.0, three
+    axes at 2 sigma each 2.7, and pure noise exceeds 2.0 in 4.6 % of the cases whatever the number of axes.
+
+    Returns
+    -------
+    significance : `float`
+        Gaussian sigma; ``inf`` if an axis that moves has no error (0: unknown), 0 if nothing moves.
+    """
+    values, errors = correction.as_array(), sigma.as_array()
+    moving = values != 0
+    if not moving.any():
+        return 0.0
+    if not np.all(errors[moving] > 0):
+        return math.inf
+    chi2 = float(np.sum((values[moving] / errors[moving]) ** 2))
+    tail = _chi2_tail(chi2, int(moving.sum()))
+    if tail <= 0.0:
+        return math.inf
+    return statistics.NormalDist().inv_cdf(1.0 - tail / 2.0)
+
+
+def _chi2_tail(chi2: float, dof: int) -> float:
+    """P(X > chi2) for X chi-square with ``dof`` (1 to 5 here) degrees of freedom, in closed form."""
+    half = chi2 / 2.0
+    if dof % 2 == 0:
+        terms = (half**k / math.factorial(k) for k in range(dof // 2))
+        return math.exp(-half) * sum(terms)
+    terms = (half ** (k + 0.5) / math.gamma(k + 1.5) for k in range(dof // 2))
+    return math.erfc(math.sqrt(half)) + math.exp(-half) * sum(terms)

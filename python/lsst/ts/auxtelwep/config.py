@@ -135,8 +135,9 @@ class CorrectionConfig(_Model):
     min_significance: float = pydantic.Field(
         2.0,
         ge=0,
-        description="In closed loop, an axis moves only if its correction exceeds this many times its "
-        "1-sigma error (0: always): M2 does not chase noise on faint stars. issueCorrection sends all.",
+        description="In closed loop, a correction is sent only if it is more than this many sigma from "
+        "zero, over its axes as a whole (0: always): M2 does not chase noise on faint stars. "
+        "issueCorrection sends what was measured.",
     )
     apply_timeout_s: float = pydantic.Field(
         30.0, gt=0, description="Time limit of the ATAOS offset command (s)."

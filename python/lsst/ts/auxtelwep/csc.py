@@ -8,7 +8,7 @@ What it does while ENABLED
   worker process; ``donutDetection``, ``wavefrontError``, ``hexapodCorrection`` (applied=false) and
   ``wepDuration`` are published, or ``rejectedWavefrontError`` with the reason. Bad data never faults the CSC.
 - **Corrections** (`csc_corrections`): ``issueCorrection`` (or, in closed loop with ``auto_apply``, each new
-  result, on the axes where it exceeds ``min_significance`` sigma) sends the last correction to ATAOS
+  result more than ``min_significance`` sigma from zero) sends the last correction to ATAOS
   ``offset`` after the gains and limits of `closed_loop.plan_step`; the journal's claim makes sure one
   result is never sent twice, even across a crash. ``hexapodCorrection`` (applied=true) then reports what
   was sent.

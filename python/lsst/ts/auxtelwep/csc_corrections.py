@@ -16,9 +16,7 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
-
-from .closed_loop import plan_step
+from .closed_loop import correction_significance, plan_step
 from .config import CorrectionConfig
 from .errors import InputError
 from .instrument import HexapodState
@@ -29,7 +27,7 @@ __all__ = ["CorrectionSender", "NothingSignificantError"]
 
 
 class NothingSignificantError(ExpectedError):
-    """The closed loop leaves M2 where it is: no axis of the correction exceeds its noise."""
+    """The closed loop leaves M2 where it is: the correction is within its noise."""
 
 
 _DEFINITE_REFUSALS = (SalRetCode.CMD_FAILED, SalRetCode.CMD_NOPERM)
@@ -66,8 +64,9 @@ class CorrectionSender:
         automatic : `bool`, optional
             True for the closed loop: images taken before the loop started (or the CSC was enabled) are
             refused as well, so that startClosedLoop never applies what was measured before it (images
-            announced while the CSC was down, say); and only the axes whose correction exceeds
-            ``min_significance`` times its 1-sigma error move. issueCorrection sends all of it.
+            announced while the CSC was down, say); and a correction not more than ``min_significance``
+            sigma from zero as a whole (`closed_loop.correction_significance`) is not sent
+            (`NothingSignificantError`). issueCorrection sends what was measured.
 
         Raises
         ------
@@ -82,12 +81,13 @@ class CorrectionSender:
         stale = self._measured_before(key, automatic=automatic)
         if stale:
             raise ExpectedError(f"the correction of group {record.group_id} is not sent: {stale}")
-        axes = self._significant_axes(key, record.raw) if automatic else HexapodState.AXES
-        if not axes:
-            raise NothingSignificantError(
-                f"the correction of group {record.group_id} is within {self.config.min_significance:g} "
-                "sigma of zero on every axis: M2 is not moved"
-            )
+        if automatic:
+            significance = correction_significance(record.raw, self._sigma(key))
+            if significance <= self.config.min_significance:
+                raise NothingSignificantError(
+                    f"the correction of group {record.group_id} is {significance:.1f} sigma from zero, not "
+                    f"more than min_significance={self.config.min_significance:g}: M2 is not moved"
+                )
         try:
             step = plan_step(
                 record.raw,
@@ -95,7 +95,6 @@ class CorrectionSender:
                 max_step=self.config.max_step.as_array(),
                 max_total=self.config.max_total.as_array(),
                 total=self.journal.total_applied(),
-                solved_axes=axes,
             )
         except InputError as exc:
             raise ExpectedError(f"the correction of group {record.group_id}: {exc}") from exc
@@ -112,16 +111,11 @@ class CorrectionSender:
             raise ExpectedError(f"the correction of group {record.group_id} is {state}: it is not sent again")
         return step.offset
 
-    def _significant_axes(self, key: str, raw: HexapodState) -> tuple[str, ...]:
-        """Axes whose correction is not zero and exceeds ``min_significance`` times its error (unknown: 0)."""
+    def _sigma(self, key: str) -> HexapodState:
+        """The 1-sigma error of the correction of triplet ``key`` (zeros, i.e. unknown, if not journaled)."""
         triplet = self.journal.triplet(key)
         sigma = triplet.result.get("correction_sigma") if triplet is not None else None
-        if sigma is None:
-            return HexapodState.AXES
-        limit = self.config.min_significance * np.asarray(sigma, dtype=float)
-        values = np.abs(raw.as_array())
-        moving = (values > 0) & ((values > limit) | ~(limit > 0))
-        return tuple(axis for axis, move in zip(HexapodState.AXES, moving, strict=True) if move)
+        return HexapodState() if sigma is None else HexapodState.from_array(sigma)
 
     def _measured_before(self, key: str, *, automatic: bool) -> str:
         """Why the images of triplet ``key`` predate the last offset to M2, or for the closed loop its

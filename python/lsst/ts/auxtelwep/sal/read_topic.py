@@ -76,6 +76,7 @@ class ReadTopic:
         self._index = salinfo.index if index_filter else 0
         self._queue: collections.deque[Any] = collections.deque(maxlen=queue_len)
         self._n_historical = 0
+        self._overflowing = False
         self._current: Any = None
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._aget_waiters: collections.deque[asyncio.Future] = collections.deque()
@@ -278,7 +279,14 @@ class ReadTopic:
                 self._n_historical -= 1
             self._n_historical += 1
         elif len(self._queue) == self._queue.maxlen:
-            self.log.warning(f"{self.attr_name} queue full (queue_len={self._queue.maxlen}); dropping oldest")
+            if not self._overflowing:  # once until the queue drains: a topic nobody reads would warn forever
+                self.log.warning(
+                    f"{self.attr_name} queue full (queue_len={self._queue.maxlen}); dropping the oldest "
+                    "samples until it is read"
+                )
+                self._overflowing = True
+        else:
+            self._overflowing = False
         self._queue.append(data)
         while self._waiters and self._queue:
             waiter = self._waiters.popleft()

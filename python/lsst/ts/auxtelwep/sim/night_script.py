@@ -428,7 +428,7 @@ class NightScript:
                 if result_at is None:
                     result_at = entry["wavefrontError"][0][0]
                     deadline = time.monotonic() + cfg.apply_timeout_s
-                if not cfg.closed_loop or self._correction_done(entry, result_at, since_s):
+                if not cfg.closed_loop or self._correction_done(entry, result_at):
                     return entry
             state = self.wep.evt_summaryState.get()
             if state is not None and state.summaryState != State.ENABLED:
@@ -448,16 +448,16 @@ class NightScript:
             except TimeoutError:
                 pass
 
-    def _correction_done(self, entry: dict[str, Any], result_at: float, since_s: float) -> bool:
-        """True once the group's correction was applied, or the loop will not apply it (IDLE, ERROR)."""
+    def _correction_done(self, entry: dict[str, Any], result_at: float) -> bool:
+        """True once the group's correction was applied, or the loop will not apply it: back to waiting
+        for images after the result (refused, or not significant), or stopped (IDLE, ERROR)."""
         corrections = entry.get("hexapodCorrection", [])
         if any(data.applied for _, data in corrections):
             return True
         if self._loop_states and self._loop_states[-1][1] in (_LOOP_IDLE, _LOOP_ERROR):
             return True
-        moved = bool(self.telescope.moves_by(self.config.csc_identity, since_s=since_s))
         later = [state for t, state in self._loop_states if t >= result_at]
-        return bool(corrections) and moved and bool(later) and later[-1] == _LOOP_WAITING_IMAGE
+        return bool(corrections) and bool(later) and later[-1] == _LOOP_WAITING_IMAGE
 
     def _outcome(
         self,
