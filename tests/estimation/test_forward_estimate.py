@@ -2,6 +2,8 @@
 
 import dataclasses
 import functools
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -146,6 +148,25 @@ def test_which_seeing_counts_as_broadened(fwhm: list[tuple[float, float]], rejec
     ]
     found = estimation._broadened(results, list(range(len(results))), EstimationConfig())
     assert set(found) == rejected
+
+
+def test_a_pair_error_never_falls_below_the_model_floor() -> None:
+    # At SNR in the thousands the formal error (0.1 nm) is below what the model is good to: pulls of 6.
+    fit = SimpleNamespace(
+        zernikes_um=np.zeros(3),
+        zernikes_err_um=np.array([1e-4, 2e-3, 0.0]),
+        chi2_reduced=1.0,
+        fwhm_arcsec=np.array([1.0, 1.0]),
+        structure_fraction=(0.0, 0.0),
+        success=True,
+        nfev=3,
+        message="",
+    )
+    pair = SimpleNamespace(index=0)
+    estimate = estimation._from_fit(pair, fit, "danish", EstimationConfig(), time.perf_counter())
+    np.testing.assert_allclose(estimate.zernikes_err_um, np.hypot([1e-4, 2e-3, 0.0], 5e-4))
+    exact = estimation._from_fit(pair, fit, "danish", EstimationConfig(model_floor_um=0), time.perf_counter())
+    np.testing.assert_array_equal(exact.zernikes_err_um, fit.zernikes_err_um)
 
 
 def test_no_usable_pair_raises_with_the_reasons(pairs_and_truth) -> None:

@@ -129,6 +129,13 @@ class EstimationConfig(BaseModel):
         description="Scatter between pairs expected whatever their errors (field dependence), um: weights "
         "and clipping.",
     )
+    model_floor_um: float = Field(
+        0.0005,
+        ge=0,
+        description="Systematic error of the forward model added in quadrature to each pair's formal errors, "
+        "um: at SNR in the thousands the formal errors (0.1 nm) are below what the model is good to "
+        "(0.1-0.7 nm, doc/estimation.md 'Bright donuts: the systematic floor').",
+    )
     broadened_ratio: float | None = Field(
         1.5,
         gt=1,
@@ -390,7 +397,7 @@ def _from_fit(
     return PairEstimate(
         index=pair.index,
         zernikes_um=fit.zernikes_um,
-        zernikes_err_um=fit.zernikes_err_um,
+        zernikes_err_um=np.hypot(fit.zernikes_err_um, config.model_floor_um),
         used=not reason,
         reason=reason,
         algorithm=label,
