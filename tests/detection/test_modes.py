@@ -264,3 +264,17 @@ def test_one_sided_donuts_are_stars_not_blends(decenter_mm: float, focus_mm: flo
     )
     near = [d for d in cat.donuts if np.hypot(d.intra_x - 330.0, d.intra_y - 300.0) < 60.0]
     assert near and all(d.blended for d in near)
+
+
+def test_a_donut_on_dead_pixels_is_rejected_as_such(triplet) -> None:
+    field, intra, extra, _ = triplet
+    header = ds.header_for(field, shift_px=(3.0, -4.0), rotation_deg=0.02)
+    # A dead amplifier under the first star's intra donut: masked BAD by the ISR, nothing in it.
+    x, y = round(field.x[0]), round(field.y[0])
+    box = (slice(y - 150, y + 150), slice(x - 150, x + 150))
+    image, mask = intra.image.copy(), intra.mask.copy()
+    image[box], mask[box] = 0.0, MaskBit.BAD
+    dead = dataclasses.replace(intra, image=image, mask=mask, header=header)
+    cat = detect_donuts(dead, _with_header(extra, header), refcat=field.refcat)
+    (rejected,) = [r for r in cat.rejected if r.ref_index == 0]
+    assert rejected.reason.startswith("100 % of the predicted donut is BAD/SAT/NO_DATA"), rejected.reason

@@ -16,7 +16,7 @@ from ..exposure import Exposure
 from ..instrument import AuxTel, Role
 from .catalog import Donut, Rejection
 from .config import DetectionConfig
-from .image import BinnedImage, prepare
+from .image import UNUSABLE_BITS, BinnedImage, prepare
 from .measure import Measurement, measure_donut
 from .template import Candidate, DonutTemplate, correlate, donut_template, find_donuts
 
@@ -118,6 +118,18 @@ class DefocalImage:
             saturation=self.saturation,
             neighbour_fraction=10 ** (-0.4 * self.config.isolated_mag_diff),
         )
+
+    def unusable_fraction(self, x: float, y: float) -> float:
+        """Fraction of the donut aperture centred on ``(x, y)`` that is unusable (BAD, SAT, NO_DATA) or
+        off the image: why a predicted donut can be missing (a dead amplifier, say)."""
+        radius = self.template_full.aperture_radius_px
+        rows, cols = self.shape
+        r = int(np.ceil(radius))
+        yy, xx = np.mgrid[round(y) - r : round(y) + r + 1, round(x) - r : round(x) + r + 1]
+        disk = (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
+        inside = disk & (yy >= 0) & (yy < rows) & (xx >= 0) & (xx < cols)
+        flags = self.exposure.mask[yy[inside], xx[inside]] & UNUSABLE_BITS
+        return 1.0 - float(np.count_nonzero(flags == 0)) / max(int(disk.sum()), 1)
 
     def problem(self, m: Measurement) -> str | None:
         """Why a measurement cannot be kept, or `None`."""

@@ -164,13 +164,17 @@ def run_catalog_mode(
             continue
         problem = None
         found = []
-        for image, peak, peak_snr, role in ((intra, peak_i, snr_i, "intra"), (extra, peak_e, snr_e, "extra")):
+        for image, peak, peak_snr, role, x, y in (
+            (intra, peak_i, snr_i, "intra", xi[ref], yi[ref]),
+            (extra, peak_e, snr_e, "extra", xe[ref], ye[ref]),
+        ):
             if not np.isfinite(peak[n, 0]):
-                problem = (
-                    role,
-                    f"no donut above {config.threshold_sigma:g} sigma near the prediction "
-                    f"(peak {peak_snr[n]:.1f})",
-                )
+                masked = image.unusable_fraction(float(x), float(y))
+                if masked > config.max_bad_fraction:
+                    why = f"{100 * masked:.0f} % of the predicted donut is BAD/SAT/NO_DATA (dead amplifier?)"
+                else:
+                    why = f"no donut above {config.threshold_sigma:g} sigma near the prediction"
+                problem = (role, f"{why} (peak {peak_snr[n]:.1f})")
                 break
             m = image.measure(*peak[n])
             why = image.problem(m)
