@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import batoid
@@ -220,22 +220,30 @@ def _perturbed_optic(batoid_state: tuple[float, float, float, float, float]) -> 
 _DESIGN_KEY = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
+def _traced(
+    optic_key: tuple[float, ...],
+    field_x_deg: float,
+    field_y_deg: float,
+    wavelength_m: float,
+    make: Callable[..., batoid.RayVector],
+    *args: float,
+    **kwargs: int,
+) -> batoid.RayVector:
+    """Rays of a star at a field angle made by ``make`` (a `batoid.RayVector` constructor), traced through
+    an optic (`AuxTel.optic_key`)."""
+    optic = _perturbed_optic(optic_key)
+    theta_x, theta_y = np.deg2rad(field_x_deg), np.deg2rad(field_y_deg)
+    return optic.trace(
+        make(*args, optic=optic, wavelength=wavelength_m, theta_x=theta_x, theta_y=theta_y, **kwargs)
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _chief_ray_m(
     optic_key: tuple[float, ...], field_x_deg: float, field_y_deg: float, wavelength_m: float
 ) -> tuple[float, float]:
     """Detector (x, y), metres, of the chief ray of an optic (`AuxTel.optic_key`) at a field angle."""
-    optic = _perturbed_optic(optic_key)
-    ray = optic.trace(
-        batoid.RayVector.fromStop(
-            0.0,
-            0.0,
-            optic=optic,
-            wavelength=wavelength_m,
-            theta_x=np.deg2rad(field_x_deg),
-            theta_y=np.deg2rad(field_y_deg),
-        )
-    )
+    ray = _traced(optic_key, field_x_deg, field_y_deg, wavelength_m, batoid.RayVector.fromStop, 0.0, 0.0)
     # The chief ray is always "vignetted" (by M2's central baffle): only a failed trace means no position.
     if ray.failed[0] or not (np.isfinite(ray.x[0]) and np.isfinite(ray.y[0])):
         raise InputError(
@@ -256,16 +264,14 @@ def _light_centroid_m(
     optic_key: tuple[float, ...], field_x_deg: float, field_y_deg: float, wavelength_m: float
 ) -> tuple[float, float]:
     """Detector (x, y), metres, of the mean of the unvignetted pupil rays of a star (`AuxTel.optic_key`)."""
-    optic = _perturbed_optic(optic_key)
-    rays = optic.trace(
-        batoid.RayVector.asPolar(
-            optic=optic,
-            wavelength=wavelength_m,
-            theta_x=np.deg2rad(field_x_deg),
-            theta_y=np.deg2rad(field_y_deg),
-            nrad=_CENTROID_RINGS,
-            naz=_CENTROID_SPOKES,
-        )
+    rays = _traced(
+        optic_key,
+        field_x_deg,
+        field_y_deg,
+        wavelength_m,
+        batoid.RayVector.asPolar,
+        nrad=_CENTROID_RINGS,
+        naz=_CENTROID_SPOKES,
     )
     ok = ~rays.vignetted & np.isfinite(rays.x) & np.isfinite(rays.y)
     if not ok.any():
