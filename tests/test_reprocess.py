@@ -66,7 +66,7 @@ def test_reprocess_cli_writes_one_line_per_triplet_and_rejection(
     printed = capsys.readouterr().out
     assert status == 1  # some raws were rejected
     assert f"figure: {tmp_path / 'night.png'}" in printed and (tmp_path / "night.png").stat().st_size > 10_000
-    assert "5 raws: 1 triplets, 2 rejections" in printed
+    assert "5 raws: 1 triplet, 2 rejections" in printed
     records = [json.loads(line) for line in results.read_text().splitlines()]
     processed = [r for r in records if "hexapod" in r]
     assert len(processed) == 1 and len([r for r in records if "rejected" in r]) == 2

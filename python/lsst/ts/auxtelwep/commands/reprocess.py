@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = pipeline_config(args)
     night = find_triplets(args.data_root, day_obs=args.dayobs)
-    print(f"{night.n_raws} raws: {len(night.triplets)} triplets, {len(night.rejected)} rejections")
+    counts = (_count(night.n_raws, "raw"), _count(len(night.triplets), "triplet"))
+    print(f"{counts[0]}: {counts[1]}, {_count(len(night.rejected), 'rejection')}")
     for warning in night.warnings:
         print(f"  cadence warning: {warning}")
     entries: list[dict[str, Any]] = []
@@ -100,3 +101,8 @@ def _summary_line(group_id: str, summary: dict[str, Any]) -> str:
         f"{summary['zernikes']['donuts_used']} donuts, {terms} nm; {hexapod_text(summary)}; "
         f"{summary['timing_s']['total']:.1f} s"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 triplet"``, ``"2 triplets"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
