@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ from numpy.typing import ArrayLike
 
 from .errors import InputError
 from .instrument import HexapodState
+from .significance import gaussian_sigmas
 
 __all__ = [
     "ClosedLoop",
@@ -225,17 +225,4 @@ def correction_significance(correction: HexapodState, sigma: HexapodState) -> fl
     if not np.all(errors[moving] > 0):
         return math.inf
     chi2 = float(np.sum((values[moving] / errors[moving]) ** 2))
-    tail = _chi2_tail(chi2, int(moving.sum()))
-    if tail <= 0.0:
-        return math.inf
-    return statistics.NormalDist().inv_cdf(1.0 - tail / 2.0)
-
-
-def _chi2_tail(chi2: float, dof: int) -> float:
-    """P(X > chi2) for X chi-square with ``dof`` (1 to 5 here) degrees of freedom, in closed form."""
-    half = chi2 / 2.0
-    if dof % 2 == 0:
-        terms = (half**k / math.factorial(k) for k in range(dof // 2))
-        return math.exp(-half) * sum(terms)
-    terms = (half ** (k + 0.5) / math.gamma(k + 1.5) for k in range(dof // 2))
-    return math.erfc(math.sqrt(half)) + math.exp(-half) * sum(terms)
+    return float(gaussian_sigmas(chi2, int(moving.sum())))

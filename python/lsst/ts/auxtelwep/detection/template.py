@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import fft, ndimage, signal
+from scipy import fft, ndimage
 
 from .image import BinnedImage, bin_image, local_maxima
 
@@ -130,7 +130,7 @@ def donut_template(outer_px: float, inner_px: float, *, binning: int, blur_sigma
     ring = (rb >= ring_inner) & (rb <= ring_outer)
     kernel = model.copy()
     kernel[ring] -= model.sum() / ring.sum()
-    response = signal.correlate(model, kernel, mode="full", method="direct" if k < 40 else "fft")
+    response = _correlate_full(model, kernel)
 
     lit = (rb >= max(inner_px - blur_sigma_px, 0.0)) & (rb <= outer_px + blur_sigma_px)
     angle = np.arctan2(centres[:, None], centres[None, :])
@@ -147,6 +147,14 @@ def donut_template(outer_px: float, inner_px: float, *, binning: int, blur_sigma
         blur_sigma_px=float(blur_sigma_px),
         binning=b,
     )
+
+
+def _correlate_full(a: NDArray, b: NDArray) -> NDArray[np.float64]:
+    """Full 2-D cross-correlation of ``a`` with ``b`` (output shape ``a.shape + b.shape - 1``), by FFT."""
+    out_shape = tuple(n + m - 1 for n, m in zip(a.shape, b.shape, strict=True))
+    shape = tuple(fft.next_fast_len(n, real=True) for n in out_shape)
+    spectrum = fft.rfft2(a, s=shape) * fft.rfft2(b[::-1, ::-1], s=shape)
+    return fft.irfft2(spectrum, s=shape)[: out_shape[0], : out_shape[1]]
 
 
 @functools.lru_cache(maxsize=16)

@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InputError
+from ..significance import gaussian_sigmas
 
 __all__ = ["Combination", "sigma_clip_combine"]
 
@@ -155,12 +155,4 @@ def _distances(values: NDArray, variance: NDArray, kept: NDArray) -> NDArray:
     chi2 = np.sum(
         (values - others_mean) ** 2 / (variance + 1.0 / np.where(others_w > 0, others_w, np.inf)), axis=1
     )
-    return _equivalent_sigmas(chi2, values.shape[1])
-
-
-def _equivalent_sigmas(chi2: NDArray, dof: int) -> NDArray:
-    """Gaussian (two-sided) sigmas with the tail probability of ``chi2`` for ``dof`` degrees of freedom."""
-    tail = scipy.stats.chi2.sf(chi2, dof)
-    sigmas = scipy.stats.norm.isf(tail / 2)
-    # Beyond double precision's tail (p < 1e-308) the square root of chi2 is a fair, monotonic stand-in.
-    return np.where(np.isfinite(sigmas), sigmas, np.sqrt(chi2))
+    return gaussian_sigmas(chi2, values.shape[1])
