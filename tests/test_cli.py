@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lsst.ts.auxtelwep.cli import _attach_negative_lists, build_parser, main
+from lsst.ts.auxtelwep.commands import count_of
 
 COMMANDS = {"calibs", "demo", "detect", "isr", "process", "reprocess", "schema", "simulate"}
 
@@ -118,3 +119,7 @@ def test_calibs_without_isr_is_named_as_ignored(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"warning: --calibs {tmp_path} is ignored" in err, err
     assert not config.apply_isr and config.calibs_dir is None
+
+
+def test_counts_read_as_english() -> None:
+    assert [count_of(n, "triplet") for n in (0, 1, 2)] == ["0 triplets", "1 triplet", "2 triplets"]

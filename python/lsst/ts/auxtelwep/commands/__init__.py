@@ -24,3 +24,8 @@ def day_obs(value: str) -> str:
     if not re.fullmatch(r"\d{8}", digits):
         raise argparse.ArgumentTypeError(f"DAYOBS {value!r} is not a date YYYYMMDD")
     return digits
+
+
+def count_of(n: int, noun: str) -> str:
+    """``"1 triplet"``, ``"2 triplets"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from . import output_file
+from . import count_of, output_file
 
 __all__ = [
     "STRUCTURE_NOTE_LEVEL",
@@ -243,7 +243,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"intra {summary['intra']}  extra {summary['extra']}  in-focus {summary['infocus'] or '-'}")
     for note in summary.get("notes", []):
         print(f"note: {note}")
-    print(f"detection: mode {detection['mode']}, {len(detection['donuts'])} donuts, {used} used")
+    print(f"detection: mode {detection['mode']}, {count_of(len(detection['donuts']), 'donut')}, {used} used")
     if detection.get("reason"):
         print(f"  how: {detection['reason']}")
     for i, donut in enumerate(detection["donuts"]):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError
-from . import day_obs, output_file
+from . import count_of, day_obs, output_file
 from .process import STRUCTURE_NOTE_LEVEL, add_pipeline_options, hexapod_text, pipeline_config, zernike_cells
 
 __all__ = ["register", "run"]
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = pipeline_config(args)
     night = find_triplets(args.data_root, day_obs=args.dayobs)
-    counts = (_count(night.n_raws, "raw"), _count(len(night.triplets), "triplet"))
-    print(f"{counts[0]}: {counts[1]}, {_count(len(night.rejected), 'rejection')}")
+    counts = (count_of(night.n_raws, "raw"), count_of(len(night.triplets), "triplet"))
+    print(f"{counts[0]}: {counts[1]}, {count_of(len(night.rejected), 'rejection')}")
     for warning in night.warnings:
         print(f"  cadence warning: {warning}")
     entries: list[dict[str, Any]] = []
@@ -101,8 +101,3 @@ def _summary_line(group_id: str, summary: dict[str, Any]) -> str:
         f"{summary['zernikes']['donuts_used']} donuts, {terms} nm; {hexapod_text(summary)}; "
         f"{summary['timing_s']['total']:.1f} s"
     )
-
-
-def _count(n: int, noun: str) -> str:
-    """``"1 triplet"``, ``"2 triplets"``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

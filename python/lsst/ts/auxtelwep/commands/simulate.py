@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from . import day_obs, output_file
+from . import count_of, day_obs, output_file
 
 if TYPE_CHECKING:
     from ..sim.scene import Pointing
@@ -143,7 +143,7 @@ def _night(args: argparse.Namespace) -> int:
     )
     manifest = simulate_night(args.out, plan)
     n = sum(len(t.exposures) for t in manifest.triplets)
-    print(f"wrote {n} raws in {len(manifest.triplets)} triplets under {args.out}")
+    print(f"wrote {count_of(n, 'raw')} in {count_of(len(manifest.triplets), 'triplet')} under {args.out}")
     for triplet in manifest.triplets:
         obsids = "  ".join(f"{e.role} {e.obsid}" for e in triplet.exposures)
         print(f"  {triplet.groupid}: {obsids}")
