@@ -106,23 +106,28 @@ def test_stamp_models_draw_the_reported_zernikes(night: tuple[Path, NightManifes
     )
     result = process(_triplet(night), config=config, keep_pairs=True)
     used = next(p for p in result.estimate.pairs if p.used)
-    off = used.zernikes_um.copy()
-    off[list(result.estimate.noll).index(7)] += 0.2  # 200 nm of coma the stamps do not have
-    wrong = dataclasses.replace(
-        result,
-        estimate=dataclasses.replace(
-            result.estimate,
-            pairs=tuple(
-                dataclasses.replace(p, zernikes_um=off) if p is used else p for p in result.estimate.pairs
-            ),
-        ),
-    )
+
+    def reported(noll_index: int, shift_um: float) -> pipeline.WavefrontResult:
+        off = used.zernikes_um.copy()
+        off[list(result.estimate.noll).index(noll_index)] += shift_um
+        pairs = tuple(
+            dataclasses.replace(p, zernikes_um=off) if p is used else p for p in result.estimate.pairs
+        )
+        return dataclasses.replace(result, estimate=dataclasses.replace(result.estimate, pairs=pairs))
 
     def chi2(panels: list[dict]) -> list[float]:
-        return [float(panel["label"].rsplit("chi2/dof ", 1)[1]) for panel in panels]
+        return [float(panel["label"].split("chi2/dof ", 1)[1].split()[0]) for panel in panels]
 
     assert max(chi2(pipeline.model_stamps(result, config=config, max_pairs=1))) < 1.5
-    assert min(chi2(pipeline.model_stamps(wrong, config=config, max_pairs=1))) > 3.0
+    # 200 nm of coma the stamps do not have.
+    assert min(chi2(pipeline.model_stamps(reported(7, 0.2), config=config, max_pairs=1))) > 3.0
+    # 3 um of defocus puts the model in a caustic: its fit fails, and the panels say so (the plot raised).
+    panels = pipeline.model_stamps(reported(4, 3.0), config=config, max_pairs=1)
+    assert all(
+        "model" in panel and "model fit failed: the solution is in a caustic" in panel["label"]
+        for panel in panels
+    )
+    assert min(chi2(panels)) > 10.0
 
 
 def test_cli_json_shape_and_no_isr_path(night: tuple[Path, NightManifest], tmp_path: Path, capsys) -> None:

@@ -618,7 +618,8 @@ def model_stamps(
     Returns
     -------
     stamps : `list` of `dict`
-        ``{"data", "model", "label"}`` per stamp, intra then extra for each pair.
+        ``{"data", "model", "label"}`` per stamp, intra then extra for each pair; a pair whose model fit
+        fails says why in its labels (its model is drawn if the fit made one, else only the data).
     """
     if not result.pairs:
         raise InputError("the result holds no stamps: run process(..., keep_pairs=True)")
@@ -635,20 +636,28 @@ def model_stamps(
             held = held - reference_shift(
                 telescope, pair.intra.field_deg, estimate.star_field_deg, noll=result.estimate.noll
             )
-        fit = fit_pair(
-            pair,
-            telescope=telescope,
-            options=config.estimation.forward_options(with_grid=False),
-            start_um=held,
-            keep_images=True,
-            fit_zernikes=False,
-        )
-        if fit.models is None:
-            continue
+        try:
+            fit = fit_pair(
+                pair,
+                telescope=telescope,
+                options=config.estimation.forward_options(with_grid=False),
+                start_um=held,
+                keep_images=True,
+                fit_zernikes=False,
+            )
+            failure = ""
+        except EstimationError as exc:
+            # Still drawn: a reported estimate the model cannot follow (e.g. a caustic) is what to show.
+            fit = exc.result
+            failure = f"  (model fit failed: {fit.message if fit is not None else exc})"
         for k, (role, stamp) in enumerate((("intra", pair.intra), ("extra", pair.extra))):
-            data = np.where(stamp.mask, np.nan, stamp.image)
-            label = f"{role} #{pair.index}  SNR {stamp.snr:.0f}  chi2/dof {fit.chi2_reduced_per_stamp[k]:.2f}"
-            panels.append({"data": data, "model": fit.models[k], "label": label})
+            panel: dict[str, Any] = {"data": np.where(stamp.mask, np.nan, stamp.image)}
+            label = f"{role} #{pair.index}  SNR {stamp.snr:.0f}"
+            if fit is not None and fit.models is not None:
+                panel["model"] = fit.models[k]
+                label += f"  chi2/dof {fit.chi2_reduced_per_stamp[k]:.2f}"
+            panel["label"] = label + failure
+            panels.append(panel)
     return panels
 
 

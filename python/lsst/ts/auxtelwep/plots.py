@@ -5,6 +5,7 @@ All functions draw on `matplotlib.figure.Figure` objects (no pyplot state, no sc
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,9 @@ def plot_stamps(
         peak = float(np.nanmax(data)) or 1.0
         model = stamp.get("model")
         axes[0, i].imshow(data, origin="lower", cmap="magma")
-        axes[0, i].set_title(str(stamp.get("label", f"donut {i}")), fontsize=9)
+        # Wrapped to the panel: a label can carry why the pair's model fit failed.
+        title = textwrap.fill(str(stamp.get("label", f"donut {i}")), width=45)
+        axes[0, i].set_title(title, fontsize=9)
         if model is not None:
             model = np.asarray(model, dtype=float)
             axes[1, i].imshow(model, origin="lower", cmap="magma", vmin=np.nanmin(data), vmax=peak)
