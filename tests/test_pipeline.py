@@ -13,9 +13,11 @@ import pytest
 from astropy.io import fits
 
 from lsst.ts.auxtelwep import estimation, pipeline, reprocess
+from lsst.ts.auxtelwep.cadence import check_roles
 from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.commands.process import _print_summary
+from lsst.ts.auxtelwep.detection import detect_donuts
 from lsst.ts.auxtelwep.errors import AuxTelWepError, InputError
 from lsst.ts.auxtelwep.exposure import Exposure, read_raw, write_exposure
 from lsst.ts.auxtelwep.instrument import HexapodState, Role
@@ -23,6 +25,7 @@ from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
 from lsst.ts.auxtelwep.pipeline import PipelineConfig, Triplet, process
 from lsst.ts.auxtelwep.sim.night import NightManifest, NightPlan, simulate_night
 from lsst.ts.auxtelwep.sim.truth import Truth, truth_path
+from lsst.ts.auxtelwep.stamps import cut_pairs
 
 MISALIGNMENT = HexapodState(x=0.15, y=-0.2, z=0.06)
 
@@ -384,11 +387,16 @@ def _exposure(**keys: object) -> Exposure:
 def test_roles_are_checked_from_the_header_without_an_obsid(tmp_path: Path) -> None:
     intra = _exposure(REASON="INTRA", FOCUSZ=0.8)
     extra = _exposure(REASON="EXTRA", FOCUSZ=-0.8)
-    pipeline.check_roles({Role.INTRA: intra, Role.EXTRA: extra})  # as given: nothing to say
+    check_roles({Role.INTRA: intra, Role.EXTRA: extra})  # as given: nothing to say
     with pytest.raises(
         InputError, match=r"the intra-focal image \(no OBSID\) was given as the intra-focal image "
     ):
-        pipeline.check_roles({Role.INTRA: extra, Role.EXTRA: intra})
+        check_roles({Role.INTRA: extra, Role.EXTRA: intra})
+    # The stages check too: used one by one, a swapped pair fitted cleanly with the focus sign reversed.
+    with pytest.raises(InputError, match=r"given as the intra-focal image but its header says extra-focal"):
+        detect_donuts(extra, intra)
+    with pytest.raises(InputError, match=r"given as the intra-focal image but its header says extra-focal"):
+        cut_pairs(extra, intra, [])
     # The same file twice is refused by its path before anything is read (headers may lack OBSID).
     raw = tmp_path / "raw.fits"
     with pytest.raises(

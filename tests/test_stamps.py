@@ -47,7 +47,7 @@ def _exposures(sim, positions, *, seed=0, units="electron", gain=1.0, with_varia
     """Frames with the donuts pasted at ``positions`` ((col, row) of each stamp centre), sky, noise."""
     rng = np.random.default_rng(seed)
     out = []
-    for stamp in (sim.intra, sim.extra):
+    for number, stamp in enumerate((sim.intra, sim.extra), start=1):
         expected = np.full(FRAME, SKY)
         half = stamp.shape[0] // 2
         for col, row in positions:
@@ -62,7 +62,7 @@ def _exposures(sim, positions, *, seed=0, units="electron", gain=1.0, with_varia
             Exposure(
                 image=image,
                 mask=np.zeros(FRAME, dtype=np.uint16),
-                header=fits.Header({"OBSID": "AT_TEST"}),
+                header=fits.Header({"OBSID": f"AT_O_20240624_{number:06d}"}),
                 variance=variance,
                 units=units,
             )

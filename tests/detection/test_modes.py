@@ -32,7 +32,10 @@ def triplet():
     return field, intra, extra, infocus
 
 
-def _with_header(exposure, header):
+def _with_header(exposure, header, role: str):
+    """``exposure`` with ``header``, named for its role (one OBSID in two roles is refused)."""
+    header = header.copy()
+    header["OBSID"] = f"SIM_{role}"
     return dataclasses.replace(exposure, header=header)
 
 
@@ -40,9 +43,9 @@ def _detect(triplet, header, *, infocus=False, config=None):
     """`detect_donuts` on the triplet's pair (and in-focus image if ``infocus``), all with ``header``."""
     field, intra, extra, focus = triplet
     return detect_donuts(
-        _with_header(intra, header),
-        _with_header(extra, header),
-        infocus=_with_header(focus, header) if infocus else None,
+        _with_header(intra, header, "intra"),
+        _with_header(extra, header, "extra"),
+        infocus=_with_header(focus, header, "infocus") if infocus else None,
         refcat=field.refcat,
         config=config,
     )
@@ -274,7 +277,7 @@ def test_a_donut_on_dead_pixels_is_rejected_as_such(triplet) -> None:
     box = (slice(y - 150, y + 150), slice(x - 150, x + 150))
     image, mask = intra.image.copy(), intra.mask.copy()
     image[box], mask[box] = 0.0, MaskBit.BAD
-    dead = dataclasses.replace(intra, image=image, mask=mask, header=header)
-    cat = detect_donuts(dead, _with_header(extra, header), refcat=field.refcat)
+    dead = dataclasses.replace(_with_header(intra, header, "intra"), image=image, mask=mask)
+    cat = detect_donuts(dead, _with_header(extra, header, "extra"), refcat=field.refcat)
     (rejected,) = [r for r in cat.rejected if r.ref_index == 0]
     assert rejected.reason.startswith("100 % of the predicted donut is BAD/SAT/NO_DATA"), rejected.reason

@@ -38,15 +38,19 @@ import dataclasses
 import enum
 import math
 import re
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Literal
 
-from .errors import CadenceError
+from .errors import CadenceError, InputError
 from .instrument import EXTRA_FOCUS_Z_MM, INTRA_FOCUS_Z_MM, Role
 from .intake import ImageInfo
 from .triplet import Triplet, TripletState, check_transition
 
+if TYPE_CHECKING:
+    from .exposure import Exposure
+
 __all__ = [
+    "ROLE_LABELS",
     "AddOutcome",
     "CadenceLimits",
     "CadenceWarning",
@@ -60,6 +64,7 @@ __all__ = [
     "TripletState",
     "WarningKind",
     "angular_separation_deg",
+    "check_roles",
     "check_transition",
     "classify",
     "stated_role",
@@ -511,3 +516,63 @@ class Sequencer:
                 f"(tolerance {self.limits.pointing_tolerance_deg * 3600:.1f} arcsec)",
             )
         ]
+
+
+#: How an error message names each role.
+ROLE_LABELS = {Role.INTRA: "intra-focal", Role.EXTRA: "extra-focal", Role.INFOCUS: "in-focus"}
+
+
+def check_roles(given: Mapping[Role, Exposure]) -> None:
+    """Refuse exposures whose headers contradict the role they were given for.
+
+    The cadence rules (`cadence.stated_role`, `cadence.swapped_focus_problem`) applied to the images of one
+    triplet: one exposure given twice, a role that ``REASON`` (else ``FOCUSZ``) contradicts, an intra image
+    whose ``FOCUSZ`` is not larger than the extra's, images of different nights (``DAYOBS``: the sequencer
+    never groups them). An exposure without these keys is taken as given; one without ``OBSID`` (an image
+    prepared elsewhere) is checked by its ``REASON`` and ``FOCUSZ`` all the same.
+
+    Raises
+    ------
+    InputError
+        Naming the exposure, the role it was given for and what its header says (or, for images of
+        different nights, each image's OBSID and DAYOBS).
+    CadenceError
+        If an exposure's ``REASON`` and ``FOCUSZ`` disagree.
+    """
+
+    infos = {}
+    for role, exposure in given.items():
+        header = exposure.header
+        if not str(header.get("OBSID", "") or "").strip():
+            # A header without OBSID still says what it is; it is named by the role it was given for.
+            header = header.copy()
+            header["OBSID"] = f"the {ROLE_LABELS[role]} image (no OBSID)"
+        infos[role] = ImageInfo.from_header(header)
+    roles_of: dict[str, Role] = {}
+    for role, info in infos.items():
+        if info.obsid in roles_of:
+            first = ROLE_LABELS[roles_of[info.obsid]]
+            raise InputError(
+                f"{info.obsid} was given as both the {first} and the {ROLE_LABELS[role]} image",
+                value=info.obsid,
+            )
+        roles_of[info.obsid] = role
+        stated = stated_role(info, focus_tolerance_mm=CadenceLimits.focus_tolerance_mm)
+        if stated is not None and stated is not role:
+            raise InputError(
+                f"{info.obsid} was given as the {ROLE_LABELS[role]} image but its header says "
+                f"{ROLE_LABELS[stated]} (REASON={info.reason!r}, FOCUSZ={info.focus_z_mm} mm)",
+                value=info.obsid,
+                allowed=role.value,
+            )
+    nights = {role: info.day_obs for role, info in infos.items() if info.day_obs}
+    if len(set(nights.values())) > 1:
+        detail = ", ".join(f"{ROLE_LABELS[r]} {infos[r].obsid} DAYOBS={day}" for r, day in nights.items())
+        raise InputError(
+            f"the images come from different nights ({detail}); a triplet's images are of one night",
+            value=tuple(nights.values()),
+        )
+    if Role.INTRA in infos and Role.EXTRA in infos:
+        swapped = swapped_focus_problem(infos[Role.INTRA], infos[Role.EXTRA])
+        if swapped is not None:
+            raise InputError(swapped, value=(infos[Role.INTRA].obsid, infos[Role.EXTRA].obsid))

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import calibs as calibs_module
-from .cadence import CadenceLimits, stated_role, swapped_focus_problem
+from .cadence import ROLE_LABELS, check_roles
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
 from .errors import ConfigurationError, EstimationError, InputError
@@ -44,7 +44,6 @@ from .estimation.forward import fit_pair
 from .estimation.forward_model import design_fits
 from .exposure import Exposure, read_exposure, read_raw
 from .instrument import DEFAULT_WAVELENGTH_M, AuxTel, Role
-from .intake import ImageInfo
 from .isr import IsrConfig, run_isr
 from .refcat import RefCatalog, load_refcat
 from .stamps import DonutPair, cut_pairs
@@ -54,7 +53,6 @@ __all__ = [
     "Triplet",
     "WavefrontResult",
     "camera_angle_from_header",
-    "check_roles",
     "correct_from_estimate",
     "estimate_ahead",
     "model_stamps",
@@ -384,70 +382,11 @@ def _in_threads(
     return first, second
 
 
-_ROLE_LABELS = {Role.INTRA: "intra-focal", Role.EXTRA: "extra-focal", Role.INFOCUS: "in-focus"}
-
-
-def check_roles(given: dict[Role, Exposure]) -> None:
-    """Refuse exposures whose headers contradict the role they were given for.
-
-    The cadence rules (`cadence.stated_role`, `cadence.swapped_focus_problem`) applied to the images of one
-    triplet: one exposure given twice, a role that ``REASON`` (else ``FOCUSZ``) contradicts, an intra image
-    whose ``FOCUSZ`` is not larger than the extra's, images of different nights (``DAYOBS``: the sequencer
-    never groups them). An exposure without these keys is taken as given; one without ``OBSID`` (an image
-    prepared elsewhere) is checked by its ``REASON`` and ``FOCUSZ`` all the same.
-
-    Raises
-    ------
-    InputError
-        Naming the exposure, the role it was given for and what its header says (or, for images of
-        different nights, each image's OBSID and DAYOBS).
-    CadenceError
-        If an exposure's ``REASON`` and ``FOCUSZ`` disagree.
-    """
-
-    infos = {}
-    for role, exposure in given.items():
-        header = exposure.header
-        if not str(header.get("OBSID", "") or "").strip():
-            # A header without OBSID still says what it is; it is named by the role it was given for.
-            header = header.copy()
-            header["OBSID"] = f"the {_ROLE_LABELS[role]} image (no OBSID)"
-        infos[role] = ImageInfo.from_header(header)
-    roles_of: dict[str, Role] = {}
-    for role, info in infos.items():
-        if info.obsid in roles_of:
-            first = _ROLE_LABELS[roles_of[info.obsid]]
-            raise InputError(
-                f"{info.obsid} was given as both the {first} and the {_ROLE_LABELS[role]} image",
-                value=info.obsid,
-            )
-        roles_of[info.obsid] = role
-        stated = stated_role(info, focus_tolerance_mm=CadenceLimits.focus_tolerance_mm)
-        if stated is not None and stated is not role:
-            raise InputError(
-                f"{info.obsid} was given as the {_ROLE_LABELS[role]} image but its header says "
-                f"{_ROLE_LABELS[stated]} (REASON={info.reason!r}, FOCUSZ={info.focus_z_mm} mm)",
-                value=info.obsid,
-                allowed=role.value,
-            )
-    nights = {role: info.day_obs for role, info in infos.items() if info.day_obs}
-    if len(set(nights.values())) > 1:
-        detail = ", ".join(f"{_ROLE_LABELS[r]} {infos[r].obsid} DAYOBS={day}" for r, day in nights.items())
-        raise InputError(
-            f"the images come from different nights ({detail}); a triplet's images are of one night",
-            value=tuple(nights.values()),
-        )
-    if Role.INTRA in infos and Role.EXTRA in infos:
-        swapped = swapped_focus_problem(infos[Role.INTRA], infos[Role.EXTRA])
-        if swapped is not None:
-            raise InputError(swapped, value=(infos[Role.INTRA].obsid, infos[Role.EXTRA].obsid))
-
-
 def _refuse_one_file_twice(triplet: Triplet) -> None:
     """The same file in two roles (what check_roles sees by OBSID, here by path: headers may lack it)."""
     given = {Role.INTRA: triplet.intra, Role.EXTRA: triplet.extra, Role.INFOCUS: triplet.infocus}
     seen: dict[Path, str] = {}
-    for role, path in ((_ROLE_LABELS[r], p) for r, p in given.items()):
+    for role, path in ((ROLE_LABELS[r], p) for r, p in given.items()):
         if path is None:
             continue
         resolved = Path(path).expanduser().resolve()

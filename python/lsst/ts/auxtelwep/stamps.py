@@ -28,6 +28,7 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from .cadence import check_roles
 from .errors import InputError
 from .exposure import Exposure, MaskBit
 from .instrument import OBSCURATION, AuxTel, Role
@@ -337,13 +338,15 @@ def cut_pairs(
     Raises
     ------
     InputError
-        If the exposures differ in shape or units, or the stamp size is even or too small.
+        If the exposures' headers contradict the roles they are given for (`cadence.check_roles`), they
+        differ in shape or units, or the stamp size is even or too small.
     """
     options = options or CutOptions()
     if size_px is not None:
         options = dataclasses.replace(options, size_px=int(size_px))
     telescope = AuxTel() if telescope is None else telescope
     donuts = list(getattr(catalog, "donuts", catalog))
+    check_roles({Role.INTRA: intra, Role.EXTRA: extra})
     if intra.image.shape != extra.image.shape or intra.units != extra.units:
         raise InputError(
             f"intra ({intra.obsid}: {intra.image.shape}, {intra.units}) and extra ({extra.obsid}: "

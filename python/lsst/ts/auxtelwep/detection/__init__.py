@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..cadence import check_roles
 from ..errors import ConfigurationError, DetectionError
 from ..exposure import Exposure
 from ..instrument import AuxTel, Role
@@ -201,6 +202,11 @@ class _Run:
 def _check_inputs(
     intra: Exposure, extra: Exposure, infocus: Exposure | None, config: DetectionConfig
 ) -> None:
+    # Here as well as in `pipeline.process`: a swapped pair fits as well as the right one, focus reversed.
+    given = {Role.INTRA: intra, Role.EXTRA: extra}
+    if infocus is not None:
+        given[Role.INFOCUS] = infocus
+    check_roles(given)
     shapes = {"intra": intra.image.shape, "extra": extra.image.shape}
     if infocus is not None:
         shapes["infocus"] = infocus.image.shape
@@ -247,6 +253,8 @@ def detect_donuts(
 
     Raises
     ------
+    InputError
+        If the exposures' headers contradict the roles they are given for (`cadence.check_roles`).
     ConfigurationError
         If a mode is forced that the inputs cannot support without fallback (``wcs`` or ``refit`` without a
         catalog, ``refit`` without an in-focus image), or the exposures differ in shape.
