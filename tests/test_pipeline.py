@@ -19,11 +19,11 @@ from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.commands.process import _print_summary
 from lsst.ts.auxtelwep.detection import detect_donuts
 from lsst.ts.auxtelwep.errors import AuxTelWepError, InputError
-from lsst.ts.auxtelwep.exposure import Exposure, read_raw, write_exposure
+from lsst.ts.auxtelwep.exposure import Exposure, camera_angle_from_header, read_raw, write_exposure
 from lsst.ts.auxtelwep.instrument import HexapodState, Role
 from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
 from lsst.ts.auxtelwep.pipeline import PipelineConfig, Triplet, process
-from lsst.ts.auxtelwep.sim.night import NightManifest, NightPlan, simulate_night
+from lsst.ts.auxtelwep.sim.night import DEFAULT_POINTING, NightManifest, NightPlan, simulate_night
 from lsst.ts.auxtelwep.sim.truth import Truth, truth_path
 from lsst.ts.auxtelwep.stamps import cut_pairs
 
@@ -59,6 +59,33 @@ def test_process_recovers_the_injected_misalignment(night: tuple[Path, NightMani
     assert result.notes == ()  # one group: nothing to say about the images
     for stage in ("isr", "detection", "estimation", "correction", "total"):
         assert result.timings_s[stage] > 0
+
+
+def test_without_the_camera_angle_only_focus_is_solved(tmp_path: Path) -> None:
+    # Real LATISS raws carry no CAMANGLE (the simulator's key). Taken as 0, a camera turned by 60 deg
+    # sent x, y rotated by 60 deg (re-simulated after the correction: 0.225 mm left of 0.224): now only z is
+    # solved unless the angle is given (the CSC records it from the mount; `process --camera-angle`).
+    pointing = dataclasses.replace(DEFAULT_POINTING, camera_angle_deg=60.0)
+    plan = NightPlan(
+        n_triplets=1, seed=3, hexapod=MISALIGNMENT, pointing=pointing, n_stars=6, blend_pair=False
+    )
+    manifest = simulate_night(tmp_path, plan)
+    paths = {e.role: tmp_path / e.raw for e in manifest.triplets[0].exposures}
+    for path in paths.values():
+        with fits.open(path, mode="update") as hdul:
+            del hdul[0].header["CAMANGLE"]
+    config = PipelineConfig(calibs_dir=tmp_path / manifest.calibs, refcat=tmp_path / manifest.refcat)
+    unknown = process(Triplet(paths["intra"], paths["extra"], paths["infocus"]), config=config)
+    assert unknown.correction.solved_axes == ("z",) and unknown.camera_angle_deg is None
+    assert unknown.correction.offset.z == pytest.approx(-MISALIGNMENT.z, abs=0.002)
+    assert unknown.correction.offset.x == 0.0 and unknown.correction.ops_offset is None
+    assert any(note.startswith("camera angle unknown") for note in unknown.notes)
+    given = process(
+        Triplet(paths["intra"], paths["extra"], paths["infocus"], camera_angle_deg=60.0), config=config
+    )
+    offset = given.correction.offset
+    assert given.correction.solved_axes == ("x", "y", "z") and given.camera_angle_deg == 60.0
+    assert np.hypot(offset.x + MISALIGNMENT.x, offset.y + MISALIGNMENT.y) < 0.02
 
 
 @pytest.mark.parametrize(
@@ -408,7 +435,7 @@ def test_roles_are_checked_from_the_header_without_an_obsid(tmp_path: Path) -> N
 @pytest.mark.parametrize("value", ["abc", "nan", "inf"])
 def test_a_camera_angle_that_is_not_a_number_is_named(value: str) -> None:
     with pytest.raises(InputError, match=rf"CAMANGLE='{value}' is not a number of degrees"):
-        pipeline.camera_angle_from_header(fits.Header({"OBSID": "AT_O_20240624_000001", "CAMANGLE": value}))
+        camera_angle_from_header(fits.Header({"OBSID": "AT_O_20240624_000001", "CAMANGLE": value}))
 
 
 def test_an_unreadable_unneeded_infocus_file_costs_only_its_label(tmp_path: Path) -> None:

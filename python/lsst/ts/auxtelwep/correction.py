@@ -73,9 +73,10 @@ class CorrectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    axes: Literal["auto", "xyz", "xyzuv"] = Field(
+    axes: Literal["auto", "xyz", "xyzuv", "z"] = Field(
         "auto",
-        description="Axes to solve: x, y, z only; all five; or all five when the field constrains u, v.",
+        description="Axes to solve: x, y, z only; all five; all five when the field constrains u, v; or "
+        "focus alone (z, from Z4: also what is solved when the camera angle is unknown).",
     )
     noll: tuple[int, ...] = Field(
         (4, 5, 6, 7, 8, 9, 10, 11), description="Noll indices used in the fit (those M2 motion changes)."
@@ -122,7 +123,8 @@ class HexapodCorrection:
         RMS of the wavefront left unexplained by the solution, micrometres.
     ops_offset : `HexapodState` or `None`
         The ops-script rule's offset for the same measurement (x, y, z only, with its gains), for comparison;
-        None when Z4, Z7 or Z8 is not among the terms used (the rule needs all three).
+        None when Z4, Z7 or Z8 is not among the terms used (the rule needs all three) or only focus is
+        solved (``axes="z"``: its x, y need the camera angle).
     """
 
     offset: HexapodState
@@ -196,7 +198,8 @@ def compute_correction(
             f"shapes disagree: deviations {dev.shape}, errors {err.shape}, fields {fields.shape}, "
             f"noll {noll_arr.size}"
         )
-    used = np.isin(noll_arr, config.noll)
+    # Focus alone is read from Z4 alone: the coma a decenter leaves would only inflate its chi-square.
+    used = np.isin(noll_arr, (4,) if config.axes == "z" else config.noll)
     if not used.any():
         raise InputError(
             f"none of the measured Noll indices {noll_arr.tolist()} is used by the correction "
@@ -235,13 +238,15 @@ def compute_correction(
 
     # x, y, z first (z only with Z4: module docstring), refined against the optical model when the decenter
     # is large; u and v are then judged on what x, y, z leave at that point, where the model is right.
-    axes = ("x", "y", "z") if 4 in noll_used else ("x", "y")
+    axes: tuple[str, ...] = (
+        ("z",) if config.axes == "z" else ("x", "y", "z") if 4 in noll_used else ("x", "y")
+    )
     solution, cov = solve([_AXES.index(axis) for axis in axes], np.zeros_like(target))
     predicted = rows @ solution
     refine = config.refine_above_mm is not None and np.hypot(*solution[:2]) > config.refine_above_mm
     if refine:
         solution, predicted = refined(solution, predicted, axes)
-    if config.axes != "xyz":
+    if config.axes in ("auto", "xyzuv"):
         with_tilt = (*axes, "u", "v")
         step, cov_tilt = solve([_AXES.index(axis) for axis in with_tilt], predicted)
         left = (target - predicted - rows @ step)[keep] * weights[keep]
@@ -266,7 +271,7 @@ def compute_correction(
         ops_offset=ops_script_correction(
             noll_used, mean_dev, camera_angle_deg=telescope.camera_angle_deg, gains=config.ops_gains
         )
-        if set(_OPS_TERMS) <= set(noll_used.tolist())
+        if set(_OPS_TERMS) <= set(noll_used.tolist()) and config.axes != "z"
         else None,
     )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +48,7 @@ __all__ = [
     "amp_geometry",
     "assemble",
     "boresight_wcs",
+    "camera_angle_from_header",
     "disassemble",
     "read_exposure",
     "read_raw",
@@ -445,3 +447,38 @@ def write_exposure(exposure: Exposure, path: str | Path) -> None:
         if exposure.variance is not None:
             hdus.append(fits.ImageHDU(data=exposure.variance, name="VARIANCE"))
     fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def camera_angle_from_header(header: fits.Header) -> float | None:
+    """Camera angle relative to the hexapod frame, degrees, from header ``CAMANGLE``.
+
+    Real LATISS raws do not carry it (the simulator writes it): the angle is the mount's elevation plus its
+    Nasmyth-2 rotator angle (FACTS.md section 2), which the CSC records from ATMCS for each image.
+
+    Parameters
+    ----------
+    header : `astropy.io.fits.Header`
+        Primary header of an exposure.
+
+    Returns
+    -------
+    angle : `float` or `None`
+        Degrees, or None when the header has no ``CAMANGLE``.
+
+    Raises
+    ------
+    RawFormatError
+        If ``CAMANGLE`` is there but not a finite number.
+    """
+    value = header.get("CAMANGLE")
+    if value is None:
+        return None
+    try:
+        angle = float(value)
+    except (TypeError, ValueError):
+        angle = math.nan
+    if not math.isfinite(angle):
+        raise RawFormatError(
+            f"OBSID={header.get('OBSID')}: header CAMANGLE={value!r} is not a number of degrees", value=value
+        )
+    return angle

@@ -14,7 +14,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ from .estimation import (
 )
 from .estimation.forward import fit_pair
 from .estimation.forward_model import design_fits
-from .exposure import Exposure, read_exposure, read_raw
+from .exposure import Exposure, camera_angle_from_header, read_exposure, read_raw
 from .instrument import DEFAULT_WAVELENGTH_M, AuxTel, Role
 from .isr import IsrConfig, run_isr
 from .refcat import RefCatalog, load_refcat
@@ -52,7 +51,6 @@ __all__ = [
     "PipelineConfig",
     "Triplet",
     "WavefrontResult",
-    "camera_angle_from_header",
     "correct_from_estimate",
     "estimate_ahead",
     "model_stamps",
@@ -97,12 +95,17 @@ class Triplet:
         The in-focus image of the same group, used for astrometry when the WCS is poor.
     group_id : `str`
         GROUPID of the triplet (informational).
+    camera_angle_deg : `float` or `None`
+        Camera rotation relative to the hexapod frame during the exposures, degrees (instrument.py
+        convention): the mount's elevation + Nasmyth-2 angle, recorded by the CSC, or given by the user.
+        None: the intra image's header ``CAMANGLE``; without it only focus is solved.
     """
 
     intra: Path
     extra: Path
     infocus: Path | None = None
     group_id: str = ""
+    camera_angle_deg: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +116,9 @@ class WavefrontResult:
     ----------
     group_id, intra_obsid, extra_obsid, infocus_obsid : `str` (infocus may be `None`)
         Identification of the images.
-    camera_angle_deg : `float`
-        Camera rotation used for the correction (instrument.py convention).
+    camera_angle_deg : `float` or `None`
+        Camera rotation used for the correction (instrument.py convention); None when it was not known
+        (only focus was then solved).
     catalog : `DonutCatalog`
         The donuts found and how.
     estimate : `WavefrontEstimate`
@@ -134,7 +138,7 @@ class WavefrontResult:
     intra_obsid: str
     extra_obsid: str
     infocus_obsid: str | None
-    camera_angle_deg: float
+    camera_angle_deg: float | None
     catalog: DonutCatalog
     estimate: WavefrontEstimate
     correction: HexapodCorrection
@@ -240,26 +244,6 @@ def _floats_or_none(values: NDArray | None) -> list[float | None] | None:
     return None if values is None else [_finite_or_none(v) for v in values]
 
 
-def camera_angle_from_header(header: fits.Header) -> float:
-    """Camera angle relative to the hexapod frame, degrees: header ``CAMANGLE`` when present, else 0."""
-    value = header.get("CAMANGLE")
-    if value is None:
-        log.warning(
-            "OBSID=%s has no CAMANGLE; assuming the camera is aligned with the hexapod frame",
-            header.get("OBSID"),
-        )
-        return 0.0
-    try:
-        angle = float(value)
-    except (TypeError, ValueError):
-        angle = math.nan
-    if not math.isfinite(angle):
-        raise InputError(
-            f"OBSID={header.get('OBSID')}: header CAMANGLE={value!r} is not a number of degrees", value=value
-        )
-    return angle
-
-
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -355,7 +339,7 @@ def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
         Bad images, no donut found, no usable pair: `process` will report it for the triplet.
     """
     intra_exposure, extra_exposure = _in_threads(_prepare, (intra, extra), config)
-    telescope = _telescope(intra_exposure, config)
+    telescope = _telescope(None, config)
     catalog = detect_donuts(
         intra_exposure,
         extra_exposure,
@@ -397,9 +381,10 @@ def _refuse_one_file_twice(triplet: Triplet) -> None:
         seen[resolved] = role
 
 
-def _telescope(intra: Exposure, config: PipelineConfig) -> AuxTel:
-    angle = camera_angle_from_header(intra.header)
-    return AuxTel().with_camera_angle(angle).with_wavelength(config.wavelength_nm * 1e-9)
+def _telescope(angle_deg: float | None, config: PipelineConfig) -> AuxTel:
+    # An unknown camera angle leaves detection and estimation alone (the aligned design is round); only
+    # the correction's x, y, u, v need it, and `process` then solves focus alone.
+    return AuxTel().with_camera_angle(angle_deg or 0.0).with_wavelength(config.wavelength_nm * 1e-9)
 
 
 def _refcat(config: PipelineConfig) -> RefCatalog | None:
@@ -482,7 +467,10 @@ def process(
         check_roles({Role.INTRA: intra, Role.EXTRA: extra, Role.INFOCUS: loaded[0]})
         return loaded[0]
 
-    telescope = _telescope(intra, config)
+    angle = triplet.camera_angle_deg
+    if angle is None:
+        angle = camera_angle_from_header(intra.header)
+    telescope = _telescope(angle, config)
     isr_before_detection = timings["isr"]
     with _timed(timings, "detection"):
         catalog = detect_donuts(
@@ -499,8 +487,16 @@ def process(
         pairs = cut_pairs(intra, extra, catalog, telescope=telescope)
         estimate = estimate_wavefront(pairs, config=config.estimation, telescope=telescope)
     notes: list[str] = []
+    correction_config = config.correction
+    if angle is None:
+        correction_config = correction_config.model_copy(update={"axes": "z"})
+        notes.append(
+            f"camera angle unknown ({intra.obsid} has no CAMANGLE and none was given): only focus (z) is "
+            "solved; x, y, u, v need the camera's rotation relative to the hexapod (the mount's elevation "
+            "+ Nasmyth-2 angle: the CSC records it from ATMCS; offline, --camera-angle)"
+        )
     with _timed(timings, "correction"):
-        correction = correct_from_estimate(estimate, catalog, telescope=telescope, config=config.correction)
+        correction = correct_from_estimate(estimate, catalog, telescope=telescope, config=correction_config)
         # The correction is made from the deviations at the pixels' fields (its model follows the image);
         # the reported Zernikes are then referred to the stars' own fields with the misalignment it found.
         try:
@@ -522,7 +518,7 @@ def process(
         intra_obsid=intra.obsid,
         extra_obsid=extra.obsid,
         infocus_obsid=_infocus_obsid(triplet.infocus, loaded),
-        camera_angle_deg=telescope.camera_angle_deg,
+        camera_angle_deg=angle,
         catalog=catalog,
         estimate=estimate,
         correction=correction,
@@ -562,9 +558,7 @@ def model_stamps(
     """
     if not result.pairs:
         raise InputError("the result holds no stamps: run process(..., keep_pairs=True)")
-    telescope = (
-        AuxTel().with_camera_angle(result.camera_angle_deg).with_wavelength(config.wavelength_nm * 1e-9)
-    )
+    telescope = _telescope(result.camera_angle_deg, config)
     estimates = {p.index: p for p in result.estimate.pairs if p.used and p.zernikes_um is not None}
     panels: list[dict[str, Any]] = []
     for pair in [p for p in result.pairs if p.index in estimates][:max_pairs]:

@@ -324,10 +324,10 @@ def triplet_panels(
         from .calibs import load_calibrations
         from .detection import detect_donuts
         from .estimation.forward import ForwardOptions, fit_pair
-        from .exposure import read_exposure, read_raw
+        from .exposure import camera_angle_from_header, read_exposure, read_raw
         from .instrument import AuxTel
         from .isr import run_isr
-        from .pipeline import PipelineConfig, camera_angle_from_header
+        from .pipeline import PipelineConfig
         from .refcat import load_refcat
         from .stamps import cut_pairs
     except ImportError as exc:
@@ -344,7 +344,8 @@ def triplet_panels(
             )
 
         images = [load(p) if p is not None else None for p in (intra, extra, infocus)]
-        telescope = AuxTel().with_camera_angle(camera_angle_from_header(images[0].header))
+        # Detection and stamps do not depend on the angle (the aligned design is round): 0 when unknown.
+        telescope = AuxTel().with_camera_angle(camera_angle_from_header(images[0].header) or 0.0)
         telescope = telescope.with_wavelength(config.wavelength_nm * 1e-9)
         refcat = load_refcat(config.refcat) if config.refcat is not None else None
         catalog = detect_donuts(

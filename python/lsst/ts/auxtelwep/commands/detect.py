@@ -73,7 +73,7 @@ def _detect(args: argparse.Namespace) -> int:
     import pydantic
 
     from ..detection import DetectionConfig, detect_donuts
-    from ..exposure import read_exposure
+    from ..exposure import camera_angle_from_header, read_exposure
     from ..instrument import AuxTel
     from ..refcat import load_refcat
 
@@ -92,7 +92,7 @@ def _detect(args: argparse.Namespace) -> int:
     refcat = load_refcat(args.refcat, mag_column=args.mag_column) if args.refcat else None
     angle = args.camera_angle
     if angle is None:
-        angle = float(intra.header.get("CAMANGLE", 0.0))
+        angle = camera_angle_from_header(intra.header) or 0.0
     telescope = AuxTel().with_camera_angle(angle)
     catalog = detect_donuts(intra, extra, infocus=infocus, refcat=refcat, config=config, telescope=telescope)
     if args.json:

@@ -39,6 +39,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("intra", type=Path, help="intra-focal raw (or ISR'd image with --no-isr)")
     parser.add_argument("extra", type=Path, help="extra-focal raw (or ISR'd image with --no-isr)")
     parser.add_argument("--infocus", type=Path, help="in-focus raw of the same group (for astrometry)")
+    parser.add_argument(
+        "--camera-angle",
+        type=float,
+        metavar="DEG",
+        help="camera rotation vs the hexapod frame during the exposures, deg: the mount's elevation + "
+        "Nasmyth-2 angle (default: header CAMANGLE; without either only focus is solved)",
+    )
     add_pipeline_options(parser)
     parser.add_argument("--no-isr", action="store_true", help="inputs are already ISR'd single-image files")
     parser.add_argument("--json", type=output_file, help="write the result as JSON")
@@ -107,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = pipeline_config(args)
     result = process(
-        Triplet(args.intra, args.extra, args.infocus), config=config, keep_pairs=args.plot is not None
+        Triplet(args.intra, args.extra, args.infocus, camera_angle_deg=args.camera_angle),
+        config=config,
+        keep_pairs=args.plot is not None,
     )
     summary = result.to_json_dict()
     if args.json is not None:  # first: the file is the result that lasts, whatever happens to stdout
@@ -271,6 +280,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
         cells = "  ".join(f"{key.split('_')[0]} {value:+.4f} mm" for key, value in ops.items())
         print(f"  for comparison, the ops script's rule (published matrix and gains): {cells}")
     else:
-        print("  (no comparison with the ops script's rule: it needs Z4, Z7 and Z8)")
+        print("  (no comparison with the ops script's rule: it needs Z4, Z7, Z8 and the camera angle)")
     timing = summary["timing_s"]
     print("timing: " + "  ".join(f"{k} {v:.2f} s" for k, v in timing.items()))
