@@ -85,13 +85,32 @@ def test_an_output_in_a_missing_directory_is_refused_before_any_work(tmp_path, c
         ["process", "a.fits", "b.fits", "--json", str(missing)],
         ["reprocess", str(tmp_path), "--plot", str(missing)],
         ["isr", "a.fits", "--out", str(missing)],
-        ["detect", "a.fits", "b.fits", "--json", str(tmp_path)],
     ):
         with pytest.raises(SystemExit) as cm:
             build_parser().parse_args(argv)
         assert cm.value.code == 2
-        err = capsys.readouterr().err
-        assert "is not a directory" in err or "is a directory, not a file" in err, err
+        # The message said "... is not a directory" of a directory that simply did not exist.
+        assert f"directory {missing.parent} does not exist" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for argv, said in (
+        (["detect", "a.fits", "b.fits", "--json", str(tmp_path)], "is a directory, not a file"),
+        (["detect", "a.fits", "b.fits", "--json", str(a_file / "out.json")], f"{a_file} is not a directory"),
+        (["simulate", "exposure", "--out", str(a_file / "sub" / "x.fits")], f"{a_file} is not a directory"),
+    ):
+        with pytest.raises(SystemExit) as cm:
+            build_parser().parse_args(argv)
+        assert cm.value.code == 2
+        assert said in capsys.readouterr().err
+
+
+def test_simulate_exposure_makes_its_directory(tmp_path, capsys) -> None:
+    # doc/simulator.md's `simulate exposure --out /tmp/one/...` was refused when /tmp/one did not exist,
+    # though `simulate night` makes its data root: a generated file's directory is made, as there.
+    out = tmp_path / "one" / "AT_O_20240624_000001.fits"
+    argv = ["simulate", "exposure", "--out", str(out), "--stars", "1", "--no-blend", "--cosmic-rays", "0"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert out.is_file() and (out.parent / "refcat.ecsv").is_file()
 
 
 def test_a_file_the_system_refuses_is_one_line(tmp_path, capsys) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from . import count_of, day_obs, output_file
+from . import count_of, day_obs, new_output_file
 
 if TYPE_CHECKING:
     from ..sim.scene import Pointing
@@ -97,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT (a raw) and OUT's .truth.json; with no --catalog a random catalog is made "
         "and written beside it as refcat.ecsv.",
     )
-    exposure.add_argument("--out", type=output_file, required=True, help="raw file to write (.fits)")
+    exposure.add_argument(
+        "--out", type=new_output_file, required=True, help="raw file to write (.fits; its directory is made)"
+    )
     exposure.add_argument("--role", choices=("intra", "extra", "infocus"), default="intra", help="image role")
     exposure.add_argument("--catalog", type=Path, default=None, help="reference catalog (ECSV: ra, dec, mag)")
     exposure.add_argument("--seqnum", type=int, default=1, help="SEQNUM (OBSID AT_O_<DAYOBS>_<SEQNUM>)")
@@ -163,6 +165,8 @@ def _exposure(args: argparse.Namespace) -> int:
     from ..sim.signature import DetectorSignature, write_calibrations
 
     pointing = _pointing(args)
+    # Like `simulate night`'s data root, the raw's directory is made here (new_output_file allowed it).
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.catalog is not None:
         try:
             catalog = Table.read(args.catalog, format="ascii.ecsv")
