@@ -1,6 +1,6 @@
 """Reported Zernikes are referred to the design at each star's field, not at its donut's pixel.
 
-A misaligned M2 moves the image (~538 px per mm of decenter): the star whose donut sits at a pixel is not the
+A misaligned M2 moves the image (~548 px per mm of decenter): the star whose donut sits at a pixel is not the
 one the design puts there. The estimators subtract the design at the pixel's field; `refer_to_stars` moves the
 reference to the star's field, where the simulator's truths (and the convention) take it.
 """

@@ -23,7 +23,7 @@ Without Z4 among the terms used z is not solved (left at zero and named in ``sol
 not when the field does not pin them down.
 
 The deviations are measured at the donuts' pixels, through the design's mapping. Moving M2 moves the image
-(~538 px per mm of decenter), so the star seen at a pixel changes with it; the linear model includes that
+(~548 px per mm of decenter), so the star seen at a pixel changes with it; the linear model includes that
 (`instrument.SensitivityMap`, ``follow_image``: 3 nm of Z4 at the chip's edge for 0.2 mm, read as 0.8 um
 of focus without it). Simulations that know their stars' own fields say so (``fields_from_pixels=False``).
 The pipeline reports the Zernikes at the stars' fields afterwards (`estimation.refer_to_stars`, with the
@@ -310,7 +310,7 @@ class _Deviations:
     """The deviations the optical model predicts at each donut for a misalignment (flattened, used terms).
 
     A donut's field comes from its pixel through the design's mapping, but a decentred M2 moves the image
-    (~538 px per mm): the star whose donut sits there is elsewhere on the sky, and its wavefront differs
+    (~548 px per mm): the star whose donut sits there is elsewhere on the sky, and its wavefront differs
     (the measured deviation is that wavefront minus the design at the pixel's field: 40 nm of Z4 at
     2.8 mm). With ``follow_image`` the model follows the star that lands on each donut's pixel.
     """

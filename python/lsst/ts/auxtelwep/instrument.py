@@ -386,8 +386,9 @@ class AuxTel:
     def chief_ray_pixel(self, field_x_deg: float, field_y_deg: float) -> tuple[float, float]:
         """Where the chief ray of a star lands in this state, 0-based assembled-frame pixels.
 
-        Unlike `field_to_pixel` (the design's mapping) this follows M2: decentring it moves the image by
-        ~538 px per mm. The design's on-axis chief ray lands on the boresight pixel, as in `field_to_pixel`.
+        Unlike `field_to_pixel` (the design's mapping) this follows M2: decentring it moves the chief ray by
+        554 px per mm (the light centroid, `light_centroid_pixel`, by 548). The design's on-axis chief ray
+        lands on the boresight pixel, as in `field_to_pixel`.
         """
         x, y = _chief_ray_m(self.optic_key, float(field_x_deg), float(field_y_deg), self.wavelength_m)
         x0, y0 = _chief_ray_m(_DESIGN_KEY, 0.0, 0.0, self.wavelength_m)
@@ -397,8 +398,9 @@ class AuxTel:
         """Where the light of a star lands in this state (the in-focus centroid), 0-based pixels.
 
         What detection measures for a donut (the mean of the intra and extra centroids is the in-focus one
-        to 0.01 px). It differs from `chief_ray_pixel` by the mean slope of the wavefront: ~12 px at 2.8 mm
-        of decenter, where the coma is 0.5 um. Same origin as `chief_ray_pixel`.
+        to 0.01 px). Decentring M2 moves it by 548 px per mm, 1.1 % less than the chief ray (554): the two
+        differ by the mean slope of the wavefront, ~16 px at 2.8 mm of decenter, where the coma is 0.5 um.
+        Same origin as `chief_ray_pixel`.
 
         Parameters
         ----------
@@ -425,7 +427,7 @@ class AuxTel:
         """Field angle of the star whose light lands where the design puts that of ``(field_x, field_y)``.
 
         The pipeline takes a donut's field from its pixel through the design's mapping (`pixel_to_field`);
-        with M2 at this state's hexapod position the image has moved (~538 px per mm of decenter), so the
+        with M2 at this state's hexapod position the image has moved (~548 px per mm of decenter), so the
         star there is elsewhere. Newton steps with the design's field-to-pixel Jacobian (the image motion
         is nearly uniform over the chip: two or three traces), on `light_centroid_pixel`.
 
@@ -592,7 +594,7 @@ class AuxTel:
 class SensitivityMap:
     """`AuxTel.sensitivity` over the field: a quadratic in the field angle, for any number of donuts.
 
-    Moving M2 also moves the image (~538 px per mm of decenter), so the star whose donut sits at a given
+    Moving M2 also moves the image (~548 px per mm of decenter), so the star whose donut sits at a given
     pixel changes with it. A deviation measured at a pixel's field (the design's mapping) therefore varies
     as the sensitivity minus the wavefront's field gradient times that motion: 3 nm of Z4 for 0.2 mm of
     decenter at the edge of the chip, which the linear model would read as 0.8 um of focus.

@@ -84,7 +84,7 @@ class DetectionConfig(BaseModel):
         2000.0,
         gt=0,
         description="A second, wider refit search when the first fails, px (None: none). M2 decentred by "
-        "millimetres moves the image ~538 px per mm; searching that far at once would let the brightest "
+        "millimetres moves the image ~548 px per mm; searching that far at once would let the brightest "
         "catalog stars come from beyond the chip.",
     )
     max_pair_offset_px: float = Field(

@@ -109,7 +109,7 @@ def run_catalog_mode(
     """
     xi, yi = project(wcs_intra, refcat.ra_deg, refcat.dec_deg)
     xe, ye = project(wcs_extra, refcat.ra_deg, refcat.dec_deg)
-    # The optics move the donuts away from the WCS prediction (M2 decenter: ~538 px/mm).
+    # The optics move the donuts away from the WCS prediction (M2 decenter: ~548 px/mm).
     (sxi, syi), (sxe, sye) = (
         model_image_shift_px(telescope, Role.INTRA),
         model_image_shift_px(telescope, Role.EXTRA),

@@ -206,9 +206,9 @@ def model_image_shift_px(telescope: AuxTel, role: Role) -> tuple[float, float]:
     """Where the optics put a donut's light centroid relative to the WCS prediction, pixels ``(dx, dy)``.
 
     A WCS (header or fitted) maps a star to where the aligned telescope's in-focus chief ray lands. The
-    telescope's M2 state moves the image (about 538 px per mm of decenter) and the defocus adds a fraction of
-    a pixel; both are taken from the optical model, on axis (the field dependence is below a pixel on the
-    chip). Zero for the aligned telescope apart from the defocus term.
+    telescope's M2 state moves the image (the light centroid ~548 px per mm of decenter) and the defocus adds
+    a fraction of a pixel; both are taken from the optical model, on axis (the field dependence is below a
+    pixel on the chip). Zero for the aligned telescope apart from the defocus term.
 
     Parameters
     ----------

@@ -7,7 +7,7 @@ stamp cutter (blend, clipped, masked...), fit failed, or outlier.
 
 Zernikes are Noll-indexed, annular (obscuration 0.3525), micrometres, and are the in-focus deviation from the
 optical design at each donut's field position (ARCHITECTURE.md conventions). `estimate_wavefront` takes that
-position from the donut's pixel through the design's mapping; a misaligned M2 moves the image (~538 px per
+position from the donut's pixel through the design's mapping; a misaligned M2 moves the image (~548 px per
 mm of decenter), so its estimates are the wavefront of the star there minus the design at the pixel's field.
 `refer_to_stars`, given the misalignment (the pipeline's correction), refers them to the star's own field:
 the wavefront's deviation from the design at the same field angle, as the simulator's truths are.

@@ -8,7 +8,7 @@ Rays leave the entrance pupil (batoid's stop surface, an annulus of radii `PUPIL
 into assembled-frame pixels by a pure shift: the design's on-axis chief ray lands on
 `~lsst.ts.auxtelwep.instrument.BORESIGHT_PIXEL` (batoid's own detector origin is about 405 px away), column =
 batoid detector x, row = batoid detector y, 10 um pixels. A decentred M2 therefore moves the donut as the
-optics say (about 538 px per mm).
+optics say (its light centroid ~548 px per mm of decenter).
 
 Two renderers share that trace:
 

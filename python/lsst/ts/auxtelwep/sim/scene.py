@@ -6,8 +6,9 @@ the perturbed, defocused optic (`lsst.ts.auxtelwep.sim.optics`) -> expected elec
 `lsst.ts.auxtelwep.sim.signature` (shot noise, detector, 16 amplifiers) -> raw FITS; the truth goes to
 JSON beside it (`truth_path`).
 
-A decentred M2 moves the image (about 538 px per mm), so donuts land away from where the true WCS puts the
-star, as on the sky: the truth records both (``wcs_col``/``wcs_row`` and the light centroid ``col``/``row``).
+A decentred M2 moves the image (the light centroid ~548 px per mm), so donuts land away from where the true
+WCS puts the star, as on the sky: the truth records both (``wcs_col``/``wcs_row`` and the light centroid
+``col``/``row``).
 
 WCS error convention: ``wcs_error=(dx_px, dy_px, drot_deg)`` makes the header WCS the true one passed
 through `lsst.ts.auxtelwep.sim.pointing.offset_wcs`: it predicts pixel ``c + R(drot) (p - c) + (dx, dy)``
