@@ -30,6 +30,11 @@ def test_detect_writes_json_and_prints_a_table(tmp_path, capsys) -> None:
     assert status == 0
     printed = capsys.readouterr().out
     assert "mode: template (requested auto)" in printed and "no reference catalog" in printed
+    # The column is detection's aperture SNR, not the stamp SNR `process` prints as "SNR" (1217 vs 1597
+    # for one donut): it was labelled "SNR" alone.
+    header, first = printed.splitlines()[:2]
+    end = header.index("aperture SNR") + len("aperture SNR")
+    assert first[:end].split()[-1].isdigit()  # the values stand under the label
     cat = DonutCatalog.read(out)
     assert len(cat) == 2
     np.testing.assert_allclose(sorted(cat.positions("intra")[:, 0]), [400.0, 760.0], atol=1.0)
