@@ -88,6 +88,24 @@ def test_without_the_camera_angle_only_focus_is_solved(tmp_path: Path) -> None:
     assert np.hypot(offset.x + MISALIGNMENT.x, offset.y + MISALIGNMENT.y) < 0.02
 
 
+def test_the_repr_of_a_result_is_a_short_summary(night: tuple[Path, NightManifest]) -> None:
+    # The generated reprs printed every array: 23 kB for a WavefrontResult, the whole frame's header for
+    # an Exposure. Now one line each, arrays as their shape and dtype.
+    out, manifest = night
+    config = PipelineConfig(calibs_dir=out / manifest.calibs, refcat=out / manifest.refcat)
+    triplet = _triplet(night)
+    result = process(triplet, config=config, keep_pairs=True)
+    text = repr(result)
+    assert len(text) < 500 and "\n" not in text, text
+    assert all(o in text for o in (result.intra_obsid, result.extra_obsid, result.infocus_obsid)), text
+    assert f"mode={result.catalog.mode!r}" in text and f"donuts_used={result.estimate.n_used}/" in text
+    assert f"4: {1000 * result.estimate.um[0]:.1f}" in text and "x " in text  # Z4 in nm, the correction
+    exposure = pipeline.prepare(triplet.intra, config=config)
+    for part in (result.estimate, *result.estimate.pairs, result.catalog, *result.pairs, exposure):
+        assert len(repr(part)) < 600 and "array([" not in repr(part), repr(part)
+    assert "array((4000, 4072), float32)" in repr(exposure) and result.intra_obsid in repr(exposure)
+
+
 @pytest.mark.parametrize(
     "state", [HexapodState(x=2.0, y=-2.0, z=0.095), HexapodState(x=1.4, y=-1.4, z=-0.011)], ids=str
 )

@@ -43,6 +43,7 @@ from .errors import CalibrationError
 from .exposure import AMP_NAMES, amp_geometry
 from .guarded_warnings import guarded_warnings
 from .instrument import DETECTOR_SHAPE
+from .reprs import summary_repr
 
 if TYPE_CHECKING:
     from .isr import IsrConfig
@@ -114,6 +115,10 @@ class Calibrations:
     fringe: NDArray[np.float32] | None = None
     amps: AmpParameters | None = None
     defects: tuple[tuple[int, int, int, int], ...] = ()
+
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        return summary_repr(self)
 
     def __post_init__(self) -> None:
         if self.units not in ("adu", "electron"):

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from .errors import RawFormatError
 from .guarded_warnings import guarded_warnings
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
+from .reprs import summary_repr
 
 __all__ = [
     "AMP_DATA_SHAPE",
@@ -301,6 +302,10 @@ class Exposure:
     wcs: WCS | None = None
     variance: NDArray[np.float32] | None = None
     units: str = "adu"
+
+    def __repr__(self) -> str:
+        """OBSID, arrays as their shape and dtype, the WCS and header by name (`reprs.summary_repr`)."""
+        return summary_repr(self, ("obsid", "image", "mask", "variance", "units", "wcs", "header"))
 
     @property
     def obsid(self) -> str:

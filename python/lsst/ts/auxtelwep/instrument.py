@@ -613,6 +613,12 @@ class SensitivityMap:
     coefs: NDArray[np.float64]
     image_motion_coefs: NDArray[np.float64]
 
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        from .reprs import summary_repr
+
+        return summary_repr(self)
+
     def at(
         self, field_x_deg: ArrayLike, field_y_deg: ArrayLike, *, follow_image: bool = False
     ) -> NDArray[np.float64]:

@@ -146,6 +146,27 @@ class WavefrontResult:
     pairs: tuple[DonutPair, ...] = ()
     notes: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        """The images, detection mode, donuts used, Z4-Z11 in nm and the correction, on one line.
+
+        The generated one printed every array of the estimate and the catalog (23 kB).
+        """
+        from .reprs import summary_repr, zernikes_nm
+
+        offset, solved = self.correction.offset, self.correction.solved_axes
+        unit = {"x": "mm", "y": "mm", "z": "mm", "u": "deg", "v": "deg"}
+        correction = "[" + ", ".join(f"{a} {getattr(offset, a):+.4f} {unit[a]}" for a in solved) + "]"
+        extra = {
+            "infocus": repr(self.infocus_obsid),
+            "mode": repr(self.catalog.mode),
+            "donuts_used": f"{self.estimate.n_used}/{len(self.catalog.donuts)}",
+            "nm": zernikes_nm(self.estimate.noll, self.estimate.um),
+            "correction": correction,
+        }
+        if self.notes:
+            extra["notes"] = str(len(self.notes))
+        return summary_repr(self, ("group_id", "intra_obsid", "extra_obsid"), extra)
+
     @property
     def reduced_chi2(self) -> float:
         """Median reduced chi-square of the forward fits of the pairs used (NaN for the TIE alone)."""

@@ -111,6 +111,12 @@ class Stamp:
     background: float = 0.0
     snr: float = float("nan")
 
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        from .reprs import summary_repr
+
+        return summary_repr(self)
+
     @property
     def size(self) -> int:
         """Side of the stamp, pixels."""
@@ -141,6 +147,14 @@ class DonutPair:
     index: int = 0
     flags: PairFlag = PairFlag.NONE
     notes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        """Index, flags and each stamp's summary (`reprs.summary_repr`)."""
+        from .reprs import summary_repr
+
+        return summary_repr(
+            self, ("index", "flags", "gain", "notes"), {"intra": repr(self.intra), "extra": repr(self.extra)}
+        )
 
     def __post_init__(self) -> None:
         if self.intra.image.shape != self.extra.image.shape:

@@ -23,6 +23,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from ..errors import InputError
+from ..reprs import summary_repr
 
 __all__ = ["Donut", "DonutCatalog", "Rejection"]
 
@@ -178,6 +179,10 @@ class DonutCatalog:
     rejected: tuple[Rejection, ...] = ()
     intra_obsid: str = "unknown"
     extra_obsid: str = "unknown"
+
+    def __repr__(self) -> str:
+        """A one-line summary: the donuts counted, the WCS by name (`reprs.summary_repr`)."""
+        return summary_repr(self)
 
     def __len__(self) -> int:
         return len(self.donuts)

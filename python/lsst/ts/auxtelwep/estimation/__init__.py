@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import AuxTelWepError, EstimationError, InputError
 from ..instrument import DEFAULT_WAVELENGTH_M, AuxTel, HexapodState, Role
+from ..reprs import summary_repr, zernikes_nm
 from ..stamps import DonutPair, PairFlag
 from .combine import Combination, sigma_clip_combine
 from .forward import ForwardFitResult, ForwardOptions, fit_pair
@@ -253,6 +254,10 @@ class PairEstimate:
     snr: tuple[float, float] = (float("nan"), float("nan"))
     star_field_deg: tuple[float, float] | None = None
 
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        return summary_repr(self)
+
 
 @dataclasses.dataclass(frozen=True)
 class WavefrontEstimate:
@@ -281,6 +286,12 @@ class WavefrontEstimate:
     pairs: tuple[PairEstimate, ...]
     algorithm: str
     elapsed_s: float
+
+    def __repr__(self) -> str:
+        """Algorithm, pairs used and Z4-Z11 in nm (`reprs.summary_repr`)."""
+        return summary_repr(
+            self, ("algorithm", "noll"), {"n_used": str(self.n_used), "nm": zernikes_nm(self.noll, self.um)}
+        )
 
     @property
     def n_used(self) -> int:

@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from ..errors import EstimationError, InputError
 from ..instrument import DEFAULT_NOLL, AuxTel, Role
+from ..reprs import summary_repr
 from ..stamps import DonutPair
 from .forward_model import DonutSetModel, DonutSpec, ModelEvaluation, bin_stamp, design_references
 from .lm import LMResult, levenberg_marquardt
@@ -223,6 +224,10 @@ class ForwardFitResult:
     elapsed_s: float
     residuals: NDArray[np.float64] | None = None
     models: NDArray[np.float64] | None = None
+
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        return summary_repr(self)
 
 
 @dataclasses.dataclass

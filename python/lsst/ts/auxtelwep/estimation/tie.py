@@ -48,6 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .. import zernikes
 from ..errors import EstimationError, InputError
+from ..reprs import summary_repr
 from .tie_geometry import TieGeometry
 from .tie_mapping import PupilGrid, SideModel, build_side, pupil_grid
 from .tie_solvers import FftPoissonSolver, exp_solve
@@ -107,6 +108,10 @@ class TieResult:
     history_um: NDArray[np.float64]
     intra_pupil: NDArray[np.float64] | None = None
     extra_pupil: NDArray[np.float64] | None = None
+
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        return summary_repr(self)
 
     @property
     def deviation_um(self) -> NDArray[np.float64]:

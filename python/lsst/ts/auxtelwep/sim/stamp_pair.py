@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..instrument import DEFAULT_NOLL, AuxTel, Role
+from ..reprs import summary_repr
 from ..stamps import DonutPair
 from .donut import RenderMethod, add_donut, render_donut
 from .truth import StampTruth, true_zernikes
@@ -38,6 +39,10 @@ class StampPair:
     intra: NDArray[np.float32]
     extra: NDArray[np.float32]
     truth: StampTruth
+
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        return summary_repr(self)
 
     def donut_pair(self, *, index: int = 0) -> DonutPair:
         """The stamps as the estimators take them: sky subtracted, sky variance, the true field angle."""

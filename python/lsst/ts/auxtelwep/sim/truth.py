@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..instrument import DEFAULT_NOLL, AuxTel, HexapodState, ZernikeKind
+from ..reprs import summary_repr
 
 __all__ = ["HexapodTruth", "StampTruth", "StarTruth", "Truth", "true_zernikes", "truth_path"]
 
@@ -92,6 +93,10 @@ class StampTruth:
     extra_centroid: tuple[float, float]
     intra_origin: tuple[int, int]
     extra_origin: tuple[int, int]
+
+    def __repr__(self) -> str:
+        """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
+        return summary_repr(self)
 
 
 class HexapodTruth(pydantic.BaseModel):
