@@ -133,7 +133,18 @@ class CadenceLimits:
 
 
 def angular_separation_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance between two ``(ra, dec)`` pointings, degrees (haversine: exact when small)."""
+    """Great-circle distance between two ``(ra, dec)`` pointings, degrees (haversine: exact when small).
+
+    Parameters
+    ----------
+    a, b : `tuple` of `float`
+        ``(ra, dec)`` of each pointing, degrees.
+
+    Returns
+    -------
+    separation_deg : `float`
+        Their angular distance, degrees.
+    """
     ra1, dec1, ra2, dec2 = map(math.radians, (*a, *b))
     h = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
     return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
@@ -163,6 +174,18 @@ def _role_from_focus(focus_z_mm: float | None, tolerance_mm: float) -> Role | No
 def stated_role(info: ImageInfo, *, focus_tolerance_mm: float) -> Role | None:
     """The role an image's header states (``REASON``, else ``FOCUSZ``), or None if it states none.
 
+    Parameters
+    ----------
+    info : `ImageInfo`
+        The image's header values.
+    focus_tolerance_mm : `float`
+        How far ``FOCUSZ`` may be from a role's nominal focus offset and still name it, mm.
+
+    Returns
+    -------
+    role : `Role` or `None`
+        The stated role, or `None`.
+
     Raises
     ------
     RejectedImageError
@@ -183,6 +206,18 @@ def stated_role(info: ImageInfo, *, focus_tolerance_mm: float) -> Role | None:
 
 def classify(info: ImageInfo, *, limits: CadenceLimits) -> Role:
     """Return the role of an image by the rules of the module docstring.
+
+    Parameters
+    ----------
+    info : `ImageInfo`
+        The image's header values.
+    limits : `CadenceLimits`
+        Accepted image types and the focus tolerance.
+
+    Returns
+    -------
+    role : `Role`
+        Intra, extra or in-focus.
 
     Raises
     ------
@@ -208,7 +243,19 @@ def classify(info: ImageInfo, *, limits: CadenceLimits) -> Role:
 
 
 def swapped_focus_problem(intra: ImageInfo, extra: ImageInfo) -> str | None:
-    """Why ``intra`` and ``extra`` look swapped (for LATISS the smaller ``FOCUSZ`` is extra), or None."""
+    """Why ``intra`` and ``extra`` look swapped (for LATISS the smaller ``FOCUSZ`` is extra), or None.
+
+    Parameters
+    ----------
+    intra, extra : `ImageInfo`
+        The header values of the images given as intra- and extra-focal.
+
+    Returns
+    -------
+    problem : `str` or `None`
+        The two OBSIDs and ``FOCUSZ`` values when intra's is not larger; `None` when it is or either is
+        unknown.
+    """
     zi, ze = intra.focus_z_mm, extra.focus_z_mm
     if zi is None or ze is None or zi > ze:
         return None
@@ -530,6 +577,11 @@ def check_roles(given: Mapping[Role, Exposure]) -> None:
     whose ``FOCUSZ`` is not larger than the extra's, images of different nights (``DAYOBS``: the sequencer
     never groups them). An exposure without these keys is taken as given; one without ``OBSID`` (an image
     prepared elsewhere) is checked by its ``REASON`` and ``FOCUSZ`` all the same.
+
+    Parameters
+    ----------
+    given : mapping of `Role` to `Exposure`
+        The exposures by the role they were given for (intra, extra and, if any, in-focus).
 
     Raises
     ------

@@ -156,7 +156,20 @@ def _frozen_float32(array: NDArray) -> bool:
 
 
 def per_amp_image(values: Mapping[str, float], *, dtype: type = np.float32) -> NDArray:
-    """An assembled (4000, 4072) image holding each amplifier's value over its imaging section."""
+    """An assembled (4000, 4072) image holding each amplifier's value over its imaging section.
+
+    Parameters
+    ----------
+    values : mapping of `str` to `float`
+        A value per amplifier name (``C00``..``C17``), e.g. its gain.
+    dtype : `type`
+        Data type of the image.
+
+    Returns
+    -------
+    image : `numpy.ndarray`, shape (4000, 4072)
+        The image.
+    """
     image = np.empty(DETECTOR_SHAPE, dtype=dtype)
     for geom in _GEOMETRY:
         image[geom.rows, geom.cols] = values[geom.name]
@@ -388,7 +401,19 @@ def load_calibrations(directory: str | Path, config: IsrConfig) -> Calibrations:
 
 
 def write_image(path: str | Path, data: NDArray, unit: str, **keys: object) -> None:
-    """Write a calibration image (primary HDU, float32) with BUNIT ``unit`` and extra header ``keys``."""
+    """Write a calibration image (primary HDU, float32) with BUNIT ``unit`` and extra header ``keys``.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        File to write (replaced if it exists).
+    data : `numpy.ndarray`
+        The image, written as float32.
+    unit : `str`
+        ``BUNIT`` value (e.g. ``"adu"``, ``"adu/s"``).
+    **keys
+        Further header keys and values (e.g. ``DARKTIME``).
+    """
     hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32))
     hdu.header["BUNIT"] = unit
     for key, value in keys.items():

@@ -115,6 +115,9 @@ def build_calibrations(
         type is refused (one without ``IMGTYPE`` is taken as given).
     out_dir : `str` or `pathlib.Path`
         Directory to write ``bias.fits`` (adu), ``dark.fits`` (adu/s), ``flat.fits``, ``amps.ecsv``.
+    nsigma : `float`
+        Clipping threshold of the combination, robust sigmas (1.4826 x MAD) about the per-pixel median
+        (``auxtelwep calibs build --nsigma``).
     saturation_adu : `float`
         Saturation written to ``amps.ecsv`` (not measured), adu.
 

@@ -213,6 +213,13 @@ def correction_significance(correction: HexapodState, sigma: HexapodState) -> fl
     into the two-sided normal deviate of the same tail probability: one axis at 2 sigma gives 2.0, three
     axes at 2 sigma each 2.7, and pure noise exceeds 2.0 in 4.6 % of the cases whatever the number of axes.
 
+    Parameters
+    ----------
+    correction : `HexapodState`
+        The correction (offset), mm and degrees.
+    sigma : `HexapodState`
+        Its 1-sigma error per axis, same units (0 for an axis not solved, whose offset is 0).
+
     Returns
     -------
     significance : `float`

@@ -164,7 +164,23 @@ def assemble(amp_data: Mapping[str, NDArray]) -> NDArray:
 
 
 def disassemble(image: NDArray) -> dict[str, NDArray]:
-    """Split an assembled image into amplifier data sections in readout order (inverse of `assemble`)."""
+    """Split an assembled image into amplifier data sections in readout order (inverse of `assemble`).
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape (4000, 4072)
+        An assembled LATISS image.
+
+    Returns
+    -------
+    sections : `dict` of `str` to `numpy.ndarray`
+        Each amplifier's data section by name (``C00``..``C17``), in readout order.
+
+    Raises
+    ------
+    RawFormatError
+        If the image is not of the assembled shape.
+    """
     if image.shape != DETECTOR_SHAPE:
         raise RawFormatError(
             f"an assembled LATISS image is {DETECTOR_SHAPE}, got {image.shape}",
@@ -320,7 +336,18 @@ class Exposure:
 
 
 def wcs_from_header(header: fits.Header) -> WCS | None:
-    """Return the celestial WCS described by a header, or `None` if it has none."""
+    """Return the celestial WCS described by a header, or `None` if it has none.
+
+    Parameters
+    ----------
+    header : `astropy.io.fits.Header`
+        A header; it describes a WCS when it has ``CTYPE1`` and ``CTYPE2`` of a celestial projection.
+
+    Returns
+    -------
+    wcs : `astropy.wcs.WCS` or `None`
+        The two-axis celestial WCS, or `None`.
+    """
     if "CTYPE1" not in header or "CTYPE2" not in header:
         return None
     with guarded_warnings(ignore=(FITSFixedWarning,)):
@@ -375,10 +402,22 @@ def read_exposure(path: str | Path) -> Exposure:
     The image is the first HDU with 2-D data; optional ``MASK`` and ``VARIANCE`` extensions are used when
     present. The primary header supplies the observation keys and the WCS.
 
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        FITS file (``.fz`` tile-compressed ones too).
+
+    Returns
+    -------
+    exposure : `Exposure`
+        The image (float32), its mask (zeros without ``MASK``), variance (`None` without ``VARIANCE``),
+        the primary header, its WCS (`None` without one) and units (``BUNIT`` starting with "electron":
+        electrons, else adu).
+
     Raises
     ------
     RawFormatError
-        If the file is missing, unreadable, or has no 2-D image.
+        If the file is missing, unreadable, has no 2-D image, or has several (a raw's amplifiers).
     """
     hdul = _open_fits(path)
     try:
@@ -427,6 +466,13 @@ def write_exposure(exposure: Exposure, path: str | Path) -> None:
     A name ending in ``.fz`` is written tile-compressed, losslessly (GZIP without quantization for the
     float planes, RICE for the mask): the header in an empty primary HDU, then ``IMAGE``, ``MASK`` and
     ``VARIANCE`` (read back by `read_exposure` as they were).
+
+    Parameters
+    ----------
+    exposure : `Exposure`
+        The exposure; its header is written with ``BUNIT`` set to its units and its WCS's keys.
+    path : `str` or `pathlib.Path`
+        File to write (replaced if it exists).
     """
     header = exposure.header.copy()
     header["BUNIT"] = exposure.units

@@ -207,6 +207,16 @@ def _exposure_start(header: Mapping[str, Any], obsid: str) -> float | None:
 def day_obs_from_obsid(obsid: str) -> str:
     """Return the ``DAYOBS`` (``YYYYMMDD``) of an OBSID like ``AT_O_20240624_000106``.
 
+    Parameters
+    ----------
+    obsid : `str`
+        The OBSID.
+
+    Returns
+    -------
+    day_obs : `str`
+        Its date part, ``YYYYMMDD``.
+
     Raises
     ------
     InputError
@@ -240,6 +250,18 @@ def parse_additional(keys: str, values: str) -> dict[str, str]:
 
     Values are colon-separated, except that an ISO time (a group id such as ``2024-06-25T02:00:00.000``)
     stays one value.
+
+    Parameters
+    ----------
+    keys : `str`
+        ``additionalKeys``: colon-separated header key names.
+    values : `str`
+        ``additionalValues``: their values, colon-separated in the same order.
+
+    Returns
+    -------
+    additional : `dict` of `str` to `str`
+        Values by lower-case key (empty for two empty strings).
 
     Raises
     ------
@@ -320,6 +342,16 @@ def _local_path(root: str) -> Path:
 
 def read_image_info(path: str | Path) -> ImageInfo:
     """Read the primary header of a raw and return its `ImageInfo`.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        Raw LATISS file.
+
+    Returns
+    -------
+    info : `ImageInfo`
+        What the cadence needs from the header (OBSID, role keys, pointing, times...).
 
     Raises
     ------

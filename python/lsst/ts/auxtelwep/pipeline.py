@@ -310,6 +310,13 @@ def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
     triplet comes only that one is left to calibrate. At most three prepared exposures are held (about
     160 MB each for a full frame); the oldest is dropped first, and `process` removes what it uses.
 
+    Parameters
+    ----------
+    path : `pathlib.Path`
+        Raw LATISS file (or an ISR'd exposure when ``config.isr`` is `None`).
+    config : `PipelineConfig`
+        The configuration `process` will be called with (a different one calibrates again).
+
     Returns
     -------
     exposure : `Exposure`
@@ -348,6 +355,13 @@ def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
     cuts the pairs and estimates them; `estimation.estimate_wavefront` keeps the estimates, so when the
     triplet is processed every pair cut the same way is not fitted again. The result of `process` does
     not depend on whether this ran: a pair is reused only if it is the same pair, pixel for pixel.
+
+    Parameters
+    ----------
+    intra, extra : `pathlib.Path`
+        The triplet's intra- and extra-focal raw files (calibrated through `prepare`, so kept for `process`).
+    config : `PipelineConfig`
+        The configuration `process` will be called with.
 
     Returns
     -------
@@ -418,6 +432,12 @@ def warm_up(config: PipelineConfig) -> None:
     Loads the calibration products, the optical model's design references and its sensitivity map, and
     starts the estimation worker processes (`estimation.start_pool`), so that the first triplet costs what
     the others do. Problems with the files are left for `process` to report.
+
+    Parameters
+    ----------
+    config : `PipelineConfig`
+        The configuration the triplets will be processed with (its calibrations directory, estimation and
+        correction settings).
     """
     wavelength_m = config.wavelength_nm * 1e-9
     if config.apply_isr and config.calibs_dir is not None and Path(config.calibs_dir).is_dir():
@@ -619,6 +639,25 @@ def correct_from_estimate(
     estimate: WavefrontEstimate, catalog: DonutCatalog, *, telescope: AuxTel, config: CorrectionConfig
 ) -> HexapodCorrection:
     """Hexapod correction from the pairs used in ``estimate``, each at its own field position.
+
+    Step 5 of `process`: the deviations are those estimation returns, referred to the design at each donut's
+    pixel field (``catalog``'s ``field_x_deg``, ``field_y_deg``); the model follows the image M2 moves.
+
+    Parameters
+    ----------
+    estimate : `WavefrontEstimate`
+        The estimate of the triplet, before `estimation.refer_to_stars`; only its used pairs count.
+    catalog : `DonutCatalog`
+        The donuts the pairs were cut from (``PairEstimate.index`` indexes ``catalog.donuts``).
+    telescope : `AuxTel`
+        The in-focus telescope the images were taken with (camera angle, wavelength).
+    config : `CorrectionConfig`
+        Axes to solve, systematic error, refinement.
+
+    Returns
+    -------
+    correction : `HexapodCorrection`
+        The full offset that nulls the measured deviation, with its errors and the ops rule's for comparison.
 
     Raises
     ------

@@ -170,6 +170,22 @@ def process_triplets(
 
     A triplet the pipeline refuses (bad raw, no donuts, failed fits...) is yielded with the error's message;
     the others go on, also after an error the pipeline did not foresee (named as such, with its type).
+
+    Parameters
+    ----------
+    triplets : `tuple` of `Triplet`
+        The triplets to process, in order (`find_triplets`).
+    config : `PipelineConfig`
+        Pipeline configuration, the same for every triplet.
+
+    Yields
+    ------
+    triplet : `Triplet`
+        The triplet processed.
+    result : `WavefrontResult` or `None`
+        Its result, or `None` when it was refused.
+    reason : `str`
+        Empty with a result; else why it was refused.
     """
     for triplet in triplets:
         try:
