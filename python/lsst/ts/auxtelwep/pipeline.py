@@ -492,7 +492,7 @@ def process(
     infocus_job = None
     if triplet.infocus is not None and config.detection.mode in ("auto", "refit"):
         # Detection needs the in-focus image whenever the header WCS is off by more than ~10 px, as it is
-        # after any M2 move (538 px per mm): calibrate it beside the rest, unused if the WCS turns out good.
+        # after any M2 move (548 px per mm): calibrate it beside the rest, unused if the WCS turns out good.
         background = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         infocus_job = background.submit(_take_or_load, triplet.infocus, config)
         background.shutdown(wait=False)
