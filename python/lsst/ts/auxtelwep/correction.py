@@ -53,7 +53,6 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InputError
-from .guarded_warnings import guarded_warnings
 from .instrument import PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
 
 __all__ = [
@@ -356,14 +355,12 @@ def _refine(
     columns = [_AXES.index(axis) for axis in axes]
     start = solution, predicted
     try:
-        # batoid warns (empty means) on the way to a state whose rays all miss the detector.
-        with guarded_warnings(ignore=(RuntimeWarning,)):
-            for _ in range(max_steps):
-                predicted = model(solution)
-                step, _ = solve(columns, predicted)
-                solution = solution + step
-                if np.max(np.abs(step)) < 1e-4:  # 0.1 um: the model's own answer, far below any error
-                    break
+        for _ in range(max_steps):
+            predicted = model(solution)
+            step, _ = solve(columns, predicted)
+            solution = solution + step
+            if np.max(np.abs(step)) < 1e-4:  # 0.1 um: the model's own answer, far below any error
+                break
     except InputError:
         # A measurement that implies M2 centimetres away is beyond the model: the answer so far stands
         # (and whoever applies it limits the step).

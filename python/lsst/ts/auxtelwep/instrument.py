@@ -254,6 +254,14 @@ def _chief_ray_m(
     return float(ray.x[0]), float(ray.y[0])
 
 
+def _no_ray_error(optic_key: tuple[float, ...], field_x_deg: float, field_y_deg: float) -> InputError:
+    return InputError(
+        f"no ray at field ({field_x_deg}, {field_y_deg}) deg reaches the detector for M2 at {optic_key} "
+        "(batoid frame, mm and deg)",
+        value=optic_key,
+    )
+
+
 # Pupil rays for a donut's light centroid: rings x spokes of `batoid.RayVector.asPolar`. At 2.8 mm of
 # decenter the centroid then lands within 0.3 px of the simulator's rendered one (6 x 24 rays: 2.4 px).
 _CENTROID_RINGS, _CENTROID_SPOKES = 20, 60
@@ -275,11 +283,7 @@ def _light_centroid_m(
     )
     ok = ~rays.vignetted & np.isfinite(rays.x) & np.isfinite(rays.y)
     if not ok.any():
-        raise InputError(
-            f"no ray at field ({field_x_deg}, {field_y_deg}) deg reaches the detector for M2 at {optic_key} "
-            "(batoid frame, mm and deg)",
-            value=optic_key,
-        )
+        raise _no_ray_error(optic_key, field_x_deg, field_y_deg)
     return float(np.mean(rays.x[ok])), float(np.mean(rays.y[ok]))
 
 
@@ -484,6 +488,8 @@ class AuxTel:
         )
         traced = optic.trace(rays)
         ok = ~traced.vignetted
+        if not ok.any():  # before the means, which would warn
+            raise _no_ray_error(self.optic_key, field_x_deg, field_y_deg)
         x, y = traced.x[ok], traced.y[ok]
         r = np.hypot(x - x.mean(), y - y.mean()) / PIXEL_SIZE_M
         return float(r.max()), float(r.min())
@@ -695,6 +701,15 @@ def _zernikes(
     optic = _perturbed_optic(optic_key)
     if kind not in ("ta", "opd"):
         raise InputError(f"unknown Zernike kind {kind!r}", value=kind, allowed=("ta", "opd"))
+    missed = (
+        f"the optical model has no wavefront for M2 at {optic_key} (batoid frame, mm and deg) and field "
+        f"({field_x_deg}, {field_y_deg}) deg: its rays miss the detector"
+    )
+    try:
+        # Checked before the fit, which warns (empty means, NaN determinants) on its way to failing.
+        _light_centroid_m(optic_key, field_x_deg, field_y_deg, wavelength_m)
+    except InputError as exc:
+        raise InputError(missed, value=optic_key) from exc
     try:
         if kind == "ta":
             coefs = zernike_ta_um(optic, field_x_deg, field_y_deg, wavelength_m, jmax=jmax)
@@ -704,12 +719,8 @@ def _zernikes(
                 optic, thx, thy, wavelength_m, nx=_OPD_GRID, reference="chief", jmax=jmax, eps=OBSCURATION
             )
             coefs = np.asarray(waves) * wavelength_m * 1e6
-    except RuntimeError as exc:  # galsim's fit of no rays at all
-        raise InputError(
-            f"the optical model has no wavefront for M2 at {optic_key} (batoid frame, mm and deg) and field "
-            f"({field_x_deg}, {field_y_deg}) deg: its rays miss the detector ({exc})",
-            value=optic_key,
-        ) from exc
+    except RuntimeError as exc:  # galsim's fit of too few rays
+        raise InputError(f"{missed} ({exc})", value=optic_key) from exc
     coefs.setflags(write=False)
     return coefs
 
