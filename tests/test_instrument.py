@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
+from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.instrument import (
     BORESIGHT_PIXEL,
     PUBLISHED_SENSITIVITY_MM_PER_NM,
@@ -13,6 +14,7 @@ from lsst.ts.auxtelwep.instrument import (
     Role,
     rotate_xy,
 )
+from lsst.ts.auxtelwep.sim.truth import HexapodTruth
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +120,25 @@ def test_hexapod_state_is_a_value() -> None:
     assert (x, y) == pytest.approx((0.0, 1.0))
     with pytest.raises(ValueError, match="unknown hexapod axes"):
         state.with_offset(w=1.0)
+
+
+def test_wrong_types_are_refused_at_the_call() -> None:
+    # What a notebook passes by mistake: each was accepted and failed later on a missing attribute.
+    for given in ((0.2, 0, 0, 0, 0), {"x": 0.2}):
+        with pytest.raises(InputError, match=r"hexapod: expected HexapodState.*HexapodState\.from_array"):
+            AuxTel().with_hexapod(given)
+    truth = HexapodTruth.of(HexapodState(x=0.2))
+    with pytest.raises(InputError, match=r"got HexapodTruth.*\.to_state\(\)"):
+        AuxTel().with_hexapod(truth)
+    assert AuxTel().with_hexapod(truth.to_state()).hexapod == HexapodState(x=0.2)
+    for bad in ("0.2", None, float("nan"), float("inf"), True):
+        with pytest.raises(InputError, match=r"hexapod x=.* is not a finite number of mm"):
+            HexapodState(x=bad)
+        with pytest.raises(InputError, match=r"camera_angle_deg=.* is not a finite number of degrees"):
+            AuxTel().with_camera_angle(bad)
+    with pytest.raises(InputError, match="hexapod v=nan"):
+        HexapodState.from_array([0, 0, 0, 0, np.nan])
+    # Numbers of any numeric type are stored as floats.
+    state = HexapodState(x=np.float32(0.5), z=2)
+    assert type(state.x) is float and type(state.z) is float
+    assert type(AuxTel().with_camera_angle(np.int64(90)).camera_angle_deg) is float

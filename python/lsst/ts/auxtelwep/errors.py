@@ -16,12 +16,17 @@ catch ``ValueError`` keep working::
 
 Which to raise: a problem with what the user handed us (file, value, configuration) is an ``InputError``
 subclass; a problem found while doing the science on valid input is ``DetectionError`` or ``EstimationError``.
-Translate third-party exceptions at the boundary with ``raise ... from exc``.
+Translate third-party exceptions at the boundary with ``raise ... from exc``. `check_type` and `as_config`
+refuse an argument of the wrong type at the call, before it fails later on a missing attribute.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import reprlib
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import pydantic
 
 __all__ = [
     "AuxTelWepError",
@@ -33,6 +38,8 @@ __all__ = [
     "EstimationError",
     "InputError",
     "RawFormatError",
+    "as_config",
+    "check_type",
 ]
 
 
@@ -108,3 +115,66 @@ class EstimationError(AuxTelWepError, RuntimeError):
     def __init__(self, message: str, *, result: Any = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+def check_type(name: str, value: Any, expected: type | tuple[type, ...], *, hint: str = "") -> None:
+    """Refuse an argument that is not an instance of ``expected``.
+
+    Parameters
+    ----------
+    name : `str`
+        The parameter, as the caller knows it.
+    value : `object`
+        What was passed.
+    expected : `type` or `tuple` of `type`
+        What is accepted.
+    hint : `str`, optional
+        How to get an accepted value from what was passed, appended to the message.
+
+    Raises
+    ------
+    InputError
+        Naming the parameter, the type and value passed, and the types accepted.
+    """
+    if isinstance(value, expected):
+        return
+    names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+    raise InputError(
+        f"{name}: expected {names}, got {type(value).__name__} {reprlib.repr(value)}"
+        + (f": {hint}" if hint else ""),
+        value=value,
+        allowed=names,
+    )
+
+
+ConfigT = TypeVar("ConfigT", bound=pydantic.BaseModel)
+
+
+def as_config(name: str, value: Any, model: type[ConfigT]) -> ConfigT:
+    """A configuration argument as ``model``: itself, validated from a mapping, or the defaults for `None`.
+
+    Parameters
+    ----------
+    name : `str`
+        The parameter, as the caller knows it.
+    value : ``model``, mapping or `None`
+        What was passed.
+    model : `type`
+        The pydantic configuration class.
+
+    Raises
+    ------
+    ConfigurationError
+        If a mapping does not validate as ``model`` (naming the fields).
+    InputError
+        If ``value`` is neither a ``model`` nor a mapping.
+    """
+    if value is None:
+        return model()
+    if isinstance(value, Mapping):
+        try:
+            return model.model_validate(dict(value))
+        except pydantic.ValidationError as exc:
+            raise ConfigurationError(f"{name}: invalid {model.__name__}: {exc}", value=dict(value)) from exc
+    check_type(name, value, model, hint=f"pass a {model.__name__} or a mapping of its fields")
+    return value

@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -32,7 +34,7 @@ import batoid
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import InputError
+from .errors import InputError, check_type
 
 __all__ = [
     "APERTURE_DIAMETER_M",
@@ -136,6 +138,15 @@ def rotate_xy(
     return c * x - s * y, s * x + c * y
 
 
+def _finite_float(name: str, value: object, unit: str) -> float:
+    """``value`` as a float, refused unless it is a finite real number (a string is not one)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise InputError(
+            f"{name}={value!r} ({type(value).__name__}) is not a finite number of {unit}", value=value
+        )
+    return float(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class HexapodState:
     """Position of the M2 hexapod relative to the aligned telescope, in the hexapod frame.
@@ -146,6 +157,11 @@ class HexapodState:
         Decenter (x, y) and piston (z, positive toward M1), mm.
     u, v : `float`
         Tilts about x and y, degrees.
+
+    Raises
+    ------
+    InputError
+        If a value is not a finite real number.
     """
 
     x: float = 0.0
@@ -155,6 +171,11 @@ class HexapodState:
     v: float = 0.0
 
     AXES = ("x", "y", "z", "u", "v")
+
+    def __post_init__(self) -> None:
+        for axis in self.AXES:
+            unit = "mm" if axis in "xyz" else "degrees"
+            object.__setattr__(self, axis, _finite_float(f"hexapod {axis}", getattr(self, axis), unit))
 
     def as_array(self) -> NDArray[np.float64]:
         """Return ``[x, y, z, u, v]`` (mm, mm, mm, deg, deg)."""
@@ -311,6 +332,11 @@ class AuxTel:
     wavelength_m : `float`
         Wavelength of the monochromatic model, metres.
 
+    Raises
+    ------
+    InputError
+        If ``hexapod`` is not a `HexapodState` or ``camera_angle_deg`` not a finite number.
+
     Notes
     -----
     Build variants with the ``with_*`` methods; the batoid optic behind each state is built once and
@@ -321,9 +347,23 @@ class AuxTel:
     camera_angle_deg: float = 0.0
     wavelength_m: float = DEFAULT_WAVELENGTH_M
 
+    def __post_init__(self) -> None:
+        # A sim truth's HexapodTruth has the axes too, but not the state's arithmetic: say how to convert.
+        convert = "; a HexapodTruth (sim truth file) converts with .to_state()"
+        check_type(
+            "hexapod",
+            self.hexapod,
+            HexapodState,
+            hint="build one with HexapodState(x=..., z=...) or HexapodState.from_array([x, y, z, u, v])"
+            + (convert if hasattr(self.hexapod, "to_state") else ""),
+        )
+        object.__setattr__(
+            self, "camera_angle_deg", _finite_float("camera_angle_deg", self.camera_angle_deg, "degrees")
+        )
+
     # --- builders ---------------------------------------------------------------------------------
     def with_hexapod(self, hexapod: HexapodState) -> AuxTel:
-        """Return the telescope with M2 at ``hexapod``."""
+        """Return the telescope with M2 at ``hexapod`` (a `HexapodState`; `InputError` otherwise)."""
         return dataclasses.replace(self, hexapod=hexapod)
 
     def with_hexapod_offset(self, **offsets: float) -> AuxTel:
@@ -335,8 +375,8 @@ class AuxTel:
         return self.with_hexapod_offset(z=role.focus_z_mm)
 
     def with_camera_angle(self, camera_angle_deg: float) -> AuxTel:
-        """Return the telescope with the camera turned to ``camera_angle_deg``."""
-        return dataclasses.replace(self, camera_angle_deg=float(camera_angle_deg))
+        """Return the telescope with the camera turned to ``camera_angle_deg`` (a finite number)."""
+        return dataclasses.replace(self, camera_angle_deg=camera_angle_deg)
 
     def with_wavelength(self, wavelength_m: float) -> AuxTel:
         """Return the telescope modelled at ``wavelength_m`` metres."""

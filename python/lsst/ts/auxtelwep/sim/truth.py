@@ -111,9 +111,28 @@ class HexapodTruth(pydantic.BaseModel):
 
     @classmethod
     def of(cls, state: HexapodState) -> HexapodTruth:
+        """Record a hexapod state in a truth file.
+
+        Parameters
+        ----------
+        state : `~lsst.ts.auxtelwep.instrument.HexapodState`
+            The state to record.
+
+        Returns
+        -------
+        truth : `HexapodTruth`
+            The same five values.
+        """
         return cls(**dataclasses.asdict(state))
 
     def to_state(self) -> HexapodState:
+        """The recorded state as the `~lsst.ts.auxtelwep.instrument.HexapodState` the optical model takes.
+
+        Returns
+        -------
+        state : `~lsst.ts.auxtelwep.instrument.HexapodState`
+            For ``AuxTel().with_hexapod(...)``, arithmetic and the pipeline's corrections.
+        """
         return HexapodState(self.x, self.y, self.z, self.u, self.v)
 
 
