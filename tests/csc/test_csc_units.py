@@ -142,6 +142,24 @@ def test_nothing_that_is_not_finite_reaches_ataos() -> None:
             CorrectionConfig.model_validate({field: {"x": nan, "y": 0.1, "z": 0.1, "u": 0.1, "v": 0.1}})
 
 
+def test_plan_step_takes_the_configuration_as_it_is() -> None:
+    config = CorrectionConfig()
+    raw = HexapodState(x=2.0, y=-0.3, z=0.5, u=0.2, v=0.0)
+    given = plan_step(
+        raw, gains=config.gains, max_step=config.max_step, max_total=config.max_total, total=HexapodState()
+    )
+    arrays = plan_step(
+        raw,
+        gains=config.gains.as_array(),
+        max_step=config.max_step.as_array(),
+        max_total=config.max_total.as_array(),
+        total=np.zeros(5),
+    )
+    assert given == arrays
+    with pytest.raises(InputError, match=r"correction: expected HexapodState, got tuple"):
+        plan_step((0.2, 0, 0, 0, 0), gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=np.zeros(5))
+
+
 def _sender(journal: Journal, **config: Any) -> CorrectionSender:
     return CorrectionSender(
         journal=journal, ataos=None, config=CorrectionConfig(**config), log=logging.getLogger()

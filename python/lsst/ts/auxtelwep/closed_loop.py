@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import InputError
+from .config import AxisValues
+from .errors import InputError, check_type
 from .instrument import HexapodState
 from .significance import gaussian_sigmas
 
@@ -144,10 +145,10 @@ class CorrectionStep:
 def plan_step(
     correction: HexapodState,
     *,
-    gains: ArrayLike,
-    max_step: ArrayLike,
-    max_total: ArrayLike,
-    total: ArrayLike,
+    gains: ArrayLike | AxisValues,
+    max_step: ArrayLike | AxisValues,
+    max_total: ArrayLike | AxisValues,
+    total: ArrayLike | HexapodState,
     solved_axes: Sequence[str] = HexapodState.AXES,
 ) -> CorrectionStep:
     """Apply gains and limits to a correction (rules in the module docstring).
@@ -156,7 +157,7 @@ def plan_step(
     ----------
     correction : `HexapodState`
         The full correction (mm, mm, mm, deg, deg; finite, as every `HexapodState`).
-    gains, max_step, max_total, total : array-like of float, shape (5,)
+    gains, max_step, max_total, total : array-like of float, shape (5,), `config.AxisValues` or `HexapodState`
         Per axis x, y, z, u, v: gains (unitless), limits (>= 0) and the sum already sent (mm or deg).
     solved_axes : sequence of `str`
         Axes the pipeline solved; the others are not moved.
@@ -167,8 +168,11 @@ def plan_step(
         If an array does not have 5 values, a value is not finite, a limit is negative or an axis name is
         unknown.
     """
+    check_type("correction", correction, HexapodState)
     arrays = {}
     for name, value in (("gains", gains), ("max_step", max_step), ("max_total", max_total), ("total", total)):
+        if isinstance(value, AxisValues | HexapodState):
+            value = value.as_array()
         arr = np.asarray(value, dtype=float).reshape(-1)
         if arr.shape != (5,):
             raise InputError(f"{name} needs 5 values (x, y, z, u, v), got {arr.size}", value=arr)
