@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from pydantic import ValidationError
 
 from lsst.ts.auxtelwep import estimation, pipeline, reprocess
 from lsst.ts.auxtelwep.cadence import check_roles
@@ -18,7 +19,7 @@ from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.commands.process import _print_summary
 from lsst.ts.auxtelwep.detection import detect_donuts
-from lsst.ts.auxtelwep.errors import AuxTelWepError, InputError
+from lsst.ts.auxtelwep.errors import AuxTelWepError, ConfigurationError, InputError, RawFormatError
 from lsst.ts.auxtelwep.exposure import Exposure, camera_angle_from_header, read_raw, write_exposure
 from lsst.ts.auxtelwep.instrument import HexapodState, Role
 from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
@@ -479,3 +480,29 @@ def test_reprocess_goes_on_after_an_error_nobody_foresaw(monkeypatch: pytest.Mon
         and "unexpected error in the pipeline: RuntimeError('zero-size array')" in outcomes[0][2]
     )
     assert outcomes[1][1:] == ("result", "")
+
+
+def test_a_configuration_is_taken_as_a_mapping_and_checked_at_the_call(tmp_path: Path) -> None:
+    missing = (tmp_path / "intra.fits", tmp_path / "extra.fits")
+    # A mapping is validated into a PipelineConfig: the run gets as far as the (missing) files.
+    with pytest.raises(RawFormatError, match=r"intra\.fits: no such file"):
+        pipeline.prepare(missing[0], config={"apply_isr": False})
+    with pytest.raises(RawFormatError, match="no such file"):
+        process(Triplet(*missing), config={"apply_isr": False})
+    with pytest.raises(ConfigurationError, match="wavelength_nm"):
+        process(Triplet(*missing), config={"wavelength_nm": 5.0})
+    with pytest.raises(InputError, match="config: expected PipelineConfig, got str"):
+        process(Triplet(*missing), config="pipeline.yaml")
+    with pytest.raises(InputError, match="triplet: expected Triplet, got tuple"):
+        process(missing)
+    # At the call, not once per triplet when the results are read.
+    with pytest.raises(ConfigurationError, match="estimation"):
+        reprocess.process_triplets((Triplet(*missing),), config={"estimation": "nonsense"})
+
+
+def test_a_configuration_is_immutable_like_its_sections() -> None:
+    config = PipelineConfig()
+    for field, value in (("wavelength_nm", 5.0), ("estimation", "nonsense")):
+        with pytest.raises(ValidationError, match="frozen"):
+            setattr(config, field, value)
+    assert config.model_copy(update={"wavelength_nm": 620.0}).wavelength_nm == 620.0

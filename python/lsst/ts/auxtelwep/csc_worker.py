@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cadence import Triplet
-from .errors import AuxTelWepError, ConfigurationError
+from .errors import AuxTelWepError, ConfigurationError, as_config
 from .instrument import HexapodState, Role
 
 if TYPE_CHECKING:  # the pipeline is imported only in worker processes (run_pipeline)
@@ -216,14 +216,9 @@ def warm_pipeline(options: Mapping[str, Any]) -> None:
 
 
 def _pipeline_config(options: Mapping[str, Any]) -> PipelineConfig:
-    import pydantic
-
     from .pipeline import PipelineConfig
 
-    try:
-        return PipelineConfig.model_validate(dict(options))
-    except pydantic.ValidationError as exc:
-        raise ConfigurationError(f"pipeline options are invalid: {exc}", value=dict(options)) from exc
+    return as_config("pipeline options", options, PipelineConfig)
 
 
 def _start_only() -> None:

@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from . import calibs as calibs_module
 from .cadence import ROLE_LABELS, check_roles
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
-from .errors import ConfigurationError, EstimationError, InputError
+from .errors import ConfigurationError, EstimationError, InputError, as_config, check_type
 from .estimation import (
     EstimationConfig,
     WavefrontEstimate,
@@ -63,9 +63,13 @@ log = logging.getLogger(__name__)
 
 
 class PipelineConfig(BaseModel):
-    """Configuration of the whole pipeline (the ``pipeline`` section of the CSC configuration)."""
+    """Configuration of the whole pipeline (the ``pipeline`` section of the CSC configuration).
 
-    model_config = ConfigDict(extra="forbid")
+    Immutable, as its sections are; build a variant with ``config.model_copy(update={...})``. The functions
+    that take one also take a mapping of its fields, validated here.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     apply_isr: bool = Field(
         True, description="Run ISR on raw files; false for images that are already ISR'd."
@@ -303,7 +307,7 @@ def _prepared_key(path: Path, config: PipelineConfig) -> tuple:
     return (str(path), stat.st_mtime_ns, stat.st_size, config.apply_isr, config.isr.model_dump_json(), calibs)
 
 
-def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
+def prepare(path: Path, *, config: PipelineConfig | Mapping[str, Any]) -> Exposure:
     """Calibrate one image ahead of its triplet, for a later `process` call in this process to take.
 
     The CSC calls it (in its worker) as each defocal image arrives, so that when the last image of a
@@ -327,6 +331,7 @@ def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
     AuxTelWepError
         As `process` would for this file (unreadable raw, missing calibration...).
     """
+    config = as_config("config", config, PipelineConfig)
     try:
         key = _prepared_key(path, config)
     except OSError:
@@ -347,7 +352,7 @@ def prepare(path: Path, *, config: PipelineConfig) -> Exposure:
     return exposure
 
 
-def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
+def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig | Mapping[str, Any]) -> int:
     """Estimate the donut pairs of a defocal pair before its triplet is complete.
 
     While the in-focus image of a triplet is being taken, the CSC's worker finds the donuts on the two
@@ -373,6 +378,7 @@ def estimate_ahead(intra: Path, extra: Path, *, config: PipelineConfig) -> int:
     AuxTelWepError
         Bad images, no donut found, no usable pair: `process` will report it for the triplet.
     """
+    config = as_config("config", config, PipelineConfig)
     intra_exposure, extra_exposure = _in_threads(_prepare, (intra, extra), config)
     telescope = _telescope(None, config)
     catalog = detect_donuts(
@@ -426,7 +432,7 @@ def _refcat(config: PipelineConfig) -> RefCatalog | None:
     return load_refcat(config.refcat) if config.refcat is not None else None
 
 
-def warm_up(config: PipelineConfig) -> None:
+def warm_up(config: PipelineConfig | Mapping[str, Any]) -> None:
     """Do the one-time work of `process` for ``config`` now, in a process that will run many triplets.
 
     Loads the calibration products, the optical model's design references and its sensitivity map, and
@@ -439,6 +445,7 @@ def warm_up(config: PipelineConfig) -> None:
         The configuration the triplets will be processed with (its calibrations directory, estimation and
         correction settings).
     """
+    config = as_config("config", config, PipelineConfig)
     wavelength_m = config.wavelength_nm * 1e-9
     if config.apply_isr and config.calibs_dir is not None and Path(config.calibs_dir).is_dir():
         _calibrations(config.calibs_dir, config.isr)
@@ -463,7 +470,7 @@ def _take_or_load(path: Path, config: PipelineConfig) -> Exposure:
 
 
 def process(
-    triplet: Triplet, *, config: PipelineConfig | None = None, keep_pairs: bool = False
+    triplet: Triplet, *, config: PipelineConfig | Mapping[str, Any] | None = None, keep_pairs: bool = False
 ) -> WavefrontResult:
     """Run ISR, detection, estimation and correction on one triplet.
 
@@ -471,8 +478,8 @@ def process(
     ----------
     triplet : `Triplet`
         Paths of the intra, extra and (optional) in-focus images.
-    config : `PipelineConfig`, optional
-        Pipeline configuration; defaults when omitted.
+    config : `PipelineConfig` or mapping, optional
+        Pipeline configuration, or a mapping of its fields; defaults when omitted.
     keep_pairs : `bool`
         Keep the donut stamp pairs in the result (for figures).
 
@@ -485,7 +492,8 @@ def process(
     AuxTelWepError
         A subclass naming the problem: unreadable raw, missing calibration, no donuts, failed fits...
     """
-    config = config or PipelineConfig()
+    config = as_config("config", config, PipelineConfig)
+    check_type("triplet", triplet, Triplet, hint="Triplet(intra=path, extra=path, infocus=path)")
     _refuse_one_file_twice(triplet)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -573,7 +581,7 @@ def process(
 
 
 def model_stamps(
-    result: WavefrontResult, *, config: PipelineConfig, max_pairs: int = 2
+    result: WavefrontResult, *, config: PipelineConfig | Mapping[str, Any], max_pairs: int = 2
 ) -> list[dict[str, Any]]:
     """Data and forward-model images of the first pairs used, for `plots.plot_stamps`.
 
@@ -586,8 +594,8 @@ def model_stamps(
     ----------
     result : `WavefrontResult`
         A result made with ``keep_pairs=True``.
-    config : `PipelineConfig`
-        The configuration it was made with.
+    config : `PipelineConfig` or mapping
+        The configuration it was made with (or a mapping of its fields).
     max_pairs : `int`
         How many pairs to draw.
 
@@ -597,6 +605,7 @@ def model_stamps(
         ``{"data", "model", "label"}`` per stamp, intra then extra for each pair; a pair whose model fit
         fails says why in its labels (its model is drawn if the fit made one, else only the data).
     """
+    config = as_config("config", config, PipelineConfig)
     if not result.pairs:
         raise InputError("the result holds no stamps: run process(..., keep_pairs=True)")
     telescope = _telescope(result.camera_angle_deg, config)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from .cadence import CadenceLimits, Sequencer
 from .cadence import Triplet as CadenceTriplet
-from .errors import AuxTelWepError, InputError
+from .errors import AuxTelWepError, InputError, as_config
 from .intake import read_image_info
 from .pipeline import PipelineConfig, Triplet, WavefrontResult, process
 
@@ -164,7 +165,7 @@ def find_triplets(
 
 
 def process_triplets(
-    triplets: tuple[Triplet, ...], *, config: PipelineConfig
+    triplets: tuple[Triplet, ...], *, config: PipelineConfig | Mapping[str, Any]
 ) -> Iterator[tuple[Triplet, WavefrontResult | None, str]]:
     """Run the pipeline on each triplet; yield ``(triplet, result, "")`` or ``(triplet, None, reason)``.
 
@@ -175,18 +176,28 @@ def process_triplets(
     ----------
     triplets : `tuple` of `Triplet`
         The triplets to process, in order (`find_triplets`).
-    config : `PipelineConfig`
-        Pipeline configuration, the same for every triplet.
+    config : `PipelineConfig` or mapping
+        Pipeline configuration (or its fields), the same for every triplet.
 
-    Yields
+    Returns
+    -------
+    outcomes : iterator of (`Triplet`, `WavefrontResult` or `None`, `str`)
+        Each triplet as it is processed, with its result (`None` when it was refused) and the reason it
+        was refused (empty with a result).
+
+    Raises
     ------
-    triplet : `Triplet`
-        The triplet processed.
-    result : `WavefrontResult` or `None`
-        Its result, or `None` when it was refused.
-    reason : `str`
-        Empty with a result; else why it was refused.
+    ConfigurationError, InputError
+        At the call, if ``config`` is neither a `PipelineConfig` nor a mapping of its valid fields (not once
+        per triplet).
     """
+    # Checked here, not in the generator, which would only run (and fail every triplet) when iterated.
+    return _process_each(triplets, as_config("config", config, PipelineConfig))
+
+
+def _process_each(
+    triplets: tuple[Triplet, ...], config: PipelineConfig
+) -> Iterator[tuple[Triplet, WavefrontResult | None, str]]:
     for triplet in triplets:
         try:
             yield triplet, process(triplet, config=config), ""
