@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lsst.ts.auxtelwep.correction import CorrectionConfig, compute_correction, ops_script_correction
-from lsst.ts.auxtelwep.errors import InputError
+from lsst.ts.auxtelwep.errors import ConfigurationError, InputError
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState
 
 NOLL = tuple(range(4, 12))
@@ -224,3 +224,12 @@ def test_a_measurement_beyond_the_model_does_not_raise() -> None:
                 AuxTel().with_hexapod(hexapod).zernikes()
             with pytest.raises(InputError, match="no ray at field"):
                 AuxTel().with_hexapod(hexapod).donut_radii_px()
+
+
+def test_a_configuration_may_be_a_mapping() -> None:
+    dev = np.zeros((1, len(NOLL)))
+    errors = np.full_like(dev, 0.01)
+    given = compute_correction(NOLL, dev, errors, [[0.0, 0.0]], telescope=AuxTel(), config={"axes": "xyz"})
+    assert given.solved_axes == ("x", "y", "z")
+    with pytest.raises(ConfigurationError, match="axes"):
+        compute_correction(NOLL, dev, errors, [[0.0, 0.0]], telescope=AuxTel(), config={"axes": "all"})

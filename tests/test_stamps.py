@@ -209,3 +209,13 @@ def test_bad_inputs_are_refused(sim_pair) -> None:
         DonutPair.from_arrays(np.zeros((5, 5)), np.zeros((7, 7)), variance_intra=1, variance_extra=1)
     with pytest.raises(InputError, match="odd side"):
         DonutPair.from_arrays(np.zeros((6, 6)), np.zeros((6, 6)), variance_intra=1, variance_extra=1)
+
+
+def test_inputs_of_the_wrong_type_are_named() -> None:
+    image = Exposure(
+        image=np.zeros((200, 200), np.float32), mask=np.zeros((200, 200), np.uint16), header=fits.Header()
+    )
+    with pytest.raises(InputError, match=r"a donut of the catalog: expected CataloguedDonut, got tuple"):
+        cut_pairs(image, image, [(100.0, 100.0, 100.0, 100.0)])
+    with pytest.raises(InputError, match=r"extra: expected Exposure, got tuple"):
+        cut_pairs(image, (image,), [])

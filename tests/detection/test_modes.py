@@ -5,6 +5,7 @@ small images, which detection handles the same way.
 """
 
 import dataclasses
+from pathlib import Path
 
 import detsynth as ds
 import numpy as np
@@ -13,8 +14,8 @@ from astropy.io import fits
 
 from lsst.ts.auxtelwep.detection import DetectionConfig, detect_donuts
 from lsst.ts.auxtelwep.detection.defocal import DefocalImage
-from lsst.ts.auxtelwep.errors import ConfigurationError, DetectionError
-from lsst.ts.auxtelwep.exposure import Exposure, MaskBit
+from lsst.ts.auxtelwep.errors import CatalogError, ConfigurationError, DetectionError, InputError
+from lsst.ts.auxtelwep.exposure import Exposure, MaskBit, RawImage
 from lsst.ts.auxtelwep.instrument import AuxTel, HexapodState, Role
 from lsst.ts.auxtelwep.sim.stamp_pair import render_stamp_pair
 
@@ -281,3 +282,19 @@ def test_a_donut_on_dead_pixels_is_rejected_as_such(triplet) -> None:
     cat = detect_donuts(dead, _with_header(extra, header, "extra"), refcat=field.refcat)
     (rejected,) = [r for r in cat.rejected if r.ref_index == 0]
     assert rejected.reason.startswith("100 % of the predicted donut is BAD/SAT/NO_DATA"), rejected.reason
+
+
+def test_inputs_of_the_wrong_type_are_named(tmp_path: Path) -> None:
+    image = Exposure(
+        image=np.zeros((200, 200), np.float32), mask=np.zeros((200, 200), np.uint16), header=fits.Header()
+    )
+    for wrong in (np.zeros((200, 200)), RawImage("raw.fits", fits.Header(), {})):
+        with pytest.raises(InputError, match=r"intra: expected Exposure, got .*read_exposure\(path\)"):
+            detect_donuts(wrong, image)
+    # A catalog file is read (here: found missing) before any detection runs.
+    with pytest.raises(CatalogError, match="no such reference catalog"):
+        detect_donuts(image, image, refcat=str(tmp_path / "refcat.ecsv"))
+    with pytest.raises(InputError, match="refcat: expected RefCatalog, got list"):
+        detect_donuts(image, image, refcat=[(10.0, -30.0, 12.0)])
+    with pytest.raises(ConfigurationError, match="mode"):
+        detect_donuts(image, image, config={"mode": "guess"})

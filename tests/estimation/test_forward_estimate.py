@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lsst.ts.auxtelwep import estimation
-from lsst.ts.auxtelwep.errors import EstimationError, InputError
+from lsst.ts.auxtelwep.errors import ConfigurationError, EstimationError, InputError
 from lsst.ts.auxtelwep.estimation import (
     EstimationConfig,
     estimate_wavefront,
@@ -267,3 +267,10 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="unknown PairFlag"):
         EstimationConfig(reject_flags=("BLND",))
     assert EstimationConfig().forward_options(with_grid=False).z4_grid_um == ()
+
+
+def test_a_configuration_may_be_a_mapping() -> None:
+    with pytest.raises(ConfigurationError, match="algorithm"):
+        estimation.estimate_wavefront([], config={"algorithm": "guess"})
+    with pytest.raises(InputError, match="no donut pairs"):
+        estimation.estimate_wavefront([], config={"algorithm": "tie"})

@@ -14,7 +14,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from lsst.ts.auxtelwep.calibs import Calibrations, load_calibrations, write_image
-from lsst.ts.auxtelwep.errors import CalibrationError, ConfigurationError, RawFormatError
+from lsst.ts.auxtelwep.errors import CalibrationError, ConfigurationError, InputError, RawFormatError
 from lsst.ts.auxtelwep.exposure import AMP_NAMES, MaskBit, RawImage, read_raw
 from lsst.ts.auxtelwep.instrument import DETECTOR_SHAPE
 from lsst.ts.auxtelwep.isr import UNSUPPORTED_FLAGS, IsrConfig, run_isr
@@ -299,3 +299,11 @@ def test_an_amplifier_reading_one_value_is_masked_and_named(
     dead = (exposure.mask & MaskBit.BAD) > 0
     assert dead.sum() == 509 * 2000  # that amplifier's pixels, and only those
     assert np.all(exposure.image[~dead] == 500.0)  # the others as before
+
+
+def test_a_path_or_a_mapping_at_the_call(tmp_path: Path) -> None:
+    path = tmp_path / "raw.fits"
+    with pytest.raises(InputError, match=r"raw: expected RawImage, got str .*exposure\.read_raw\(path\)"):
+        run_isr(str(path), None, IsrConfig())
+    with pytest.raises(ConfigurationError, match="doBias"):
+        run_isr(RawImage(str(path), fits.Header(), {}), None, {"doBias": "often"})

@@ -45,14 +45,14 @@ rotated by ``-camera_angle``, times the published matrix.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InputError
+from .errors import InputError, as_config
 from .instrument import PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
 
 __all__ = [
@@ -152,7 +152,7 @@ def compute_correction(
     fields_deg: ArrayLike,
     *,
     telescope: AuxTel,
-    config: CorrectionConfig | None = None,
+    config: CorrectionConfig | Mapping[str, Any] | None = None,
     fields_from_pixels: bool = True,
 ) -> HexapodCorrection:
     """Solve for the hexapod offset that nulls the measured deviations.
@@ -170,8 +170,8 @@ def compute_correction(
     telescope : `AuxTel`
         The aligned telescope with the camera angle of the exposures (its hexapod state is the linearisation
         point, normally the nominal one).
-    config : `CorrectionConfig`, optional
-        Axes and Noll indices used; defaults when omitted.
+    config : `CorrectionConfig` or mapping, optional
+        Axes and Noll indices used (or a mapping of the fields); defaults when omitted.
     fields_from_pixels : `bool`
         ``fields_deg`` are where the donuts sit on the detector, through the design's mapping, and the
         deviations are against the design there (as `stamps.cut_pairs` and the estimators make them). A
@@ -187,7 +187,7 @@ def compute_correction(
     InputError
         If the shapes disagree, no Noll index the correction uses was measured, or nothing is finite.
     """
-    config = config or CorrectionConfig()
+    config = as_config("config", config, CorrectionConfig)
     noll_arr = np.asarray(noll, dtype=int)
     dev = np.atleast_2d(np.asarray(deviations_um, dtype=float))
     err = np.atleast_2d(np.asarray(errors_um, dtype=float))

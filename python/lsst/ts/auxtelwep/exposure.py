@@ -28,7 +28,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import NDArray
 
-from .errors import RawFormatError
+from .errors import RawFormatError, check_type
 from .guarded_warnings import guarded_warnings
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
 from .reprs import summary_repr
@@ -50,6 +50,7 @@ __all__ = [
     "assemble",
     "boresight_wcs",
     "camera_angle_from_header",
+    "check_exposure",
     "disassemble",
     "read_exposure",
     "read_raw",
@@ -333,6 +334,22 @@ class Exposure:
         if image.shape != self.image.shape:
             raise RawFormatError(f"image shape {image.shape} differs from {self.image.shape}")
         return dataclasses.replace(self, image=image)
+
+
+def check_exposure(name: str, value: object) -> None:
+    """Refuse an image argument that is not an `Exposure` (a raw, an array, a path...).
+
+    Raises
+    ------
+    InputError
+        Naming the argument, what it is and how to make an `Exposure`.
+    """
+    check_type(
+        name,
+        value,
+        Exposure,
+        hint="an ISR'd image: isr.run_isr(exposure.read_raw(path), ...) or exposure.read_exposure(path)",
+    )
 
 
 def wcs_from_header(header: fits.Header) -> WCS | None:

@@ -26,6 +26,7 @@ have (crosstalk, linearity, brighter-fatter, CTI...) are refused with a `Configu
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy.ndimage import binary_dilation
 
 from .calibs import Calibrations
-from .errors import CalibrationError, ConfigurationError, RawFormatError
+from .errors import CalibrationError, ConfigurationError, RawFormatError, as_config, check_type
 from .exposure import (
     DATA_COLS,
     DATA_ROWS,
@@ -377,7 +378,7 @@ def _fit_fringe(image: NDArray[np.float32], fringe: NDArray[np.float32], usable:
     return amplitude
 
 
-def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Exposure:
+def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig | Mapping[str, Any]) -> Exposure:
     """Remove the instrument signature from a LATISS raw.
 
     Parameters
@@ -387,7 +388,8 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
     calibs : `lsst.ts.auxtelwep.calibs.Calibrations` or `None`
         Products loaded with `lsst.ts.auxtelwep.calibs.load_calibrations` for the same ``config``; `None`
         only when no enabled step needs one.
-    config : `IsrConfig`
+    config : `IsrConfig` or mapping
+        The switches, or a mapping of them.
 
     Returns
     -------
@@ -397,6 +399,8 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
 
     Raises
     ------
+    InputError
+        If ``raw`` is not a `RawImage` (a path, say: read it with `lsst.ts.auxtelwep.exposure.read_raw`).
     ConfigurationError
         Unsupported or contradictory settings, or calibrations loaded for another output unit.
     CalibrationError
@@ -404,6 +408,8 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig) -> Ex
     RawFormatError
         Amplifiers missing or of inconsistent shapes, or no DARKTIME for ``doDark``.
     """
+    check_type("raw", raw, RawImage, hint="read the file first with exposure.read_raw(path)")
+    config = as_config("config", config, IsrConfig)
     problems = _refusals(config)  # also catches configs built with model_construct
     if problems:
         raise ConfigurationError("invalid ISR configuration: " + "; ".join(problems))

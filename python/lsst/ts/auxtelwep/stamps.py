@@ -21,7 +21,7 @@ import enum
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.fft as sfft
@@ -29,8 +29,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from .cadence import check_roles
-from .errors import InputError
-from .exposure import Exposure, MaskBit
+from .errors import InputError, check_type
+from .exposure import Exposure, MaskBit, check_exposure
 from .instrument import OBSCURATION, AuxTel, Role
 
 __all__ = [
@@ -237,6 +237,7 @@ class DonutPair:
         return cls(intra=stamps[0], extra=stamps[1], gain=float(gain), index=index)
 
 
+@runtime_checkable
 class CataloguedDonut(Protocol):
     """What `cut_pairs` needs from a catalogued donut (`detection.Donut` provides it)."""
 
@@ -352,15 +353,26 @@ def cut_pairs(
     Raises
     ------
     InputError
-        If the exposures' headers contradict the roles they are given for (`cadence.check_roles`), they
-        differ in shape or units, or the stamp size is even or too small.
+        If an image is not an `Exposure` or a donut not a `CataloguedDonut`, the exposures' headers
+        contradict the roles they are given for (`cadence.check_roles`), they differ in shape or units, or
+        the stamp size is even or too small.
     """
     options = options or CutOptions()
     if size_px is not None:
         options = dataclasses.replace(options, size_px=int(size_px))
     telescope = AuxTel() if telescope is None else telescope
+    check_exposure("intra", intra)
+    check_exposure("extra", extra)
     donuts = list(getattr(catalog, "donuts", catalog))
     check_roles({Role.INTRA: intra, Role.EXTRA: extra})
+    for donut in donuts:
+        check_type(
+            "a donut of the catalog",
+            donut,
+            CataloguedDonut,
+            hint="pass the DonutCatalog of detection.detect_donuts (or items with intra_x, intra_y, extra_x, "
+            "extra_y, field_x_deg, field_y_deg and blended)",
+        )
     if intra.image.shape != extra.image.shape or intra.units != extra.units:
         raise InputError(
             f"intra ({intra.obsid}: {intra.image.shape}, {intra.units}) and extra ({extra.obsid}: "

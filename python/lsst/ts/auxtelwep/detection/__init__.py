@@ -25,15 +25,17 @@ import dataclasses
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..cadence import check_roles
-from ..errors import ConfigurationError, DetectionError
-from ..exposure import Exposure
+from ..errors import ConfigurationError, DetectionError, as_config, check_type
+from ..exposure import Exposure, check_exposure
 from ..instrument import AuxTel, Role
-from ..refcat import RefCatalog
+from ..refcat import RefCatalog, load_refcat
 from .astrometry import AstrometrySolution, Sources, detect_sources, solve_astrometry
 from .catalog import Donut, DonutCatalog, Rejection
 from .config import MODES, DetectionConfig, DetectionMode
@@ -226,8 +228,8 @@ def detect_donuts(
     extra: Exposure,
     *,
     infocus: InFocusSource = None,
-    refcat: RefCatalog | None = None,
-    config: DetectionConfig | None = None,
+    refcat: RefCatalog | str | Path | None = None,
+    config: DetectionConfig | Mapping[str, Any] | None = None,
     telescope: AuxTel | None = None,
 ) -> DonutCatalog:
     """Find the donuts of a wavefront pair.
@@ -239,10 +241,10 @@ def detect_donuts(
     infocus : `Exposure` or callable returning one, optional
         The in-focus image of the triplet (needed by mode ``refit``); a callable is called only if
         ``refit`` runs, which spares the ISR of an image that is not needed.
-    refcat : `RefCatalog`, optional
-        Reference stars (needed by modes ``wcs`` and ``refit``).
-    config : `DetectionConfig`, optional
-        Mode, thresholds and selection rules (default: ``DetectionConfig()``).
+    refcat : `RefCatalog`, `str` or `pathlib.Path`, optional
+        Reference stars (needed by modes ``wcs`` and ``refit``), or a catalog file for `refcat.load_refcat`.
+    config : `DetectionConfig` or mapping, optional
+        Mode, thresholds and selection rules, or a mapping of them (default: ``DetectionConfig()``).
     telescope : `AuxTel`, optional
         In-focus telescope state; each role's focus offset is added (default: the aligned telescope).
 
@@ -254,15 +256,24 @@ def detect_donuts(
     Raises
     ------
     InputError
-        If the exposures' headers contradict the roles they are given for (`cadence.check_roles`).
+        If an image is not an `Exposure`, the headers contradict the roles the images are given for
+        (`cadence.check_roles`), or ``refcat`` is not a catalog (`CatalogError` for an unusable file).
     ConfigurationError
         If a mode is forced that the inputs cannot support without fallback (``wcs`` or ``refit`` without a
         catalog, ``refit`` without an in-focus image), or the exposures differ in shape.
     DetectionError
         If no donut is found: the message gives each mode's reason.
     """
-    config = DetectionConfig() if config is None else config
+    config = as_config("config", config, DetectionConfig)
     telescope = AuxTel() if telescope is None else telescope
+    check_exposure("intra", intra)
+    check_exposure("extra", extra)
+    if infocus is not None and not callable(infocus):  # a function is called only when refit needs it
+        check_exposure("infocus", infocus)
+    if isinstance(refcat, str | Path):
+        refcat = load_refcat(refcat)
+    elif refcat is not None:
+        check_type("refcat", refcat, RefCatalog, hint="a catalog file's path, or refcat.load_refcat(path)")
     _check_inputs(intra, extra, infocus if isinstance(infocus, Exposure) else None, config)
     if not config.fallback:
         if config.mode in ("wcs", "refit") and refcat is None:

@@ -36,13 +36,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import AuxTelWepError, EstimationError, InputError
+from ..errors import AuxTelWepError, EstimationError, InputError, as_config
 from ..instrument import DEFAULT_WAVELENGTH_M, AuxTel, HexapodState, Role
 from ..reprs import summary_repr, zernikes_nm
 from ..stamps import DonutPair, PairFlag
@@ -569,7 +569,7 @@ def _run_all(pairs: Sequence[DonutPair], config: EstimationConfig, telescope: Au
 def estimate_wavefront(
     pairs: Sequence[DonutPair],
     *,
-    config: EstimationConfig | None = None,
+    config: EstimationConfig | Mapping[str, Any] | None = None,
     telescope: AuxTel | None = None,
 ) -> WavefrontEstimate:
     """Estimate the wavefront from the donut pairs of one intra/extra exposure pair.
@@ -581,8 +581,8 @@ def estimate_wavefront(
     ----------
     pairs : sequence of `DonutPair`
         Stamps from `stamps.cut_pairs` (flagged pairs are reported, not estimated).
-    config : `EstimationConfig`, optional
-        Algorithm, terms, tolerances, parallelism, clipping.
+    config : `EstimationConfig` or mapping, optional
+        Algorithm, terms, tolerances, parallelism, clipping (or a mapping of them).
     telescope : `AuxTel`, optional
         Geometry and wavelength (default: the design at its default wavelength).
 
@@ -597,7 +597,7 @@ def estimate_wavefront(
     EstimationError
         If no pair could be used; ``result`` holds the `WavefrontEstimate` with every pair's reason.
     """
-    config = config or EstimationConfig()
+    config = as_config("config", config, EstimationConfig)
     telescope = telescope or AuxTel()
     t0 = time.perf_counter()
     if not pairs:
