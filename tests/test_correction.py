@@ -233,3 +233,10 @@ def test_a_configuration_may_be_a_mapping() -> None:
     assert given.solved_axes == ("x", "y", "z")
     with pytest.raises(ConfigurationError, match="axes"):
         compute_correction(NOLL, dev, errors, [[0.0, 0.0]], telescope=AuxTel(), config={"axes": "all"})
+
+
+@pytest.mark.parametrize("noll", [(4, 40), (2, 3), (1, 4), (), (4, 4, 5)])
+def test_noll_indices_the_hexapod_cannot_use_are_refused(noll: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"noll must be distinct indices in 4\.\.37"):
+        CorrectionConfig(noll=noll)
+    assert CorrectionConfig(noll=(8, 4, 37)).noll == (4, 8, 37)

@@ -86,7 +86,14 @@ def test_site_and_override_merge_in_order(tmp_path: Path) -> None:
     ("text", "words"),
     [
         ("cadence:\n  partner_timeout_s: -1\n", "cadence.partner_timeout_s"),
-        ("correction:\n  gains: {x: -0.5, y: 0.5, z: 0.9, u: 0.5, v: 0.5}\n", "must be a finite number >= 0"),
+        (
+            "correction:\n  gains: {x: -0.5, y: 0.5, z: 0.9, u: 0.5, v: 0.5}\n",
+            r"every gain must be in \(0, 1\]",
+        ),
+        (
+            "correction:\n  max_step: {x: -0.5, y: 0.5, z: 0.2, u: 0.05, v: 0.05}\n",
+            "must be a finite number >= 0",
+        ),
         ("telemetry_rate: 3\n", "telemetry_rate: Extra inputs are not permitted"),
         ("- a list\n", "must hold a mapping"),
     ],

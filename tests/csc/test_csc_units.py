@@ -137,8 +137,12 @@ def test_nothing_that_is_not_finite_reaches_ataos() -> None:
         plan_step(
             HexapodState(), gains=GAINS, max_step=MAX_STEP, max_total=(np.inf, 1, 1, 1, 1), total=np.zeros(5)
         )
-    for field in ("gains", "max_step", "max_total"):
-        with pytest.raises(pydantic.ValidationError, match="finite number"):
+    for field, words in (
+        ("gains", r"in \(0, 1\]"),
+        ("max_step", "finite number"),
+        ("max_total", "finite number"),
+    ):
+        with pytest.raises(pydantic.ValidationError, match=words):
             CorrectionConfig.model_validate({field: {"x": nan, "y": 0.1, "z": 0.1, "u": 0.1, "v": 0.1}})
 
 
@@ -526,3 +530,11 @@ def test_work_ahead_calibrates_defocal_images_then_estimates_the_pair() -> None:
         (prepare_raw, "e.fits"),
         (estimate_ahead, "i.fits", "e.fits"),
     ]
+
+
+@pytest.mark.parametrize("gain", [0.0, -0.5, 1.5, 5.0])
+def test_a_gain_outside_0_1_is_refused(gain: float) -> None:
+    # Above 1 overshoots the aligned position; 0 or below never corrects.
+    with pytest.raises(pydantic.ValidationError, match=r"every gain must be in \(0, 1\]"):
+        CorrectionConfig.model_validate({"gains": {"x": gain, "y": 1.0, "z": 1.0, "u": 1.0, "v": 1.0}})
+    assert CorrectionConfig.model_validate({"gains": {"x": 0.5, "y": 0.5, "z": 0.9, "u": 1, "v": 1}})

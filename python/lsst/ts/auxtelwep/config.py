@@ -112,14 +112,23 @@ def _nonnegative(values: AxisValues) -> AxisValues:
     return values
 
 
+def _fractions(values: AxisValues) -> AxisValues:
+    # A gain scales a correction that already nulls the measured error: above 1 it overshoots (2 would
+    # swing M2 as far past the aligned position), 0 or below never corrects.
+    gains = values.as_array()
+    if not np.all((gains > 0) & (gains <= 1)):
+        raise ValueError(f"every gain must be in (0, 1], got {values.model_dump()}")
+    return values
+
+
 class CorrectionConfig(_Model):
     """How a hexapod correction is turned into an ATAOS offset."""
 
     gains: AxisValues = pydantic.Field(
         AxisValues(x=1.0, y=1.0, z=1.0, u=1.0, v=1.0),
-        description="Fraction of the correction applied per step, per axis. The correction comes from the "
-        "batoid sensitivity (good to ~1 %), so full gain converges in one step; the ops script used "
-        "0.5, 0.5, 0.9 to make up for its published matrix being ~20 % off.",
+        description="Fraction of the correction applied per step, per axis, in (0, 1] (above 1 overshoots). "
+        "The correction comes from the batoid sensitivity (good to ~1 %), so full gain converges in one "
+        "step; the ops script used 0.5, 0.5, 0.9 to make up for its published matrix being ~20 % off.",
     )
     max_step: AxisValues = pydantic.Field(
         AxisValues(x=0.6, y=0.6, z=0.2, u=0.05, v=0.05),
@@ -143,7 +152,8 @@ class CorrectionConfig(_Model):
         30.0, gt=0, description="Time limit of the ATAOS offset command (s)."
     )
 
-    _check_gains = pydantic.field_validator("gains", "max_step", "max_total")(_nonnegative)
+    _check_limits = pydantic.field_validator("max_step", "max_total")(_nonnegative)
+    _check_gains = pydantic.field_validator("gains")(_fractions)
 
 
 class AuxTelWepConfig(_Model):

@@ -50,10 +50,10 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import InputError, as_config
-from .instrument import PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
+from .instrument import MAX_NOLL, PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
 
 __all__ = [
     "CorrectionConfig",
@@ -104,6 +104,18 @@ class CorrectionConfig(BaseModel):
     ops_gains: tuple[float, float, float] = Field(
         (0.5, 0.5, 0.9), description="Gains of the ops-script rule (x, y, z), reported for comparison."
     )
+
+    @field_validator("noll")
+    @classmethod
+    def _check_noll(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        # Here, not in compute_correction: there an index that is never measured is ignored in silence.
+        if not value or len(set(value)) != len(value) or min(value) < 4 or max(value) > MAX_NOLL:
+            raise ValueError(
+                f"noll must be distinct indices in 4..{MAX_NOLL}, got {value}: Z1-Z3 cannot drive the "
+                "hexapod (piston is not measured; tip and tilt are where the image lands, which the "
+                f"estimators fit as offsets), and the optical model's Zernikes stop at Z{MAX_NOLL}"
+            )
+        return tuple(sorted(value))
 
 
 @dataclasses.dataclass(frozen=True)

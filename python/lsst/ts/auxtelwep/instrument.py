@@ -45,6 +45,7 @@ __all__ = [
     "EXTRA_FOCUS_Z_MM",
     "HEXAPOD_TO_BATOID_ANGLE_DEG",
     "INTRA_FOCUS_Z_MM",
+    "MAX_NOLL",
     "OBSCURATION",
     "PIXEL_SIZE_M",
     "PUBLISHED_SENSITIVITY_MM_PER_NM",
@@ -77,6 +78,8 @@ DEFAULT_WAVELENGTH_M = 677e-9
 """Effective wavelength used when none is given (the r-band value used to fit the 2021 LATISS donuts)."""
 DEFAULT_NOLL = tuple(range(4, 23))
 """Default Noll indices of the estimated wavefront, Z4-Z22."""
+MAX_NOLL = 37
+"""Highest Noll index the model's Zernikes (and hence its sensitivity) go to."""
 
 PUBLISHED_SENSITIVITY_MM_PER_NM = np.array(
     [
@@ -724,8 +727,10 @@ def _sensitivity_fit(
 
 def _check_noll(noll: Sequence[int]) -> NDArray[np.int64]:
     arr = np.asarray(noll, dtype=int).reshape(-1)
-    if arr.size == 0 or arr.min() < 1 or arr.max() > 37:
-        raise InputError(f"Noll indices must lie in 1..37, got {list(arr)}", value=list(arr), allowed=(1, 37))
+    if arr.size == 0 or arr.min() < 1 or arr.max() > MAX_NOLL:
+        raise InputError(
+            f"Noll indices must lie in 1..{MAX_NOLL}, got {list(arr)}", value=list(arr), allowed=(1, MAX_NOLL)
+        )
     return arr
 
 
