@@ -88,7 +88,7 @@ def test_site_and_override_merge_in_order(tmp_path: Path) -> None:
         ("cadence:\n  partner_timeout_s: -1\n", "cadence.partner_timeout_s"),
         (
             "correction:\n  gains: {x: -0.5, y: 0.5, z: 0.9, u: 0.5, v: 0.5}\n",
-            r"every gain must be in \(0, 1\]",
+            r"every gain must be in \[0, 1\]",
         ),
         (
             "correction:\n  max_step: {x: -0.5, y: 0.5, z: 0.2, u: 0.05, v: 0.05}\n",

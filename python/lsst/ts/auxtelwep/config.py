@@ -114,10 +114,10 @@ def _nonnegative(values: AxisValues) -> AxisValues:
 
 def _fractions(values: AxisValues) -> AxisValues:
     # A gain scales a correction that already nulls the measured error: above 1 it overshoots (2 would
-    # swing M2 as far past the aligned position), 0 or below never corrects.
+    # swing M2 as far past the aligned position), below 0 it moves away; 0 holds an axis still.
     gains = values.as_array()
-    if not np.all((gains > 0) & (gains <= 1)):
-        raise ValueError(f"every gain must be in (0, 1], got {values.model_dump()}")
+    if not np.all((gains >= 0) & (gains <= 1)):
+        raise ValueError(f"every gain must be in [0, 1], got {values.model_dump()}")
     return values
 
 
@@ -126,9 +126,10 @@ class CorrectionConfig(_Model):
 
     gains: AxisValues = pydantic.Field(
         AxisValues(x=1.0, y=1.0, z=1.0, u=1.0, v=1.0),
-        description="Fraction of the correction applied per step, per axis, in (0, 1] (above 1 overshoots). "
-        "The correction comes from the batoid sensitivity (good to ~1 %), so full gain converges in one "
-        "step; the ops script used 0.5, 0.5, 0.9 to make up for its published matrix being ~20 % off.",
+        description="Fraction of the correction applied per step, per axis, in [0, 1] (above 1 "
+        "overshoots; 0 holds the axis). The correction comes from the batoid sensitivity (good to ~1 %), so "
+        "full gain converges in one step; the ops script used 0.5, 0.5, 0.9 to make up for its published "
+        "matrix being ~20 % off.",
     )
     max_step: AxisValues = pydantic.Field(
         AxisValues(x=0.6, y=0.6, z=0.2, u=0.05, v=0.05),

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pydantic
+if TYPE_CHECKING:
+    import pydantic
 
 __all__ = [
     "AuxTelWepError",
@@ -147,7 +148,7 @@ def check_type(name: str, value: Any, expected: type | tuple[type, ...], *, hint
     )
 
 
-ConfigT = TypeVar("ConfigT", bound=pydantic.BaseModel)
+ConfigT = TypeVar("ConfigT", bound="pydantic.BaseModel")
 
 
 def as_config(name: str, value: Any, model: type[ConfigT]) -> ConfigT:
@@ -169,6 +170,8 @@ def as_config(name: str, value: Any, model: type[ConfigT]) -> ConfigT:
     InputError
         If ``value`` is neither a ``model`` nor a mapping.
     """
+    import pydantic  # here: the command-line parser imports this module and must stay light
+
     if value is None:
         return model()
     if isinstance(value, Mapping):
