@@ -137,12 +137,14 @@ def write_config(folder: Path, data_root: Path, state_dir: Path, **overrides: An
 
 
 class Observatory:
-    """Simulated ATCamera and ATOODS (events) and ATAOS (``offset``, answered by ``offset_handler``)."""
+    """Simulated ATCamera and ATOODS (events), ATAOS (``offset``, answered by ``offset_handler``) and ATMCS
+    (mount telemetry, written by `mount_at`)."""
 
     def __init__(self) -> None:
         self.camera = Controller("ATCamera", do_callbacks=False)
         self.oods = Controller("ATOODS", do_callbacks=False)
         self.ataos = Controller("ATAOS", do_callbacks=False)
+        self.mount = Controller("ATMCS", do_callbacks=False)
         self.offsets: list[tuple[float, ...]] = []
         #: Set to an exception to make ATAOS fail ``offset``; to an `asyncio.Event` to hold the ack.
         self.offset_error: Exception | None = None
@@ -153,12 +155,21 @@ class Observatory:
         if self.offset_error is not None:
             raise self.offset_error
 
+    @property
+    def _controllers(self) -> tuple[Controller, ...]:
+        return (self.camera, self.oods, self.ataos, self.mount)
+
     async def start(self) -> Observatory:
-        await asyncio.gather(self.camera.start_task, self.oods.start_task, self.ataos.start_task)
+        await asyncio.gather(*(c.start_task for c in self._controllers))
         return self
 
     async def close(self) -> None:
-        await asyncio.gather(self.camera.close(), self.oods.close(), self.ataos.close())
+        await asyncio.gather(*(c.close() for c in self._controllers))
+
+    def mount_at(self, elevation_deg: float, nasmyth2_deg: float) -> None:
+        """Write one message of each ATMCS telemetry topic AuxTelWEP reads (100 equal samples)."""
+        self.mount.tel_mount_AzEl_Encoders.set_write(elevationCalculatedAngle=[elevation_deg] * 100)
+        self.mount.tel_mount_Nasmyth_Encoders.set_write(nasmyth2CalculatedAngle=[nasmyth2_deg] * 100)
 
     def announce(
         self, name: str, *, group: str = "G1", image_type: str = "CWFS", reason: str = "INTRA"

@@ -76,6 +76,27 @@ class TripletTestCase(CscTestCase):
             self.assertEqual({journal.image(n).status for n in names}, {ImageStatus.IN_TRIPLET})
             await self.assert_enabled()
 
+    async def test_the_camera_angle_comes_from_the_mount_at_readout(self) -> None:
+        # Real raws carry no camera angle: without the mount's, x, y went out rotated by it (taken as 0).
+        async with self.make_csc(initial_state=State.ENABLED):
+            self.obs.mount_at(elevation_deg=60.0, nasmyth2_deg=-15.0)
+            await asyncio.sleep(0.5)  # the telemetry reaches the CSC before the readout
+            for seq, reason in enumerate(TRIPLET, 1):
+                self.obs.take(self.data_root, seq, reason)
+            await self.remote.evt_wavefrontError.next(flush=False, timeout=RESULT_TIMEOUT)
+            (done,) = self.journal().triplets(TripletState.DONE)
+            self.assertEqual([i.camera_angle_deg for i in done.triplet.images], [45.0, 45.0, 45.0])
+            # Without mount telemetry (none in the last 5 s) and without CAMANGLE: unknown, said once.
+            with mock.patch("lsst.ts.auxtelwep.csc.MOUNT_TELEMETRY_MAX_AGE_S", 0.0):
+                with self.assertLogs("lsst.ts.auxtelwep.csc_intake", "WARNING") as logs:
+                    later = [self.obs.take(self.data_root, seq, r) for seq, r in enumerate(TRIPLET, 4)]
+                    await self.next_matching(
+                        self.remote.evt_wavefrontError, lambda d: d.intraObsid == later[0]
+                    )
+            self.assertIn("camera angle unknown", "\n".join(logs.output))
+            record = self.journal().triplet("+".join(later))
+            self.assertEqual([i.camera_angle_deg for i in record.triplet.images], [None, None, None])
+
     async def test_a_triplet_announced_while_the_csc_was_down_is_processed(self) -> None:
         # The camera's events come to the CSC as late-joiner history (it keeps up to 50 per topic).
         names = [self.obs.take(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 1)]

@@ -138,7 +138,7 @@ def test_nothing_that_is_not_finite_reaches_ataos() -> None:
             HexapodState(), gains=GAINS, max_step=MAX_STEP, max_total=(np.inf, 1, 1, 1, 1), total=np.zeros(5)
         )
     for field, words in (
-        ("gains", r"in \(0, 1\]"),
+        ("gains", r"in \[0, 1\]"),
         ("max_step", "finite number"),
         ("max_total", "finite number"),
     ):
@@ -532,9 +532,10 @@ def test_work_ahead_calibrates_defocal_images_then_estimates_the_pair() -> None:
     ]
 
 
-@pytest.mark.parametrize("gain", [0.0, -0.5, 1.5, 5.0])
+@pytest.mark.parametrize("gain", [-0.5, 1.5, 5.0])
 def test_a_gain_outside_0_1_is_refused(gain: float) -> None:
-    # Above 1 overshoots the aligned position; 0 or below never corrects.
-    with pytest.raises(pydantic.ValidationError, match=r"every gain must be in \(0, 1\]"):
+    # Above 1 overshoots the aligned position; below 0 moves away from it (0 holds an axis still).
+    with pytest.raises(pydantic.ValidationError, match=r"every gain must be in \[0, 1\]"):
         CorrectionConfig.model_validate({"gains": {"x": gain, "y": 1.0, "z": 1.0, "u": 1.0, "v": 1.0}})
+    assert CorrectionConfig.model_validate({"gains": {"x": 0.0, "y": 0.0, "z": 0.9, "u": 0, "v": 0}})
     assert CorrectionConfig.model_validate({"gains": {"x": 0.5, "y": 0.5, "z": 0.9, "u": 1, "v": 1}})

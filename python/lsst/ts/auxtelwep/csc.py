@@ -42,7 +42,7 @@ from .csc_publish import parse_overrides, publish_correction, publish_rejected, 
 from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
 from .csc_worker import Processor, WepSummary, WorkAhead, WorkerPool, run_pipeline, warm_pipeline
 from .errors import AuxTelWepError, ConfigurationError
-from .instrument import HexapodState, Role
+from .instrument import HexapodState, Role, camera_angle_from_mount
 from .intake import ImageInfo, RawLocator, read_image_info
 from .journal import JOURNAL_FILE_NAME, CorrectionState, ImageStatus, Journal, TripletRecord
 from .sal import (
@@ -62,6 +62,9 @@ DEPENDENCY_CHECK_INTERVAL_S = 10.0
 #: Camera events kept from before the CSC started (late-joiner history), so images announced while it was
 #: down are not lost.
 EVENT_HISTORY = 50
+#: Mount telemetry older than this at an image's readout does not give its camera angle, seconds (ATMCS
+#: writes it every second; a silent ATMCS is not the mount of now).
+MOUNT_TELEMETRY_MAX_AGE_S = 5.0
 
 
 class AuxTelWepCsc(ConfigurableCsc):
@@ -128,6 +131,8 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.atcamera = Remote(self.domain, "ATCamera", include=["endReadout"], evt_max_history=EVENT_HISTORY)
         self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], evt_max_history=EVENT_HISTORY)
         self.ataos = Remote(self.domain, "ATAOS", include=[])
+        # The camera angle of each image (elevation + Nasmyth-2): real raws do not carry it.
+        self.atmcs = Remote(self.domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
         self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
 
     def read_config(self, override: str) -> tuple[AuxTelWepConfig, list[str]]:
@@ -156,6 +161,7 @@ class AuxTelWepCsc(ConfigurableCsc):
             limits=config.cadence.limits(),
             oods_timeout_s=config.oods_timeout_s,
             sink=self,
+            camera_angle=self._mount_camera_angle,
         )
         # The real pipeline's workers load its calibrations and start its estimation processes up front.
         warm = self._base_options(config) if self.processor is run_pipeline else None
@@ -169,6 +175,15 @@ class AuxTelWepCsc(ConfigurableCsc):
             )
             self._warm_options = warm
         self.log.info(f"configured: data_root={config.data_root!r}, journal={journal.path}")
+
+    def _mount_camera_angle(self) -> float | None:
+        """The camera angle now from ATMCS telemetry (`instrument.camera_angle_from_mount`), None if stale."""
+        samples = (self.atmcs.tel_mount_AzEl_Encoders.get(), self.atmcs.tel_mount_Nasmyth_Encoders.get())
+        oldest = current_tai() - MOUNT_TELEMETRY_MAX_AGE_S
+        if any(data is None or data.private_rcvStamp < oldest for data in samples):
+            return None
+        azel, nasmyth = samples
+        return camera_angle_from_mount(azel.elevationCalculatedAngle, nasmyth.nasmyth2CalculatedAngle)
 
     async def begin_enable(self, data: Any) -> None:
         """Refuse enable (staying DISABLED) while a dependency is missing, naming it.

@@ -23,6 +23,7 @@ taken when its events come. Times are `time.monotonic` seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -90,6 +91,9 @@ class ImageIntake:
     sink : `IntakeSink`
     clock : callable, optional
         Monotonic clock, seconds (tests pass a fake).
+    camera_angle : callable, optional
+        The camera angle now, from the mount (`instrument.camera_angle_from_mount`), or None when unknown;
+        read when an image's readout ends and kept as its ``camera_angle_deg`` (over the header's).
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class ImageIntake:
         oods_timeout_s: float,
         sink: IntakeSink,
         clock: Callable[[], float] = time.monotonic,
+        camera_angle: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.locator = locator
         self.journal = journal
@@ -108,6 +113,10 @@ class ImageIntake:
         self.oods_timeout_s = oods_timeout_s
         self.sink = sink
         self.clock = clock
+        self.camera_angle = camera_angle
+        # The mount's camera angle when each image was read out (live events only: a replayed one is old).
+        self._angles: dict[str, float | None] = {}
+        self._warned_no_angle = False
         self.sequencer = Sequencer(limits=limits)
         self._deadlines: dict[str, float] = {}
         # Images ATOODS reported whose raw was not visible yet, with the time to give up on them.
@@ -163,6 +172,8 @@ class ImageIntake:
             return
         self._record(image_name, ImageStatus.ANNOUNCED, group_id=group_id)
         self._deadlines[image_name] = self.clock() + self.oods_timeout_s
+        if not historical:
+            self._angles[image_name] = self.camera_angle()
 
     def on_image_in_oods(self, obsid: str, *, status_code: int, description: str, historical: bool) -> None:
         """Handle ATOODS ``imageInOODS``."""
@@ -177,6 +188,8 @@ class ImageIntake:
             return
         if record is None or record.status is ImageStatus.NAMED:
             self._record(obsid, ImageStatus.ANNOUNCED)
+        if not historical and obsid not in self._angles:  # no endReadout heard: the nearest time there is
+            self._angles[obsid] = self.camera_angle()
         if status_code != 0:
             self._lose(
                 obsid,
@@ -220,7 +233,21 @@ class ImageIntake:
         if info.obsid != obsid:
             self._reject(obsid, info.group_id, f"{path} has OBSID={info.obsid!r}, expected {obsid!r}")
             return
-        self._accept(obsid, info, replay=False)
+        self._accept(obsid, self._with_camera_angle(info), replay=False)
+
+    def _with_camera_angle(self, info: ImageInfo) -> ImageInfo:
+        """``info`` with the mount's camera angle at its readout, which real raws do not carry."""
+        angle = self._angles.pop(info.obsid, None)
+        if angle is not None:
+            return dataclasses.replace(info, camera_angle_deg=angle)
+        if info.camera_angle_deg is None and not self._warned_no_angle:
+            self._warned_no_angle = True
+            log.warning(
+                "%s: camera angle unknown (no ATMCS mount telemetry at its readout, no CAMANGLE in its "
+                "header): its triplet solves focus only, as will others without it (said once)",
+                info.obsid,
+            )
+        return info
 
     def housekeeping(self) -> None:
         """Report groups whose partners never came; look for announced images ATOODS never reported."""
@@ -284,6 +311,7 @@ class ImageIntake:
 
     def _reject(self, obsid: str, group_id: str, reason: str) -> None:
         log.warning("rejected %s: %s", obsid, reason)
+        self._angles.pop(obsid, None)
         self.journal.update_image(obsid, status=ImageStatus.REJECTED, reason=reason)
         self.sink.image_received(obsid, group_id=group_id, role=None, status="rejected", reason=reason)
 

@@ -178,6 +178,7 @@ def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
         extra=Path(triplet.extra.path),
         infocus=None if triplet.infocus is None else Path(triplet.infocus.path),
         group_id=triplet.group_id,
+        camera_angle_deg=triplet.intra.camera_angle_deg,
     )
     return summarize(pipeline.process(files, config=config))
 

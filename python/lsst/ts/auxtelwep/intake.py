@@ -84,6 +84,10 @@ class ImageInfo:
         Start of the exposure, unix seconds (UTC, as `time.time`), from ``MJD-BEG``, ``DATE-BEG`` or
         ``DATE-OBS`` in the scale of ``TIMESYS`` (TAI when absent, as LATISS writes them); None when the
         header has none or it cannot be read (a warning is logged).
+    camera_angle_deg : `float` or None
+        Camera rotation relative to the hexapod frame during the exposure, degrees (instrument.py
+        conventions): the mount's (ATMCS elevation + Nasmyth-2, recorded by the CSC at the end of the
+        readout) or, without it, header ``CAMANGLE`` (the simulator's key; real raws have none).
     """
 
     obsid: str
@@ -98,6 +102,7 @@ class ImageInfo:
     day_obs: str = ""
     seq_num: int = 0
     exposure_start: float | None = None
+    camera_angle_deg: float | None = None
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], *, path: str = "") -> ImageInfo:
@@ -130,6 +135,7 @@ class ImageInfo:
             day_obs=day_obs,
             seq_num=0 if seq is None else int(seq),
             exposure_start=_exposure_start(header, obsid),
+            camera_angle_deg=_float_or_none(header, "CAMANGLE", obsid),
         )
 
     def to_dict(self) -> dict[str, Any]:

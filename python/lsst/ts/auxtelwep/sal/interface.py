@@ -68,11 +68,12 @@ _IDL_TYPES = {
 
 
 class TopicKind(enum.Enum):
-    """Kind of topic; the value is the infix of the SAL topic name (``Name_<value>_<topic>``)."""
+    """Kind of topic; the value is the infix of the SAL topic name (``Name_<value>_<topic>``; telemetry has
+    none, as in ts_xml: ``ATMCS_mount_AzEl_Encoders``)."""
 
     COMMAND = "command"
     EVENT = "logevent"
-    TELEMETRY = "telemetry"
+    TELEMETRY = ""
     ACKCMD = "ackcmd"
 
 
@@ -150,7 +151,9 @@ class TopicSpec:
     @property
     def sal_name(self) -> str:
         """SAL topic name without component, e.g. ``logevent_summaryState`` or ``ackcmd``."""
-        return "ackcmd" if self.kind is TopicKind.ACKCMD else f"{self.kind.value}_{self.name}"
+        if self.kind is TopicKind.ACKCMD:
+            return "ackcmd"
+        return self.name if self.kind is TopicKind.TELEMETRY else f"{self.kind.value}_{self.name}"
 
     @property
     def attr_name(self) -> str:
@@ -228,9 +231,11 @@ def _parse_file(path: Path, tag: str, kind: TopicKind, component: str) -> dict[s
     root = ET.parse(path).getroot()
     for elt in root.iter(tag):
         full_name = _text(elt, "EFDB_Topic")
-        _, sep, name = full_name.partition(f"_{kind.value}_")
-        if not sep:
-            raise ValueError(f"{path}: topic {full_name!r} should contain '_{kind.value}_'")
+        # Component names have no underscore ("SALGeneric" for the generic topics).
+        infix = f"_{kind.value}_" if kind.value else "_"
+        _, sep, name = full_name.partition(infix)
+        if not sep or not name or (not kind.value and name.startswith(("command_", "logevent_"))):
+            raise ValueError(f"{path}: topic {full_name!r} should be named <Component>{infix}<topic>")
         own = tuple(_parse_item(item, path) for item in elt.findall("item"))
         clash = {f.name for f in own} & {f.name for f in PRIVATE_FIELDS}
         if clash:

@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -498,6 +499,53 @@ def _refuse_w(w: float, what: str) -> None:
         raise ExpectedError(f"{what}: w={w} deg: rotation about the optical axis is not simulated; send 0")
 
 
+class SimulatedATMCS(_SimulatedCsc):
+    """ATMCS: the mount's elevation and Nasmyth-2 angle at 1 Hz, 100 samples per message as the real one.
+
+    The camera angle AuxTelWEP reads from them (elevation + Nasmyth-2) is the scene's
+    ``pointing.camera_angle_deg``, the angle the simulated raws are rendered with.
+
+    Parameters
+    ----------
+    pointing : `~lsst.ts.auxtelwep.sim.scene.Pointing`
+        Elevation, azimuth and camera angle (fixed for the night).
+    interval_s : `float`
+        Time between telemetry messages, seconds.
+    """
+
+    def __init__(self, pointing: Pointing, *, interval_s: float = 1.0) -> None:
+        self.pointing = pointing
+        self.interval_s = float(interval_s)
+        self._task: asyncio.Task[None] | None = None
+        super().__init__("ATMCS")
+
+    async def start(self) -> None:
+        await super().start()
+        self._task = asyncio.create_task(self._publish())
+
+    async def close_tasks(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await super().close_tasks()
+
+    async def _publish(self) -> None:
+        elevation = self.pointing.elevation_deg
+        nasmyth2 = self.pointing.camera_angle_deg - elevation
+        while True:
+            stamp = time.time()
+            self.tel_mount_AzEl_Encoders.set_write(
+                cRIO_timestamp=stamp,
+                elevationCalculatedAngle=[elevation] * 100,
+                azimuthCalculatedAngle=[self.pointing.azimuth_deg] * 100,
+            )
+            self.tel_mount_Nasmyth_Encoders.set_write(
+                cRIO_timestamp=stamp,
+                nasmyth1CalculatedAngle=[math.nan] * 100,  # LATISS is on port 2
+                nasmyth2CalculatedAngle=[nasmyth2] * 100,
+            )
+            await asyncio.sleep(self.interval_s)
+
+
 class SimulatedObservatory:
     """The four peers around one `SimulatedTelescope`, started and closed together.
 
@@ -532,11 +580,12 @@ class SimulatedObservatory:
         self.camera = SimulatedATCamera(telescope, scene, self.oods, self.data_root / "staging")
         self.ataos = SimulatedATAOS(telescope, settle_s=settle_s)
         self.hexapod = SimulatedATHexapod(telescope, settle_s=settle_s / 2)
+        self.mount = SimulatedATMCS(scene.pointing)
 
     @property
     def peers(self) -> tuple[BaseCsc, ...]:
-        """ATOODS, ATCamera, ATAOS, ATHexapod."""
-        return (self.oods, self.camera, self.ataos, self.hexapod)
+        """ATOODS, ATCamera, ATAOS, ATHexapod, ATMCS."""
+        return (self.oods, self.camera, self.ataos, self.hexapod, self.mount)
 
     async def start(self) -> None:
         """Wait until every peer has started (ENABLED)."""
