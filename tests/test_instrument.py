@@ -12,6 +12,7 @@ from lsst.ts.auxtelwep.instrument import (
     AuxTel,
     HexapodState,
     Role,
+    camera_angle_from_mount,
     rotate_xy,
 )
 from lsst.ts.auxtelwep.sim.truth import HexapodTruth
@@ -142,3 +143,11 @@ def test_wrong_types_are_refused_at_the_call() -> None:
     state = HexapodState(x=np.float32(0.5), z=2)
     assert type(state.x) is float and type(state.z) is float
     assert type(AuxTel().with_camera_angle(np.int64(90)).camera_angle_deg) is float
+
+
+def test_camera_angle_from_the_mount() -> None:
+    # FACTS.md section 2: bore_sight_angle = elevation + nasmyth2 + 90, and the camera angle is
+    # bore_sight_angle - 90. NaN samples (an axis not in use) are left out; the angle wraps to [-180, 180).
+    assert camera_angle_from_mount([60.0, 60.2, np.nan], [-15.0, -15.2]) == pytest.approx(45.0)
+    assert camera_angle_from_mount([80.0], [150.0]) == pytest.approx(-130.0)
+    assert camera_angle_from_mount([np.nan] * 3, [10.0]) is None
