@@ -71,6 +71,7 @@ def fake_processor(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
         timings_s={"isr": 0.1, "detection": 0.2, "estimation": total, "total": total + 0.3},
         correction_sigma=HexapodState.from_array(FAKE_SIGMA),
         residual_structure=0.02,
+        camera_angle_deg=triplet.intra.camera_angle_deg,
     )
 
 

@@ -86,6 +86,8 @@ class TripletTestCase(CscTestCase):
             await self.remote.evt_wavefrontError.next(flush=False, timeout=RESULT_TIMEOUT)
             (done,) = self.journal().triplets(TripletState.DONE)
             self.assertEqual([i.camera_angle_deg for i in done.triplet.images], [45.0, 45.0, 45.0])
+            hexapod = await self.remote.evt_hexapodCorrection.next(flush=False, timeout=RESULT_TIMEOUT)
+            self.assertEqual(hexapod.cameraAngle, 45.0)  # the fake processor echoes the angle it was given
             # Without mount telemetry (none in the last 5 s) and without CAMANGLE: unknown, said once.
             with mock.patch("lsst.ts.auxtelwep.csc.MOUNT_TELEMETRY_MAX_AGE_S", 0.0):
                 with self.assertLogs("lsst.ts.auxtelwep.csc_intake", "WARNING") as logs:

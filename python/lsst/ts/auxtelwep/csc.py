@@ -42,7 +42,7 @@ from .csc_publish import parse_overrides, publish_correction, publish_rejected, 
 from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
 from .csc_worker import Processor, WepSummary, WorkAhead, WorkerPool, run_pipeline, warm_pipeline
 from .errors import AuxTelWepError, ConfigurationError
-from .instrument import HexapodState, Role, camera_angle_from_mount
+from .instrument import Role, camera_angle_from_mount
 from .intake import ImageInfo, RawLocator, read_image_info
 from .journal import JOURNAL_FILE_NAME, CorrectionState, ImageStatus, Journal, TripletRecord
 from .sal import (
@@ -486,9 +486,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         record = self._journal.triplet(key)
         group = record.group_id if record is not None else ""
         summary = WepSummary.from_dict(record.result) if record is not None else None
-        axes = summary.solved_axes if summary is not None else ()
-        sigma = summary.correction_sigma if summary is not None else HexapodState()
-        publish_correction(self, group, offset, axes, applied=True, sigma=sigma)
+        publish_correction(self, group, offset, summary, applied=True)
         self.log.info(f"applied the correction of group {group}: {offset}")
         self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
 

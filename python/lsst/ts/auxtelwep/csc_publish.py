@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -82,9 +81,7 @@ def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
         algorithm=summary.algorithm,
         force_output=True,
     )
-    publish_correction(
-        csc, group, summary.correction, summary.solved_axes, applied=False, sigma=summary.correction_sigma
-    )
+    publish_correction(csc, group, summary.correction, summary, applied=False)
     t = summary.timings_s
     nan = float("nan")
     csc.evt_wepDuration.set_write(
@@ -98,16 +95,12 @@ def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
 
 
 def publish_correction(
-    csc: Any,
-    group_id: str,
-    offset: HexapodState,
-    solved_axes: Sequence[str],
-    *,
-    applied: bool,
-    sigma: HexapodState,
+    csc: Any, group_id: str, offset: HexapodState, summary: WepSummary | None, *, applied: bool
 ) -> None:
     """Write ``hexapodCorrection``: the computed correction (applied=false) or what was sent
-    (applied=true), with the 1-sigma uncertainty of the computed correction (``sigma``) in both."""
+    (applied=true), with the solved axes, the 1-sigma uncertainty of the computed correction and the camera
+    angle of its frame from ``summary`` (the result it came from; None: unknown)."""
+    sigma = summary.correction_sigma if summary is not None else HexapodState()
     csc.evt_hexapodCorrection.set_write(
         groupId=group_id,
         x=offset.x,
@@ -120,8 +113,11 @@ def publish_correction(
         zError=sigma.z,
         uError=sigma.u,
         vError=sigma.v,
-        solvedAxes=",".join(solved_axes),
+        solvedAxes=",".join(summary.solved_axes if summary is not None else ()),
         applied=applied,
+        cameraAngle=float("nan")
+        if summary is None or summary.camera_angle_deg is None
+        else summary.camera_angle_deg,
         force_output=True,
     )
 

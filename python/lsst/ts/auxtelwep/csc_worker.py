@@ -85,6 +85,9 @@ class WepSummary:
     residual_structure : `float`
         Largest residual structure of the pairs used (`pipeline.WavefrontResult.residual_structure`; NaN
         when unknown).
+    camera_angle_deg : `float` or `None`
+        Camera angle the correction's x, y, u, v are in (`pipeline.WavefrontResult.camera_angle_deg`); None
+        when unknown (then only z is solved).
     """
 
     noll: tuple[int, ...]
@@ -101,6 +104,7 @@ class WepSummary:
     timings_s: dict[str, float]
     correction_sigma: HexapodState = dataclasses.field(default_factory=HexapodState)
     residual_structure: float = float("nan")
+    camera_angle_deg: float | None = None
 
     def __post_init__(self) -> None:
         if not len(self.noll) == len(self.zernikes_um) == len(self.zernikes_err_um):
@@ -157,6 +161,7 @@ def summarize(result: WavefrontResult) -> WepSummary:
         timings_s={k: float(v) for k, v in result.timings_s.items()},
         correction_sigma=correction.sigma,
         residual_structure=float(result.residual_structure),
+        camera_angle_deg=result.camera_angle_deg,
     )
 
 
