@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from numpy.typing import NDArray
 
 from .errors import RawFormatError, check_type
 from .guarded_warnings import guarded_warnings
+from .headers import header_number, parse_header
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
 from .reprs import summary_repr
 
@@ -290,6 +290,7 @@ def read_raw(path: str | Path) -> RawImage:
                 amps[geom.name] = np.asarray(data, dtype=np.float32)
         finally:
             hdul.close()
+    _check_header(header, path)
     return RawImage(path=str(path), header=header, amps=amps)
 
 
@@ -352,24 +353,57 @@ def check_exposure(name: str, value: object) -> None:
     )
 
 
-def wcs_from_header(header: fits.Header) -> WCS | None:
+def wcs_from_header(header: fits.Header, *, where: str | None = None) -> WCS | None:
     """Return the celestial WCS described by a header, or `None` if it has none.
 
     Parameters
     ----------
     header : `astropy.io.fits.Header`
         A header; it describes a WCS when it has ``CTYPE1`` and ``CTYPE2`` of a celestial projection.
+    where : `str`, optional
+        The file the header is of, for messages (default: its OBSID).
 
     Returns
     -------
     wcs : `astropy.wcs.WCS` or `None`
         The two-axis celestial WCS, or `None`.
+
+    Raises
+    ------
+    RawFormatError
+        If the header's WCS keys do not make a WCS (unknown projection, singular matrix, a reference
+        point off the sphere...).
     """
     if "CTYPE1" not in header or "CTYPE2" not in header:
         return None
-    with guarded_warnings(ignore=(FITSFixedWarning,)):
-        wcs = WCS(header, naxis=2, relax=True)
+    try:
+        with guarded_warnings(ignore=(FITSFixedWarning,)):
+            wcs = WCS(header, naxis=2, relax=True)
+            # Checks the keys together now (wcslib raises on the first use otherwise, far from the file).
+            wcs.wcs.set()
+    # wcslib's errors (SingularMatrixError, InvalidTransformError...) derive from ValueError; a key of the
+    # wrong type gives TypeError or KeyError.
+    except (ValueError, KeyError, TypeError) as exc:
+        where = where or f"OBSID={header.get('OBSID')}"
+        # wcslib's messages interleave "ERROR n in f() at line ... of file ..." with the reasons: keep those.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = "; ".join(line for line in lines if not line.startswith("ERROR")) or "; ".join(lines)
+        raise RawFormatError(
+            f"{where}: the header's WCS (CTYPE1={header.get('CTYPE1')!r}, CRVAL={header.get('CRVAL1')!r}, "
+            f"{header.get('CRVAL2')!r}) is not usable: {detail}",
+            value=where,
+        ) from exc
     return wcs if wcs.has_celestial else None
+
+
+def _check_header(header: fits.Header, path: str | Path) -> None:
+    """Refuse a file whose primary header holds a malformed value or WCS, naming the file and the key.
+
+    Checked when the file is read, so that a bad value is named with its file rather than surfacing later
+    as a library's error deep in detection or the correction.
+    """
+    parse_header(header, where=str(path))
+    wcs_from_header(header, where=str(path))
 
 
 def boresight_wcs(
@@ -472,8 +506,14 @@ def read_exposure(path: str | Path) -> Exposure:
     finally:
         hdul.close()
     units = "electron" if str(header.get("BUNIT", "adu")).lower().startswith("electron") else "adu"
+    parse_header(header, where=str(path))
     return Exposure(
-        image=image, mask=mask, header=header, wcs=wcs_from_header(header), variance=variance, units=units
+        image=image,
+        mask=mask,
+        header=header,
+        wcs=wcs_from_header(header, where=str(path)),
+        variance=variance,
+        units=units,
     )
 
 
@@ -536,17 +576,7 @@ def camera_angle_from_header(header: fits.Header) -> float | None:
     Raises
     ------
     RawFormatError
-        If ``CAMANGLE`` is there but not a finite number.
+        If ``CAMANGLE`` is there but not a finite number of degrees in [-360, 360]
+        (`headers.header_number`).
     """
-    value = header.get("CAMANGLE")
-    if value is None:
-        return None
-    try:
-        angle = float(value)
-    except (TypeError, ValueError):
-        angle = math.nan
-    if not math.isfinite(angle):
-        raise RawFormatError(
-            f"OBSID={header.get('OBSID')}: header CAMANGLE={value!r} is not a number of degrees", value=value
-        )
-    return angle
+    return header_number(header, "CAMANGLE", where=f"OBSID={header.get('OBSID')}")

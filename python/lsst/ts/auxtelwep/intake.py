@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import re
 import urllib.parse
@@ -28,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
-from astropy.time import Time
 
 from .errors import ConfigurationError, InputError, RawFormatError
 from .guarded_warnings import guarded_warnings
+from .headers import parse_header
 
 __all__ = [
     "RAW_SUFFIXES",
@@ -44,13 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Time scales of ``TIMESYS`` understood without Earth-rotation tables.
-_TIME_SCALES = ("tai", "utc", "tt")
-
 #: File name endings tried, in order, for a raw.
 RAW_SUFFIXES = (".fits", ".fits.fz")
-#: RA/DEC headers were written in radians before this DAYOBS (FACTS.md section 3).
-_RADIANS_BEFORE_DAYOBS = "20200128"
 _OBSID_RE = re.compile(r"^[A-Z]{2}_[A-Z]_(\d{8})_(\d{6})$")
 
 
@@ -111,31 +105,32 @@ class ImageInfo:
         Raises
         ------
         RawFormatError
-            If ``OBSID`` is missing or a numeric key is not a number.
+            If ``OBSID`` is missing, a value is malformed (`headers.parse_header`: not a number, out of
+            range, not a date or time) or ``EXPTIME`` is 0; the message names the file (else the OBSID),
+            the key and the value.
         """
         obsid = str(header.get("OBSID", "") or "").strip()
         if not obsid:
             raise RawFormatError(f"{path or 'header'}: no OBSID in the primary header")
-        day_obs = str(header.get("DAYOBS", "") or "").strip()
-        ra = _float_or_none(header, "RA", obsid)
-        dec = _float_or_none(header, "DEC", obsid)
-        if day_obs and day_obs < _RADIANS_BEFORE_DAYOBS and ra is not None and dec is not None:
-            ra, dec = math.degrees(ra), math.degrees(dec)
-        seq = _float_or_none(header, "SEQNUM", obsid)
+        where = path or obsid
+        values = parse_header(header, where=where)
+        if values.exposure_time_s == 0.0:
+            # A bias-like frame: no starlight, no donuts; refused here rather than as "no donuts found".
+            raise RawFormatError(f"{where}: header EXPTIME=0 s: not a wavefront image", value=0.0)
         return cls(
             obsid=obsid,
             path=str(path),
             group_id=str(header.get("GROUPID", "") or "").strip(),
             image_type=str(header.get("IMGTYPE", "") or "").strip().upper(),
             reason=str(header.get("REASON", "") or "").strip(),
-            focus_z_mm=_float_or_none(header, "FOCUSZ", obsid),
-            ra_deg=ra,
-            dec_deg=dec,
-            rotation_deg=_float_or_none(header, "ROTPA", obsid),
-            day_obs=day_obs,
-            seq_num=0 if seq is None else int(seq),
-            exposure_start=_exposure_start(header, obsid),
-            camera_angle_deg=_float_or_none(header, "CAMANGLE", obsid),
+            focus_z_mm=values.focus_z_mm,
+            ra_deg=values.ra_deg,
+            dec_deg=values.dec_deg,
+            rotation_deg=values.rotation_deg,
+            day_obs=values.day_obs,
+            seq_num=values.seq_num or 0,
+            exposure_start=values.exposure_start,
+            camera_angle_deg=values.camera_angle_deg,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,35 +174,6 @@ class ImageInfo:
         if self.ra_deg is None or self.dec_deg is None:
             return None
         return (self.ra_deg, self.dec_deg)
-
-
-def _float_or_none(header: Mapping[str, Any], key: str, obsid: str) -> float | None:
-    value = header.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise RawFormatError(f"{obsid}: header {key}={value!r} is not a number") from None
-    return None if math.isnan(result) else result
-
-
-def _exposure_start(header: Mapping[str, Any], obsid: str) -> float | None:
-    """Exposure start as unix seconds (UTC), or None (see `ImageInfo.exposure_start`)."""
-    scale = str(header.get("TIMESYS", "") or "TAI").strip().lower()
-    if scale not in _TIME_SCALES:
-        log.warning("%s: TIMESYS=%r is not one of %s; exposure start unknown", obsid, scale, _TIME_SCALES)
-        return None
-    for key, time_format in (("MJD-BEG", "mjd"), ("DATE-BEG", "isot"), ("DATE-OBS", "isot")):
-        value = header.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        try:
-            return float(Time(value, format=time_format, scale=scale).unix)
-        except (TypeError, ValueError):
-            log.warning("%s: header %s=%r is not a time; exposure start unknown", obsid, key, value)
-            return None
-    return None
 
 
 def day_obs_from_obsid(obsid: str) -> str:
