@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
+from lsst.ts.auxtelwep import reprocess
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.commands.reprocess import _summary_line
 from lsst.ts.auxtelwep.errors import InputError
@@ -144,3 +145,34 @@ def test_interrupted_reprocess_keeps_the_lines_written(
     capsys.readouterr()
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(records) == 2 and all("rejected" in r for r in records)  # the two rejected raws
+
+
+def test_one_raw_with_a_malformed_header_or_a_surprise_costs_only_itself(tmp_path: Path, monkeypatch) -> None:
+    # A raw with SEQNUM='inf' stopped the whole night with an OverflowError (exit 1, traceback).
+    raw_dir = tmp_path / "raw" / "20240624"
+    raw_dir.mkdir(parents=True)
+    for seq, keys in ((1, {"SEQNUM": "inf"}), (2, {"SEQNUM": 2}), (3, {"SEQNUM": 3})):
+        obsid = f"AT_O_20240624_{seq:06d}"
+        header = fits.Header({"OBSID": obsid, "DAYOBS": "20240624", "REASON": "INTRA", **keys})
+        fits.PrimaryHDU(header=header).writeto(raw_dir / f"{obsid}.fits")
+    (raw_dir / "AT_O_20240624_000004.fits").mkdir()
+    real = reprocess.read_image_info
+
+    def surprising(path: Path):
+        if path.name == "AT_O_20240624_000003.fits":
+            raise OverflowError("cannot convert float infinity to integer")
+        return real(path)
+
+    monkeypatch.setattr(reprocess, "read_image_info", surprising)
+    reasons = {r.obsids[0]: r.reason for r in find_triplets(tmp_path).rejected}
+    assert (
+        "AT_O_20240624_000001.fits: header SEQNUM='inf' is not a number"
+        in reasons["AT_O_20240624_000001.fits"]
+    )
+    assert "AT_O_20240624_000002" in reasons  # read, then rejected for lack of partners
+    assert reasons["AT_O_20240624_000003.fits"].endswith(
+        "AT_O_20240624_000003.fits: unexpected OverflowError: cannot convert float infinity to integer"
+    )
+    assert (
+        "AT_O_20240624_000004.fits: is a directory, not a FITS file" in reasons["AT_O_20240624_000004.fits"]
+    )

@@ -230,6 +230,10 @@ class ImageIntake:
         except RawFormatError as exc:
             self._reject(obsid, "", f"unreadable raw: {exc}")
             return
+        except Exception as exc:  # last resort: an image the intake cannot read is reported, never lost
+            log.exception("unexpected error reading the header of %s", path)
+            self._reject(obsid, "", f"unreadable raw: {path}: unexpected {type(exc).__name__}: {exc}")
+            return
         if info.obsid != obsid:
             self._reject(obsid, info.group_id, f"{path} has OBSID={info.obsid!r}, expected {obsid!r}")
             return

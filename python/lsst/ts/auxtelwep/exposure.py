@@ -31,6 +31,7 @@ from .errors import RawFormatError, check_type
 from .guarded_warnings import guarded_warnings
 from .headers import header_number, parse_header
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
+from .intake import refuse_non_file
 from .reprs import summary_repr
 
 __all__ = [
@@ -218,8 +219,7 @@ class RawImage:
 
 def _open_fits(path: str | Path) -> fits.HDUList:
     path = Path(path)
-    if not path.is_file():
-        raise RawFormatError(f"{path}: no such file", value=str(path))
+    refuse_non_file(path)
     with guarded_warnings(record=True) as caught:
         try:
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)

@@ -39,6 +39,7 @@ __all__ = [
     "day_obs_from_obsid",
     "parse_additional",
     "read_image_info",
+    "refuse_non_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -292,11 +293,16 @@ class RawLocator:
         return tuple(folder / f"{obsid}{suffix}" for suffix in RAW_SUFFIXES)
 
     def find(self, obsid: str, *, day_obs: str | None = None) -> Path | None:
-        """Return the path of raw ``obsid``, or None if it is not (yet) there."""
-        for path in self.candidates(obsid, day_obs=day_obs):
+        """Return the path of raw ``obsid``, or None if it is not (yet) there.
+
+        Something else than a file where the raw should be (a directory) is returned when there is no file,
+        so that reading it says what is there rather than the raw being waited for in vain.
+        """
+        candidates = self.candidates(obsid, day_obs=day_obs)
+        for path in candidates:
             if path.is_file():
                 return path
-        return None
+        return next((path for path in candidates if path.exists()), None)
 
 
 def _local_path(root: str) -> Path:
@@ -310,6 +316,29 @@ def _local_path(root: str) -> Path:
         value=root,
         allowed="a path or file:///path",
     )
+
+
+def refuse_non_file(path: str | Path) -> None:
+    """Raise `RawFormatError` naming ``path`` unless it is a file: missing, or what it is instead.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        Where a FITS file should be.
+
+    Raises
+    ------
+    RawFormatError
+        ``no such file``, or ``is a directory, not a FITS file`` (or another kind of entry).
+    """
+    path = Path(path)
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise RawFormatError(f"{path}: is a directory, not a FITS file", value=str(path))
+    if path.exists():
+        raise RawFormatError(f"{path}: not a regular file", value=str(path))
+    raise RawFormatError(f"{path}: no such file", value=str(path))
 
 
 def read_image_info(path: str | Path) -> ImageInfo:
@@ -328,9 +357,11 @@ def read_image_info(path: str | Path) -> ImageInfo:
     Raises
     ------
     RawFormatError
-        If the file is missing, not FITS, or its header lacks ``OBSID`` or has a non-numeric value.
+        If the file is missing (or a directory), not FITS, or its header lacks ``OBSID`` or has a malformed
+        value (`ImageInfo.from_header`).
     """
     path = Path(path)
+    refuse_non_file(path)
     try:
         with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
             header = fits.getheader(path, 0)

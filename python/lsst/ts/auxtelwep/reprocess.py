@@ -135,6 +135,11 @@ def find_triplets(
         except AuxTelWepError as exc:
             rejected.append(Rejected((path.name,), "", f"unreadable header: {exc}"))
             continue
+        except Exception as exc:  # one raw's surprise must not cost the rest of the night
+            log.exception("unexpected error reading the header of %s", path)
+            reason = f"unreadable header: {path}: unexpected {type(exc).__name__}: {exc}"
+            rejected.append(Rejected((path.name,), "", reason))
+            continue
         # Which exposure it is cannot be told: the sequencer orders by SEQNUM, and reports name the OBSID.
         disagreement = info.obsid_disagreement()
         if disagreement is not None:
