@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gzip
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from .errors import RawFormatError, check_type
 from .guarded_warnings import guarded_warnings
 from .headers import header_number, parse_header
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
-from .intake import refuse_non_file
+from .intake import FITS_READ_ERRORS, fits_error_text, refuse_non_file
 from .reprs import summary_repr
 
 __all__ = [
@@ -223,17 +224,63 @@ def _open_fits(path: str | Path) -> fits.HDUList:
     with guarded_warnings(record=True) as caught:
         try:
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
-        except (OSError, ValueError, TypeError, IndexError) as exc:
-            raise RawFormatError(f"{path}: not a readable FITS file ({exc})", value=str(path)) from exc
+        except FITS_READ_ERRORS as exc:
+            raise RawFormatError(
+                f"{path}: not a readable FITS file ({fits_error_text(exc)})", value=str(path)
+            ) from exc
     # astropy drops the HDUs of a file cut short with only a warning: make it an error that says so.
+    size = path.stat().st_size
     if any("truncated" in str(w.message).lower() for w in caught):
         hdul.close()
         raise RawFormatError(
-            f"{path}: the file is truncated ({path.stat().st_size} bytes); it was cut short while being "
-            "written or copied",
+            f"{path}: the file is truncated ({size} bytes); it was cut short while being written or copied",
             value=str(path),
         )
+    # Cut inside an HDU's header, the file reads as its complete HDUs followed by bytes astropy skips
+    # with a warning ("extra bytes after the last HDU"): compare the size with what the headers span.
+    if not _is_gzip(path):
+        last = hdul[-1]  # a non-standard HDU (SIMPLE = F) has no file layout to compare with
+        info = last.fileinfo() if hasattr(last, "fileinfo") else None
+        end = info["datLoc"] + info["datSpan"] if info else size
+        if size > end:
+            hdul.close()
+            raise RawFormatError(
+                f"{path}: the file is truncated or corrupt: {size - end} bytes after its {len(hdul)} "
+                f"complete HDU(s) (ending at byte {end}) do not make an HDU",
+                value=str(path),
+            )
     return hdul
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(2) == b"\x1f\x8b"
+
+
+def _gzip_problem(path: Path) -> str:
+    """Why a gzip file reads short ('' when its stream is whole): astropy stops silently at a cut."""
+    if not _is_gzip(path):
+        return ""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (OSError, EOFError) as exc:
+        return f"; the gzip stream is damaged or truncated ({exc})"
+    return ""
+
+
+def _not_an_amplifier(hdul: fits.HDUList, extname: str) -> str:
+    """What stands where amplifier HDU ``extname`` should be ('' when nothing of that name)."""
+    for hdu in hdul[1:]:
+        # astropy writes a table's EXTNAME in upper case.
+        if str(hdu.header.get("EXTNAME", "")).strip().upper() == extname.upper():
+            if not hdu.is_image:
+                return f"{extname} is a {type(hdu).__name__}, not an image"
+            naxis = hdu.header.get("NAXIS", 0)
+            shape = tuple(hdu.header.get(f"NAXIS{i}", "?") for i in range(naxis, 0, -1))
+            return f"{extname} is a {naxis}-D image of shape {shape}, not a 2-D amplifier image"
+    return ""
 
 
 def read_raw(path: str | Path) -> RawImage:
@@ -267,18 +314,27 @@ def read_raw(path: str | Path) -> RawImage:
                 if hdu is None and len(images) == len(_GEOMETRY) and not any(by_name):
                     hdu = images[geom.hdu - 1]
                 if hdu is None:
+                    instead = _not_an_amplifier(hdul, extname)
+                    if instead:
+                        raise RawFormatError(f"{path}: HDU {instead}", value=extname)
                     segments = sum(name.startswith("Segment") for name in by_name)
-                    # No segment at all: most likely an image that was ISR'd already.
-                    hint = "" if segments else "; no amplifier segment at all: an image ISR'd already?"
+                    if len(hdul) == 1:
+                        # A primary HDU alone: a raw cut short after it, or a file that is not a raw.
+                        hint = "; only a primary HDU: a raw cut short after its primary header, or not a raw"
+                    elif not segments:
+                        hint = "; no amplifier segment at all: an image ISR'd already?"
+                    else:
+                        hint = _gzip_problem(Path(path))
                     raise RawFormatError(
                         f"{path}: missing amplifier HDU {extname} ({len(images)} image HDUs found){hint}",
                         value=extname,
                     )
                 try:
                     data = hdu.data
-                except (OSError, ValueError, TypeError) as exc:
+                except FITS_READ_ERRORS as exc:
                     raise RawFormatError(
-                        f"{path}: HDU {extname} is unreadable or truncated ({exc})", value=extname
+                        f"{path}: HDU {extname} is unreadable or truncated ({fits_error_text(exc)})",
+                        value=extname,
                     ) from exc
                 if data is None or data.shape not in AMP_RAW_SHAPES:
                     shape = None if data is None else data.shape
@@ -288,9 +344,9 @@ def read_raw(path: str | Path) -> RawImage:
                         allowed=AMP_RAW_SHAPES,
                     )
                 amps[geom.name] = np.asarray(data, dtype=np.float32)
+            _check_header(header, path)
         finally:
             hdul.close()
-    _check_header(header, path)
     return RawImage(path=str(path), header=header, amps=amps)
 
 
@@ -488,9 +544,9 @@ def read_exposure(path: str | Path) -> Exposure:
         science = candidates[0]
         try:
             image = np.asarray(science.data, dtype=np.float32)
-        except (OSError, ValueError, TypeError) as exc:
+        except FITS_READ_ERRORS as exc:
             raise RawFormatError(
-                f"{path}: image HDU is unreadable or truncated ({exc})", value=str(path)
+                f"{path}: image HDU is unreadable or truncated ({fits_error_text(exc)})", value=str(path)
             ) from exc
         header = hdul[0].header.copy()
         if science is not hdul[0]:
@@ -506,7 +562,8 @@ def read_exposure(path: str | Path) -> Exposure:
     finally:
         hdul.close()
     units = "electron" if str(header.get("BUNIT", "adu")).lower().startswith("electron") else "adu"
-    parse_header(header, where=str(path))
+    with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
+        _check_header(header, path)
     return Exposure(
         image=image,
         mask=mask,

@@ -33,16 +33,54 @@ from .guarded_warnings import guarded_warnings
 from .headers import parse_header
 
 __all__ = [
+    "FITS_READ_ERRORS",
     "RAW_SUFFIXES",
     "ImageInfo",
     "RawLocator",
     "day_obs_from_obsid",
+    "fits_error_text",
     "parse_additional",
     "read_image_info",
     "refuse_non_file",
 ]
 
 log = logging.getLogger(__name__)
+
+try:  # astropy's tile decompression raises its own class, not an OSError, for a garbled RICE stream
+    from astropy.io.fits.hdu.compressed._compression import CfitsioException as _CfitsioException
+except ImportError:  # an astropy that moved it: such files then surface as the error it raises instead
+    _CfitsioException = OSError
+
+#: What astropy raises for a file, header or HDU it cannot read (a damaged header card gives KeyError).
+FITS_READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    _CfitsioException,
+)
+
+
+def fits_error_text(exc: BaseException) -> str:
+    """One line saying what astropy's exception ``exc`` means for the file (`FITS_READ_ERRORS`).
+
+    Parameters
+    ----------
+    exc : `BaseException`
+        The exception astropy raised.
+
+    Returns
+    -------
+    text : `str`
+        Its message on one line, at most 300 characters; a KeyError says which header card is missing.
+    """
+    if isinstance(exc, KeyError):
+        # astropy's only word for a header whose card was overwritten: the name of the key it then lacks.
+        return f"header card {exc} missing or damaged"
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text[:300]
+
 
 #: File name endings tried, in order, for a raw.
 RAW_SUFFIXES = (".fits", ".fits.fz")
@@ -367,6 +405,8 @@ def read_image_info(path: str | Path) -> ImageInfo:
             header = fits.getheader(path, 0)
     except FileNotFoundError as exc:
         raise RawFormatError(f"{path}: no such file", value=str(path)) from exc
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise RawFormatError(f"{path}: not a readable FITS file ({exc})", value=str(path)) from exc
+    except FITS_READ_ERRORS as exc:
+        raise RawFormatError(
+            f"{path}: not a readable FITS file ({fits_error_text(exc)})", value=str(path)
+        ) from exc
     return ImageInfo.from_header(header, path=str(path))
