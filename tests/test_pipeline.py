@@ -457,10 +457,25 @@ def test_a_camera_angle_that_is_not_a_number_is_named(value: str) -> None:
         camera_angle_from_header(fits.Header({"OBSID": "AT_O_20240624_000001", "CAMANGLE": value}))
 
 
-def test_an_unreadable_unneeded_infocus_file_costs_only_its_label(tmp_path: Path) -> None:
-    empty = tmp_path / "AT_O_20240624_000003.fits"
-    empty.write_bytes(b"")
-    assert pipeline._infocus_obsid(empty, []) == "AT_O_20240624_000003"
+def test_an_unreadable_unneeded_infocus_file_is_not_labelled_as_read(tmp_path: Path) -> None:
+    # Detection did not need the in-focus image: the result stands, but a file that does not read was
+    # reported as the in-focus image all the same (its file name, or the OBSID of a truncated copy).
+    good = tmp_path / "AT_O_20240624_000003.fits"
+    hdus = [fits.PrimaryHDU(header=fits.Header({"OBSID": "AT_O_20240624_000003"}))]
+    fits.HDUList([*hdus, fits.ImageHDU(np.zeros((100, 100), dtype=np.float32))]).writeto(good)
+    assert pipeline._infocus_obsid(good, []) == ("AT_O_20240624_000003", None)
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(good.read_bytes()[:8000])
+    (tmp_path / "text.fits").write_text("not FITS\n" * 400)
+    for path, problem in (
+        (tmp_path / "nonexistent.fits", "no such file"),
+        (tmp_path / "text.fits", "not a readable FITS file"),
+        (truncated, "truncated"),
+    ):
+        obsid, note = pipeline._infocus_obsid(path, [])
+        assert obsid is None
+        assert note is not None and note.startswith("in-focus image not used (detection did not need it)")
+        assert f"{path}: " in note and problem in note
 
 
 def test_reprocess_goes_on_after_an_error_nobody_foresaw(monkeypatch: pytest.MonkeyPatch) -> None:

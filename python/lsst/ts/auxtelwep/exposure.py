@@ -55,6 +55,7 @@ __all__ = [
     "check_exposure",
     "disassemble",
     "read_exposure",
+    "read_header",
     "read_raw",
     "wcs_from_header",
     "write_exposure",
@@ -281,6 +282,37 @@ def _not_an_amplifier(hdul: fits.HDUList, extname: str) -> str:
             shape = tuple(hdu.header.get(f"NAXIS{i}", "?") for i in range(naxis, 0, -1))
             return f"{extname} is a {naxis}-D image of shape {shape}, not a 2-D amplifier image"
     return ""
+
+
+def read_header(path: str | Path) -> fits.Header:
+    """Read the primary header of a raw or exposure, checking the file's structure but not its pixels.
+
+    Every HDU's header is read and the file's length compared with what they span, so a file cut short
+    is refused as it would be by `read_raw`; the header's values are checked (`headers.parse_header`).
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        FITS file.
+
+    Returns
+    -------
+    header : `astropy.io.fits.Header`
+        A copy of the primary header.
+
+    Raises
+    ------
+    RawFormatError
+        If the file is missing, not FITS, truncated, or its header holds a malformed value.
+    """
+    hdul = _open_fits(path)
+    try:
+        with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
+            header = hdul[0].header.copy()
+            _check_header(header, path)
+    finally:
+        hdul.close()
+    return header
 
 
 def read_raw(path: str | Path) -> RawImage:

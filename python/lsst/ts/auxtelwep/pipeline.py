@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +29,7 @@ from . import calibs as calibs_module
 from .cadence import ROLE_LABELS, check_roles
 from .correction import CorrectionConfig, HexapodCorrection, compute_correction
 from .detection import DetectionConfig, DonutCatalog, detect_donuts
-from .errors import ConfigurationError, EstimationError, InputError, as_config, check_type
+from .errors import AuxTelWepError, ConfigurationError, EstimationError, InputError, as_config, check_type
 from .estimation import (
     EstimationConfig,
     WavefrontEstimate,
@@ -41,7 +40,7 @@ from .estimation import (
 )
 from .estimation.forward import fit_pair
 from .estimation.forward_model import design_fits
-from .exposure import Exposure, camera_angle_from_header, read_exposure, read_raw
+from .exposure import Exposure, camera_angle_from_header, read_exposure, read_header, read_raw
 from .instrument import DEFAULT_WAVELENGTH_M, AuxTel, Role
 from .isr import IsrConfig, run_isr
 from .refcat import RefCatalog, load_refcat
@@ -562,11 +561,14 @@ def process(
                 f"Zernikes referred to the design at the donuts' pixel fields, not their stars': {exc}"
             )
     timings["total"] = time.perf_counter() - start
+    infocus_obsid, infocus_note = _infocus_obsid(triplet.infocus, loaded)
+    if infocus_note is not None:
+        notes.append(infocus_note)
     return WavefrontResult(
         group_id=triplet.group_id or str(intra.header.get("GROUPID", "")),
         intra_obsid=intra.obsid,
         extra_obsid=extra.obsid,
-        infocus_obsid=_infocus_obsid(triplet.infocus, loaded),
+        infocus_obsid=infocus_obsid,
         camera_angle_deg=angle,
         catalog=catalog,
         estimate=estimate,
@@ -739,15 +741,22 @@ def _group_notes(given: dict[Role, Exposure]) -> tuple[str, ...]:
     return (f"the images come from different groups (GROUPID: {detail}); the CSC would not pair them",)
 
 
-def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> str | None:
+def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> tuple[str | None, str | None]:
+    """The in-focus image's OBSID for the result, and a note when an unneeded one could not be read.
+
+    Detection may not need the in-focus image: it is then not calibrated, and a file that does not read
+    costs it no result; but it is labelled only if its file reads (structure and header), else named in a
+    note and left out.
+    """
     if loaded:
-        return loaded[0].obsid
+        return loaded[0].obsid, None
     if path is None:
-        return None
-    try:  # detection did not need the image: a file that does not read costs the label, not the result
-        return str(fits.getheader(path).get("OBSID", path.stem))
-    except (OSError, ValueError):
-        return path.stem
+        return None, None
+    try:
+        header = read_header(path)
+    except AuxTelWepError as exc:
+        return None, f"in-focus image not used (detection did not need it) and not readable: {exc}"
+    return str(header.get("OBSID", "") or "").strip() or path.stem, None
 
 
 def _needs_calibrations(isr: IsrConfig) -> bool:
