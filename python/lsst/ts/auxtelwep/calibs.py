@@ -248,6 +248,16 @@ def _read_table(path: Path, what: str, needed: tuple[str, ...]) -> Table:
     return table
 
 
+#: Smallest value (inclusive) of each amps-table column, and how to say it. A gain must be > 0 (the
+#: smallest float above 0 stands for it); a saturation level below 1000 adu would mask sky as saturated:
+#: LATISS saturates near 120000 adu (FACTS.md section 3).
+_AMP_LIMITS = {
+    "gain": (np.nextafter(0.0, 1.0), "finite and > 0 e-/adu"),
+    "read_noise": (0.0, "finite and >= 0 e-"),
+    "saturation": (1000.0, "finite and >= 1000 adu (LATISS saturates near 120000 adu)"),
+}
+
+
 def _read_amps(path: Path) -> AmpParameters:
     needed = ("amp", "gain", "read_noise", "saturation")
     table = _read_table(path, "amps table", needed)
@@ -267,12 +277,19 @@ def _read_amps(path: Path) -> AmpParameters:
             f"amps table {path}: amplifiers {absent} missing", value=absent, allowed=AMP_NAMES
         )
     rows = {name: i for i, name in enumerate(names)}
-    values = {c: {n: float(table[c][rows[n]]) for n in AMP_NAMES} for c in needed[1:]}
-    bad = {n: g for n, g in values["gain"].items() if not (np.isfinite(g) and g > 0)}
-    if bad:
-        raise CalibrationError(
-            f"amps table {path}: gains must be finite and > 0 e-/adu, got {bad}", value=bad
-        )
+    values: dict[str, dict[str, float]] = {}
+    for column, (low, allowed) in _AMP_LIMITS.items():
+        try:
+            values[column] = {n: float(table[column][rows[n]]) for n in AMP_NAMES}
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(
+                f"amps table {path}: column {column} is not numeric ({exc})", allowed=allowed
+            ) from exc
+        bad = {n: v for n, v in values[column].items() if not (np.isfinite(v) and v >= low)}
+        if bad:
+            raise CalibrationError(
+                f"amps table {path}: {column} must be {allowed}, got {bad}", value=bad, allowed=allowed
+            )
     return AmpParameters(**{c: MappingProxyType(v) for c, v in values.items()})
 
 
@@ -356,7 +373,12 @@ def load_calibrations(directory: str | Path, config: IsrConfig) -> Calibrations:
         per_second = unit.endswith("/s")
         darktime = header.get("DARKTIME")
         if darktime is not None:
-            darktime = float(darktime)
+            try:
+                darktime = float(darktime)
+            except (TypeError, ValueError) as exc:
+                raise CalibrationError(
+                    f"dark {path}: header DARKTIME={darktime!r} is not a number of seconds", value=darktime
+                ) from exc
             if not darktime > 0 or (per_second and darktime != 1.0):
                 raise CalibrationError(
                     f"dark {path}: DARKTIME {darktime} s does not fit BUNIT {header['BUNIT']!r} (a rate "

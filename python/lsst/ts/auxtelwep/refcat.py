@@ -152,7 +152,10 @@ def _find_column(table: Table, candidates: Sequence[str]) -> str | None:
 def _degrees(table: Table, name: str, path: Path) -> NDArray[np.float64]:
     column = table[name]
     unit = getattr(column, "unit", None)
-    values = np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
+    try:
+        values = np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
+    except (TypeError, ValueError) as exc:
+        raise CatalogError(f"{path}: column {name!r} is not numeric ({exc})", value=name) from exc
     if unit is None:
         return values
     try:
