@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from lsst.ts.auxtelwep.errors import RawFormatError
+from lsst.ts.auxtelwep.detection.image import prepare
+from lsst.ts.auxtelwep.errors import DetectionError, RawFormatError
 from lsst.ts.auxtelwep.exposure import (
     AMP_NAMES,
     Exposure,
@@ -68,3 +69,27 @@ def test_an_exposure_is_written_and_read_back_unchanged(tmp_path, name) -> None:
     with fits.open(path) as hdul:
         compressed = [isinstance(hdu, fits.CompImageHDU) for hdu in hdul[1:]]
     assert compressed == [name.endswith(".fz")] * len(compressed)
+
+
+def test_a_mask_or_variance_plane_of_another_shape_is_named(tmp_path) -> None:
+    # An ISR'd file whose MASK was 100 x 100 passed `detect` and failed `process --no-isr` on "no variance
+    # plane"; planes are used pixel for pixel against the image.
+    image = np.zeros((200, 300), np.float32)
+    with pytest.raises(RawFormatError, match=r"AT_X: its variance plane has shape \(200, 200\), the image"):
+        Exposure(
+            image=image,
+            mask=np.zeros(image.shape, np.uint16),
+            header=fits.Header({"OBSID": "AT_X"}),
+            variance=np.zeros((200, 200), np.float32),
+        )
+    path = tmp_path / "isrd.fits"
+    hdus = [fits.PrimaryHDU(image), fits.ImageHDU(np.zeros((100, 100), np.uint16), name="MASK")]
+    fits.HDUList(hdus).writeto(path)
+    with pytest.raises(RawFormatError, match=r"isrd.fits: .*its mask plane has shape \(100, 100\)"):
+        read_exposure(path)
+
+
+def test_an_image_with_nothing_usable_is_named_by_detection() -> None:
+    image = np.full((400, 400), np.nan, np.float32)
+    with pytest.raises(DetectionError, match=r"every pixel of AT_O_20240624_000001 is masked"):
+        prepare(image, None, binning=4, name="AT_O_20240624_000001")

@@ -409,6 +409,16 @@ class Exposure:
     variance: NDArray[np.float32] | None = None
     units: str = "adu"
 
+    def __post_init__(self) -> None:
+        # A plane of another shape was used pixel for pixel against the image, or failed far from here.
+        for name, plane in (("mask", self.mask), ("variance", self.variance)):
+            if plane is not None and np.shape(plane) != np.shape(self.image):
+                raise RawFormatError(
+                    f"{self.obsid}: its {name} plane has shape {np.shape(plane)}, the image "
+                    f"{np.shape(self.image)}",
+                    value=np.shape(plane),
+                )
+
     def __repr__(self) -> str:
         """OBSID, arrays as their shape and dtype, the WCS and header by name (`reprs.summary_repr`)."""
         return summary_repr(self, ("obsid", "image", "mask", "variance", "units", "wcs", "header"))
@@ -596,14 +606,17 @@ def read_exposure(path: str | Path) -> Exposure:
     units = "electron" if str(header.get("BUNIT", "adu")).lower().startswith("electron") else "adu"
     with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
         _check_header(header, path)
-    return Exposure(
-        image=image,
-        mask=mask,
-        header=header,
-        wcs=wcs_from_header(header, where=str(path)),
-        variance=variance,
-        units=units,
-    )
+    try:
+        return Exposure(
+            image=image,
+            mask=mask,
+            header=header,
+            wcs=wcs_from_header(header, where=str(path)),
+            variance=variance,
+            units=units,
+        )
+    except RawFormatError as exc:
+        raise RawFormatError(f"{path}: {exc}", value=str(path)) from exc
 
 
 def write_exposure(exposure: Exposure, path: str | Path) -> None:

@@ -108,7 +108,9 @@ def detect_sources(
     -------
     sources : `Sources`
     """
-    binned = prepare(exposure.image, exposure.mask, binning=binning, clean_cosmic_rays=False)
+    binned = prepare(
+        exposure.image, exposure.mask, binning=binning, clean_cosmic_rays=False, name=exposure.obsid
+    )
     b = binned.binning
     smooth = ndimage.gaussian_filter(binned.data, max(fwhm_px / 2.3548 / b, 0.5))
     sample = smooth[::3, ::3][~binned.bad[::3, ::3]]

@@ -90,7 +90,9 @@ class DefocalImage:
 
     @functools.cached_property
     def binned(self) -> BinnedImage:
-        return prepare(self.exposure.image, self.exposure.mask, binning=self.config.binning)
+        return prepare(
+            self.exposure.image, self.exposure.mask, binning=self.config.binning, name=self.exposure.obsid
+        )
 
     @functools.cached_property
     def corr(self) -> NDArray[np.float32]:

@@ -163,6 +163,7 @@ def prepare(
     *,
     binning: int,
     clean_cosmic_rays: bool = True,
+    name: str = "the image",
 ) -> BinnedImage:
     """Bin and clean an image for correlation.
 
@@ -176,6 +177,8 @@ def prepare(
         Block size, pixels.
     clean_cosmic_rays : `bool`
         Flatten sharp bins (for defocal images; leave off for in-focus images, whose stars are sharp).
+    name : `str`
+        How an error names the image (e.g. its OBSID).
 
     Returns
     -------
@@ -192,7 +195,7 @@ def prepare(
     if mask is not None and mask.any():
         bad |= (_or_blocks(mask, b) & UNUSABLE_BITS) != 0
     if bad.all():
-        raise DetectionError("every pixel of the image is masked (BAD, SAT or NO_DATA)")
+        raise DetectionError(f"every pixel of {name} is masked (BAD, SAT or NO_DATA) or not finite")
     sample = data[::3, ::3][~bad[::3, ::3]]
     if sample.size < 100:
         sample = data[~bad]
