@@ -179,6 +179,28 @@ def test_flat_not_normalised(calib_store: Path, tmp_path: Path) -> None:
         load_calibrations(tmp_path, IsrConfig())
 
 
+def test_a_calibration_of_unusable_pixels_is_refused(calib_store: Path, tmp_path: Path) -> None:
+    # An all-NaN bias was applied: `isr` exited 0 with a 100 % masked image, and `process` then failed on
+    # "no template detection". A flat half negative and another instrument's bias passed silently.
+    link(calib_store, tmp_path, "dark.fits", "flat.fits")
+    write_image(tmp_path / "bias.fits", np.full(DETECTOR_SHAPE, np.nan), "adu")
+    with pytest.raises(CalibrationError, match=r"bias .*bias.fits: 100.0 % of its pixels are NaN or inf"):
+        load_calibrations(tmp_path, IsrConfig())
+    write_image(tmp_path / "bias.fits", np.zeros(DETECTOR_SHAPE), "adu", INSTRUME="LSSTComCam")
+    with pytest.raises(
+        CalibrationError, match=r"bias .*bias.fits: made for INSTRUME='LSSTComCam', not LATISS"
+    ):
+        load_calibrations(tmp_path, IsrConfig())
+    (tmp_path / "bias.fits").unlink()
+    link(calib_store, tmp_path, "bias.fits")
+    flat = np.ones(DETECTOR_SHAPE)
+    flat[:2000] = -1.0
+    (tmp_path / "flat.fits").unlink()
+    write_image(tmp_path / "flat.fits", flat, "")
+    with pytest.raises(CalibrationError, match=r"flat .*flat.fits: 50.0 % of its pixels are NaN, inf or not"):
+        load_calibrations(tmp_path, IsrConfig())
+
+
 def test_corrupt_calibration(calib_store: Path, tmp_path: Path) -> None:
     link(calib_store, tmp_path, "bias.fits", "dark.fits")
     (tmp_path / "flat.fits").write_bytes(b"garbage" * 1000)

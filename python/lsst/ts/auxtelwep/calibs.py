@@ -180,6 +180,10 @@ def _normalise_unit(unit: str) -> str:
     return unit.strip().lower().replace(" ", "")
 
 
+#: Largest fraction of a calibration image's pixels that may be unusable (non-finite; a flat's also <= 0).
+_MAX_UNUSABLE_FRACTION = 0.01
+
+
 def _read_image(path: Path, product: str) -> tuple[NDArray[np.float32], fits.Header]:
     try:
         # Header verification notes and astropy's "may have been truncated": what matters is whether the
@@ -206,6 +210,23 @@ def _read_image(path: Path, product: str) -> tuple[NDArray[np.float32], fits.Hea
             f"{product} {path}: image has shape {data.shape}, expected {DETECTOR_SHAPE} (assembled frame)",
             value=data.shape,
             allowed=DETECTOR_SHAPE,
+        )
+    instrument = str(header.get("INSTRUME", "") or "").strip()
+    if instrument and instrument.upper() != "LATISS":
+        raise CalibrationError(
+            f"{product} {path}: made for INSTRUME={instrument!r}, not LATISS",
+            value=instrument,
+            allowed="LATISS",
+        )
+    # A product with many unusable pixels is a failed one (an all-NaN bias was applied and left nothing).
+    usable = np.isfinite(data) if product != "flat" else np.isfinite(data) & (data > 0)
+    unusable = 1.0 - float(np.count_nonzero(usable)) / data.size
+    if unusable > _MAX_UNUSABLE_FRACTION:
+        what = "NaN or inf" if product != "flat" else "NaN, inf or not positive"
+        raise CalibrationError(
+            f"{product} {path}: {100 * unusable:.1f} % of its pixels are {what} (at most "
+            f"{100 * _MAX_UNUSABLE_FRACTION:g} % allowed)",
+            value=unusable,
         )
     return data, header
 
