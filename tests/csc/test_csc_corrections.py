@@ -5,6 +5,7 @@ Results come from runWEP (or camera events) with the fake processor, whose corre
 """
 
 import os
+import sqlite3
 from typing import Any, ClassVar
 from unittest import mock
 
@@ -13,7 +14,7 @@ from csc_fakes import FAKE_SIGMA, RESULT_TIMEOUT, CscTestCase, Observatory, writ
 
 from lsst.ts.auxtelwep.instrument import HexapodState
 from lsst.ts.auxtelwep.journal import CorrectionState, Journal
-from lsst.ts.auxtelwep.sal import AckError, Domain, ExpectedError, Remote, SalRetCode, State
+from lsst.ts.auxtelwep.sal import AckError, Controller, Domain, ExpectedError, Remote, SalRetCode, State
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
 
 TRIPLET = ("INTRA", "EXTRA", "INFOCUS")
@@ -161,6 +162,84 @@ class CorrectionTestCase(CscTestCase):
             self.assertEqual(len(self.obs.offsets), 2)  # the refused one, then the retry
             self.assertEqual(journal.last_correction().state, CorrectionState.APPLIED)
             self.assertEqual(self.csc.summary_state, State.ENABLED)
+
+    async def test_an_unexpected_error_while_sending_ends_the_step_in_error(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            send = self.csc.ataos.cmd_offset.set_start
+
+            async def broken(**kwargs: Any) -> None:
+                raise RuntimeError("DDS write failed (simulated)")
+
+            self.csc.ataos.cmd_offset.set_start = broken
+            await self.run_wep()
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)  # ERROR
+            message = await self.next_matching(
+                self.remote.evt_logMessage, lambda d: d.message.startswith("closed loop:")
+            )
+            self.assertIn("failed unexpectedly (it may have been applied)", message.message)
+            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+            self.addCleanup(journal.close)
+            record = journal.last_correction()
+            # Whether it went out is unknown: counted as sent, never sent again.
+            self.assertEqual(record.state, CorrectionState.UNCERTAIN)
+            self.assertIn("DDS write failed", record.message)
+            self.csc.ataos.cmd_offset.set_start = send
+            # As after any other failure: the next result is published, not applied, until startClosedLoop.
+            names = [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 4)]
+            await self.run_wep(names)
+            self.assertEqual(self.csc.closed_loop.state.name, "ERROR")
+            self.assertEqual(self.obs.offsets, [])
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            await self.run_wep(
+                [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 7)]
+            )
+            await self.next_matching(self.remote.evt_hexapodCorrection, lambda d: d.applied)
+            self.assertEqual(len(self.obs.offsets), 1)
+            self.assertEqual(self.csc.summary_state, State.ENABLED)
+
+    async def test_a_failure_after_the_send_still_ends_the_step_in_error(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+
+            def broken(*args: Any, **kwargs: Any) -> None:
+                raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+            self.csc.journal.finish_correction = broken  # ATAOS applies it; journaling that fails
+            await self.run_wep()
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)  # ERROR
+            message = await self.next_matching(
+                self.remote.evt_logMessage, lambda d: d.message.startswith("closed loop:")
+            )
+            self.assertIn("failed unexpectedly", message.message)
+            self.assertIn("disk I/O error", message.traceback)
+            self.assertEqual(len(self.obs.offsets), 1)
+
+    async def test_an_offset_never_written_for_want_of_ataos_is_failed_not_uncertain(self) -> None:
+        await self.obs.ataos.close()
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            await self.run_wep()
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)  # ERROR
+            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+            self.addCleanup(journal.close)
+            record = journal.last_correction()
+            self.assertEqual(record.state, CorrectionState.FAILED)
+            self.assertIn("not sent to ATAOS", record.message)
+            # Not applied: not in the totals, and M2 did not move.
+            np.testing.assert_allclose(journal.total_applied(), 0.0)
+            self.assertIsNone(journal.last_move_time())
+            # So with ATAOS back it may be sent, in full.
+            async with Controller("ATAOS", do_callbacks=False) as ataos:
+                offsets = []
+
+                async def offset(data: Any) -> None:
+                    offsets.append((data.x, data.y, data.z, data.u, data.v))
+
+                ataos.cmd_offset.set_do_callback(offset)
+                await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
+            np.testing.assert_allclose(offsets, [FIRST_STEP], atol=1e-12)
+            self.assertEqual(journal.last_correction().state, CorrectionState.APPLIED)
 
     async def test_correction_in_flight_at_a_crash_is_never_resent(self) -> None:
         journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")

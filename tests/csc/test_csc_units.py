@@ -6,6 +6,7 @@ import itertools
 import logging
 import pickle
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,13 @@ from lsst.ts.auxtelwep.intake import (
     read_image_info,
 )
 from lsst.ts.auxtelwep.journal import CorrectionState, ImageStatus, Journal
-from lsst.ts.auxtelwep.sal import ExpectedError
+from lsst.ts.auxtelwep.sal import (
+    AckError,
+    AckTimeoutError,
+    CommandNotSentError,
+    ExpectedError,
+    SalRetCode,
+)
 
 GAINS = (0.5, 0.5, 0.9, 0.5, 0.5)
 MAX_STEP = (0.5, 0.5, 0.1, 0.05, 0.05)
@@ -185,6 +192,11 @@ def _measured(journal: Journal, key: str, infos: list[ImageInfo]) -> None:
     journal.add_correction(key, key, HexapodState(x=0.2))
 
 
+def _ack(code: SalRetCode) -> Any:
+    """An ``ackcmd``-like sample with ``code``."""
+    return types.SimpleNamespace(ack=int(code), error=0, result="")
+
+
 def test_a_correction_measured_before_the_last_offset_is_not_sent(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite3")
     sender = _sender(journal)
@@ -279,6 +291,48 @@ def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> Non
     _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
     with pytest.raises(ExpectedError, match=r"x \+0.2000 -> \+0.0000, nothing left"):
         sender.prepare("G3")  # clipped to nothing: refused rather than a zero offset reported as done
+    journal.close()
+
+
+class _FailingAtaos:
+    """An ATAOS remote whose ``offset`` raises ``error``, after counting the call."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+        self.cmd_offset = self
+
+    async def set_start(self, **kwargs: Any) -> None:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "state", "counted"),
+    [
+        # Never written (no ATAOS discovered): surely not applied, so not in the totals nor a move of M2.
+        (CommandNotSentError("no ATAOS controller found", _ack(SalRetCode.CMD_NOACK)), "FAILED", False),
+        (AckError("refused", _ack(SalRetCode.CMD_FAILED)), "FAILED", False),
+        # Written but not confirmed: may have been applied.
+        (AckTimeoutError("not done in time", _ack(SalRetCode.CMD_NOACK)), "UNCERTAIN", True),
+        # Anything else while sending (a bug, a DDS failure) may come after the write.
+        (RuntimeError("DDS write failed"), "UNCERTAIN", True),
+    ],
+)
+def test_every_failure_while_sending_ends_the_attempt_in_a_defined_state(
+    tmp_path: Path, error: BaseException, state: str, counted: bool
+) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal)
+    sender.ataos = _FailingAtaos(error)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    offset = sender.prepare("G1")
+    with pytest.raises(ExpectedError, match="ATAOS"):
+        asyncio.run(sender.send("G1", offset))
+    record = journal.correction("G1")
+    assert record is not None and record.state is CorrectionState[state]
+    np.testing.assert_allclose(journal.total_applied(), [0.2 if counted else 0.0, 0, 0, 0, 0])
+    assert (journal.last_move_time() is not None) == counted
     journal.close()
 
 

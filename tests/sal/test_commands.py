@@ -9,6 +9,7 @@ from lsst.ts.auxtelwep.sal import (
     AckError,
     AckTimeoutError,
     BaseCsc,
+    CommandNotSentError,
     Domain,
     Remote,
     SalRetCode,
@@ -91,6 +92,16 @@ class CommandTestCase(BaseCscTestCase):
             with self.assertRaises(AckTimeoutError) as cm:
                 await self.remote.cmd_wait.set_start(duration=1.0, ackTimeout=0, timeout=0.3)
             self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_NOACK)
+            self.assertNotIsInstance(cm.exception, CommandNotSentError)  # it was written: it may have acted
+
+    async def test_no_controller_means_not_sent(self):
+        async with Domain() as domain, Remote(domain, "Test", 99, include=[]) as nobody:
+            with self.assertRaises(AckTimeoutError) as cm:  # what ts_salobj callers catch
+                await nobody.cmd_wait.set_start(duration=0, timeout=0.3)
+            # ... told apart from a time-out after the write: nothing was sent.
+            self.assertIsInstance(cm.exception, CommandNotSentError)
+            self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_NOACK)
+            self.assertIn("no Test:99 controller found", str(cm.exception))
 
     async def test_acks_only_for_issuing_remote(self):
         async with self.make_csc(initial_state=State.STANDBY):

@@ -415,6 +415,9 @@ class AuxTelWepCsc(ConfigurableCsc):
                 except ExpectedError as exc:
                     self.log.warning(f"closed loop: {exc}")
                     self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.PROCESSING,))
+                except Exception:
+                    # The result is published; it is applying it that failed (the loop is in ERROR).
+                    self.log.exception(f"closed loop: applying the correction of {key} failed unexpectedly")
             else:
                 self._move_loop(ClosedLoopState.WAITING_APPLY)
 
@@ -480,7 +483,9 @@ class AuxTelWepCsc(ConfigurableCsc):
         self._move_loop(ClosedLoopState.APPLYING_CORRECTION, only_from=from_states)
         try:
             await sender.send(key, offset)
-        except ExpectedError:
+        except Exception:
+            # Any failure, even one the sender did not foresee (the journal's write, say), ends the step:
+            # the loop must not stay APPLYING_CORRECTION, where nothing would ever be applied again.
             self._move_loop(ClosedLoopState.ERROR, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
             raise
         record = self._journal.triplet(key)

@@ -5,8 +5,9 @@ offset to M2 (it describes M2 before that offset: sending it would correct twice
 and one that the limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the
 total already sent in the journal's current epoch) and claims the correction in the journal; only then does
 `CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED on
-CMD_COMPLETE; FAILED when ATAOS refused for sure (CMD_FAILED, CMD_NOPERM: it may be sent again); UNCERTAIN
-when the outcome is unknown (timeout, abort, cancellation: never sent again).
+CMD_COMPLETE; FAILED when it surely did not act (ATAOS refused it with CMD_FAILED or CMD_NOPERM, or no ATAOS
+was discovered so it was never written: it may be sent again); UNCERTAIN when the outcome is unknown
+(timeout, abort, cancellation, an unexpected error while sending: never sent again).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .config import CorrectionConfig
 from .errors import InputError
 from .instrument import HexapodState
 from .journal import CorrectionState, Journal
-from .sal import AckError, AckTimeoutError, ExpectedError, SalRetCode
+from .sal import AckError, AckTimeoutError, CommandNotSentError, ExpectedError, SalRetCode
 
 __all__ = ["CorrectionSender", "NothingSignificantError"]
 
@@ -148,6 +149,11 @@ class CorrectionSender:
     async def send(self, key: str, offset: HexapodState) -> None:
         """Write ATAOS ``offset`` for a claimed correction and journal the outcome.
 
+        Whatever goes wrong, the correction leaves APPLYING: FAILED if the command surely did not act
+        (ATAOS refused it, or it was never written because no ATAOS was discovered), UNCERTAIN if it may
+        have (no answer in time, abort, cancellation, or any other error once sending began: that may come
+        after the write).
+
         Raises
         ------
         ExpectedError
@@ -170,11 +176,22 @@ class CorrectionSender:
                 key, CorrectionState.UNCERTAIN, message="cancelled while in flight"
             )
             raise
+        except CommandNotSentError as exc:
+            # Not in the totals and not a move of M2 (FAILED): later triplets are not refused for it.
+            message = f"not sent to ATAOS (no ATAOS found: not applied): {exc}"
+            self.journal.finish_correction(key, CorrectionState.FAILED, message=message)
+            raise ExpectedError(message) from exc
         except AckError as exc:
             definite = not isinstance(exc, AckTimeoutError) and exc.ackcmd.ack in _DEFINITE_REFUSALS
             state = CorrectionState.FAILED if definite else CorrectionState.UNCERTAIN
             outcome = "refused it" if definite else "did not confirm it (it may have been applied)"
             message = f"ATAOS {outcome}: {exc}"
             self.journal.finish_correction(key, state, message=message)
+            raise ExpectedError(message) from exc
+        except Exception as exc:
+            # A bug or a DDS failure: nothing says whether the command went out, so it counts as sent.
+            self.log.exception(f"sending the correction of {key} to ATAOS failed unexpectedly")
+            message = f"sending to ATAOS failed unexpectedly (it may have been applied): {exc!r}"
+            self.journal.finish_correction(key, CorrectionState.UNCERTAIN, message=message)
             raise ExpectedError(message) from exc
         self.journal.finish_correction(key, CorrectionState.APPLIED)

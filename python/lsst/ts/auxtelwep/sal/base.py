@@ -23,6 +23,7 @@ __all__ = [
     "TAI_MINUS_UTC",
     "AckError",
     "AckTimeoutError",
+    "CommandNotSentError",
     "ExpectedError",
     "SalRetCode",
     "State",
@@ -103,6 +104,15 @@ class AckError(Exception):
 
 class AckTimeoutError(AckError):
     """A command did not finish in time; ``ackcmd`` is the last ack seen (ack CMD_NOACK if none)."""
+
+
+class CommandNotSentError(AckTimeoutError):
+    """A command was never written: no controller was discovered within its time limit (ack CMD_NOACK).
+
+    An `AckTimeoutError` (what ts_salobj raises when nobody answers), so callers written for that are
+    unaffected; a caller to whom "maybe done" and "surely not done" differ (a correction sent to ATAOS)
+    can tell it apart from a time-out after the command went out, which may have acted.
+    """
 
 
 def _ack_name(ack: int) -> str:

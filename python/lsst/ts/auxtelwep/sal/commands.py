@@ -6,7 +6,8 @@ to the command's, and ``cmdtype`` the index of the command name. A remote accept
 so it never sees the acks of another remote. Acks: optionally CMD_INPROGRESS (``timeout`` > 0 tells how long
 the command may still take; the remote then waits up to that long past the ack plus its own ``timeout``),
 then one final ack: CMD_COMPLETE, or CMD_FAILED / CMD_ABORTED / CMD_TIMEOUT / CMD_NOPERM, which raise
-`AckError`. No final ack in time raises `AckTimeoutError`.
+`AckError`. No final ack in time raises `AckTimeoutError`; no controller discovered in time raises its
+subclass `CommandNotSentError` (the command was not written).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .base import DEFAULT_TIMEOUT, DISCOVERY_POLL, AckError, AckTimeoutError, ExpectedError, SalRetCode
+from .base import (
+    DEFAULT_TIMEOUT,
+    DISCOVERY_POLL,
+    AckError,
+    AckTimeoutError,
+    CommandNotSentError,
+    ExpectedError,
+    SalRetCode,
+)
 from .interface import TopicSpec
 from .read_topic import ReadTopic
 from .sal_info import SalInfo
@@ -149,6 +158,8 @@ class RemoteCommand(WriteTopic):
             If the command fails (CMD_FAILED, CMD_NOPERM, CMD_ABORTED, CMD_TIMEOUT).
         AckTimeoutError
             If no final ack arrives in time.
+        CommandNotSentError
+            (an `AckTimeoutError`) If no controller was discovered in time: the command was not written.
         """
         if data is not None:
             if not isinstance(data, self.DataType):
@@ -207,14 +218,14 @@ class RemoteCommand(WriteTopic):
 
         Raises
         ------
-        AckTimeoutError
-            If they are not discovered within ``timeout`` s (CMD_NOACK).
+        CommandNotSentError
+            If they are not discovered within ``timeout`` s (CMD_NOACK); nothing was written.
         """
         deadline = time.monotonic() + timeout
         while not (self._writer.matched_count() > 0 and self.salinfo.ack_reader_matched()):
             if time.monotonic() >= deadline:
                 ack = self._AckType(ack=int(SalRetCode.CMD_NOACK), result="no controller discovered")
-                raise AckTimeoutError(
+                raise CommandNotSentError(
                     f"command {self.name}: no {self.salinfo.name_index} controller found within "
                     f"timeout={timeout} s (is it running, on this DDS domain and partition?)",
                     ack,
