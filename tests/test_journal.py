@@ -80,9 +80,15 @@ def test_correction_is_claimed_only_once(journal: Journal) -> None:
     with pytest.raises(InputError, match="is APPLIED, not APPLYING"):
         journal.finish_correction(key, CorrectionState.UNCERTAIN)
     np.testing.assert_allclose(journal.total_applied(), sent.as_array())
-    # A new epoch restarts the totals; a newer result supersedes an unsent one.
-    journal.new_epoch("closed loop started")
+    # Starting the closed loop is not a new epoch: the totals go on (only enable restarts them).
+    started = journal.mark_loop_start()
+    assert journal.loop_start_time() == started
+    np.testing.assert_allclose(journal.total_applied(), sent.as_array())
+    # A new epoch (enable) restarts the totals, and ends the loop that started before it.
+    journal.new_epoch("enable")
     np.testing.assert_allclose(journal.total_applied(), 0.0)
+    assert journal.loop_start_time() == journal.epoch_start_time() >= started
+    # A newer result supersedes an unsent one.
     journal.add_correction("k2", "G2", raw)
     journal.add_correction("k3", "G3", raw)
     assert journal.correction("k2").state is CorrectionState.SUPERSEDED

@@ -116,13 +116,13 @@ class CorrectionTestCase(CscTestCase):
             np.testing.assert_allclose(self.obs.offsets, [FIRST_STEP], atol=1e-12)
             await self.remote.cmd_stopClosedLoop.start(timeout=STD_TIMEOUT)
             await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 1)
-            # A new loop is a new epoch: the total limit counts from zero again.
+            # Restarting the loop does not reset the total limit: 0.8 - 0.5 mm of x is left.
             await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
             await self.run_wep()
             await self.next_matching(
                 self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == "G1"
             )
-            self.assertAlmostEqual(self.obs.offsets[-1][0], 0.5, places=12)
+            self.assertAlmostEqual(self.obs.offsets[-1][0], 0.3, places=12)
 
     async def test_closed_loop_does_not_apply_a_triplet_taken_before_the_last_offset(self) -> None:
         # Each result takes 0.5 s, so both triplets are in before the first offset goes out.
@@ -145,6 +145,62 @@ class CorrectionTestCase(CscTestCase):
             np.testing.assert_allclose(self.obs.offsets, [FIRST_STEP], atol=1e-12)
             state = await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 2)
             self.assertEqual(state.state, 2)  # WAITING_IMAGE, for the next triplet
+
+    async def test_the_total_limit_holds_across_loop_restarts_and_restarts_at_enable(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            first = 1
+
+            async def triplet(group: str) -> None:
+                nonlocal first
+                names = [
+                    write_raw(self.data_root, seq, reason, group=group)
+                    for seq, reason in enumerate(TRIPLET, first)
+                ]
+                first += len(TRIPLET)
+                await self.run_wep(names)
+
+            async def applied(group: str) -> float:
+                data = await self.next_matching(
+                    self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == group
+                )
+                return data.x
+
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            await triplet("G1")
+            self.assertAlmostEqual(await applied("G1"), 0.5, places=6)
+            # ATAOS refuses: the loop stops in ERROR, and only startClosedLoop takes it on.
+            self.obs.offset_error = ExpectedError("hexapod interlock")
+            await triplet("G2")
+            await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)
+            self.obs.offset_error = None
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            # The refused offset does not count (FAILED), the applied one does: 0.3 mm of x is left.
+            await triplet("G3")
+            self.assertAlmostEqual(await applied("G3"), 0.3, places=6)
+            await triplet("G4")
+            self.assertEqual(await applied("G4"), 0.0)  # x used up (y and z still move)
+            self.assertEqual(len(self.obs.offsets), 4)  # G1, G2 (refused), G3, G4
+            self.assertLessEqual(sum(o[0] for i, o in enumerate(self.obs.offsets) if i != 1), 0.8 + 1e-6)
+            # An operator's disable and enable is what restarts the sum.
+            await self.remote.cmd_disable.start(timeout=STD_TIMEOUT)
+            await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            await triplet("G5")
+            self.assertAlmostEqual(await applied("G5"), 0.5, places=6)
+
+    async def test_the_closed_loop_does_not_apply_images_taken_before_startclosedloop(self) -> None:
+        async with self.make_csc(initial_state=State.ENABLED):
+            # startClosedLoop is no new epoch any more, yet images from before it are still not applied.
+            for seq, reason in enumerate(TRIPLET[:2], 11):
+                name = self.obs.take(self.data_root, seq, reason, group="G2")
+                await self.next_matching(self.remote.evt_imageReceived, lambda d, n=name: d.obsid == n)
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            self.obs.take(self.data_root, 13, TRIPLET[2], group="G2")
+            message = await self.next_matching(
+                self.remote.evt_logMessage, lambda d: "came before the closed loop started" in d.message
+            )
+            self.assertIn("G2", message.message)
+            self.assertEqual(self.obs.offsets, [])
 
     async def test_ataos_refusal_is_reported_and_may_be_retried(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):

@@ -239,7 +239,7 @@ def test_the_closed_loop_does_not_apply_images_taken_before_it_started(tmp_path:
     sender = _sender(journal)
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))  # while the CSC was down
     time.sleep(0.01)
-    journal.new_epoch("startClosedLoop")
+    journal.mark_loop_start()  # startClosedLoop: no new epoch, but the loop's start still counts
     with pytest.raises(ExpectedError, match="came before the closed loop started"):
         sender.prepare("G1", automatic=True)
     assert sender.prepare("G1").x == pytest.approx(0.2)  # issueCorrection, asked for: sent
@@ -278,7 +278,7 @@ def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> Non
     limits = {"max_total": {"x": 0.3, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2}}
     sender = _sender(journal, **limits)
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))  # before the epoch below
-    journal.new_epoch("startClosedLoop")
+    journal.new_epoch("enable")
     journal.claim_correction("G1", sender.prepare("G1"))
     journal.finish_correction("G1", CorrectionState.APPLIED)
     np.testing.assert_allclose(journal.total_applied(), [0.2, 0, 0, 0, 0])  # sent in this epoch: counted

@@ -7,9 +7,9 @@ into the offset sent to ATAOS::
     step = clip(step, -max_step, +max_step)
     step = clip(total + step, -max_total, +max_total) - total
 
-where ``total`` is the sum already sent in the current epoch (since the loop started), so the telescope never
-strays more than ``max_total`` from where the loop found it (an axis already beyond, because the limit was
-lowered, may only move back). Units: mm for x, y, z; degrees for u, v.
+where ``total`` is the sum already sent in the current epoch (since the CSC was enabled; restarting the loop
+does not reset it), so the telescope never strays more than ``max_total`` from where the CSC found it (an axis
+already beyond, because the limit was lowered, may only move back). Units: mm for x, y, z; degrees for u, v.
 
 The loop sends a correction only if it is significant as a whole (`correction_significance`): judged axis by
 axis, the verdict would depend on the frame of the axes, and with decenter and tilt nearly degenerate the

@@ -137,7 +137,8 @@ class CorrectionConfig(_Model):
     )
     max_total: AxisValues = pydantic.Field(
         AxisValues(x=2.0, y=2.0, z=0.5, u=0.2, v=0.2),
-        description="Largest sum of offsets sent since the closed loop started, per axis (mm; deg).",
+        description="Largest sum of offsets sent since the CSC was enabled (startClosedLoop does not reset "
+        "it), per axis (mm; deg).",
     )
     auto_apply: bool = pydantic.Field(
         True, description="In closed loop, apply each correction as soon as it is computed."

@@ -203,7 +203,8 @@ class AuxTelWepCsc(ConfigurableCsc):
             await self.fault(code=problem[0], report=problem[1])
             return
         self._resume()
-        # The limits on the sum of offsets (correction.max_total) count from here, or from startClosedLoop.
+        # The limits on the sum of offsets (correction.max_total) count from here, not from startClosedLoop:
+        # restarting the loop (the only way on after an ATAOS error) must not give it another max_total.
         self._journal.new_epoch("enable")
         n_workers = self._config.n_workers
         self._tasks = [asyncio.create_task(self._consume()) for _ in range(n_workers)]
@@ -545,14 +546,16 @@ class AuxTelWepCsc(ConfigurableCsc):
         return info
 
     async def do_startClosedLoop(self, data: Any) -> None:
-        """Start the closed loop (a new epoch for the total limits)."""
+        """Start the closed loop: images taken before now are not applied; the total limits go on."""
         self.assert_enabled("startClosedLoop")
         state = self.closed_loop.state
         if state not in (ClosedLoopState.IDLE, ClosedLoopState.ERROR):
             raise ExpectedError(f"the closed loop is already running (state {state.name})")
-        epoch = self._journal.new_epoch("startClosedLoop")
+        journal = self._journal
+        journal.mark_loop_start()
         self._move_loop(ClosedLoopState.WAITING_IMAGE)
-        self.log.info(f"closed loop started (epoch {epoch})")
+        total = HexapodState.from_array(journal.total_applied())
+        self.log.info(f"closed loop started; sent since the CSC was enabled (counts in max_total): {total}")
 
     async def do_stopClosedLoop(self, data: Any) -> None:
         """Stop the closed loop; an offset in flight finishes but nothing new is applied automatically."""

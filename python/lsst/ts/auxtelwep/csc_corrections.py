@@ -1,12 +1,12 @@
 """Sending hexapod corrections to ATAOS, at most once per result.
 
-`CorrectionSender.prepare` refuses a correction measured on images taken or received before the last
-offset to M2 (it describes M2 before that offset: sending it would correct twice), one that is not finite,
-and one that the limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the
-total already sent in the journal's current epoch) and claims the correction in the journal; only then does
-`CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED on
-CMD_COMPLETE; FAILED when it surely did not act (ATAOS refused it with CMD_FAILED or CMD_NOPERM, or no ATAOS
-was discovered so it was never written: it may be sent again); UNCERTAIN when the outcome is unknown
+`CorrectionSender.prepare` refuses a correction measured on images taken or received before the last offset to
+M2 (it describes M2 before that offset: sending it would correct twice), one that is not finite, and one that
+the limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the total already
+sent in the journal's current epoch, i.e. since the CSC was enabled) and claims the correction in the journal;
+only then does `CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED
+on CMD_COMPLETE; FAILED when it surely did not act (ATAOS refused it with CMD_FAILED or CMD_NOPERM, or no
+ATAOS was discovered so it was never written: it may be sent again); UNCERTAIN when the outcome is unknown
 (timeout, abort, cancellation, an unexpected error while sending: never sent again).
 """
 
@@ -104,7 +104,7 @@ class CorrectionSender:
             if not step.offset.as_array().any():
                 raise ExpectedError(
                     f"the correction of group {record.group_id} is not sent: {step.message}, nothing left "
-                    "(max_total counts what was sent since startClosedLoop or enable)"
+                    "(max_total counts what was sent since the CSC was enabled)"
                 )
         if not self.journal.claim_correction(key, step.offset):
             current = self.journal.correction(key)
@@ -128,7 +128,7 @@ class CorrectionSender:
         moved = self.journal.last_move_time()
         what = "the last offset to M2"
         if automatic:
-            started = self.journal.epoch_start_time()
+            started = self.journal.loop_start_time()
             if moved is None or moved < started:
                 moved, what = started, "the closed loop started (or the CSC was enabled)"
         triplet = self.journal.triplet(key)

@@ -11,7 +11,9 @@ It is what makes "nothing lost, nothing twice" hold across a crash (a SIGKILL in
   claimed for sending by one atomic ``UPDATE ... WHERE state IN (computed, failed)`` *before* the ATAOS
   command is written, so it can never be sent twice; a correction found ``APPLYING`` after a restart may or
   may not have been applied and becomes ``UNCERTAIN``: reported, never re-sent, and counted in the totals.
-- **epochs**: enable and startClosedLoop start a new epoch; the totals of what was sent in it feed the limits.
+- **epochs**: each enable starts a new epoch; the totals of what was sent in it feed the limits.
+  startClosedLoop does not (restarting the loop, after an error say, must not give it room for another
+  ``max_total``): it only marks the loop's start (``meta``), before which no image is applied automatically.
 
 Every write is its own transaction, committed before the method returns (WAL, ``synchronous=FULL``).
 Times are unix seconds (``time.time``). The journal is used from one thread (the CSC's event loop).
@@ -419,7 +421,7 @@ class Journal:
         return None if row[0] is None else float(row[0])
 
     def new_epoch(self, reason: str) -> int:
-        """Start a new epoch (totals restart from zero); return its number."""
+        """Start a new epoch (totals restart from zero: only at enable); return its number."""
         self._write("INSERT INTO epochs (reason, created) VALUES (?, ?)", (reason, time.time()))
         return self.current_epoch()
 
@@ -428,11 +430,28 @@ class Journal:
         return int(self._db.execute("SELECT MAX(id) FROM epochs").fetchone()[0])
 
     def epoch_start_time(self) -> float:
-        """When the current epoch started (`time.time`): the last enable or startClosedLoop."""
+        """When the current epoch started (`time.time`): the last enable."""
         return float(self._db.execute("SELECT created FROM epochs ORDER BY id DESC LIMIT 1").fetchone()[0])
 
+    def mark_loop_start(self) -> float:
+        """Record that the closed loop starts now (not a new epoch: the totals go on); return the time."""
+        now = time.time()
+        self._write("INSERT OR REPLACE INTO meta VALUES ('loop_started', ?)", (repr(now),))
+        return now
+
+    def loop_start_time(self) -> float:
+        """When the closed loop last started, or the current epoch if later (`time.time`).
+
+        The later of the two: a loop start journaled before the CSC's last enable belongs to a loop that
+        enable ended (the loop is IDLE after it).
+        """
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'loop_started'").fetchone()
+        started = self.epoch_start_time()
+        return started if row is None else max(started, float(row[0]))
+
     def total_applied(self, epoch: int | None = None) -> NDArray[np.float64]:
-        """Sum of the corrections sent in ``epoch`` (default: current) that were or may have been applied.
+        """Sum of the corrections sent in ``epoch`` (default: current, i.e. since the last enable) that were
+        or may have been applied.
 
         Returns
         -------
