@@ -24,7 +24,7 @@ from lsst.ts.auxtelwep.closed_loop import (
     plan_step,
 )
 from lsst.ts.auxtelwep.config import CorrectionConfig
-from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError
+from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError, as_sent
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
 from lsst.ts.auxtelwep.csc_worker import WepSummary
 from lsst.ts.auxtelwep.errors import ConfigurationError, InputError, RawFormatError
@@ -291,6 +291,33 @@ def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> Non
     _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
     with pytest.raises(ExpectedError, match=r"x \+0.2000 -> \+0.0000, nothing left"):
         sender.prepare("G3")  # clipped to nothing: refused rather than a zero offset reported as done
+    journal.close()
+
+
+def test_the_offset_is_journaled_as_ataos_gets_it_and_float32_never_exceeds_a_limit(tmp_path: Path) -> None:
+    # ATAOS offset's fields are float32 (ts_xml): what is claimed, totalled and reported is what it gets.
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal, max_total={"x": 0.3, "y": 2.0, "z": 0.5, "u": 0.2, "v": 0.2})
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    offset = sender.prepare("G1")
+    values = offset.as_array()
+    np.testing.assert_array_equal(values.astype(np.float32).astype(float), values)
+    assert journal.correction("G1").applied == offset
+    assert offset.x == pytest.approx(0.2, abs=1e-7) and offset.x <= 0.2
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    time.sleep(0.01)
+    _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
+    # The room left (0.3 - 0.2) in float32 rounded up would exceed max_total: rounded towards zero.
+    second = sender.prepare("G2")
+    assert journal.total_applied()[0] <= 0.3
+    assert second.x == pytest.approx(0.1, abs=1e-7)
+    for value in (0.1, -0.1, 0.3, -0.15, 1e-3, 0.0):
+        sent = as_sent(HexapodState(x=value)).x
+        assert float(np.float32(sent)) == sent and abs(sent) <= abs(value) and sent == pytest.approx(value)
+    # What the rounding leaves of the room (~1e-8 of a 0.3 mm limit) is no correction.
+    assert as_sent(HexapodState(x=1.5e-8, z=1e-4), [0.3, 2.0, 0.5, 0.2, 0.2]) == HexapodState(
+        z=as_sent(HexapodState(z=1e-4)).z
+    )
     journal.close()
 
 

@@ -55,14 +55,15 @@ class DemoTestCase(IsolatedTestCase):
             s = report.summary
             assert s.converged_iteration == 2 and s.corrections_to_truth == 1
             assert s.ops_rule_iterations == 3  # the ops rule's large-defocus step costs it one more
-            assert max(abs(v) for v in s.final_misalignment_mm) < 1e-9
+            # Offsets go through ATAOS's float32 fields (ts_xml): ~1e-7 mm left.
+            assert max(abs(v) for v in s.final_misalignment_mm) < 1e-6
             assert s.n_rejected == 0 and s.mean_triplet_s > 0
             assert "#1 demo" in text and "#2 demo" in text and "converged" in text
             on_disk = DemoReport.read(out)
             assert on_disk.summary == report.summary and len(on_disk.triplets) == 2
             assert [
                 t["applied"]["x"] for t in json.loads(files.results.read_text())["triplets"]
-            ] == pytest.approx([-0.25, 0.0], abs=1e-9)
+            ] == pytest.approx([-0.25, 0.0], abs=1e-6)
             assert files.convergence.stat().st_size > 10_000 and files.stamps_first is None
             assert "| 1 |" in files.summary.read_text()
             override = yaml.safe_load((out / "config" / "demo.yaml").read_text())

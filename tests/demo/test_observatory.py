@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from helpers import IsolatedTestCase, small_scene
@@ -18,6 +19,13 @@ from lsst.ts.auxtelwep.sim.observatory import SimulatedObservatory, SimulatedTel
 
 #: Hexapod positions are sums of a few float64 offsets: equal to ~1e-15 mm; 1e-12 leaves room.
 EXACT_MM = 1e-12
+#: ATAOS ``hexapodCorrectionCompleted`` positions are float32 in ts_xml: ~1e-7 relative.
+F32_MM = 1e-6
+
+
+def _f32(value: float) -> float:
+    """``value`` as a float32 field carries it (ATAOS ``offset`` in ts_xml)."""
+    return float(np.float32(value))
 
 
 def _close(a: HexapodState, b: HexapodState, tol: float = EXACT_MM) -> bool:
@@ -57,20 +65,21 @@ class ObservatoryTestCase(IsolatedTestCase):
             state = await ataos.evt_summaryState.aget(timeout=STD_TIMEOUT)
             assert state.summaryState == State.ENABLED
             await ataos.cmd_offset.set_start(x=-0.2, z=0.8, u=0.01, timeout=STD_TIMEOUT)
-            expected = HexapodState(x=0.0, y=-0.1, z=0.85, u=0.01)
+            # M2 moves by the offset as ATAOS's float32 fields carry it.
+            expected = HexapodState(x=0.2 + _f32(-0.2), y=-0.1, z=0.05 + _f32(0.8), u=_f32(0.01))
             assert _close(self.telescope.hexapod, expected)
             move = self.telescope.moves[-1]
             assert move.source == domain.identity and move.kind == "offset"
             done = await ataos.evt_hexapodCorrectionCompleted.next(flush=False, timeout=STD_TIMEOUT)
             assert (done.hexapod_x, done.hexapod_y, done.hexapod_z, done.hexapod_u) == pytest.approx(
-                (0.0, -0.1, 0.85, 0.01), abs=EXACT_MM
+                (0.0, -0.1, 0.85, 0.01), abs=F32_MM
             )
             # ATHexapod reports every position: the initial one, then the one after the offset.
             await hexapod.evt_positionUpdate.next(flush=False, timeout=STD_TIMEOUT)
             position = hexapod.evt_positionUpdate.get()
-            if abs(position.positionZ - 0.85) > EXACT_MM:
+            if abs(position.positionZ - expected.z) > EXACT_MM:
                 position = await hexapod.evt_positionUpdate.next(flush=False, timeout=STD_TIMEOUT)
-            assert position.positionZ == pytest.approx(0.85, abs=EXACT_MM)
+            assert position.positionZ == pytest.approx(expected.z, abs=EXACT_MM)
             # What the simulation cannot model is refused, and M2 stays put.
             with self.assertRaises(AckError) as cm:
                 await ataos.cmd_offset.set_start(z=0.1, m1=5.0, timeout=STD_TIMEOUT)

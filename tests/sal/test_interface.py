@@ -40,6 +40,44 @@ def test_other_components():
     assert {"x", "y", "z", "u", "v", "w", "m1", "m2"} <= set(offset.field_names)
 
 
+# The topics of other components that we declare, as ts_xml declares them (lsst-ts/ts_xml
+# python/lsst/ts/xml/data/sal_interfaces, same at 27caacc, ec52d38 and v28.0.1): fields in order, with
+# their types. A DDS type is its fields in order, so any difference breaks talking to the real component.
+_F32, _F64, _I32, _STR = "float32", "float64", "int32", "string"
+TS_XML_TOPICS = {
+    ("ATAOS", "commands", "offset"): [(n, _F32) for n in ("x", "y", "z", "u", "v", "w", "m1", "m2")],
+    ("ATAOS", "events", "hexapodCorrectionCompleted"): [("azimuth", _F64), ("elevation", _F64)]
+    + [("temperature", _F64)]
+    + [(f"hexapod_{a}", _F32) for a in "xyzuvw"],
+    ("ATCamera", "events", "endReadout"): [
+        ("additionalKeys", _STR),
+        ("additionalValues", _STR),
+        ("imagesInSequence", _I32),
+        ("imageName", _STR),
+        ("imageIndex", _I32),
+        ("imageSource", _STR),
+        ("imageController", _STR),
+        ("imageDate", _STR),
+        ("imageNumber", _I32),
+        ("timestampAcquisitionStart", _F64),
+        ("requestedExposureTime", _F64),
+        ("timestampEndOfReadout", _F64),
+    ],
+    ("ATHexapod", "commands", "moveToPosition"): [(a, _F64) for a in "xyzuvw"],
+    ("ATHexapod", "commands", "applyPositionOffset"): [(a, _F64) for a in "xyzuvw"],
+    ("ATHexapod", "events", "positionUpdate"): [(f"position{a}", _F64) for a in "XYZUVW"],
+    ("ATOODS", "events", "imageInOODS"): [(n, _STR) for n in ("camera", "obsid", "raft", "sensor")]
+    + [("statusCode", _I32), ("description", _STR)],
+}
+
+
+@pytest.mark.parametrize(("component", "kind", "topic"), sorted(TS_XML_TOPICS))
+def test_other_components_are_declared_as_in_ts_xml(component, kind, topic):
+    spec = getattr(load_interface(component), kind)[topic]
+    fields = [(f.name, f.type_name) for f in spec.fields if not f.name.startswith("private_")]
+    assert [f for f in fields if f[0] != "salIndex"] == TS_XML_TOPICS[component, kind, topic]
+
+
 def test_bad_xml(tmp_path):
     (tmp_path / "SALGenerics.xml").write_text((sal.get_schema_dir() / "SALGenerics.xml").read_text())
     with pytest.raises(FileNotFoundError, match="NoSuch"):

@@ -17,6 +17,9 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from .closed_loop import correction_significance, plan_step
 from .config import CorrectionConfig
 from .errors import InputError
@@ -24,7 +27,7 @@ from .instrument import HexapodState
 from .journal import CorrectionState, Journal
 from .sal import AckError, AckTimeoutError, CommandNotSentError, ExpectedError, SalRetCode
 
-__all__ = ["CorrectionSender", "NothingSignificantError"]
+__all__ = ["OFFSET_DTYPE", "CorrectionSender", "NothingSignificantError", "as_sent"]
 
 
 class NothingSignificantError(ExpectedError):
@@ -32,6 +35,28 @@ class NothingSignificantError(ExpectedError):
 
 
 _DEFINITE_REFUSALS = (SalRetCode.CMD_FAILED, SalRetCode.CMD_NOPERM)
+
+
+#: Type of the ATAOS ``offset`` fields (IDL ``float`` in ts_xml).
+OFFSET_DTYPE = np.float32
+
+
+def as_sent(offset: HexapodState, max_total: ArrayLike = 0.0) -> HexapodState:
+    """``offset`` as the ATAOS ``offset`` command carries it (`OFFSET_DTYPE`), rounded towards zero.
+
+    The journal then records, and the totals add up, exactly what ATAOS receives; rounding towards zero
+    keeps a step that the limits cut to the room left within that room. That rounding leaves a residue of
+    room below the resolution of ``max_total`` (per axis x, y, z, u, v) in that type; a component not
+    larger than it is that residue, not a correction, and is sent as 0 (else M2 would be "moved" by
+    nanometres and the limit never reported as reached).
+    """
+    values = offset.as_array()
+    sent = values.astype(OFFSET_DTYPE)
+    outward = np.abs(sent.astype(float)) > np.abs(values)
+    sent[outward] = np.nextafter(sent[outward], OFFSET_DTYPE(0))
+    residue = 2 * np.spacing(np.abs(np.broadcast_to(max_total, values.shape)).astype(OFFSET_DTYPE))
+    sent[np.abs(sent) <= residue] = 0
+    return HexapodState.from_array(sent.astype(float))
 
 
 class CorrectionSender:
@@ -99,18 +124,19 @@ class CorrectionSender:
             )
         except InputError as exc:
             raise ExpectedError(f"the correction of group {record.group_id}: {exc}") from exc
+        offset = as_sent(step.offset, self.config.max_total.as_array())
         if step.message:
             self.log.warning(f"group {record.group_id}: {step.message}")
-            if not step.offset.as_array().any():
+            if not offset.as_array().any():
                 raise ExpectedError(
                     f"the correction of group {record.group_id} is not sent: {step.message}, nothing left "
                     "(max_total counts what was sent since the CSC was enabled)"
                 )
-        if not self.journal.claim_correction(key, step.offset):
+        if not self.journal.claim_correction(key, offset):
             current = self.journal.correction(key)
             state = current.state.name if current is not None else "missing"
             raise ExpectedError(f"the correction of group {record.group_id} is {state}: it is not sent again")
-        return step.offset
+        return offset
 
     def _sigma(self, key: str) -> HexapodState:
         """The 1-sigma error of the correction of triplet ``key`` (zeros, i.e. unknown, if not journaled)."""
