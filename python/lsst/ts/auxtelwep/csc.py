@@ -42,7 +42,7 @@ from .csc_publish import parse_overrides, publish_correction, publish_rejected, 
 from .csc_recovery import ERROR_CONFIG, ERROR_DATA_ROOT, dependency_problem, resume_work
 from .csc_worker import Processor, WepSummary, WorkAhead, WorkerPool, run_pipeline, warm_pipeline
 from .errors import AuxTelWepError, ConfigurationError
-from .instrument import Role, camera_angle_from_mount
+from .instrument import HexapodState, Role, camera_angle_from_mount
 from .intake import ImageInfo, RawLocator, read_image_info
 from .journal import JOURNAL_FILE_NAME, CorrectionState, ImageStatus, Journal, TripletRecord
 from .sal import (
