@@ -68,6 +68,15 @@ TS_XML_TOPICS = {
     ("ATHexapod", "events", "positionUpdate"): [(f"position{a}", _F64) for a in "XYZUVW"],
     ("ATOODS", "events", "imageInOODS"): [(n, _STR) for n in ("camera", "obsid", "raft", "sensor")]
     + [("statusCode", _I32), ("description", _STR)],
+    # ATMCS telemetry at 19b06d2 (arrays of 100 samples).
+    ("ATMCS", "telemetry", "mount_AzEl_Encoders"): [("cRIO_timestamp", _F64)]
+    + [("elevationCalculatedAngle", _F64), ("azimuthCalculatedAngle", _F64)]
+    + [(f"{axis}Encoder{k}Raw", _I32) for axis in ("elevation", "azimuth") for k in (1, 2, 3)]
+    + [("trackId", _I32)],
+    ("ATMCS", "telemetry", "mount_Nasmyth_Encoders"): [("cRIO_timestamp", _F64)]
+    + [("nasmyth1CalculatedAngle", _F64), ("nasmyth2CalculatedAngle", _F64)]
+    + [(f"nasmyth{n}Encoder{k}Raw", _I32) for n in (1, 2) for k in (1, 2, 3)]
+    + [("trackId", _I32)],
 }
 
 
