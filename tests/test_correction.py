@@ -55,6 +55,13 @@ def test_decenter_and_focus_are_nulled(camera_angle: float) -> None:
     # Axes not solved are +0.0 (printed "+0.0000", not "-0.0000") with no uncertainty.
     assert np.copysign(1.0, corr.offset.u) == 1.0 and np.copysign(1.0, corr.offset.v) == 1.0
     assert corr.sigma_dict()["u_deg"] == 0.0 and corr.sigma_dict()["z_mm"] > 0
+    # Deviations without errors (the TIE alone, one donut): the solution's errors are unknown (0), not the
+    # spread of an arbitrary 10 nm per term.
+    blind = compute_correction(
+        NOLL, dev, np.full_like(dev, np.nan), fields, telescope=AuxTel().with_camera_angle(camera_angle)
+    )
+    np.testing.assert_allclose(blind.offset.as_array(), corr.offset.as_array(), atol=1e-9)
+    assert blind.sigma == HexapodState()
 
 
 @pytest.mark.parametrize("camera_angle", [0.0, 37.0])

@@ -46,6 +46,14 @@ def test_single_pair_uses_its_formal_error() -> None:
     np.testing.assert_allclose(comb.scatter_um, [0.0, 0.0])
 
 
+def test_one_pair_without_an_error_has_none() -> None:
+    # The TIE alone with one donut was reported "Z4=-211.5±0.0": a perfect measurement, not an unknown one.
+    comb = sigma_clip_combine(np.array([[0.1, -0.2]]))
+    assert np.all(np.isnan(comb.err_um))
+    # Two such pairs: their spread is the error.
+    assert np.all(sigma_clip_combine(np.array([[0.1, -0.2], [0.12, -0.21]])).err_um > 0)
+
+
 @pytest.mark.parametrize(
     "values, errors, match",
     [

@@ -129,7 +129,8 @@ class HexapodCorrection:
     solved_axes : `tuple` of `str`
         Axes that were solved (the others are zero).
     sigma : `HexapodState`
-        1-sigma uncertainty of the solved offset per axis (0 for axes not solved).
+        1-sigma uncertainty of the solved offset per axis (0 for axes not solved, and for every axis when
+        the deviations came without errors: unknown).
     residual_rms_um : `float`
         RMS of the wavefront left unexplained by the solution, micrometres.
     ops_offset : `HexapodState` or `None`
@@ -220,7 +221,8 @@ def compute_correction(
         )
     noll_used = noll_arr[used]
     dev, err = dev[:, used], err[:, used]
-    # Errors that are missing or zero get the median error, so one bad value cannot dominate the weights.
+    # Errors that are missing or zero get the median error, so one bad value cannot dominate the weights;
+    # with none at all the donuts weigh the same (any common value) and the solution's errors are unknown.
     good_err = np.isfinite(err) & (err > 0)
     floor = np.median(err[good_err]) if good_err.any() else 0.01
     err = np.hypot(np.where(good_err, err, floor), config.systematic_um)
@@ -272,7 +274,9 @@ def compute_correction(
     # too small.
     cov = cov * _chi2_scale(residual * weights[keep], len(axes))
     offset = HexapodState.from_array(0.0 - solution)  # not -solution: unsolved axes stay +0.0, not -0.0
-    sigma = HexapodState.from_array(np.sqrt(np.clip(np.diag(cov), 0, None)))
+    sigma = HexapodState.from_array(
+        np.sqrt(np.clip(np.diag(cov), 0, None)) if good_err.any() else np.zeros(5)
+    )
     mean_dev = np.nanmean(dev, axis=0)
     return HexapodCorrection(
         offset=offset,

@@ -232,7 +232,7 @@ class WavefrontResult:
             "zernikes": {
                 "noll": [int(n) for n in self.estimate.noll],
                 "um": [float(v) for v in self.estimate.um],
-                "um_err": [float(v) for v in self.estimate.um_err],
+                "um_err": [_finite_or_none(v) for v in self.estimate.um_err],  # null: no error known
                 "scatter_um": [_finite_or_none(v) for v in self.estimate.scatter_um],
                 "algorithm": self.estimate.algorithm,
                 "reduced_chi2": _finite_or_none(self.reduced_chi2),
@@ -241,8 +241,9 @@ class WavefrontResult:
             },
             "hexapod": correction.as_dict(),
             # 1-sigma errors; null for the axes not solved (their offset is 0 by construction).
+            # null for the axes not solved, and for all when no Zernike had an error (unknown, not 0).
             "hexapod_err": {
-                key: float(value) if key[0] in solved else None
+                key: float(value) if key[0] in solved and np.isfinite(self.estimate.um_err).any() else None
                 for key, value in correction.sigma_dict().items()
             },
             "hexapod_solved_axes": list(correction.solved_axes),

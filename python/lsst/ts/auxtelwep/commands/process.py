@@ -183,7 +183,7 @@ def zernike_cells(zernikes: dict[str, Any], noll: Collection[int] | None = None)
     cells : `list` of `str`
     """
     return [
-        f"Z{n}={v * 1000:+.1f}±{e * 1000:.1f}"
+        f"Z{n}={v * 1000:+.1f}±" + ("?" if e is None else f"{e * 1000:.1f}")  # None: no error known
         for n, v, e in zip(zernikes["noll"], zernikes["um"], zernikes["um_err"], strict=True)
         if noll is None or n in noll
     ]
@@ -194,9 +194,10 @@ def _hexapod_cells(summary: dict[str, Any]) -> list[str]:
     hexapod, errors = summary["hexapod"], summary["hexapod_err"]
     cells = []
     for key, value in hexapod.items():
-        if errors.get(key) is not None:
+        if key[0] in summary["hexapod_solved_axes"]:
             axis, unit = key.split("_")
-            cells.append(f"{axis} {value:+.4f}±{errors[key]:.4f} {unit}")
+            error = "?" if errors.get(key) is None else f"{errors[key]:.4f}"  # None: unknown
+            cells.append(f"{axis} {value:+.4f}±{error} {unit}")
     return cells
 
 

@@ -136,9 +136,11 @@ def sigma_clip_combine(
         else np.zeros(nz)
     )
     scatter = sel.std(axis=0, ddof=1) if nk > 1 else np.zeros(nz)
+    # One pair without a formal error (the TIE alone) has no error at all: NaN, not a perfect 0.
+    known = np.all(errors[kept] > 0, axis=0) | (nk > 1)
     return Combination(
         mean_um=mean,
-        err_um=np.maximum(formal, spread),
+        err_um=np.where(known, np.maximum(formal, spread), np.nan),
         scatter_um=scatter,
         kept=kept,
         distance=distance,
