@@ -62,6 +62,8 @@ DEPENDENCY_CHECK_INTERVAL_S = 10.0
 #: Camera events kept from before the CSC started (late-joiner history), so images announced while it was
 #: down are not lost.
 EVENT_HISTORY = 50
+#: Camera events queued while the CSC is not ENABLED (read at enable): a night's images, not salobj's 100.
+CAMERA_QUEUE_LEN = 2000
 #: Mount telemetry older than this at an image's readout does not give its camera angle, seconds (ATMCS
 #: writes it every second; a silent ATMCS is not the mount of now).
 MOUNT_TELEMETRY_MAX_AGE_S = 5.0
@@ -128,8 +130,9 @@ class AuxTelWepCsc(ConfigurableCsc):
 
     async def start_extra(self) -> None:
         await super().start_extra()
-        self.atcamera = Remote(self.domain, "ATCamera", include=["endReadout"], evt_max_history=EVENT_HISTORY)
-        self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], evt_max_history=EVENT_HISTORY)
+        camera_events = dict(evt_max_history=EVENT_HISTORY, queue_len=CAMERA_QUEUE_LEN)
+        self.atcamera = Remote(self.domain, "ATCamera", include=["endReadout"], **camera_events)
+        self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], **camera_events)
         self.ataos = Remote(self.domain, "ATAOS", include=[])
         # The camera angle of each image (elevation + Nasmyth-2): real raws do not carry it.
         self.atmcs = Remote(self.domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
