@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from astropy.io import fits
 from helpers import IsolatedTestCase, small_scene
 
 from lsst.ts.auxtelwep.errors import InputError
-from lsst.ts.auxtelwep.instrument import HexapodState, Role
+from lsst.ts.auxtelwep.instrument import HexapodState, Role, camera_angle_from_mount
 from lsst.ts.auxtelwep.sal import AckError, Domain, Remote, SalRetCode, State
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
 from lsst.ts.auxtelwep.sim.observatory import SimulatedObservatory, SimulatedTelescope
@@ -97,6 +98,21 @@ class ObservatoryTestCase(IsolatedTestCase):
             )
             assert _close(self.telescope.hexapod, HexapodState(x=0.5))
             assert obs.ataos.summary_state == State.DISABLED
+
+    async def test_the_mount_gives_the_camera_angle_of_the_scene(self):
+        scene = dataclasses.replace(
+            small_scene(), pointing=dataclasses.replace(small_scene().pointing, camera_angle_deg=-75.0)
+        )
+        async with (
+            SimulatedObservatory(self.telescope, scene, self.data_root, settle_s=0.01),
+            Domain() as domain,
+        ):
+            mount = Remote(domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
+            azel = await mount.tel_mount_AzEl_Encoders.next(flush=False, timeout=STD_TIMEOUT)
+            nasmyth = await mount.tel_mount_Nasmyth_Encoders.next(flush=False, timeout=STD_TIMEOUT)
+            angle = camera_angle_from_mount(azel.elevationCalculatedAngle, nasmyth.nasmyth2CalculatedAngle)
+            assert angle == pytest.approx(-75.0)
+            assert np.all(np.isnan(nasmyth.nasmyth1CalculatedAngle))  # LATISS is on port 2
 
     async def test_camera_writes_raw_then_announces(self):
         order: list[tuple[str, str]] = []

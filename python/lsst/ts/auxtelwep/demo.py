@@ -92,6 +92,9 @@ class DemoOptions:
         Draw the stamp figures (runs the pipeline's stages again on two triplets).
     result_timeout_s : `float`
         Time allowed for AuxTelWEP's result of one triplet, s.
+    camera_angle_deg : `float`
+        Camera rotation relative to the hexapod (instrument.py convention): the simulated mount publishes it
+        as elevation + Nasmyth-2, and the raws are rendered with it.
     """
 
     n_triplets: int = 4
@@ -105,6 +108,7 @@ class DemoOptions:
     keep_data: bool = False
     stamps: bool = True
     result_timeout_s: float = 300.0
+    camera_angle_deg: float = 0.0
 
     def __post_init__(self) -> None:
         if self.draw not in ("hard", "any"):
@@ -136,11 +140,14 @@ def parse_initial(text: str) -> HexapodState:
     return HexapodState(*values)
 
 
-def draw_misalignment(rng: np.random.Generator, *, hard: bool) -> tuple[HexapodState, OpsRuleRun]:
+def draw_misalignment(
+    rng: np.random.Generator, *, hard: bool, camera_angle_deg: float = 0.0
+) -> tuple[HexapodState, OpsRuleRun]:
     """Draw an M2 misalignment (decenter uniform over a 0.5 mm disc, focus uniform in +-0.15 mm).
 
-    With ``hard``, draws until the ops rule needs 3 or more iterations (or does not converge in 5), at most
-    `MAX_DRAWS` times. Returns the misalignment and the ops rule's run from it.
+    With ``hard``, draws until the ops rule (with the camera at ``camera_angle_deg``) needs 3 or more
+    iterations (or does not converge in 5), at most `MAX_DRAWS` times. Returns the misalignment and the ops
+    rule's run from it.
     """
     for _ in range(MAX_DRAWS):
         radius = MAX_DECENTER_MM * np.sqrt(rng.uniform())
@@ -150,7 +157,7 @@ def draw_misalignment(rng: np.random.Generator, *, hard: bool) -> tuple[HexapodS
             y=float(radius * np.sin(angle)),
             z=float(rng.uniform(-MAX_FOCUS_MM, MAX_FOCUS_MM)),
         )
-        run = ops_rule_run(state)
+        run = ops_rule_run(state, camera_angle_deg=camera_angle_deg)
         if not hard or run.iterations is None or run.iterations >= 3:
             break
     return state, run
@@ -275,9 +282,12 @@ async def run_demo(
     (data_root / "raw").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(options.seed)
     if options.initial is not None:
-        initial, ops_run = options.initial, ops_rule_run(options.initial)
+        initial = options.initial
+        ops_run = ops_rule_run(initial, camera_angle_deg=options.camera_angle_deg)
     else:
-        initial, ops_run = draw_misalignment(rng, hard=options.draw == "hard")
+        initial, ops_run = draw_misalignment(
+            rng, hard=options.draw == "hard", camera_angle_deg=options.camera_angle_deg
+        )
     ops_text = ops_run.iterations or "more than 5"
     console.print(
         f"initial M2 misalignment x {initial.x:+.3f} y {initial.y:+.3f} z {initial.z:+.4f} mm "
@@ -336,8 +346,9 @@ async def run_demo(
 def _prepare_data(options: DemoOptions, data_root: Path) -> tuple[SceneConfig, dict[str, Path]]:
     """Star field, detector, reference catalog and calibration products of the night."""
     seeds = np.random.SeedSequence(options.seed).spawn(3)
+    pointing = dataclasses.replace(DEFAULT_POINTING, camera_angle_deg=options.camera_angle_deg)
     catalog = make_catalog(
-        DEFAULT_POINTING,
+        pointing,
         seed=int(seeds[0].generate_state(1)[0]),
         n_stars=options.n_stars,
         radius_deg=0.045,
@@ -348,7 +359,7 @@ def _prepare_data(options: DemoOptions, data_root: Path) -> tuple[SceneConfig, d
     calibs = data_root / "calibs"
     write_calibrations(signature, calibs, rng=np.random.default_rng(seeds[1]))
     scene = SceneConfig(
-        pointing=DEFAULT_POINTING,
+        pointing=pointing,
         catalog=catalog,
         signature=signature,
         seed=int(seeds[2].generate_state(1)[0]),

@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--stars", dest="n_stars", metavar="N", type=int, default=6, help="stars in the field (%(default)s)"
     )
+    parser.add_argument(
+        "--camera-angle",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="camera rotation vs the hexapod: the simulated mount's elevation + Nasmyth-2 (%(default)s)",
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the raws in <out>/data")
     parser.add_argument("--no-stamps", action="store_true", help="skip the stamp figures")
     parser.set_defaults(func=_run)
@@ -60,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         n_stars=args.n_stars,
         keep_data=args.keep_data,
         stamps=not args.no_stamps,
+        camera_angle_deg=args.camera_angle,
     )
     report, _ = asyncio.run(run_demo(options, console=Console(soft_wrap=True)))
     return 0 if report.summary.converged_iteration is not None else 1
