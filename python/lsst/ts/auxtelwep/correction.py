@@ -35,7 +35,8 @@ the linear solution decenters by more than ``refine_above_mm``, it is refined ag
 itself (chord iterations: batoid's deviation at the solution, following each donut's star, and the
 sensitivity for the step; ~5 ms per donut and step, two or three steps), which leaves < 0.1 um
 (`tests/test_correction.py`). Below the threshold the linear model is right to 0.02 um, and nothing is
-traced.
+traced. Deviations that imply more than `PLAUSIBLE_MISALIGNMENT` (10 mm of decenter, 5 mm of focus, 1 deg
+of tilt) are refused: no donut pair shows such a state, and nanometres given for micrometres do.
 
 For comparison the ops-script rule (ts_externalscripts latiss_base_align, FACTS.md section 2) is also
 evaluated when Z4, Z7 and Z8 are among the terms used: ``[coma_x, coma_y, focus] = [-Z8, Z7, Z4]`` nm,
@@ -56,6 +57,7 @@ from .errors import InputError, as_config
 from .instrument import MAX_NOLL, PUBLISHED_SENSITIVITY_MM_PER_NM, AuxTel, HexapodState
 
 __all__ = [
+    "PLAUSIBLE_MISALIGNMENT",
     "CorrectionConfig",
     "HexapodCorrection",
     "compute_correction",
@@ -63,6 +65,10 @@ __all__ = [
 ]
 
 _AXES = HexapodState.AXES
+#: Largest misalignment a correction may imply: decenter (mm), focus (mm), tilt (deg). At 10 mm of decenter
+#: the coma is ~1.8 um and at 5 mm of focus Z4 is ~21 um: donuts no longer look like rings; beyond, the
+#: deviations were given in the wrong unit.
+PLAUSIBLE_MISALIGNMENT = (10.0, 5.0, 1.0)
 #: Noll indices the ops-script rule reads.
 _OPS_TERMS = (4, 7, 8)
 
@@ -273,6 +279,7 @@ def compute_correction(
     # Scaled by the reduced chi^2 when above 1, so the errors are honest when the quoted Zernike errors are
     # too small.
     cov = cov * _chi2_scale(residual * weights[keep], len(axes))
+    _check_plausible(solution)
     offset = HexapodState.from_array(0.0 - solution)  # not -solution: unsolved axes stay +0.0, not -0.0
     sigma = HexapodState.from_array(
         np.sqrt(np.clip(np.diag(cov), 0, None)) if good_err.any() else np.zeros(5)
@@ -289,6 +296,20 @@ def compute_correction(
         if set(_OPS_TERMS) <= set(noll_used.tolist()) and config.axes != "z"
         else None,
     )
+
+
+def _check_plausible(misalignment: NDArray[np.float64]) -> None:
+    """Refuse a misalignment no donut could show (`PLAUSIBLE_MISALIGNMENT`): a unit mistake, not a state."""
+    x, y, z, u, v = misalignment
+    decenter_mm, focus_mm, tilt_deg = PLAUSIBLE_MISALIGNMENT
+    if np.hypot(x, y) > decenter_mm or abs(z) > focus_mm or np.hypot(u, v) > tilt_deg:
+        implied = HexapodState.from_array(0.0 - misalignment)
+        raise InputError(
+            f"the deviations ask for a correction of {implied} (mm, deg), beyond any misalignment donuts "
+            f"can show (decenter {decenter_mm} mm, focus {focus_mm} mm, tilt {tilt_deg} deg); deviations are "
+            "in micrometres (were nanometres given?)",
+            value=implied.as_array().tolist(),
+        )
 
 
 def _lstsq(
@@ -365,11 +386,15 @@ def _refine(
 
     Each step traces the deviation the model predicts at the current solution and moves by the linear
     solution (``solve``, on ``axes``) of what is left, so it converges to the model's own answer whatever
-    the sensitivity's error. ``predicted`` (the deviations at ``solution``) is returned unchanged with it
-    when the model has no answer.
+    the sensitivity's error. Returns the solution and the deviations the model predicts there.
+
+    Raises
+    ------
+    InputError
+        If the model has no answer there: the deviations imply M2 so far off (centimetres) that the stars'
+        light misses the detector, which real donuts cannot show (deviations in nm given for um do).
     """
     columns = [_AXES.index(axis) for axis in axes]
-    start = solution, predicted
     try:
         for _ in range(max_steps):
             predicted = model(solution)
@@ -377,10 +402,13 @@ def _refine(
             solution = solution + step
             if np.max(np.abs(step)) < 1e-4:  # 0.1 um: the model's own answer, far below any error
                 break
-    except InputError:
-        # A measurement that implies M2 centimetres away is beyond the model: the answer so far stands
-        # (and whoever applies it limits the step).
-        return start
+    except InputError as exc:
+        implied = HexapodState.from_array(-solution)
+        raise InputError(
+            f"the deviations ask for a correction of {implied} (mm, deg), where the optical model has no "
+            f"image ({exc}); deviations are in micrometres (were nanometres given?)",
+            value=implied.as_array().tolist(),
+        ) from exc
     # The last step is small: its effect on the prediction is linear.
     return solution, predicted + rows @ step
 
