@@ -23,7 +23,7 @@ from lsst.ts.auxtelwep.closed_loop import (
     correction_significance,
     plan_step,
 )
-from lsst.ts.auxtelwep.config import CorrectionConfig
+from lsst.ts.auxtelwep.config import ApplyConfig
 from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError, as_sent
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
 from lsst.ts.auxtelwep.csc_worker import WepSummary
@@ -150,11 +150,11 @@ def test_nothing_that_is_not_finite_reaches_ataos() -> None:
         ("max_total", "finite number"),
     ):
         with pytest.raises(pydantic.ValidationError, match=words):
-            CorrectionConfig.model_validate({field: {"x": nan, "y": 0.1, "z": 0.1, "u": 0.1, "v": 0.1}})
+            ApplyConfig.model_validate({field: {"x": nan, "y": 0.1, "z": 0.1, "u": 0.1, "v": 0.1}})
 
 
 def test_plan_step_takes_the_configuration_as_it_is() -> None:
-    config = CorrectionConfig()
+    config = ApplyConfig()
     raw = HexapodState(x=2.0, y=-0.3, z=0.5, u=0.2, v=0.0)
     given = plan_step(
         raw, gains=config.gains, max_step=config.max_step, max_total=config.max_total, total=HexapodState()
@@ -173,7 +173,7 @@ def test_plan_step_takes_the_configuration_as_it_is() -> None:
 
 def _sender(journal: Journal, **config: Any) -> CorrectionSender:
     return CorrectionSender(
-        journal=journal, ataos=None, config=CorrectionConfig(**config), log=logging.getLogger()
+        journal=journal, ataos=None, config=ApplyConfig(**config), log=logging.getLogger()
     )
 
 
@@ -617,6 +617,6 @@ def test_work_ahead_calibrates_defocal_images_then_estimates_the_pair() -> None:
 def test_a_gain_outside_0_1_is_refused(gain: float) -> None:
     # Above 1 overshoots the aligned position; below 0 moves away from it (0 holds an axis still).
     with pytest.raises(pydantic.ValidationError, match=r"every gain must be in \[0, 1\]"):
-        CorrectionConfig.model_validate({"gains": {"x": gain, "y": 1.0, "z": 1.0, "u": 1.0, "v": 1.0}})
-    assert CorrectionConfig.model_validate({"gains": {"x": 0.0, "y": 0.0, "z": 0.9, "u": 0, "v": 0}})
-    assert CorrectionConfig.model_validate({"gains": {"x": 0.5, "y": 0.5, "z": 0.9, "u": 1, "v": 1}})
+        ApplyConfig.model_validate({"gains": {"x": gain, "y": 1.0, "z": 1.0, "u": 1.0, "v": 1.0}})
+    assert ApplyConfig.model_validate({"gains": {"x": 0.0, "y": 0.0, "z": 0.9, "u": 0, "v": 0}})
+    assert ApplyConfig.model_validate({"gains": {"x": 0.5, "y": 0.5, "z": 0.9, "u": 1, "v": 1}})

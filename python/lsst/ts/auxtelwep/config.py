@@ -31,10 +31,10 @@ from .sal.configurable_csc import merge_config
 __all__ = [
     "CONFIG_TITLE",
     "SHIPPED_CONFIG_DIR",
+    "ApplyConfig",
     "AuxTelWepConfig",
     "AxisValues",
     "CadenceConfig",
-    "CorrectionConfig",
     "config_schema",
     "load_config",
 ]
@@ -121,8 +121,12 @@ def _fractions(values: AxisValues) -> AxisValues:
     return values
 
 
-class CorrectionConfig(_Model):
-    """How a hexapod correction is turned into an ATAOS offset."""
+class ApplyConfig(_Model):
+    """How a hexapod correction is applied: turned into an ATAOS offset (gains, limits) and when.
+
+    The ``correction`` section of the CSC configuration; how the correction is computed is the pipeline's
+    `lsst.ts.auxtelwep.correction.CorrectionConfig`.
+    """
 
     gains: AxisValues = pydantic.Field(
         AxisValues(x=1.0, y=1.0, z=1.0, u=1.0, v=1.0),
@@ -171,7 +175,7 @@ class AuxTelWepConfig(_Model):
     refcat_path: str = pydantic.Field("", description="Reference catalog file; blank for none.")
     calibs_dir: str = pydantic.Field("", description="Calibration products directory; blank for none.")
     cadence: CadenceConfig = CadenceConfig()
-    correction: CorrectionConfig = CorrectionConfig()
+    correction: ApplyConfig = ApplyConfig()
     telemetry_interval_s: float = pydantic.Field(
         1.0, gt=0, description="Interval between zernikeCorrection/hexapodCorrection telemetry samples (s)."
     )

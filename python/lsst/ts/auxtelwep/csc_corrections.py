@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .closed_loop import correction_significance, plan_step
-from .config import CorrectionConfig
+from .config import ApplyConfig
 from .errors import InputError
 from .instrument import HexapodState
 from .journal import CorrectionState, Journal
@@ -67,14 +67,12 @@ class CorrectionSender:
     journal : `journal.Journal`
     ataos : `sal.Remote`
         Remote of ATAOS with its ``offset`` command.
-    config : `config.CorrectionConfig`
+    config : `config.ApplyConfig`
         Gains, limits and the command's time limit.
     log : `logging.Logger`
     """
 
-    def __init__(
-        self, *, journal: Journal, ataos: Any, config: CorrectionConfig, log: logging.Logger
-    ) -> None:
+    def __init__(self, *, journal: Journal, ataos: Any, config: ApplyConfig, log: logging.Logger) -> None:
         self.journal = journal
         self.ataos = ataos
         self.config = config
