@@ -44,6 +44,12 @@ class CorrectionTestCase(CscTestCase):
     async def asyncTearDown(self) -> None:
         await self.obs.close()
 
+    def journal(self) -> Journal:
+        """The CSC's journal, read alongside it (closed at the end of the test)."""
+        journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
+        self.addCleanup(journal.close)
+        return journal
+
     async def run_wep(self, names: list[str] | None = None) -> None:
         names = names or self.names
         await self.remote.cmd_runWEP.set_start(
@@ -211,8 +217,7 @@ class CorrectionTestCase(CscTestCase):
             self.obs.offset_error = ExpectedError("hexapod not ready")
             await self.run_wep()
             await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)  # ERROR
-            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
-            self.addCleanup(journal.close)
+            journal = self.journal()
             record = journal.last_correction()
             self.assertEqual(record.state, CorrectionState.FAILED)
             self.assertIn("hexapod not ready", record.message)
@@ -237,8 +242,7 @@ class CorrectionTestCase(CscTestCase):
                 self.remote.evt_logMessage, lambda d: d.message.startswith("closed loop:")
             )
             self.assertIn("failed unexpectedly (it may have been applied)", message.message)
-            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
-            self.addCleanup(journal.close)
+            journal = self.journal()
             record = journal.last_correction()
             # Whether it went out is unknown: counted as sent, never sent again.
             self.assertEqual(record.state, CorrectionState.UNCERTAIN)
@@ -280,8 +284,7 @@ class CorrectionTestCase(CscTestCase):
             await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
             await self.run_wep()
             await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 6)  # ERROR
-            journal = Journal(self.state_dir / "auxtelwep_journal.sqlite3")
-            self.addCleanup(journal.close)
+            journal = self.journal()
             record = journal.last_correction()
             self.assertEqual(record.state, CorrectionState.FAILED)
             self.assertIn("not sent to ATAOS", record.message)

@@ -56,6 +56,14 @@ def _arrive(intake: ImageIntake, name: str) -> None:
     intake.on_image_in_oods(name, status_code=0, description="", historical=False)
 
 
+def _assert_rejected(sink: Any, journal: Any, name: str, words: str) -> None:
+    """``name`` was reported rejected with ``words`` in the reason, and journaled so."""
+    status, reason = sink.received[name]
+    assert status == "rejected" and words in reason, reason
+    assert journal.image(name).status is ImageStatus.REJECTED
+    journal.close()
+
+
 @pytest.mark.parametrize(
     ("keys", "named"),
     [
@@ -72,11 +80,7 @@ def test_a_raw_with_a_malformed_header_is_reported_rejected(tmp_path: Path, keys
     intake, sink, journal = _intake(tmp_path)
     name = write_raw(tmp_path, 1, "INTRA", **keys)
     _arrive(intake, name)
-    status, reason = sink.received[name]
-    assert status == "rejected"
-    assert f"{name}.fits: header {named}" in reason
-    assert journal.image(name).status is ImageStatus.REJECTED
-    journal.close()
+    _assert_rejected(sink, journal, name, f"{name}.fits: header {named}")
 
 
 def test_a_directory_where_the_raw_should_be_is_named_as_such(tmp_path: Path) -> None:
@@ -97,8 +101,9 @@ def test_an_error_nobody_foresaw_still_reports_the_image(tmp_path: Path, monkeyp
     intake, sink, journal = _intake(tmp_path)
     name = write_raw(tmp_path, 1, "INTRA")
     _arrive(intake, name)
-    status, reason = sink.received[name]
-    assert status == "rejected"
-    assert f"{name}.fits: unexpected OverflowError: cannot convert float infinity to integer" in reason
-    assert journal.image(name).status is ImageStatus.REJECTED
-    journal.close()
+    _assert_rejected(
+        sink,
+        journal,
+        name,
+        f"{name}.fits: unexpected OverflowError: cannot convert float infinity to integer",
+    )
