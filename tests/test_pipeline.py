@@ -105,6 +105,11 @@ def test_the_repr_of_a_result_is_a_short_summary(night: tuple[Path, NightManifes
     for part in (result.estimate, *result.estimate.pairs, result.catalog, *result.pairs, exposure):
         assert len(repr(part)) < 600 and "array([" not in repr(part), repr(part)
     assert "array((4000, 4072), float32)" in repr(exposure) and result.intra_obsid in repr(exposure)
+    # Frozen all the way down: a result's Zernikes cannot be changed in place by whoever reads them.
+    with pytest.raises(ValueError, match="read-only"):
+        result.estimate.um[0] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        result.estimate.pairs[0].zernikes_um[0] = 0.0
 
 
 @pytest.mark.parametrize(

@@ -254,9 +254,19 @@ class PairEstimate:
     snr: tuple[float, float] = (float("nan"), float("nan"))
     star_field_deg: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        _read_only(self.zernikes_um, self.zernikes_err_um, self.fwhm_arcsec)
+
     def __repr__(self) -> str:
         """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
         return summary_repr(self)
+
+
+def _read_only(*arrays: NDArray | None) -> None:
+    """Make a frozen result's arrays read-only too (a frozen dataclass keeps its arrays writable)."""
+    for array in arrays:
+        if array is not None:
+            array.setflags(write=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +296,9 @@ class WavefrontEstimate:
     pairs: tuple[PairEstimate, ...]
     algorithm: str
     elapsed_s: float
+
+    def __post_init__(self) -> None:
+        _read_only(self.um, self.um_err, self.scatter_um)
 
     def __repr__(self) -> str:
         """Algorithm, pairs used and Z4-Z11 in nm (`reprs.summary_repr`)."""
