@@ -21,7 +21,8 @@ from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT
 TRIPLET = ("INTRA", "EXTRA", "INFOCUS")
 # gains (0.5, 0.5, 0.9, 0.5, 0.5); per-step limits (0.5, 0.5, 0.1, 0.05, 0.05); total limit on x: 0.8 mm.
 RAW = (2.0, -0.3, 0.5, 0.0, 0.0)
-FIRST_STEP = (0.5, -0.15, 0.1, 0.0, 0.0)  # x and z clipped by max_step; y is gain * raw
+# x clipped by max_step (1.0 -> 0.5) and y with it (the lateral step keeps its direction); z by max_step.
+FIRST_STEP = (0.5, -0.075, 0.1, 0.0, 0.0)
 # What ATAOS gets: its offset fields are float32 (ts_xml), and the journal records exactly that.
 FIRST_SENT = tuple(as_sent(HexapodState(*FIRST_STEP)).as_array())
 

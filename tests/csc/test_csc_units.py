@@ -92,8 +92,10 @@ def test_additional_keys() -> None:
 def test_plan_step_gains_and_limits() -> None:
     raw = HexapodState(x=2.0, y=-0.3, z=0.5, u=0.2, v=0.0)
     step = plan_step(raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=np.zeros(5))
-    np.testing.assert_allclose(step.offset.as_array(), [0.5, -0.15, 0.1, 0.05, 0.0])
-    assert step.clipped_axes == ("x", "z", "u") and "x +1.0000 -> +0.5000" in step.message
+    # x (1.0 -> 0.5) and u (0.1 -> 0.05) halved by max_step, y with them: decenter and tilt keep their
+    # direction and balance; z is clipped alone.
+    np.testing.assert_allclose(step.offset.as_array(), [0.5, -0.075, 0.1, 0.05, 0.0])
+    assert step.clipped_axes == ("x", "y", "z", "u") and "x +1.0000 -> +0.5000" in step.message
     # Only the room left under the total limit is used; an axis beyond it (limit lowered) may only move back.
     total = np.array([1.8, 0.0, 0.7, 0.0, 0.0])
     step = plan_step(raw, gains=GAINS, max_step=MAX_STEP, max_total=MAX_TOTAL, total=total)

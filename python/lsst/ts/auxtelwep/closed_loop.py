@@ -6,6 +6,8 @@ into the offset sent to ATAOS::
     step = gains * correction          (axes not solved by the pipeline are zero)
     step = clip(step, -max_step, +max_step)
     step = clip(total + step, -max_total, +max_total) - total
+    x, y, u, v of step = the same axes of gains * correction, times the smallest ratio the clips left
+    among them (decenter and tilt balance each other's coma: the lateral step keeps its direction)
 
 where ``total`` is the sum already sent in the current epoch (since the CSC was enabled; restarting the loop
 does not reset it), so the telescope never strays more than ``max_total`` from where the CSC found it (an axis
@@ -142,6 +144,10 @@ class CorrectionStep:
     message: str
 
 
+#: The axes that move the image sideways (x, y, u, v), as opposed to focus (z).
+_LATERAL = np.array([axis != "z" for axis in HexapodState.AXES])
+
+
 def plan_step(
     correction: HexapodState,
     *,
@@ -195,6 +201,13 @@ def plan_step(
     room_high = np.maximum(arrays["max_total"] - arrays["total"], 0.0)
     room_low = np.minimum(-arrays["max_total"] - arrays["total"], 0.0)
     step = np.clip(step, room_low, room_high)
+    # Decenter and tilt act together (a tilt's coma balances a decenter's): clipping one axis more than
+    # another would turn the lateral step off the line the correction is on, so x, y, u, v all shrink by
+    # the factor the most limited of them needs. Focus is independent and clipped alone.
+    moving = _LATERAL & (wanted != 0)
+    if moving.any():
+        scale = float(np.min(step[moving] / wanted[moving]))
+        step = np.where(_LATERAL, wanted * scale, step)
     clipped = ~np.isclose(step, wanted, rtol=0.0, atol=1e-12)
     axes = tuple(a for a, c in zip(HexapodState.AXES, clipped, strict=True) if c)
     message = ""
