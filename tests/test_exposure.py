@@ -14,6 +14,7 @@ from lsst.ts.auxtelwep.exposure import (
     boresight_wcs,
     disassemble,
     read_exposure,
+    wcs_from_header,
     write_exposure,
 )
 
@@ -93,3 +94,12 @@ def test_an_image_with_nothing_usable_is_named_by_detection() -> None:
     image = np.full((400, 400), np.nan, np.float32)
     with pytest.raises(DetectionError, match=r"every pixel of AT_O_20240624_000001 is masked"):
         prepare(image, None, binning=4, name="AT_O_20240624_000001")
+
+
+def test_wcs_keys_without_values_are_no_wcs() -> None:
+    # LATISS raws since 2023 (e.g. AT_O_20240624_000106): the header service writes the TAN keys empty;
+    # astropy then failed on None.strip() and every current raw was unreadable.
+    header = fits.Header({"OBSID": "AT_O_20240624_000106", "RA": 150.0})
+    for key in ("WCSAXES", "CTYPE1", "CTYPE2", "CUNIT1", "CRVAL1", "CRPIX1", "CD1_1", "EQUINOX"):
+        header[key] = None
+    assert wcs_from_header(header) is None

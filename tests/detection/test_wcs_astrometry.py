@@ -64,6 +64,11 @@ def test_initial_wcs_prefers_the_exposures_own_then_the_header() -> None:
     own = boresight_wcs(10.0, 20.0, 0.0, scale_arcsec_per_px=0.1)
     assert initial_wcs(_exposure(header, own), AuxTel()) == (own, "the exposure's WCS")
     assert initial_wcs(_exposure(fits.Header()), AuxTel()) == (None, "no WCS and no RA/DEC in the header")
+    # Raws of 2020-2022 carry CD1_1 = 0.105 (378"/px), which astropy reads as given: not LATISS's WCS.
+    wrong = boresight_wcs(10.0, 20.0, 0.0, scale_arcsec_per_px=378.0)
+    wcs, source = initial_wcs(_exposure(header, wrong), AuxTel())
+    assert source.startswith("the exposure's WCS ignored (scale 378\"/px") and "boresight" in source
+    assert wcs.wcs.crval[0] == pytest.approx(150.0)
 
 
 def test_transfer_wcs_applies_the_pointing_difference() -> None:

@@ -457,7 +457,8 @@ def wcs_from_header(header: fits.Header, *, where: str | None = None) -> WCS | N
     Parameters
     ----------
     header : `astropy.io.fits.Header`
-        A header; it describes a WCS when it has ``CTYPE1`` and ``CTYPE2`` of a celestial projection.
+        A header; it describes a WCS when ``CTYPE1`` and ``CTYPE2`` name a celestial projection (keys
+        without a value, as in LATISS raws since 2023, are no WCS).
     where : `str`, optional
         The file the header is of, for messages (default: its OBSID).
 
@@ -472,7 +473,8 @@ def wcs_from_header(header: fits.Header, *, where: str | None = None) -> WCS | N
         If the header's WCS keys do not make a WCS (unknown projection, singular matrix, a reference
         point off the sphere...).
     """
-    if "CTYPE1" not in header or "CTYPE2" not in header:
+    # Since 2023 the header service writes the WCS keys of LATISS raws without values: no WCS.
+    if not all(isinstance(header.get(key), str) and header[key].strip() for key in ("CTYPE1", "CTYPE2")):
         return None
     try:
         with guarded_warnings(ignore=(FITSFixedWarning,)):
@@ -480,8 +482,8 @@ def wcs_from_header(header: fits.Header, *, where: str | None = None) -> WCS | N
             # Checks the keys together now (wcslib raises on the first use otherwise, far from the file).
             wcs.wcs.set()
     # wcslib's errors (SingularMatrixError, InvalidTransformError...) derive from ValueError; a key of the
-    # wrong type gives TypeError or KeyError.
-    except (ValueError, KeyError, TypeError) as exc:
+    # wrong type gives TypeError, KeyError or, for a blank one, AttributeError: all mean the same here.
+    except Exception as exc:
         where = where or f"OBSID={header.get('OBSID')}"
         # wcslib's messages interleave "ERROR n in f() at line ... of file ..." with the reasons: keep those.
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

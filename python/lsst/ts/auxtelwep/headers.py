@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 HEADER_LIMITS: dict[str, tuple[float, float, str]] = {
     "RA": (0.0, 360.0, "deg"),
     "DEC": (-90.0, 90.0, "deg"),
-    "ROTPA": (-360.0, 360.0, "deg"),
+    # obs_lsst's corrections hold ROTPA down to -360.57 (LATISS-AT_O_20200217_000354): one turn and a bit.
+    "ROTPA": (-720.0, 720.0, "deg"),
     "CAMANGLE": (-360.0, 360.0, "deg"),
     # Hexapod focus offset: its travel is a few mm; 50 mm is beyond anything the hexapod can do.
     "FOCUSZ": (-50.0, 50.0, "mm"),
@@ -104,8 +105,11 @@ def _to_float(value: Any) -> float | None:
 def exposure_start(header: Mapping[str, Any], *, where: str) -> float | None:
     """Exposure start as unix seconds (UTC), from ``MJD-BEG``, ``DATE-BEG`` or ``DATE-OBS``.
 
-    In the scale of ``TIMESYS`` (TAI when absent, as LATISS writes them). An unknown ``TIMESYS`` leaves the
-    start unknown (a warning is logged): the times may be right in a scale this package cannot convert.
+    In the scale of ``TIMESYS`` (TAI when absent, as LATISS writes them); the first usable key wins. A key
+    that is no time, or not one between 1990 and 2100, is passed over with a warning: real raws of late 2019
+    have DATE-OBS and MJD-BEG of 1970 (obs_lsst falls back to other keys), and the start only serves the
+    guard against measuring images taken while M2 moved, which an unknown start leaves to the image's
+    arrival. An unknown ``TIMESYS`` leaves the start unknown too (warned).
 
     Parameters
     ----------
@@ -117,12 +121,7 @@ def exposure_start(header: Mapping[str, Any], *, where: str) -> float | None:
     Returns
     -------
     start : `float` or `None`
-        Unix seconds, or None when the header has no time or an unknown ``TIMESYS``.
-
-    Raises
-    ------
-    RawFormatError
-        If the first time key present is not a time, or not one between 1990 and 2100.
+        Unix seconds, or None when the header has no usable time or an unknown ``TIMESYS``.
     """
     scale = str(header.get("TIMESYS", "") or "TAI").strip().lower()
     for key, time_format in (("MJD-BEG", "mjd"), ("DATE-BEG", "isot"), ("DATE-OBS", "isot")):
@@ -140,13 +139,21 @@ def exposure_start(header: Mapping[str, Any], *, where: str) -> float | None:
                 start = float(Time(value, format=time_format, scale=scale).unix)
         # astropy and ERFA raise a variety (ValueError, ScaleValueError, ErfaError, OverflowError) for
         # values they cannot convert: all mean the same here.
-        except Exception as exc:
-            raise RawFormatError(
-                f"{where}: header {key}={value!r} is not a time ({time_format}, {scale.upper()})",
-                value=value,
-            ) from exc
+        except Exception:
+            log.warning(
+                "%s: header %s=%r is not a time (%s, %s); passed over",
+                where,
+                key,
+                value,
+                time_format,
+                scale.upper(),
+            )
+            continue
         if not (_TIME_RANGE_UNIX[0] <= start <= _TIME_RANGE_UNIX[1]):
-            raise RawFormatError(f"{where}: header {key}={value!r} is not a time between 1990 and 2100")
+            log.warning(
+                "%s: header %s=%r is not a time between 1990 and 2100; passed over", where, key, value
+            )
+            continue
         return start
     return None
 

@@ -145,6 +145,11 @@ def pointing_of(exposure: Exposure) -> Pointing | None:
     return None
 
 
+#: Largest relative difference between a header WCS's pixel scale and the optical plate scale for it to be
+#: taken as LATISS's.
+_WCS_SCALE_TOLERANCE = 0.05
+
+
 def initial_wcs(exposure: Exposure, telescope: AuxTel) -> tuple[WCS | None, str]:
     """The WCS to start from: the exposure's own, else one built from the header's boresight.
 
@@ -155,18 +160,19 @@ def initial_wcs(exposure: Exposure, telescope: AuxTel) -> tuple[WCS | None, str]
     source : `str`
         Where it came from, for the result's reason.
     """
+    scale = telescope.plate_scale_arcsec_per_px
+    ignored = ""
     if exposure.wcs is not None:
-        return exposure.wcs, "the exposure's WCS"
+        own = float(np.sqrt(abs(np.linalg.det(_cd_of(exposure.wcs))))) * 3600.0
+        if abs(own / scale - 1.0) < _WCS_SCALE_TOLERANCE:
+            return exposure.wcs, "the exposure's WCS"
+        # Raws of 2020-2022 carry CD1_1 = 0.105 (378"/px): not LATISS's WCS, whatever it was.
+        ignored = f"the exposure's WCS ignored (scale {own:.4g}\"/px, not {scale:.4g}); "
     pointing = pointing_of(exposure)
     if pointing is None:
-        return None, "no WCS and no RA/DEC in the header"
-    wcs = boresight_wcs(
-        pointing.ra_deg,
-        pointing.dec_deg,
-        pointing.rotpa_deg,
-        scale_arcsec_per_px=telescope.plate_scale_arcsec_per_px,
-    )
-    return wcs, "the boresight WCS (header RA, DEC, ROTPA)"
+        return None, ignored + "no WCS and no RA/DEC in the header"
+    wcs = boresight_wcs(pointing.ra_deg, pointing.dec_deg, pointing.rotpa_deg, scale_arcsec_per_px=scale)
+    return wcs, ignored + "the boresight WCS (header RA, DEC, ROTPA)"
 
 
 def transfer_wcs(wcs: WCS, source: Exposure, target: Exposure) -> tuple[WCS, str]:
