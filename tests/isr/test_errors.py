@@ -306,6 +306,11 @@ def test_dark_time_problems_are_named(caplog: pytest.LogCaptureFixture) -> None:
     assert "DARKTIME=-5.0 is not >= 0; scaling the dark by EXPTIME" in caplog.text  # not "no DARKTIME"
     with pytest.raises(RawFormatError, match="no DARKTIME and EXPTIME=-1 is not >= 0: no time to scale"):
         _darktime(raw(EXPTIME=-1))
+    # Real 2020 raws (AT_O_20200128_000335): DARKTIME 0 with EXPTIME 7.5 s scaled the dark by 0.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _darktime(raw(DARKTIME=0.0, EXPTIME=7.5)) == 7.5
+    assert "DARKTIME 0 s < EXPTIME 7.5 s; scaling the dark by EXPTIME" in caplog.text
 
 
 def test_an_amplifier_reading_one_value_is_masked_and_named(

@@ -336,6 +336,14 @@ def _reads_a_constant(data: NDArray) -> bool:
     return bool(np.all(sample == first) and np.all(data == first))
 
 
+def _seconds_or_none(value: object) -> float | None:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
 def _darktime(raw: RawImage) -> float:
     problems: list[str] = []
     for key in ("DARKTIME", "EXPTIME"):
@@ -352,6 +360,13 @@ def _darktime(raw: RawImage) -> float:
             continue
         if problems:
             _log.warning("%s: %s; scaling the dark by %s", raw.path, "; ".join(problems), key)
+        exptime = _seconds_or_none(raw.header.get("EXPTIME"))
+        if key == "DARKTIME" and exptime is not None and seconds < exptime:
+            # Some 2020 raws have DARKTIME 0 with EXPTIME 7.5 s: the sensor integrated at least EXPTIME.
+            _log.warning(
+                "%s: DARKTIME %g s < EXPTIME %g s; scaling the dark by EXPTIME", raw.path, seconds, exptime
+            )
+            return exptime
         return seconds
     raise RawFormatError(
         f"{raw.path}: header has {' and '.join(problems)}: no time to scale the dark by (doDark)",
