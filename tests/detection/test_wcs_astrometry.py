@@ -1,6 +1,7 @@
 """WCS helpers, the optical image shift, in-focus source detection and the triangle-matching WCS fit."""
 
 import dataclasses
+import math
 
 import detsynth as ds
 import numpy as np
@@ -64,6 +65,9 @@ def test_initial_wcs_prefers_the_exposures_own_then_the_header() -> None:
     own = boresight_wcs(10.0, 20.0, 0.0, scale_arcsec_per_px=0.1)
     assert initial_wcs(_exposure(header, own), AuxTel()) == (own, "the exposure's WCS")
     assert initial_wcs(_exposure(fits.Header()), AuxTel()) == (None, "no WCS and no RA/DEC in the header")
+    # Before 2020-01-28 RA and DEC were written in radians.
+    old = fits.Header({"RA": math.radians(150.0), "DEC": math.radians(-30.0), "DAYOBS": "20191113"})
+    assert initial_wcs(_exposure(old), AuxTel())[0].wcs.crval == pytest.approx([150.0, -30.0])
     # Raws of 2020-2022 carry CD1_1 = 0.105 (378"/px), which astropy reads as given: not LATISS's WCS.
     wrong = boresight_wcs(10.0, 20.0, 0.0, scale_arcsec_per_px=378.0)
     wcs, source = initial_wcs(_exposure(header, wrong), AuxTel())

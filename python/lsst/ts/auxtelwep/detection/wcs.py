@@ -19,7 +19,9 @@ import numpy as np
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
 
+from ..errors import RawFormatError
 from ..exposure import Exposure, boresight_wcs
+from ..headers import parse_header
 from ..instrument import BORESIGHT_PIXEL, PIXEL_SIZE_M, AuxTel, Role
 
 __all__ = [
@@ -131,14 +133,13 @@ class Pointing:
 
 def pointing_of(exposure: Exposure) -> Pointing | None:
     """The boresight pointing of an exposure: its RA/DEC/ROTPA keys, else its WCS, else `None`."""
-    header = exposure.header
     try:
-        ra, dec = float(header["RA"]), float(header["DEC"])
-        rotpa = float(header.get("ROTPA", 0.0))
-        if math.isfinite(ra) and math.isfinite(dec):
-            return Pointing(ra, dec, rotpa, "header")
-    except (KeyError, TypeError, ValueError):
-        pass
+        # Read as the intake reads it: RA/DEC in radians before 2020-01-28 come out in degrees.
+        values = parse_header(exposure.header, where=exposure.obsid)
+    except RawFormatError:  # an exposure built in memory with a bad key: its WCS may still say
+        values = None
+    if values is not None and values.ra_deg is not None and values.dec_deg is not None:
+        return Pointing(values.ra_deg, values.dec_deg, values.rotation_deg or 0.0, "header")
     if exposure.wcs is not None:
         ra, dec = exposure.wcs.all_pix2world([[BORESIGHT_PIXEL[0], BORESIGHT_PIXEL[1]]], 0)[0]
         return Pointing(float(ra), float(dec), wcs_rotation_deg(exposure.wcs), "wcs")
