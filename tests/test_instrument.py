@@ -146,8 +146,9 @@ def test_wrong_types_are_refused_at_the_call() -> None:
 
 
 def test_camera_angle_from_the_mount() -> None:
-    # FACTS.md section 2: bore_sight_angle = elevation + nasmyth2 + 90, and the camera angle is
+    # FACTS.md section 2: bore_sight_angle = elevation + nasmyth angle + 90, the nasmyth angle being
+    # -nasmyth2CalculatedAngle on port 2 (ATCS's parity_x = -1), and the camera angle is
     # bore_sight_angle - 90. NaN samples (an axis not in use) are left out; the angle wraps to [-180, 180).
-    assert camera_angle_from_mount([60.0, 60.2, np.nan], [-15.0, -15.2]) == pytest.approx(45.0)
-    assert camera_angle_from_mount([80.0], [150.0]) == pytest.approx(-130.0)
+    assert camera_angle_from_mount([60.0, 60.2, np.nan], [15.0, 15.2]) == pytest.approx(45.0)
+    assert camera_angle_from_mount([80.0], [-150.0]) == pytest.approx(-130.0)
     assert camera_angle_from_mount([np.nan] * 3, [10.0]) is None

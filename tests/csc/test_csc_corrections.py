@@ -12,6 +12,7 @@ from unittest import mock
 import numpy as np
 from csc_fakes import FAKE_SIGMA, RESULT_TIMEOUT, CscTestCase, Observatory, write_raw
 
+from lsst.ts.auxtelwep import csc as csc_module
 from lsst.ts.auxtelwep.csc_corrections import as_sent
 from lsst.ts.auxtelwep.instrument import HexapodState
 from lsst.ts.auxtelwep.journal import CorrectionState, Journal
@@ -278,6 +279,27 @@ class CorrectionTestCase(CscTestCase):
             self.assertIn("failed unexpectedly", message.message)
             self.assertIn("disk I/O error", message.traceback)
             self.assertEqual(len(self.obs.offsets), 1)
+
+    async def test_a_failure_reporting_an_applied_offset_does_not_strand_the_loop(self) -> None:
+        # The offset was applied and journaled, then its hexapodCorrection failed: the loop stayed in
+        # APPLYING_CORRECTION, applied nothing more and refused startClosedLoop.
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            publish = csc_module.publish_correction
+
+            def broken(*args: Any, applied: bool, **kwargs: Any) -> None:
+                if applied:
+                    raise RuntimeError("event write failed (simulated)")
+                publish(*args, applied=applied, **kwargs)
+
+            with mock.patch.object(csc_module, "publish_correction", broken):
+                await self.run_wep()
+                states: list[int] = []
+                while states[-2:] != [5, 2]:  # APPLYING_CORRECTION, then WAITING_IMAGE again
+                    data = await self.remote.evt_closedLoopState.next(flush=False, timeout=RESULT_TIMEOUT)
+                    states.append(data.state)
+            self.assertEqual(len(self.obs.offsets), 1)
+            self.assertEqual(self.journal().last_correction().state, CorrectionState.APPLIED)
 
     async def test_an_offset_never_written_for_want_of_ataos_is_failed_not_uncertain(self) -> None:
         await self.obs.ataos.close()

@@ -96,25 +96,46 @@ class TripletTestCase(CscTestCase):
     async def test_the_camera_angle_comes_from_the_mount_at_readout(self) -> None:
         # Real raws carry no camera angle: without the mount's, x, y went out rotated by it (taken as 0).
         async with self.make_csc(initial_state=State.ENABLED):
-            self.obs.mount_at(elevation_deg=60.0, nasmyth2_deg=-15.0)
+            self.obs.mount_at(elevation_deg=60.0, nasmyth2_deg=15.0)  # port 2's parity: 60 - 15
             await asyncio.sleep(0.5)  # the telemetry reaches the CSC before the readout
-            for seq, reason in enumerate(TRIPLET, 1):
-                self.obs.take(self.data_root, seq, reason)
+            names = [self.obs.take(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 1)]
             await self.remote.evt_wavefrontError.next(flush=False, timeout=RESULT_TIMEOUT)
             (done,) = self.journal().triplets(TripletState.DONE)
             self.assertEqual([i.camera_angle_deg for i in done.triplet.images], [45.0, 45.0, 45.0])
             hexapod = await self.remote.evt_hexapodCorrection.next(flush=False, timeout=RESULT_TIMEOUT)
             self.assertEqual(hexapod.cameraAngle, 45.0)  # the fake processor echoes the angle it was given
-            # Without mount telemetry (none in the last 5 s) and without CAMANGLE: unknown, said once.
+            # runWEP on the same images, whose raws do not carry it, uses the angle journaled at readout.
+            await self.remote.cmd_runWEP.set_start(
+                intraObsid=names[0], extraObsid=names[1], inFocusObsid=names[2], timeout=RESULT_TIMEOUT
+            )
+            hexapod = await self.remote.evt_hexapodCorrection.next(flush=False, timeout=RESULT_TIMEOUT)
+            self.assertEqual(hexapod.cameraAngle, 45.0)
+            # Without mount telemetry (none in the last 5 s) and without CAMANGLE: unknown, said to the
+            # operators (the CSC's log: logMessage) when it becomes unknown.
             with mock.patch("lsst.ts.auxtelwep.csc.MOUNT_TELEMETRY_MAX_AGE_S", 0.0):
-                with self.assertLogs("lsst.ts.auxtelwep.csc_intake", "WARNING") as logs:
-                    later = [self.obs.take(self.data_root, seq, r) for seq, r in enumerate(TRIPLET, 4)]
-                    await self.next_matching(
-                        self.remote.evt_wavefrontError, lambda d: d.intraObsid == later[0]
-                    )
-            self.assertIn("camera angle unknown", "\n".join(logs.output))
+                later = [self.obs.take(self.data_root, seq, r) for seq, r in enumerate(TRIPLET, 4)]
+                message = await self.next_matching(
+                    self.remote.evt_logMessage, lambda d: "camera angle unknown" in d.message
+                )
+                self.assertIn(later[0], message.message)
+                await self.next_matching(self.remote.evt_wavefrontError, lambda d: d.intraObsid == later[0])
             record = self.journal().triplet("+".join(later))
             self.assertEqual([i.camera_angle_deg for i in record.triplet.images], [None, None, None])
+
+    async def test_images_read_out_while_disabled_do_not_take_the_mount_angle_at_enable(self) -> None:
+        # Queued while DISABLED, they were given the angle of the mount when the CSC was enabled (120 deg
+        # instead of 45 at their readout).
+        with mock.patch("lsst.ts.auxtelwep.csc.MOUNT_TELEMETRY_MAX_AGE_S", 1.0):
+            async with self.make_csc(initial_state=State.DISABLED):
+                self.obs.mount_at(elevation_deg=60.0, nasmyth2_deg=15.0)
+                names = [self.obs.take(self.data_root, seq, r) for seq, r in enumerate(TRIPLET, 1)]
+                await asyncio.sleep(1.5)
+                self.obs.mount_at(elevation_deg=60.0, nasmyth2_deg=-60.0)
+                await asyncio.sleep(0.3)
+                await self.remote.cmd_enable.start(timeout=30)
+                await self.next_matching(self.remote.evt_wavefrontError, lambda d: d.intraObsid == names[0])
+                record = self.journal().triplet("+".join(names))
+                self.assertEqual([i.camera_angle_deg for i in record.triplet.images], [None, None, None])
 
     async def test_a_triplet_announced_while_the_csc_was_down_is_processed(self) -> None:
         # The camera's events come to the CSC as late-joiner history (it keeps up to 50 per topic).

@@ -70,8 +70,6 @@ def _assert_rejected(sink: Any, journal: Any, name: str, words: str) -> None:
         ({"SEQNUM": "inf"}, "SEQNUM='inf'"),
         ({"SEQNUM": "-inf"}, "SEQNUM='-inf'"),
         ({"SEQNUM": 1e300}, "SEQNUM=1e+300"),
-        ({"MJD-BEG": 1e30}, "MJD-BEG=1e+30"),
-        ({"DATE-OBS": "99999-01-01T00:00:00"}, "DATE-OBS='99999-01-01T00:00:00'"),
         ({"DEC": 95.0}, "DEC=95.0"),
         ({"DAYOBS": "garbage"}, "DAYOBS='garbage'"),
     ],

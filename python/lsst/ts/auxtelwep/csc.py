@@ -25,6 +25,7 @@ and a correction that was in flight becomes UNCERTAIN and is reported, never re-
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import math
 import os
@@ -134,7 +135,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.atcamera = Remote(self.domain, "ATCamera", include=["endReadout"], **camera_events)
         self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], **camera_events)
         self.ataos = Remote(self.domain, "ATAOS", include=[])
-        # The camera angle of each image (elevation + Nasmyth-2): real raws do not carry it.
+        # The camera angle of each image (elevation - Nasmyth-2): real raws do not carry it.
         self.atmcs = Remote(self.domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
         self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
 
@@ -165,6 +166,7 @@ class AuxTelWepCsc(ConfigurableCsc):
             oods_timeout_s=config.oods_timeout_s,
             sink=self,
             camera_angle=self._mount_camera_angle,
+            log=self.log,
         )
         # The real pipeline's workers load its calibrations and start its estimation processes up front.
         warm = self._base_options(config) if self.processor is run_pipeline else None
@@ -179,11 +181,15 @@ class AuxTelWepCsc(ConfigurableCsc):
             self._warm_options = warm
         self.log.info(f"configured: data_root={config.data_root!r}, journal={journal.path}")
 
-    def _mount_camera_angle(self) -> float | None:
-        """The camera angle now from ATMCS telemetry (`instrument.camera_angle_from_mount`), None if stale."""
+    def _mount_camera_angle(self, event_tai: float | None) -> float | None:
+        """The camera angle at ``event_tai`` (TAI unix s) from ATMCS telemetry, None unless the last samples
+        and the event are both within `MOUNT_TELEMETRY_MAX_AGE_S` of now (an event queued while DISABLED is
+        read at enable, when the mount may have turned)."""
         samples = (self.atmcs.tel_mount_AzEl_Encoders.get(), self.atmcs.tel_mount_Nasmyth_Encoders.get())
         oldest = current_tai() - MOUNT_TELEMETRY_MAX_AGE_S
-        if any(data is None or data.private_rcvStamp < oldest for data in samples):
+        if (event_tai is not None and event_tai < oldest) or any(
+            data is None or data.private_rcvStamp < oldest for data in samples
+        ):
             return None
         azel, nasmyth = samples
         return camera_angle_from_mount(azel.elevationCalculatedAngle, nasmyth.nasmyth2CalculatedAngle)
@@ -218,12 +224,14 @@ class AuxTelWepCsc(ConfigurableCsc):
             additional_keys=d.additionalKeys,
             additional_values=d.additionalValues,
             historical=d.private_sndStamp < self._start_tai,
+            event_tai=d.private_sndStamp,
         )
         self.atoods.evt_imageInOODS.callback = lambda d: intake.on_image_in_oods(
             d.obsid,
             status_code=d.statusCode,
             description=d.description,
             historical=d.private_sndStamp < self._start_tai,
+            event_tai=d.private_sndStamp,
         )
 
     async def _stop_work(self) -> None:
@@ -492,12 +500,15 @@ class AuxTelWepCsc(ConfigurableCsc):
             # the loop must not stay APPLYING_CORRECTION, where nothing would ever be applied again.
             self._move_loop(ClosedLoopState.ERROR, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
             raise
-        record = self._journal.triplet(key)
-        group = record.group_id if record is not None else ""
-        summary = WepSummary.from_dict(record.result) if record is not None else None
-        publish_correction(self, group, offset, summary, applied=True)
-        self.log.info(f"applied the correction of group {group}: {offset}")
-        self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
+        try:
+            record = self._journal.triplet(key)
+            group = record.group_id if record is not None else ""
+            summary = WepSummary.from_dict(record.result) if record is not None else None
+            publish_correction(self, group, offset, summary, applied=True)
+            self.log.info(f"applied the correction of group {group}: {offset}")
+        finally:
+            # Applied (journaled so) whatever befalls its report: the loop goes on to the next image.
+            self._move_loop(ClosedLoopState.WAITING_IMAGE, only_from=(ClosedLoopState.APPLYING_CORRECTION,))
 
     # --- commands --------------------------------------------------------------------------------------
 
@@ -546,6 +557,10 @@ class AuxTelWepCsc(ConfigurableCsc):
             raise ExpectedError(str(exc)) from exc
         if info.obsid != obsid:  # as the live intake refuses it: the result would carry the wrong name
             raise ExpectedError(f"{path} has OBSID={info.obsid!r}, expected {obsid!r}")
+        record = self._journal.image(obsid)
+        if record is not None and record.info is not None and record.info.camera_angle_deg is not None:
+            # The mount's angle at its readout, which its raw does not carry.
+            info = dataclasses.replace(info, camera_angle_deg=record.info.camera_angle_deg)
         return info
 
     async def do_startClosedLoop(self, data: Any) -> None:

@@ -92,8 +92,11 @@ class ImageIntake:
     clock : callable, optional
         Monotonic clock, seconds (tests pass a fake).
     camera_angle : callable, optional
-        The camera angle now, from the mount (`instrument.camera_angle_from_mount`), or None when unknown;
-        read when an image's readout ends and kept as its ``camera_angle_deg`` (over the header's).
+        The camera angle at an event's time (TAI unix seconds; None: now), from the mount
+        (`instrument.camera_angle_from_mount`), or None when unknown; read when an image's readout ends and
+        kept as its ``camera_angle_deg`` (over the header's).
+    log : `logging.Logger`, optional
+        Where the intake's warnings go (the CSC's, so that they reach ``logMessage``).
     """
 
     def __init__(
@@ -105,7 +108,8 @@ class ImageIntake:
         oods_timeout_s: float,
         sink: IntakeSink,
         clock: Callable[[], float] = time.monotonic,
-        camera_angle: Callable[[], float | None] = lambda: None,
+        camera_angle: Callable[[float | None], float | None] = lambda event_tai: None,
+        log: logging.Logger = log,
     ) -> None:
         self.locator = locator
         self.journal = journal
@@ -114,9 +118,10 @@ class ImageIntake:
         self.sink = sink
         self.clock = clock
         self.camera_angle = camera_angle
+        self.log = log
         # The mount's camera angle when each image was read out (live events only: a replayed one is old).
         self._angles: dict[str, float | None] = {}
-        self._warned_no_angle = False
+        self._angle_known: bool | None = None  # of the last image ingested (None: none yet)
         self.sequencer = Sequencer(limits=limits)
         self._deadlines: dict[str, float] = {}
         # Images ATOODS reported whose raw was not visible yet, with the time to give up on them.
@@ -147,18 +152,24 @@ class ImageIntake:
     # --- events ----------------------------------------------------------------------------------------
 
     def on_end_readout(
-        self, image_name: str, *, additional_keys: str, additional_values: str, historical: bool
+        self,
+        image_name: str,
+        *,
+        additional_keys: str,
+        additional_values: str,
+        historical: bool,
+        event_tai: float | None = None,
     ) -> None:
         """Handle ATCamera ``endReadout`` (one for an image already journaled is ignored: ATOODS may
         have been heard first)."""
         record = self.journal.image(image_name)
         if record is not None and record.status is not ImageStatus.NAMED:
-            log.debug("endReadout for %s, already journaled", image_name)
+            self.log.debug("endReadout for %s, already journaled", image_name)
             return
         try:
             extra = parse_additional(additional_keys, additional_values)
         except InputError as exc:
-            log.warning("endReadout %s: %s; using no additional keys", image_name, exc)
+            self.log.warning("endReadout %s: %s; using no additional keys", image_name, exc)
             extra = {}
         group_id = extra.get("groupid", "")
         image_type = extra.get("imagetype", "").upper()
@@ -173,9 +184,17 @@ class ImageIntake:
         self._record(image_name, ImageStatus.ANNOUNCED, group_id=group_id)
         self._deadlines[image_name] = self.clock() + self.oods_timeout_s
         if not historical:
-            self._angles[image_name] = self.camera_angle()
+            self._angles[image_name] = self.camera_angle(event_tai)
 
-    def on_image_in_oods(self, obsid: str, *, status_code: int, description: str, historical: bool) -> None:
+    def on_image_in_oods(
+        self,
+        obsid: str,
+        *,
+        status_code: int,
+        description: str,
+        historical: bool,
+        event_tai: float | None = None,
+    ) -> None:
         """Handle ATOODS ``imageInOODS``."""
         record = self.journal.image(obsid)
         if record is not None and record.status is ImageStatus.IGNORED:
@@ -189,7 +208,7 @@ class ImageIntake:
         if record is None or record.status is ImageStatus.NAMED:
             self._record(obsid, ImageStatus.ANNOUNCED)
         if not historical and obsid not in self._angles:  # no endReadout heard: the nearest time there is
-            self._angles[obsid] = self.camera_angle()
+            self._angles[obsid] = self.camera_angle(event_tai)
         if status_code != 0:
             self._lose(
                 obsid,
@@ -215,7 +234,7 @@ class ImageIntake:
                 self.sink.data_root_lost(str(exc))
                 return
             if obsid not in self._awaiting_raw:
-                log.info("%s: no raw yet; looking again for %g s", obsid, self.oods_timeout_s)
+                self.log.info("%s: no raw yet; looking again for %g s", obsid, self.oods_timeout_s)
                 self._awaiting_raw[obsid] = self.clock() + self.oods_timeout_s
                 return
             del self._awaiting_raw[obsid]
@@ -231,7 +250,7 @@ class ImageIntake:
             self._reject(obsid, "", f"unreadable raw: {exc}")
             return
         except Exception as exc:  # last resort: an image the intake cannot read is reported, never lost
-            log.exception("unexpected error reading the header of %s", path)
+            self.log.exception("unexpected error reading the header of %s", path)
             self._reject(obsid, "", f"unreadable raw: {path}: unexpected {type(exc).__name__}: {exc}")
             return
         if info.obsid != obsid:
@@ -243,14 +262,26 @@ class ImageIntake:
         """``info`` with the mount's camera angle at its readout, which real raws do not carry."""
         angle = self._angles.pop(info.obsid, None)
         if angle is not None:
-            return dataclasses.replace(info, camera_angle_deg=angle)
-        if info.camera_angle_deg is None and not self._warned_no_angle:
-            self._warned_no_angle = True
-            log.warning(
-                "%s: camera angle unknown (no ATMCS mount telemetry at its readout, no CAMANGLE in its "
-                "header): its triplet solves focus only, as will others without it (said once)",
-                info.obsid,
-            )
+            if (
+                info.camera_angle_deg is not None
+                and abs((angle - info.camera_angle_deg + 180) % 360 - 180) > 1
+            ):
+                self.log.warning(
+                    f"{info.obsid}: the mount's camera angle {angle:.2f} deg disagrees with header "
+                    f"CAMANGLE={info.camera_angle_deg:.2f}; the mount's is used"
+                )
+            info = dataclasses.replace(info, camera_angle_deg=angle)
+        known = info.camera_angle_deg is not None
+        if known != self._angle_known:  # said when it changes, not for every image
+            if not known:
+                self.log.warning(
+                    f"{info.obsid}: camera angle unknown (no fresh ATMCS mount telemetry at its readout, no "
+                    "CAMANGLE in its header): its triplet, and those after it until the angle is known "
+                    "again, solve focus only"
+                )
+            elif self._angle_known is False:
+                self.log.info(f"{info.obsid}: camera angle known again ({info.camera_angle_deg:.2f} deg)")
+            self._angle_known = known
         return info
 
     def housekeeping(self) -> None:
@@ -259,7 +290,7 @@ class ImageIntake:
         for expired in self.sequencer.expire(now_s=now):
             for obsid in expired.obsids:
                 self.journal.update_image(obsid, status=ImageStatus.EXPIRED, reason=expired.message)
-            log.warning(expired.message)
+            self.log.warning(expired.message)
             self.sink.cadence_warning(
                 kind_name(WarningKind.MISSING_PARTNER),
                 group_id=expired.group_id,
@@ -286,7 +317,7 @@ class ImageIntake:
                 self._reject(obsid, record.group_id, str(exc))
                 continue
             if found:
-                log.warning(
+                self.log.warning(
                     "%s: no imageInOODS within %g s, but the raw is there: using it",
                     obsid,
                     self.oods_timeout_s,
@@ -308,20 +339,20 @@ class ImageIntake:
             self.journal.update_image(obsid, status=status, group_id=group_id, reason=reason)
 
     def _duplicate(self, obsid: str, group_id: str, message: str) -> None:
-        log.warning(message)
+        self.log.warning(message)
         self.sink.cadence_warning(
             kind_name(RejectionKind.DUPLICATE), group_id=group_id, obsid=obsid, message=message
         )
 
     def _reject(self, obsid: str, group_id: str, reason: str) -> None:
-        log.warning("rejected %s: %s", obsid, reason)
+        self.log.warning("rejected %s: %s", obsid, reason)
         self._angles.pop(obsid, None)
         self.journal.update_image(obsid, status=ImageStatus.REJECTED, reason=reason)
         self.sink.image_received(obsid, group_id=group_id, role=None, status="rejected", reason=reason)
 
     def _lose(self, obsid: str, group_id: str, reason: str) -> None:
         """Report an image not (yet) to be had; unlike a rejection, a later imageInOODS may bring it."""
-        log.warning("lost %s: %s", obsid, reason)
+        self.log.warning("lost %s: %s", obsid, reason)
         self.journal.update_image(obsid, status=ImageStatus.LOST, reason=reason)
         self.sink.image_received(obsid, group_id=group_id, role=None, status="rejected", reason=reason)
 
@@ -337,7 +368,7 @@ class ImageIntake:
                     obsid=obsid,
                     message=rejection.message,
                 )
-            log.warning("rejected %s: %s", obsid, rejection.message)
+            self.log.warning("rejected %s: %s", obsid, rejection.message)
             self.sink.image_received(
                 obsid, group_id=rejection.group_id, role=None, status="rejected", reason=rejection.message
             )
@@ -359,7 +390,7 @@ class ImageIntake:
             )
             self.sink.image_queued(info, role, outcome.group_id)
         for warning in outcome.warnings:
-            log.warning(warning.message)
+            self.log.warning(warning.message)
             self.sink.cadence_warning(
                 kind_name(warning.kind),
                 group_id=warning.group_id,
@@ -372,5 +403,5 @@ class ImageIntake:
         for refused in outcome.triplet_rejections:
             self.journal.add_triplet(refused.triplet, source="events")
             self.journal.set_triplet_state(refused.triplet.key, TripletState.REJECTED, reason=refused.message)
-            log.warning(refused.message)
+            self.log.warning(refused.message)
             self.sink.triplet_rejected(refused.triplet, refused.message)

@@ -94,7 +94,7 @@ class DemoOptions:
         Time allowed for AuxTelWEP's result of one triplet, s.
     camera_angle_deg : `float`
         Camera rotation relative to the hexapod (instrument.py convention): the simulated mount publishes it
-        as elevation + Nasmyth-2, and the raws are rendered with it.
+        as elevation - Nasmyth-2, and the raws are rendered with it.
     """
 
     n_triplets: int = 4

@@ -664,7 +664,7 @@ def write_exposure(exposure: Exposure, path: str | Path) -> None:
 def camera_angle_from_header(header: fits.Header) -> float | None:
     """Camera angle relative to the hexapod frame, degrees, from header ``CAMANGLE``.
 
-    Real LATISS raws do not carry it (the simulator writes it): the angle is the mount's elevation plus its
+    Real LATISS raws do not carry it (the simulator writes it): the angle is the mount's elevation minus its
     Nasmyth-2 rotator angle (FACTS.md section 2), which the CSC records from ATMCS for each image.
 
     Parameters

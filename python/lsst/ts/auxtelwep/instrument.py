@@ -10,7 +10,7 @@ Conventions, stated once for the whole package
 - The camera (LATISS, on the Nasmyth rotator) is turned by ``camera_angle_deg`` relative to the hexapod
   frame: a hexapod vector (x, y) or (u, v) appears in batoid's (detector) frame rotated counter-clockwise
   by that angle. The simulator and the correction both use `rotate_xy`, so the convention is one function.
-  On the sky it is the mount's elevation plus its Nasmyth-2 rotator angle (`camera_angle_from_mount`).
+  On the sky it is the mount's elevation minus its Nasmyth-2 rotator angle (`camera_angle_from_mount`).
 - Intra-focal images are taken with M2 at hexapod z = +0.8 mm, extra-focal ones at z = -(0.8 + 0.0011) mm
   so that both donuts have the same size (FACTS.md section 1).
 - Pixels: the assembled LATISS frame, numpy order ``image[row, col]``, 0-based. Column = batoid detector x,
@@ -147,9 +147,11 @@ def camera_angle_from_mount(elevation_deg: ArrayLike, nasmyth2_deg: ArrayLike) -
     """The camera angle (module conventions) from the mount's axes, degrees.
 
     The ops script turns its Zernike vector by ``90 - bore_sight_angle`` with ``bore_sight_angle =
-    elevation + nasmyth2 + 90`` (FACTS.md section 2); that angle is the negative of ``camera_angle_deg``,
-    which is thus ``elevation + nasmyth2``. LATISS sits on Nasmyth port 2; ATMCS publishes both axes at
-    100 Hz, 100 samples per telemetry message.
+    elevation + nasmyth angle + 90`` (FACTS.md section 2); that angle is the negative of
+    ``camera_angle_deg``, which is thus ``elevation + nasmyth angle``. LATISS sits on Nasmyth port 2, whose
+    parity is -1: ts_observatory_control's ``ATCS.get_bore_sight_angle`` takes the nasmyth angle as
+    ``-nasmyth2CalculatedAngle`` (so do ts_externalscripts' tests, "instrument on nasmyth2, so parity_x =
+    -1"). ATMCS publishes both axes at 100 Hz, 100 samples per telemetry message.
 
     Parameters
     ----------
@@ -159,14 +161,14 @@ def camera_angle_from_mount(elevation_deg: ArrayLike, nasmyth2_deg: ArrayLike) -
     Returns
     -------
     angle : `float` or `None`
-        Mean elevation + mean Nasmyth-2 angle, wrapped to [-180, 180); None without a finite sample of each.
+        Mean elevation - mean Nasmyth-2 angle, wrapped to [-180, 180); None without a finite sample of each.
     """
     elevation = np.asarray(elevation_deg, dtype=float).ravel()
     nasmyth = np.asarray(nasmyth2_deg, dtype=float).ravel()
     elevation, nasmyth = elevation[np.isfinite(elevation)], nasmyth[np.isfinite(nasmyth)]
     if elevation.size == 0 or nasmyth.size == 0:
         return None
-    return float((elevation.mean() + nasmyth.mean() + 180.0) % 360.0 - 180.0)
+    return float((elevation.mean() - nasmyth.mean() + 180.0) % 360.0 - 180.0)
 
 
 def _finite_float(name: str, value: object, unit: str) -> float:

@@ -119,7 +119,7 @@ class ImageInfo:
         header has none or it cannot be read (a warning is logged).
     camera_angle_deg : `float` or None
         Camera rotation relative to the hexapod frame during the exposure, degrees (instrument.py
-        conventions): the mount's (ATMCS elevation + Nasmyth-2, recorded by the CSC at the end of the
+        conventions): the mount's (ATMCS elevation - Nasmyth-2, recorded by the CSC at the end of the
         readout) or, without it, header ``CAMANGLE`` (the simulator's key; real raws have none).
     """
 

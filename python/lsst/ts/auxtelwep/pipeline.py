@@ -100,7 +100,7 @@ class Triplet:
         GROUPID of the triplet (informational).
     camera_angle_deg : `float` or `None`
         Camera rotation relative to the hexapod frame during the exposures, degrees (instrument.py
-        convention): the mount's elevation + Nasmyth-2 angle, recorded by the CSC, or given by the user.
+        convention): the mount's elevation - Nasmyth-2 angle, recorded by the CSC, or given by the user.
         None: the intra image's header ``CAMANGLE``; without it only focus is solved.
     """
 
@@ -542,7 +542,7 @@ def process(
         notes.append(
             f"camera angle unknown ({intra.obsid} has no CAMANGLE and none was given): only focus (z) is "
             "solved; x, y, u, v need the camera's rotation relative to the hexapod (the mount's elevation "
-            "+ Nasmyth-2 angle: the CSC records it from ATMCS; offline, --camera-angle)"
+            "- Nasmyth-2 angle: the CSC records it from ATMCS; offline, --camera-angle)"
         )
     with _timed(timings, "correction"):
         correction = correct_from_estimate(estimate, catalog, telescope=telescope, config=correction_config)

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         metavar="DEG",
-        help="camera rotation vs the hexapod: the simulated mount's elevation + Nasmyth-2 (%(default)s)",
+        help="camera rotation vs the hexapod: the simulated mount's elevation - Nasmyth-2 (%(default)s)",
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the raws in <out>/data")
     parser.add_argument("--no-stamps", action="store_true", help="skip the stamp figures")

@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         "--camera-angle",
         type=float,
         metavar="DEG",
-        help="camera rotation vs the hexapod frame during the exposures, deg: the mount's elevation + "
+        help="camera rotation vs the hexapod frame during the exposures, deg: the mount's elevation - "
         "Nasmyth-2 angle (default: header CAMANGLE; without either only focus is solved)",
     )
     add_pipeline_options(parser)

@@ -502,7 +502,7 @@ def _refuse_w(w: float, what: str) -> None:
 class SimulatedATMCS(_SimulatedCsc):
     """ATMCS: the mount's elevation and Nasmyth-2 angle at 1 Hz, 100 samples per message as the real one.
 
-    The camera angle AuxTelWEP reads from them (elevation + Nasmyth-2) is the scene's
+    The camera angle AuxTelWEP reads from them (elevation - Nasmyth-2, port 2's parity) is the scene's
     ``pointing.camera_angle_deg``, the angle the simulated raws are rendered with.
 
     Parameters
@@ -530,7 +530,7 @@ class SimulatedATMCS(_SimulatedCsc):
 
     async def _publish(self) -> None:
         elevation = self.pointing.elevation_deg
-        nasmyth2 = self.pointing.camera_angle_deg - elevation
+        nasmyth2 = elevation - self.pointing.camera_angle_deg
         while True:
             stamp = time.time()
             self.tel_mount_AzEl_Encoders.set_write(
