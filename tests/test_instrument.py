@@ -152,3 +152,5 @@ def test_camera_angle_from_the_mount() -> None:
     assert camera_angle_from_mount([60.0, 60.2, np.nan], [15.0, 15.2]) == pytest.approx(45.0)
     assert camera_angle_from_mount([80.0], [-150.0]) == pytest.approx(-130.0)
     assert camera_angle_from_mount([np.nan] * 3, [10.0]) is None
+    # A slew within the message (elevation 40 -> 80 in a second): no angle, not the average.
+    assert camera_angle_from_mount(np.linspace(40.0, 80.0, 100), [10.0] * 100) is None

@@ -26,7 +26,7 @@ from lsst.ts.auxtelwep.closed_loop import (
 from lsst.ts.auxtelwep.config import ApplyConfig
 from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError, as_sent
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
-from lsst.ts.auxtelwep.csc_worker import WepSummary
+from lsst.ts.auxtelwep.csc_worker import WepSummary, pair_camera_angle
 from lsst.ts.auxtelwep.errors import ConfigurationError, InputError, RawFormatError
 from lsst.ts.auxtelwep.instrument import HexapodState, Role
 from lsst.ts.auxtelwep.intake import (
@@ -622,3 +622,10 @@ def test_a_gain_outside_0_1_is_refused(gain: float) -> None:
         ApplyConfig.model_validate({"gains": {"x": gain, "y": 1.0, "z": 1.0, "u": 1.0, "v": 1.0}})
     assert ApplyConfig.model_validate({"gains": {"x": 0.0, "y": 0.0, "z": 0.9, "u": 0, "v": 0}})
     assert ApplyConfig.model_validate({"gains": {"x": 0.5, "y": 0.5, "z": 0.9, "u": 1, "v": 1}})
+
+
+def test_a_pair_takes_the_mean_camera_angle_of_its_images() -> None:
+    # Only the intra image's angle was used: the rotator tracks between the two exposures.
+    assert pair_camera_angle(45.0, 46.0) == pytest.approx(45.5)
+    assert pair_camera_angle(179.0, -179.0) == pytest.approx(-180.0)  # across the wrap, not 0
+    assert pair_camera_angle(None, 30.0) == 30.0 and pair_camera_angle(None, None) is None

@@ -165,6 +165,23 @@ def summarize(result: WavefrontResult) -> WepSummary:
     )
 
 
+def pair_camera_angle(intra_deg: float | None, extra_deg: float | None) -> float | None:
+    """The camera angle of a defocal pair: the mean of the two images' (the rotator tracks between them), or
+    the one known (None when neither is).
+
+    Parameters
+    ----------
+    intra_deg, extra_deg : `float` or `None`
+        The images' camera angles, degrees.
+    """
+    known = [a for a in (intra_deg, extra_deg) if a is not None]
+    if not known:
+        return None
+    # Through the difference: 179 and -179 deg average to 180, not 0.
+    mean = known[0] + ((known[-1] - known[0] + 180.0) % 360.0 - 180.0) / 2.0
+    return (mean + 180.0) % 360.0 - 180.0
+
+
 def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
     """The default processor: `lsst.ts.auxtelwep.pipeline.process` on the triplet's raw files.
 
@@ -183,7 +200,7 @@ def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
         extra=Path(triplet.extra.path),
         infocus=None if triplet.infocus is None else Path(triplet.infocus.path),
         group_id=triplet.group_id,
-        camera_angle_deg=triplet.intra.camera_angle_deg,
+        camera_angle_deg=pair_camera_angle(triplet.intra.camera_angle_deg, triplet.extra.camera_angle_deg),
     )
     return summarize(pipeline.process(files, config=config))
 

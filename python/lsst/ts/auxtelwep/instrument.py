@@ -47,6 +47,7 @@ __all__ = [
     "HEXAPOD_TO_BATOID_ANGLE_DEG",
     "INTRA_FOCUS_Z_MM",
     "MAX_NOLL",
+    "MOUNT_STEADY_DEG",
     "OBSCURATION",
     "PIXEL_SIZE_M",
     "PUBLISHED_SENSITIVITY_MM_PER_NM",
@@ -143,6 +144,10 @@ def rotate_xy(
     return c * x - s * y, s * x + c * y
 
 
+#: Largest motion of a mount axis over one telemetry message (1 s) that is still tracking, degrees.
+MOUNT_STEADY_DEG = 0.5
+
+
 def camera_angle_from_mount(elevation_deg: ArrayLike, nasmyth2_deg: ArrayLike) -> float | None:
     """The camera angle (module conventions) from the mount's axes, degrees.
 
@@ -161,12 +166,16 @@ def camera_angle_from_mount(elevation_deg: ArrayLike, nasmyth2_deg: ArrayLike) -
     Returns
     -------
     angle : `float` or `None`
-        Mean elevation - mean Nasmyth-2 angle, wrapped to [-180, 180); None without a finite sample of each.
+        Mean elevation - mean Nasmyth-2 angle, wrapped to [-180, 180); None without a finite sample of each,
+        or when either axis moved by more than `MOUNT_STEADY_DEG` over the samples (a slew, not tracking:
+        the angle during the exposure is not known from them).
     """
     elevation = np.asarray(elevation_deg, dtype=float).ravel()
     nasmyth = np.asarray(nasmyth2_deg, dtype=float).ravel()
     elevation, nasmyth = elevation[np.isfinite(elevation)], nasmyth[np.isfinite(nasmyth)]
     if elevation.size == 0 or nasmyth.size == 0:
+        return None
+    if max(np.ptp(elevation), np.ptp(nasmyth)) > MOUNT_STEADY_DEG:
         return None
     return float((elevation.mean() - nasmyth.mean() + 180.0) % 360.0 - 180.0)
 
