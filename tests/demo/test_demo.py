@@ -81,13 +81,15 @@ class DemoPipelineTestCase(IsolatedTestCase):
             # x, y, z picked so the ops rule needs 3 iterations (its large-defocus step), checked below.
             options = DemoOptions(
                 n_triplets=2, seed=11, initial=HexapodState(x=0.2, y=-0.25, z=-0.13), out=out, n_stars=3,
-                exptime_s=10.0, result_timeout_s=240.0,
+                exptime_s=10.0, result_timeout_s=240.0, camera_angle_deg=-75.0,
             )  # fmt: skip
             report, files = await run_demo(options, console=Console(record=True, width=200))
             s = report.summary
             assert s.ops_rule_iterations == 3 and s.n_rejected == 0
             assert s.converged_iteration in (1, 2)
             first, second = report.triplets
+            # The raws carry no CAMANGLE, as real ones: the angle came from the simulated mount.
+            assert first["camera_angle_deg"] == pytest.approx(-75.0) and first["solved_axes"] == "x,y,z"
             # One correction brings the truth inside the ops limits with margin: the model-based correction
             # is good to ~1 %, and 2 % of 0.13 mm is 0.003 mm.
             left = first["hexapod_after"]

@@ -40,6 +40,7 @@ def outcome(index, before, correction, *, rejected="", wep=2.0):
         algorithm="" if rejected else "danish",
         correction=None if rejected else correction,
         solved_axes="" if rejected else "x,y,z",
+        camera_angle_deg=math.nan if rejected else 0.0,
         applied=applied,
         rejected_reason=rejected,
         wep_time_s=math.nan if rejected else wep,

@@ -346,7 +346,10 @@ async def run_demo(
 def _prepare_data(options: DemoOptions, data_root: Path) -> tuple[SceneConfig, dict[str, Path]]:
     """Star field, detector, reference catalog and calibration products of the night."""
     seeds = np.random.SeedSequence(options.seed).spawn(3)
-    pointing = dataclasses.replace(DEFAULT_POINTING, camera_angle_deg=options.camera_angle_deg)
+    # Raws without CAMANGLE, as real ones: AuxTelWEP takes each image's angle from the simulated mount.
+    pointing = dataclasses.replace(
+        DEFAULT_POINTING, camera_angle_deg=options.camera_angle_deg, camera_angle_in_header=False
+    )
     catalog = make_catalog(
         pointing,
         seed=int(seeds[0].generate_state(1)[0]),

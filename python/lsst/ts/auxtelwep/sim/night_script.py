@@ -158,6 +158,8 @@ class TripletOutcome:
     correction, solved_axes : `HexapodState` or None, `str`
         ``hexapodCorrection`` for the group as AuxTelWEP computed it (before the closed loop's gains and
         limits; ``applied`` says what was sent).
+    camera_angle_deg : `float`
+        ``hexapodCorrection.cameraAngle``: the camera angle AuxTelWEP computed it in (NaN: unknown).
     applied : `HexapodState`
         Sum of the ATAOS offsets AuxTelWEP sent during this triplet (what really moved M2).
     rejected_reason : `str`
@@ -183,6 +185,7 @@ class TripletOutcome:
     algorithm: str
     correction: HexapodState | None
     solved_axes: str
+    camera_angle_deg: float
     applied: HexapodState
     rejected_reason: str
     wep_time_s: float
@@ -507,6 +510,7 @@ class NightScript:
             algorithm=str(wfe.algorithm) if wfe is not None else "",
             correction=None if corr is None else HexapodState(corr.x, corr.y, corr.z, corr.u, corr.v),
             solved_axes=str(corr.solvedAxes) if corr is not None else "",
+            camera_angle_deg=float(corr.cameraAngle) if corr is not None else math.nan,
             applied=applied,
             rejected_reason=rejected,
             wep_time_s=float(duration),

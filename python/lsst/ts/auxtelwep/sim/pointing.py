@@ -42,6 +42,9 @@ class Pointing:
         Camera rotation relative to the hexapod frame (instrument.py convention; header ``CAMANGLE``).
     azimuth_deg : `float`
         Azimuth (header ``AZSTART``), degrees.
+    camera_angle_in_header : `bool`
+        Write ``CAMANGLE`` (a key of this simulator: real raws have none, the CSC takes the angle from the
+        mount, offline users give it).
     """
 
     ra_deg: float
@@ -50,6 +53,7 @@ class Pointing:
     elevation_deg: float = 60.0
     camera_angle_deg: float = 0.0
     azimuth_deg: float = 180.0
+    camera_angle_in_header: bool = True
 
     def dithered(self, dra_arcsec: float, ddec_arcsec: float) -> Pointing:
         """Return the pointing moved by ``(dra, ddec)`` arcsec on the sky (RA step divided by cos dec)."""
@@ -157,7 +161,6 @@ def build_header(
         ("ROTPA", pointing.rotpa_deg, "[deg] sky position angle of +row"),
         ("ELSTART", pointing.elevation_deg, "[deg]"),
         ("AZSTART", pointing.azimuth_deg, "[deg]"),
-        ("CAMANGLE", pointing.camera_angle_deg, "[deg] camera vs hexapod frame (auxtelwep)"),
         ("FOCUSZ", role.focus_z_mm, "[mm] hexapod focus offset"),
         ("EXPTIME", exptime_s, "[s]"),
         ("DARKTIME", darktime_s, "[s]"),
@@ -168,6 +171,8 @@ def build_header(
         ("BUNIT", "adu", ""),
         ("SIMULATE", True, "written by auxtelwep simulate"),
     ]
+    if pointing.camera_angle_in_header:
+        cards.append(("CAMANGLE", pointing.camera_angle_deg, "[deg] camera vs hexapod frame (auxtelwep)"))
     if observation.date_obs:
         cards.append(("DATE-OBS", observation.date_obs, "start of exposure (TAI)"))
     for key, value, comment in cards:
