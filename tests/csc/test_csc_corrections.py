@@ -189,7 +189,7 @@ class CorrectionTestCase(CscTestCase):
             await triplet("G3")
             self.assertAlmostEqual(await applied("G3"), 0.3, places=6)
             await triplet("G4")
-            self.assertEqual(await applied("G4"), 0.0)  # x used up (y and z still move)
+            self.assertEqual(await applied("G4"), 0.0)  # x used up, and y with it (the lateral step's line)
             self.assertEqual(len(self.obs.offsets), 4)  # G1, G2 (refused), G3, G4
             self.assertLessEqual(sum(o[0] for i, o in enumerate(self.obs.offsets) if i != 1), 0.8)
             # An operator's disable and enable is what restarts the sum.
@@ -198,6 +198,12 @@ class CorrectionTestCase(CscTestCase):
             await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
             await triplet("G5")
             self.assertAlmostEqual(await applied("G5"), 0.5, places=6)
+        # A restart straight into ENABLED (a supervisor's, after a crash) is no operator's decision: the sum
+        # goes on (it restarted from zero, and 1.2 mm of x went out against a limit of 0.8).
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            await triplet("G6")
+            self.assertAlmostEqual(await applied("G6"), 0.3, places=6)
 
     async def test_the_closed_loop_does_not_apply_images_taken_before_startclosedloop(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):

@@ -118,6 +118,7 @@ class AuxTelWepCsc(ConfigurableCsc):
         self._recovered = False
         self._start_tai = current_tai()
         self._fault_task: asyncio.Task[None] | None = None
+        self._enable_commanded = False  # an enable command (not the initial state) starts a new epoch
         super().__init__(
             "AuxTelWEP",
             config_dir=config_dir,
@@ -202,6 +203,8 @@ class AuxTelWepCsc(ConfigurableCsc):
         problem = self._dependency_problem()
         if problem is not None and self.start_task.done():
             raise ExpectedError(f"cannot enable: {problem[1]}")
+        # Also called on the way to an initial ENABLED state, before start is done: no command then.
+        self._enable_commanded = self.start_task.done()
 
     async def handle_summary_state(self) -> None:
         if self.summary_state != State.ENABLED:
@@ -212,9 +215,17 @@ class AuxTelWepCsc(ConfigurableCsc):
             await self.fault(code=problem[0], report=problem[1])
             return
         self._resume()
-        # The limits on the sum of offsets (correction.max_total) count from here, not from startClosedLoop:
-        # restarting the loop (the only way on after an ATAOS error) must not give it another max_total.
-        self._journal.new_epoch("enable")
+        # The limits on the sum of offsets (correction.max_total) count from an operator's enable, not from
+        # startClosedLoop (restarting the loop, the only way on after an ATAOS error, must not give it
+        # another max_total) nor from a start straight into ENABLED (a supervisor's restart after a crash).
+        if self._enable_commanded:
+            self._journal.new_epoch("enable")
+            self._enable_commanded = False
+        else:
+            total = HexapodState.from_array(self._journal.total_applied())
+            self.log.info(
+                f"started in ENABLED: the offsets sent since the last enable go on counting: {total}"
+            )
         n_workers = self._config.n_workers
         self._tasks = [asyncio.create_task(self._consume()) for _ in range(n_workers)]
         self._tasks += [asyncio.create_task(self._housekeeping()), asyncio.create_task(self._telemetry())]
