@@ -82,8 +82,8 @@ def test_without_the_camera_angle_only_focus_is_solved(tmp_path: Path) -> None:
     assert unknown.correction.offset.x == 0.0 and unknown.correction.ops_offset is None
     assert any(note.startswith("camera angle unknown") for note in unknown.notes)
     given = process(
-        Triplet(paths["intra"], paths["extra"], paths["infocus"], camera_angle_deg=60.0), config=config
-    )
+        Triplet(paths["intra"], paths["extra"], paths["infocus"], camera_angle_deg=420.0), config=config
+    )  # 420 deg is 60
     offset = given.correction.offset
     assert given.correction.solved_axes == ("x", "y", "z") and given.camera_angle_deg == 60.0
     assert np.hypot(offset.x + MISALIGNMENT.x, offset.y + MISALIGNMENT.y) < 0.02

@@ -519,6 +519,8 @@ def process(
     angle = triplet.camera_angle_deg
     if angle is None:
         angle = camera_angle_from_header(intra.header)
+    if angle is not None:
+        angle = (float(angle) + 180.0) % 360.0 - 180.0  # as reported: 420 given is 60
     telescope = _telescope(angle, config)
     isr_before_detection = timings["isr"]
     with _timed(timings, "detection"):
