@@ -214,7 +214,6 @@ class AuxTelWepCsc(ConfigurableCsc):
         if problem is not None:  # enabled without an enable command (initial state): nobody to refuse
             await self.fault(code=problem[0], report=problem[1])
             return
-        self._resume()
         # The limits on the sum of offsets (correction.max_total) count from an operator's enable, not from
         # startClosedLoop (restarting the loop, the only way on after an ATAOS error, must not give it
         # another max_total) nor from a start straight into ENABLED (a supervisor's restart after a crash).
@@ -226,6 +225,7 @@ class AuxTelWepCsc(ConfigurableCsc):
             self.log.info(
                 f"started in ENABLED: the offsets sent since the last enable go on counting: {total}"
             )
+        self._resume()
         n_workers = self._config.n_workers
         self._tasks = [asyncio.create_task(self._consume()) for _ in range(n_workers)]
         self._tasks += [asyncio.create_task(self._housekeeping()), asyncio.create_task(self._telemetry())]
