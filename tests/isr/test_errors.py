@@ -63,6 +63,24 @@ def test_good_small_raw_runs(small_raw: Path, tmp_path: Path, calib_store: Path)
     np.testing.assert_allclose(exposure.image, 500.0)
 
 
+def test_a_few_nonfinite_calibration_pixels_are_masked_quietly(
+    small_raw: Path, tmp_path: Path, calib_store: Path
+) -> None:
+    # A bias with inf pixels leaked numpy's "invalid value encountered" from the ISR's arithmetic.
+    link(calib_store, tmp_path, "dark.fits", "flat.fits")
+    bias = np.zeros(DETECTOR_SHAPE)
+    bias[100, 200], bias[3000, 10] = np.inf, np.nan
+    write_image(tmp_path / "bias.fits", bias, "adu")
+    calibs = load_calibrations(tmp_path, IsrConfig())
+    assert np.isfinite(calibs.bias).all() and "_nonfinite=" not in repr(calibs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exposure = run_isr(read_raw(small_raw), calibs, IsrConfig())
+    for row, col in ((100, 200), (3000, 10)):  # masked BAD, then interpolated over (doInterpolate)
+        assert exposure.mask[row, col] & MaskBit.BAD and exposure.image[row, col] == pytest.approx(500.0)
+    assert np.count_nonzero(exposure.mask & MaskBit.BAD) == 2
+
+
 def test_corrupt_raw(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.fits"
     path.write_bytes(b"this is not FITS at all" * 400)

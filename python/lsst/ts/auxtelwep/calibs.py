@@ -115,6 +115,8 @@ class Calibrations:
     fringe: NDArray[np.float32] | None = None
     amps: AmpParameters | None = None
     defects: tuple[tuple[int, int, int, int], ...] = ()
+    # Bias and dark pixels that were NaN or inf (set to 0 so the ISR's arithmetic stays finite).
+    _nonfinite: NDArray[np.bool_] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __repr__(self) -> str:
         """A one-line summary: arrays as their shape and dtype (`reprs.summary_repr`)."""
@@ -133,17 +135,24 @@ class Calibrations:
                     value=array.shape,
                     allowed=DETECTOR_SHAPE,
                 )
+            finite = np.isfinite(array) if name in ("bias", "dark") else None
+            if finite is not None and not finite.all():
+                nonfinite = ~finite if self._nonfinite is None else self._nonfinite | ~finite
+                object.__setattr__(self, "_nonfinite", nonfinite)
+                array = np.where(finite, array, 0.0)
             if not _frozen_float32(array):
                 array = np.array(array, dtype=np.float32, copy=True)
                 array.setflags(write=False)
                 object.__setattr__(self, name, array)
 
     @functools.cached_property
-    def flat_invalid(self) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        """``(rows, cols)`` of flat pixels that are not finite and > 0 (none without a flat)."""
-        if self.flat is None:
-            return (np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp))
-        return np.nonzero(~((self.flat > 0) & (self.flat < np.inf)))
+    def invalid(self) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """``(rows, cols)`` of pixels the calibrations cannot correct: a bias or dark that was not finite, a
+        flat that is not finite and > 0 (the ISR masks them BAD)."""
+        bad = np.zeros(DETECTOR_SHAPE, dtype=bool) if self._nonfinite is None else self._nonfinite.copy()
+        if self.flat is not None:
+            bad |= ~((self.flat > 0) & (self.flat < np.inf))
+        return np.nonzero(bad)
 
 
 def _frozen_float32(array: NDArray) -> bool:

@@ -507,8 +507,8 @@ def run_isr(raw: RawImage, calibs: Calibrations | None, config: IsrConfig | Mapp
     for box in dead:  # its "signal" is whatever the calibrations left: nothing to measure
         mask[box] |= np.uint16(MaskBit.BAD)
         image[box] = np.nan
-    if config.doFlat:
-        invalid = calibs.flat_invalid  # type: ignore[union-attr]
+    if calibs is not None:
+        invalid = calibs.invalid
         mask[invalid] |= np.uint16(MaskBit.BAD)
         image[invalid] = np.nan
     if config.doDefect and calibs is not None:

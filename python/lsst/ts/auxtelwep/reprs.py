@@ -95,7 +95,9 @@ def summary_repr(obj: Any, names: Sequence[str] | None = None, extra: Mapping[st
         The summary, on one line.
     """
     if names is None:
-        names = [f.name for f in dataclasses.fields(obj) if not _at_default(f, getattr(obj, f.name))]
+        names = [
+            f.name for f in dataclasses.fields(obj) if f.repr and not _at_default(f, getattr(obj, f.name))
+        ]
     items = [f"{name}={short(getattr(obj, name))}" for name in names]
     items += [f"{name}={text}" for name, text in (extra or {}).items()]
     return f"{type(obj).__name__}({', '.join(items)})"
