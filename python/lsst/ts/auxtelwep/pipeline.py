@@ -544,7 +544,7 @@ def process(
         notes.append(
             f"camera angle unknown ({intra.obsid} has no CAMANGLE and none was given): only focus (z) is "
             "solved; x, y, u, v need the camera's rotation relative to the hexapod (the mount's elevation "
-            "- Nasmyth-2 angle: the CSC records it from ATMCS; offline, --camera-angle)"
+            "- Nasmyth-2 angle: the CSC records it from ATMCS; auxtelwep process --camera-angle takes it)"
         )
     with _timed(timings, "correction"):
         correction = correct_from_estimate(estimate, catalog, telescope=telescope, config=correction_config)
