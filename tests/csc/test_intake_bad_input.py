@@ -37,7 +37,7 @@ class ReasonSink:
         raise AssertionError(message)
 
 
-def _intake(tmp_path: Path) -> tuple[ImageIntake, ReasonSink, Journal]:
+def _intake(tmp_path: Path, angle: float | None = None) -> tuple[ImageIntake, ReasonSink, Journal]:
     sink = ReasonSink()
     journal = Journal(tmp_path / "j.sqlite3")
     intake = ImageIntake(
@@ -47,6 +47,7 @@ def _intake(tmp_path: Path) -> tuple[ImageIntake, ReasonSink, Journal]:
         oods_timeout_s=5.0,
         sink=sink,
         clock=lambda: 0.0,
+        camera_angle=lambda event_tai: angle,
     )
     return intake, sink, journal
 
@@ -105,3 +106,17 @@ def test_an_error_nobody_foresaw_still_reports_the_image(tmp_path: Path, monkeyp
         name,
         f"{name}.fits: unexpected OverflowError: cannot convert float infinity to integer",
     )
+
+
+def test_the_mount_angle_at_readout_survives_a_restart_before_the_raw_is_read(tmp_path: Path) -> None:
+    # Held only in memory, it was lost when the CSC restarted between the readout and the raw's arrival.
+    intake, _, journal = _intake(tmp_path, angle=45.0)
+    name = obsid(1)
+    intake.on_end_readout(name, additional_keys="groupId", additional_values="G1", historical=False)
+    journal.close()
+    intake, _, journal = _intake(tmp_path, angle=None)  # restarted; the mount is silent now
+    intake.recover()
+    write_raw(tmp_path, 1, "INTRA")
+    intake.on_image_in_oods(name, status_code=0, description="", historical=False)
+    assert journal.image(name).info.camera_angle_deg == 45.0
+    journal.close()

@@ -147,6 +147,9 @@ class ImageIntake:
         waiting = self.journal.images(ImageStatus.ANNOUNCED)
         for record in waiting:
             self._deadlines[record.obsid] = now
+        for record in waiting + self.journal.images(ImageStatus.LOST):
+            if record.info is not None and record.info.camera_angle_deg is not None:
+                self._angles[record.obsid] = record.info.camera_angle_deg  # noted at its readout
         return {"queued": len(queued), "announced": len(waiting)}
 
     # --- events ----------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ class ImageIntake:
         self._record(image_name, ImageStatus.ANNOUNCED, group_id=group_id)
         self._deadlines[image_name] = self.clock() + self.oods_timeout_s
         if not historical:
-            self._angles[image_name] = self.camera_angle(event_tai)
+            self._note_angle(image_name, event_tai)
 
     def on_image_in_oods(
         self,
@@ -208,7 +211,7 @@ class ImageIntake:
         if record is None or record.status is ImageStatus.NAMED:
             self._record(obsid, ImageStatus.ANNOUNCED)
         if not historical and obsid not in self._angles:  # no endReadout heard: the nearest time there is
-            self._angles[obsid] = self.camera_angle(event_tai)
+            self._note_angle(obsid, event_tai)
         if status_code != 0:
             self._lose(
                 obsid,
@@ -257,6 +260,16 @@ class ImageIntake:
             self._reject(obsid, info.group_id, f"{path} has OBSID={info.obsid!r}, expected {obsid!r}")
             return
         self._accept(obsid, self._with_camera_angle(info), replay=False)
+
+    def _note_angle(self, obsid: str, event_tai: float | None) -> None:
+        """Keep the mount's camera angle at an image's readout, in memory and journaled: a restart before
+        its raw is read must not lose it (the raw does not carry it)."""
+        angle = self.camera_angle(event_tai)
+        self._angles[obsid] = angle
+        record = self.journal.image(obsid)
+        if angle is not None and record is not None and record.info is None:
+            info = ImageInfo(obsid=obsid, camera_angle_deg=angle)  # the header's fields come at ingest
+            self.journal.update_image(obsid, status=record.status, info=info)
 
     def _with_camera_angle(self, info: ImageInfo) -> ImageInfo:
         """``info`` with the mount's camera angle at its readout, which real raws do not carry."""
