@@ -147,14 +147,24 @@ class Observatory:
         self.ataos = Controller("ATAOS", do_callbacks=False)
         self.mount = Controller("ATMCS", do_callbacks=False)
         self.offsets: list[tuple[float, ...]] = []
-        #: Set to an exception to make ATAOS fail ``offset``; to an `asyncio.Event` to hold the ack.
+        #: Set to an exception to make ATAOS fail ``offset``.
         self.offset_error: Exception | None = None
+        #: True: ``offset`` is acknowledged without moving M2, as ATAOS does while the shutter is open; the
+        #: move comes with `move_m2`.
+        self.defer_moves = False
         self.ataos.cmd_offset.set_do_callback(self._offset)
 
     async def _offset(self, data: Any) -> None:
         self.offsets.append((data.x, data.y, data.z, data.u, data.v))
         if self.offset_error is not None:
             raise self.offset_error
+        if not self.defer_moves:
+            self.move_m2()
+
+    def move_m2(self) -> None:
+        """Write ``hexapodCorrectionStarted`` and ``hexapodCorrectionCompleted``: ATAOS moved M2."""
+        self.ataos.evt_hexapodCorrectionStarted.set_write(force_output=True)
+        self.ataos.evt_hexapodCorrectionCompleted.set_write(force_output=True)
 
     @property
     def _controllers(self) -> tuple[Controller, ...]:

@@ -157,6 +157,40 @@ class CorrectionTestCase(CscTestCase):
             state = await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 2)
             self.assertEqual(state.state, 2)  # WAITING_IMAGE, for the next triplet
 
+    async def test_the_closed_loop_waits_for_ataos_to_move_m2(self) -> None:
+        # ATAOS acknowledges an offset while the shutter is open and moves M2 once it closes: a triplet
+        # taken between the two shows M2 as it was, or moving, and would correct the same error twice.
+        self.obs.defer_moves = True
+        async with self.make_csc(initial_state=State.ENABLED):
+            await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
+            groups = {"G1": 11, "G2": 14, "G3": 17}
+
+            async def triplet(group: str) -> None:
+                for seq, reason in enumerate(TRIPLET, groups[group]):
+                    self.obs.take(self.data_root, seq, reason, group=group)
+                await self.next_matching(self.remote.evt_wavefrontError, lambda d: d.groupId == group)
+
+            await triplet("G1")
+            await self.next_matching(self.remote.evt_hexapodCorrection, lambda d: d.applied)
+            await triplet("G2")
+            message = await self.next_matching(
+                self.remote.evt_logMessage, lambda d: "M2 may still be moving" in d.message
+            )
+            self.assertIn("the correction of group G2 is not sent", message.message)
+            self.assertEqual(len(self.obs.offsets), 1)
+            self.assertIsNone(self.journal().last_move().settled)
+            self.obs.move_m2()  # the shutter closed: ATAOS moves M2
+            await self.next_matching(
+                self.remote.evt_logMessage,
+                lambda d: "M2 finished moving for the offset of group G1" in d.message,
+            )
+            self.assertIsNotNone(self.journal().last_move().settled)
+            await triplet("G3")
+            await self.next_matching(
+                self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == "G3"
+            )
+            self.assertEqual(len(self.obs.offsets), 2)
+
     async def test_the_total_limit_holds_across_loop_restarts_and_restarts_at_enable(self) -> None:
         async with self.make_csc(initial_state=State.ENABLED):
             first = 1
@@ -256,6 +290,8 @@ class CorrectionTestCase(CscTestCase):
             self.assertEqual(record.state, CorrectionState.UNCERTAIN)
             self.assertIn("DDS write failed", record.message)
             self.csc.ataos.cmd_offset.set_start = send
+            # Had it gone out, ATAOS's next move (for its look-up table, say) would have applied it.
+            self.obs.move_m2()
             # As after any other failure: the next result is published, not applied, until startClosedLoop.
             names = [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 4)]
             await self.run_wep(names)
@@ -319,7 +355,7 @@ class CorrectionTestCase(CscTestCase):
             self.assertIn("not sent to ATAOS", record.message)
             # Not applied: not in the totals, and M2 did not move.
             np.testing.assert_allclose(journal.total_applied(), 0.0)
-            self.assertIsNone(journal.last_move_time())
+            self.assertIsNone(journal.last_move())
             # So with ATAOS back it may be sent, in full.
             async with Controller("ATAOS", do_callbacks=False) as ataos:
                 offsets = []

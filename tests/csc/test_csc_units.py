@@ -37,12 +37,14 @@ from lsst.ts.auxtelwep.intake import (
     read_image_info,
 )
 from lsst.ts.auxtelwep.journal import CorrectionState, ImageStatus, Journal
+from lsst.ts.auxtelwep.m2_moves import M2MoveWatcher
 from lsst.ts.auxtelwep.sal import (
     AckError,
     AckTimeoutError,
     CommandNotSentError,
     ExpectedError,
     SalRetCode,
+    current_tai,
 )
 
 GAINS = (0.5, 0.5, 0.9, 0.5, 0.5)
@@ -175,8 +177,25 @@ def test_plan_step_takes_the_configuration_as_it_is() -> None:
 
 def _sender(journal: Journal, **config: Any) -> CorrectionSender:
     return CorrectionSender(
-        journal=journal, ataos=None, config=ApplyConfig(**config), log=logging.getLogger()
+        journal=journal,
+        ataos=None,
+        config=ApplyConfig(**config),
+        log=logging.getLogger(),
+        moves=M2MoveWatcher(),
     )
+
+
+def _ataos_event() -> Any:
+    """A ``hexapodCorrectionStarted``/``Completed``-like sample written now."""
+    return types.SimpleNamespace(private_sndStamp=current_tai())
+
+
+def _m2_moves(sender: CorrectionSender) -> float:
+    """Report one whole hexapod move of ATAOS to ``sender``; return when it was seen to end."""
+    sender.moves.on_started(_ataos_event())
+    time.sleep(0.002)
+    sender.moves.on_completed(_ataos_event())
+    return time.time()
 
 
 def _received(journal: Journal, obsids: list[str]) -> list[ImageInfo]:
@@ -206,6 +225,7 @@ def test_a_correction_measured_before_the_last_offset_is_not_sent(tmp_path: Path
     second = _received(journal, [obsid(4), obsid(5), obsid(6)])  # taken before G1's offset went out
     journal.claim_correction("G1", sender.prepare("G1"))
     journal.finish_correction("G1", CorrectionState.APPLIED)
+    _m2_moves(sender)
     _measured(journal, "G2", second)
     with pytest.raises(ExpectedError, match=rf"{obsid(4)}, {obsid(5)}, {obsid(6)} came before the last"):
         sender.prepare("G2")
@@ -222,8 +242,7 @@ def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_cam
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
     journal.claim_correction("G1", sender.prepare("G1"))
     journal.finish_correction("G1", CorrectionState.APPLIED)
-    moved = journal.last_move_time()
-    assert moved is not None
+    moved = _m2_moves(sender)
     time.sleep(0.01)
     # Received after the offset, but the intra exposure was open while M2 moved.
     infos = [ImageInfo(obsid=obsid(4), exposure_start=moved - 1.0), ImageInfo(obsid=obsid(5))]
@@ -233,6 +252,89 @@ def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_cam
     _measured(journal, "G2", infos)
     with pytest.raises(ExpectedError, match=rf"{obsid(4)} came before the last offset"):
         sender.prepare("G2")
+    journal.close()
+
+
+def test_an_offset_is_in_effect_once_ataos_reports_a_move_that_started_after_it(tmp_path: Path) -> None:
+    # ATAOS acknowledges an offset while the shutter is open and moves M2 once it closes: images that start
+    # after the acknowledgement but before the move's end show M2 as it was, or moving.
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    sender.moves.on_started(_ataos_event())  # a look-up-table move under way when the offset is sent
+    time.sleep(0.002)
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    sender.moves.on_completed(_ataos_event())  # ... ends: it did not include the offset
+    time.sleep(0.01)
+    during = _received(journal, [obsid(4), obsid(5), obsid(6)])
+    _measured(journal, "G2", during)
+    with pytest.raises(ExpectedError, match="M2 may still be moving for the offset of group G1"):
+        sender.prepare("G2")
+    assert journal.last_move().settled is None
+    settled = _m2_moves(sender)  # the deferred move
+    record = journal.last_move()
+    sender.settle()
+    assert journal.last_move().settled == pytest.approx(settled, abs=0.01) and record.settled is None
+    with pytest.raises(ExpectedError, match=rf"{obsid(4)}, {obsid(5)}, {obsid(6)} came before the last"):
+        sender.prepare("G2")
+    time.sleep(0.01)
+    _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
+    assert sender.prepare("G3").x == pytest.approx(0.2)
+    journal.close()
+
+
+def test_an_offset_no_move_is_reported_for_is_taken_as_in_effect_after_the_settle_timeout(
+    tmp_path: Path,
+) -> None:
+    # ATAOS moves nothing for an offset within its tolerance; a restart of the CSC loses the move's events.
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal, settle_timeout_s=0.05)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    journal.claim_correction("G1", sender.prepare("G1"))
+    sender.settle(now=time.time() + 1.0)
+    assert journal.last_move().settled is None  # still in flight: never given up on
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    answered = journal.last_move().answered
+    time.sleep(0.01)
+    _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
+    with pytest.raises(ExpectedError, match="M2 may still be moving"):
+        sender.prepare("G2")
+    time.sleep(0.06)
+    with pytest.raises(ExpectedError, match=r"came before the last offset to M2 \(group G1\) was in effect"):
+        sender.prepare("G2")
+    assert journal.last_move().settled == pytest.approx(answered + 0.05)
+    _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
+    assert sender.prepare("G3").x == pytest.approx(0.2)
+    journal.close()
+
+
+def test_the_m2_move_watcher_pairs_starts_and_ends_by_ataos_stamps() -> None:
+    before = types.SimpleNamespace(private_sndStamp=current_tai() - 10.0)
+    watcher = M2MoveWatcher()
+    sent = time.time()
+    # A late joiner's history (a move before the watcher existed) says nothing of when it happened.
+    watcher.on_started(before)
+    watcher.on_completed(before)
+    assert watcher.completed_after(sent) is None
+    start, end = _ataos_event(), _ataos_event()
+    end.private_sndStamp = start.private_sndStamp + 0.5
+    watcher.on_completed(end)  # read before its start: the two topics have separate readers
+    watcher.on_started(start)
+    assert watcher.completed_after(sent) == pytest.approx(time.time(), abs=0.05)
+    assert watcher.completed_after(time.time() + 1.0) is None  # no move started after that
+
+
+def test_corrections_journaled_before_the_moves_table_settled_when_answered(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    journal.claim_correction("G1", HexapodState(x=0.2))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    journal._db.execute("DELETE FROM moves")  # as a journal written by an older version
+    move = journal.last_move()
+    assert move is not None and move.settled == move.answered == move.sent
+    with pytest.raises(InputError, match="no offset was sent for 'G2'"):
+        journal.mark_settled("G2", time.time())
     journal.close()
 
 
@@ -259,6 +361,8 @@ def test_the_closed_loop_sends_a_correction_only_if_it_is_significant_as_a_whole
 
     measured("G1", 1, [0.05, 0.01, 0.0, 0.0, 0.0])  # x 0.2 mm: 4 sigma
     assert sender.prepare("G1", automatic=True).x == pytest.approx(0.2)
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    _m2_moves(sender)
     time.sleep(0.01)
     measured("G2", 4, [0.15, 0, 0, 0, 0])  # 1.3 sigma
     with pytest.raises(
@@ -284,11 +388,13 @@ def test_the_total_limit_counts_what_is_sent_in_the_epoch(tmp_path: Path) -> Non
     journal.claim_correction("G1", sender.prepare("G1"))
     journal.finish_correction("G1", CorrectionState.APPLIED)
     np.testing.assert_allclose(journal.total_applied(), [0.2, 0, 0, 0, 0])  # sent in this epoch: counted
+    _m2_moves(sender)
     time.sleep(0.01)
     _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
     assert sender.prepare("G2").x == pytest.approx(0.1)  # 0.3 - 0.2 left
     journal.claim_correction("G2", HexapodState(x=0.1))
     journal.finish_correction("G2", CorrectionState.APPLIED)
+    _m2_moves(sender)
     time.sleep(0.01)
     _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
     with pytest.raises(ExpectedError, match=r"x \+0.2000 -> \+0.0000, nothing left"):
@@ -307,6 +413,7 @@ def test_the_offset_is_journaled_as_ataos_gets_it_and_float32_never_exceeds_a_li
     assert journal.correction("G1").applied == offset
     assert offset.x == pytest.approx(0.2, abs=1e-7) and offset.x <= 0.2
     journal.finish_correction("G1", CorrectionState.APPLIED)
+    _m2_moves(sender)
     time.sleep(0.01)
     _measured(journal, "G2", _received(journal, [obsid(4), obsid(5), obsid(6)]))
     # The room left (0.3 - 0.2) in float32 rounded up would exceed max_total: rounded towards zero.
@@ -361,7 +468,7 @@ def test_every_failure_while_sending_ends_the_attempt_in_a_defined_state(
     record = journal.correction("G1")
     assert record is not None and record.state is CorrectionState[state]
     np.testing.assert_allclose(journal.total_applied(), [0.2 if counted else 0.0, 0, 0, 0, 0])
-    assert (journal.last_move_time() is not None) == counted
+    assert (journal.last_move() is not None) == counted
     journal.close()
 
 

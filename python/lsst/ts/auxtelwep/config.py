@@ -157,6 +157,14 @@ class ApplyConfig(_Model):
     apply_timeout_s: float = pydantic.Field(
         30.0, gt=0, description="Time limit of the ATAOS offset command (s)."
     )
+    settle_timeout_s: float = pydantic.Field(
+        120.0,
+        gt=0,
+        description="Longest wait (s), after ATAOS acknowledges an offset, for it to report a hexapod move "
+        "that includes it (hexapodCorrectionStarted, then hexapodCorrectionCompleted: ATAOS defers the move "
+        "while the shutter is open). Images that start before the move is over are not used for the next "
+        "correction; without such a report, the move is taken as over at the end of this wait.",
+    )
 
     _check_limits = pydantic.field_validator("max_step", "max_total")(_nonnegative)
     _check_gains = pydantic.field_validator("gains")(_fractions)

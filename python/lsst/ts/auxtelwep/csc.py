@@ -30,6 +30,7 @@ import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ from .errors import AuxTelWepError, ConfigurationError
 from .instrument import HexapodState, Role, camera_angle_from_mount
 from .intake import ImageInfo, RawLocator, read_image_info
 from .journal import JOURNAL_FILE_NAME, CorrectionState, ImageStatus, Journal, TripletRecord
+from .m2_moves import M2MoveWatcher
 from .sal import (
     ConfigurableCsc,
     ExpectedError,
@@ -135,7 +137,17 @@ class AuxTelWepCsc(ConfigurableCsc):
         camera_events = dict(evt_max_history=EVENT_HISTORY, queue_len=CAMERA_QUEUE_LEN)
         self.atcamera = Remote(self.domain, "ATCamera", include=["endReadout"], **camera_events)
         self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], **camera_events)
-        self.ataos = Remote(self.domain, "ATAOS", include=[])
+        # When M2 has moved for an offset: ATAOS acknowledges it before moving while the shutter is open.
+        self.ataos = Remote(
+            self.domain, "ATAOS", include=["hexapodCorrectionStarted", "hexapodCorrectionCompleted"]
+        )
+        self._m2_moves = M2MoveWatcher()
+        self.ataos.evt_hexapodCorrectionStarted.callback = functools.partial(
+            self._on_m2_move, self._m2_moves.on_started
+        )
+        self.ataos.evt_hexapodCorrectionCompleted.callback = functools.partial(
+            self._on_m2_move, self._m2_moves.on_completed
+        )
         # The camera angle of each image (elevation - Nasmyth-2): real raws do not carry it.
         self.atmcs = Remote(self.domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
         self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
@@ -495,12 +507,27 @@ class AuxTelWepCsc(ConfigurableCsc):
         if self.closed_loop.move(new):
             self.evt_closedLoopState.set_write(state=int(new))
 
+    def _sender(self) -> CorrectionSender:
+        return CorrectionSender(
+            journal=self._journal,
+            ataos=self.ataos,
+            config=self._config.correction,
+            log=self.log,
+            moves=self._m2_moves,
+        )
+
+    def _on_m2_move(self, record: Callable[[Any], None], data: Any) -> None:
+        """ATAOS's hexapod move events: journal at once which offsets M2 has now moved for (the watcher
+        forgets, and a restart loses, what it saw). Either event may complete a move: the two topics are
+        read separately, so a move's end may be read before its start."""
+        record(data)
+        if self.journal is not None and self.cfg is not None:
+            self._sender().settle()
+
     async def _apply(self, key: str, *, automatic: bool = False) -> None:
         """Send the correction of triplet ``key`` to ATAOS once (``automatic``: for the closed loop, see
         `CorrectionSender.prepare`); raise ExpectedError if not applied."""
-        sender = CorrectionSender(
-            journal=self._journal, ataos=self.ataos, config=self._config.correction, log=self.log
-        )
+        sender = self._sender()
         offset = sender.prepare(key, automatic=automatic)
         from_states = (ClosedLoopState.PROCESSING, ClosedLoopState.WAITING_APPLY)
         self._move_loop(ClosedLoopState.APPLYING_CORRECTION, only_from=from_states)

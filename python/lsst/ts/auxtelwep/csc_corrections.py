@@ -1,13 +1,18 @@
 """Sending hexapod corrections to ATAOS, at most once per result.
 
-`CorrectionSender.prepare` refuses a correction measured on images taken or received before the last offset to
-M2 (it describes M2 before that offset: sending it would correct twice), one that is not finite, and one that
-the limits clip to nothing; it applies the gains and limits (`closed_loop.plan_step`, with the total already
-sent in the journal's current epoch, i.e. since the CSC was enabled) and claims the correction in the journal;
-only then does `CorrectionSender.send` write the ATAOS ``offset`` command. The outcome is journaled: APPLIED
-on CMD_COMPLETE; FAILED when it surely did not act (ATAOS refused it with CMD_FAILED or CMD_NOPERM, or no
-ATAOS was discovered so it was never written: it may be sent again); UNCERTAIN when the outcome is unknown
-(timeout, abort, cancellation, an unexpected error while sending: never sent again).
+`CorrectionSender.prepare` refuses a correction measured on images taken or received before M2 finished
+moving for the last offset (they show M2 before or during that move: sending it would correct twice), one
+that is not finite, and one that the limits clip to nothing; it applies the gains and limits
+(`closed_loop.plan_step`, with the total already sent in the journal's current epoch, i.e. since the CSC
+was enabled) and claims the correction in the journal; only then does `CorrectionSender.send` write the
+ATAOS ``offset`` command. The outcome is journaled: APPLIED on CMD_COMPLETE; FAILED when it surely did not
+act (ATAOS refused it with CMD_FAILED or CMD_NOPERM, or no ATAOS was discovered so it was never written: it
+may be sent again); UNCERTAIN when the outcome is unknown (timeout, abort, cancellation, an unexpected error
+while sending: never sent again).
+
+ATAOS's acknowledgement does not mean that M2 has moved: it defers the move while the shutter is open. When
+it has is learnt from ATAOS's hexapod move events (`m2_moves`), or assumed ``settle_timeout_s`` after the
+acknowledgement if ATAOS reports none (`CorrectionSender.settle`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .config import ApplyConfig
 from .errors import InputError
 from .instrument import HexapodState
 from .journal import CorrectionState, Journal
+from .m2_moves import M2MoveWatcher
 from .sal import AckError, AckTimeoutError, CommandNotSentError, ExpectedError, SalRetCode
 
 __all__ = ["OFFSET_DTYPE", "CorrectionSender", "NothingSignificantError", "as_sent"]
@@ -68,15 +74,20 @@ class CorrectionSender:
     ataos : `sal.Remote`
         Remote of ATAOS with its ``offset`` command.
     config : `config.ApplyConfig`
-        Gains, limits and the command's time limit.
+        Gains, limits, the command's time limit and how long to wait for M2 to move.
     log : `logging.Logger`
+    moves : `m2_moves.M2MoveWatcher`
+        ATAOS's hexapod moves, as the CSC received them.
     """
 
-    def __init__(self, *, journal: Journal, ataos: Any, config: ApplyConfig, log: logging.Logger) -> None:
+    def __init__(
+        self, *, journal: Journal, ataos: Any, config: ApplyConfig, log: logging.Logger, moves: M2MoveWatcher
+    ) -> None:
         self.journal = journal
         self.ataos = ataos
         self.config = config
         self.log = log
+        self.moves = moves
 
     def prepare(self, key: str, *, automatic: bool = False) -> HexapodState:
         """Compute the offset to send for triplet ``key`` and claim it; return the offset (mm, deg).
@@ -142,15 +153,52 @@ class CorrectionSender:
         sigma = triplet.result.get("correction_sigma") if triplet is not None else None
         return HexapodState() if sigma is None else HexapodState.from_array(sigma)
 
+    def settle(self, now: float | None = None) -> None:
+        """Journal when M2 finished moving for each offset sent that is not yet known to have settled.
+
+        That is the end of the first hexapod move ATAOS started after the offset was sent
+        (`M2MoveWatcher.completed_after`). An offset answered ``settle_timeout_s`` ago (acknowledged or
+        given up on) without such a move is taken as settled then, with a warning: ATAOS moves nothing for
+        an offset within its tolerance, and reports nothing after a restart of this CSC lost the move.
+
+        Parameters
+        ----------
+        now : `float`, optional
+            The current time (``time.time``; default: now).
+        """
+        now = time.time() if now is None else now
+        timeout = self.config.settle_timeout_s
+        for move in self.journal.moves(unsettled=True):
+            settled = self.moves.completed_after(move.sent)
+            if settled is not None:
+                self.log.info(f"M2 finished moving for the offset of group {move.group_id}: {_utc(settled)}")
+            elif move.state != CorrectionState.APPLYING and now >= move.answered + timeout:
+                settled = move.answered + timeout
+                self.log.warning(
+                    f"ATAOS reported no hexapod move after the offset of group {move.group_id} within "
+                    f"settle_timeout_s={timeout:g} s: taken as over at {_utc(settled)}"
+                )
+            if settled is not None:
+                self.journal.mark_settled(move.triplet_key, settled)
+
     def _measured_before(self, key: str, *, automatic: bool) -> str:
-        """Why the images of triplet ``key`` predate the last offset to M2, or for the closed loop its
-        start ('' if they do not).
+        """Why the images of triplet ``key`` may show M2 before or during the last move for an offset, or
+        for the closed loop before its start ('' if they do not).
 
         An image predates a time if its exposure started before it (header time) or the CSC first saw it
-        before it (journal), whichever is earlier: either way it may show M2 before or during that move.
+        before it (journal), whichever is earlier.
         """
-        moved = self.journal.last_move_time()
-        what = "the last offset to M2"
+        self.settle()
+        last = self.journal.last_move()
+        moved, what = None, ""
+        if last is not None:
+            if last.settled is None:
+                return (
+                    f"M2 may still be moving for the offset of group {last.group_id} (sent at "
+                    f"{_utc(last.sent)}): ATAOS has not yet reported the end of a hexapod move that "
+                    "includes it (hexapodCorrectionCompleted)"
+                )
+            moved, what = last.settled, f"the last offset to M2 (group {last.group_id}) was in effect"
         if automatic:
             started = self.journal.loop_start_time()
             if moved is None or moved < started:
@@ -167,8 +215,8 @@ class CorrectionSender:
                 early.append(info.obsid)
         if not early:
             return ""
-        when = time.strftime("%H:%M:%S", time.gmtime(moved))
-        return f"{', '.join(early)} came before {what} ({when} UTC): it measures M2 as it was before"
+        images = ", ".join(early)
+        return f"{images} came before {what} ({_utc(moved)}): it measures M2 as it was before or moving"
 
     async def send(self, key: str, offset: HexapodState) -> None:
         """Write ATAOS ``offset`` for a claimed correction and journal the outcome.
@@ -219,3 +267,8 @@ class CorrectionSender:
             self.journal.finish_correction(key, CorrectionState.UNCERTAIN, message=message)
             raise ExpectedError(message) from exc
         self.journal.finish_correction(key, CorrectionState.APPLIED)
+        self.settle()  # ATAOS moves M2 before acknowledging when the shutter is closed
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(when))

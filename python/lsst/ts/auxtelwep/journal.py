@@ -11,6 +11,9 @@ It is what makes "nothing lost, nothing twice" hold across a crash (a SIGKILL in
   claimed for sending by one atomic ``UPDATE ... WHERE state IN (computed, failed)`` *before* the ATAOS
   command is written, so it can never be sent twice; a correction found ``APPLYING`` after a restart may or
   may not have been applied and becomes ``UNCERTAIN``: reported, never re-sent, and counted in the totals.
+- **moves**: for each correction claimed, when it was sent and when M2 was seen to have finished moving for
+  it (``settled``, NULL until then; `m2_moves`): images taken before that measure M2 as it was before, or
+  moving. Corrections journaled before this table existed count as settled when acknowledged.
 - **epochs**: each enable starts a new epoch; the totals of what was sent in it feed the limits.
   startClosedLoop does not (restarting the loop, after an error say, must not give it room for another
   ``max_total``): it only marks the loop's start (``meta``), before which no image is applied automatically.
@@ -42,6 +45,7 @@ from .journal_records import (
     CorrectionState,
     ImageRecord,
     ImageStatus,
+    MoveRecord,
     TripletRecord,
     correction_record,
     dump_state,
@@ -56,6 +60,7 @@ __all__ = [
     "ImageRecord",
     "ImageStatus",
     "Journal",
+    "MoveRecord",
     "TripletRecord",
 ]
 
@@ -81,6 +86,8 @@ CREATE TABLE IF NOT EXISTS corrections (
     message TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS epochs (id INTEGER PRIMARY KEY AUTOINCREMENT, reason TEXT NOT NULL,
     created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS moves (
+    correction_id INTEGER PRIMARY KEY REFERENCES corrections (id), sent REAL NOT NULL, settled REAL);
 """
 
 
@@ -354,18 +361,26 @@ class Journal:
         claimed : `bool`
             False if it is in any other state (being applied, applied, uncertain, superseded): do not send.
         """
-        count = self._write(
-            "UPDATE corrections SET state = ?, applied = ?, updated = ?, epoch = (SELECT MAX(id) FROM epochs)"
-            " WHERE triplet_key = ? AND state IN (?, ?)",
-            (
-                CorrectionState.APPLYING.value,
-                dump_state(applied),
-                time.time(),
-                triplet_key,
-                CorrectionState.COMPUTED.value,
-                CorrectionState.FAILED.value,
-            ),
-        )
+        now = time.time()
+        with self._transaction() as db:
+            count = db.execute(
+                "UPDATE corrections SET state = ?, applied = ?, updated = ?,"
+                " epoch = (SELECT MAX(id) FROM epochs) WHERE triplet_key = ? AND state IN (?, ?)",
+                (
+                    CorrectionState.APPLYING.value,
+                    dump_state(applied),
+                    now,
+                    triplet_key,
+                    CorrectionState.COMPUTED.value,
+                    CorrectionState.FAILED.value,
+                ),
+            ).rowcount
+            if count == 1:
+                db.execute(
+                    "INSERT OR REPLACE INTO moves (correction_id, sent, settled)"
+                    " SELECT id, ?, NULL FROM corrections WHERE triplet_key = ?",
+                    (now, triplet_key),
+                )
         return count == 1
 
     def finish_correction(self, triplet_key: str, state: CorrectionState, *, message: str = "") -> None:
@@ -409,16 +424,55 @@ class Journal:
         row = self._db.execute("SELECT * FROM corrections ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else correction_record(row)
 
-    def last_move_time(self) -> float | None:
-        """When the newest offset that moved (or may have moved) M2 was last journaled (`time.time`).
+    def moves(self, *, unsettled: bool = False) -> list[MoveRecord]:
+        """The offsets that moved, or may have moved, M2 (APPLYING, APPLIED, UNCERTAIN), oldest sent first.
 
-        That is when it was acknowledged (APPLIED), given up on (UNCERTAIN), or sent (still APPLYING).
+        Parameters
+        ----------
+        unsettled : `bool`, optional
+            Only those whose move is not known to have finished.
         """
-        states = (CorrectionState.APPLIED, CorrectionState.APPLYING, CorrectionState.UNCERTAIN)
-        row = self._db.execute(
-            "SELECT MAX(updated) FROM corrections WHERE state IN (?, ?, ?)", tuple(s.value for s in states)
-        ).fetchone()
-        return None if row[0] is None else float(row[0])
+        return self._moves("AND m.correction_id IS NOT NULL AND m.settled IS NULL" if unsettled else "")
+
+    def last_move(self) -> MoveRecord | None:
+        """The offset sent last that moved, or may have moved, M2 (see `moves`); None if there is none."""
+        moves = self._moves("", newest_only=True)
+        return moves[0] if moves else None
+
+    def _moves(self, condition: str, *, newest_only: bool = False) -> list[MoveRecord]:
+        states = (CorrectionState.APPLYING, CorrectionState.APPLIED, CorrectionState.UNCERTAIN)
+        order = "DESC LIMIT 1" if newest_only else ""
+        rows = self._db.execute(
+            "SELECT c.triplet_key, c.group_id, c.state, COALESCE(m.sent, c.updated), c.updated,"
+            # A correction journaled before the moves table existed settled when it was answered.
+            " CASE WHEN m.correction_id IS NULL THEN c.updated ELSE m.settled END"
+            " FROM corrections c LEFT JOIN moves m ON m.correction_id = c.id"
+            f" WHERE c.state IN (?, ?, ?) {condition}"
+            f" ORDER BY COALESCE(m.sent, c.updated) {order}",
+            tuple(s.value for s in states),
+        ).fetchall()
+        return [
+            MoveRecord(key, group, CorrectionState(state), float(sent), float(answered), settled)
+            for key, group, state, sent, answered, settled in rows
+        ]
+
+    def mark_settled(self, triplet_key: str, when: float) -> None:
+        """Record when M2 was seen to have finished moving for the correction of ``triplet_key``.
+
+        Raises
+        ------
+        InputError
+            If that correction was never sent.
+        """
+        count = self._write(
+            "UPDATE moves SET settled = ? WHERE correction_id = "
+            "(SELECT id FROM corrections WHERE triplet_key = ?)",
+            (float(when), triplet_key),
+        )
+        if count != 1:
+            raise InputError(
+                f"journal {self.path}: no offset was sent for {triplet_key!r}", value=triplet_key
+            )
 
     def new_epoch(self, reason: str) -> int:
         """Start a new epoch (totals restart from zero: only at enable); return its number."""

@@ -106,6 +106,28 @@ class CorrectionRecord:
     message: str
 
 
+@dataclasses.dataclass(frozen=True)
+class MoveRecord:
+    """An offset that moved, or may have moved, M2: a correction APPLYING, APPLIED or UNCERTAIN.
+
+    Attributes
+    ----------
+    sent : `float`
+        When it was sent to ATAOS (``time.time``).
+    answered : `float`
+        When its state last changed: the acknowledgement (or the giving up), or the send while APPLYING.
+    settled : `float` or None
+        When M2 was seen to have finished moving for it (`m2_moves`); None while that is not known.
+    """
+
+    triplet_key: str
+    group_id: str
+    state: CorrectionState
+    sent: float
+    answered: float
+    settled: float | None
+
+
 def dump_state(state: HexapodState) -> str:
     return json.dumps(state.as_array().tolist())
 

@@ -448,7 +448,8 @@ class SimulatedATHexapod(_SimulatedCsc):
 
 
 class SimulatedATAOS(_SimulatedCsc):
-    """ATAOS: ``offset`` adds to the hexapod position, then ``hexapodCorrectionCompleted`` is written.
+    """ATAOS: ``offset`` adds to the hexapod position between ``hexapodCorrectionStarted`` and
+    ``hexapodCorrectionCompleted`` (as the real one when the shutter is closed: it is never open here).
 
     Mirror pressure offsets (``m1``, ``m2``) and hexapod ``w`` are refused when non-zero: the simulated
     telescope has no model for them.
@@ -476,22 +477,21 @@ class SimulatedATAOS(_SimulatedCsc):
                 "force model; send 0"
             )
         delta = HexapodState(data.x, data.y, data.z, data.u, data.v)
+        self.evt_hexapodCorrectionStarted.set_write(**_ataos_position(self.telescope.hexapod + delta))
         await asyncio.sleep(self.settle_s)
         move = self.telescope.apply_offset(delta, source=data.private_identity)
         p = move.position
-        self.evt_hexapodCorrectionCompleted.set_write(
-            hexapod_x=p.x,
-            hexapod_y=p.y,
-            hexapod_z=p.z,
-            hexapod_u=p.u,
-            hexapod_v=p.v,
-            hexapod_w=0.0,
-            force_output=True,
-        )
+        self.evt_hexapodCorrectionCompleted.set_write(**_ataos_position(p))
         self.log.info(
             f"offset from {data.private_identity}: dx={delta.x:+.4f} dy={delta.y:+.4f} dz={delta.z:+.4f} mm "
             f"du={delta.u:+.4f} dv={delta.v:+.4f} deg -> x={p.x:+.4f} y={p.y:+.4f} z={p.z:+.4f} mm"
         )
+
+
+def _ataos_position(p: HexapodState) -> dict[str, Any]:
+    """The fields of ATAOS's hexapod correction events for position ``p``."""
+    axes = {f"hexapod_{axis}": value for axis, value in zip("xyzuv", p.as_array().tolist(), strict=True)}
+    return {**axes, "hexapod_w": 0.0, "force_output": True}
 
 
 def _refuse_w(w: float, what: str) -> None:
