@@ -176,3 +176,46 @@ def test_one_raw_with_a_malformed_header_or_a_surprise_costs_only_itself(tmp_pat
     assert (
         "AT_O_20240624_000004.fits: is a directory, not a FITS file" in reasons["AT_O_20240624_000004.fits"]
     )
+
+
+def test_camera_angles_from_a_table_reach_the_triplets(
+    night: tuple[Path, NightManifest], tmp_path: Path
+) -> None:
+    # Real raws carry no camera angle: offline it comes from the EFD, per image, as the CSC reads it live.
+    out, manifest = night
+    roles = {e.role: e.obsid for e in manifest.triplets[0].exposures}
+    table = tmp_path / "angles.csv"
+    table.write_text(f"obsid,camera_angle_deg\n{roles['intra']},179.0\n{roles['extra']},-179.0\n")
+    angles = reprocess.read_camera_angles(table)
+    assert angles == {roles["intra"]: 179.0, roles["extra"]: -179.0}
+    (triplet,) = find_triplets(out, camera_angles=angles).triplets
+    assert triplet.camera_angle_deg == pytest.approx(-180.0)  # the pair's mean, across the wrap
+    (triplet,) = find_triplets(out, camera_angles={roles["extra"]: 30.0}).triplets
+    assert triplet.camera_angle_deg == 30.0
+    (triplet,) = find_triplets(out).triplets
+    assert triplet.camera_angle_deg is None  # the pipeline then looks for CAMANGLE, or solves focus only
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("obsid,angle\nA,1\n", "no column camera_angle_deg"),
+        ("obsid,camera_angle_deg\nA,1\nB,\n", r"row 2 \(B\): camera_angle_deg='--' is no angle"),
+        ("obsid,camera_angle_deg\nA,1\nB,north\n", "row 2 .B.: camera_angle_deg='north' is no angle"),
+        ("obsid,camera_angle_deg\nA,1\nA,2\n", "A has two camera angles, 1 and 2 deg"),
+        ("obsid,camera_angle_deg\nA,inf\n", "is no angle"),
+    ],
+)
+def test_a_bad_camera_angle_table_is_named(tmp_path: Path, text: str, message: str) -> None:
+    table = tmp_path / "angles.csv"
+    table.write_text(text)
+    with pytest.raises(InputError, match=message):
+        reprocess.read_camera_angles(table)
+
+
+def test_the_cli_names_an_unreadable_camera_angle_table(
+    night: tuple[Path, NightManifest], tmp_path: Path, capsys
+) -> None:
+    out, _ = night
+    assert main(["reprocess", str(out), "--camera-angles", str(tmp_path / "missing.ecsv")]) != 0
+    assert "missing.ecsv: cannot read the camera angles as a table" in capsys.readouterr().err

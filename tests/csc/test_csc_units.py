@@ -26,9 +26,9 @@ from lsst.ts.auxtelwep.closed_loop import (
 from lsst.ts.auxtelwep.config import ApplyConfig
 from lsst.ts.auxtelwep.csc_corrections import CorrectionSender, NothingSignificantError, as_sent
 from lsst.ts.auxtelwep.csc_intake import ImageIntake, kind_name
-from lsst.ts.auxtelwep.csc_worker import WepSummary, pair_camera_angle
+from lsst.ts.auxtelwep.csc_worker import WepSummary
 from lsst.ts.auxtelwep.errors import ConfigurationError, InputError, RawFormatError
-from lsst.ts.auxtelwep.instrument import HexapodState, Role
+from lsst.ts.auxtelwep.instrument import HexapodState, Role, pair_camera_angle
 from lsst.ts.auxtelwep.intake import (
     ImageInfo,
     RawLocator,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cadence import Triplet
 from .errors import AuxTelWepError, ConfigurationError, as_config
-from .instrument import HexapodState, Role
+from .instrument import HexapodState, Role, pair_camera_angle
 
 if TYPE_CHECKING:  # the pipeline is imported only in worker processes (run_pipeline)
     from .intake import ImageInfo
@@ -163,23 +163,6 @@ def summarize(result: WavefrontResult) -> WepSummary:
         residual_structure=float(result.residual_structure),
         camera_angle_deg=result.camera_angle_deg,
     )
-
-
-def pair_camera_angle(intra_deg: float | None, extra_deg: float | None) -> float | None:
-    """The camera angle of a defocal pair: the mean of the two images' (the rotator tracks between them), or
-    the one known (None when neither is).
-
-    Parameters
-    ----------
-    intra_deg, extra_deg : `float` or `None`
-        The images' camera angles, degrees.
-    """
-    known = [a for a in (intra_deg, extra_deg) if a is not None]
-    if not known:
-        return None
-    # Through the difference: 179 and -179 deg average to 180, not 0.
-    mean = known[0] + ((known[-1] - known[0] + 180.0) % 360.0 - 180.0) / 2.0
-    return (mean + 180.0) % 360.0 - 180.0
 
 
 def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:

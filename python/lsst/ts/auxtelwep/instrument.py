@@ -57,6 +57,7 @@ __all__ = [
     "SensitivityMap",
     "ZernikeKind",
     "camera_angle_from_mount",
+    "pair_camera_angle",
     "rotate_xy",
     "zernike_ta_um",
 ]
@@ -178,6 +179,23 @@ def camera_angle_from_mount(elevation_deg: ArrayLike, nasmyth2_deg: ArrayLike) -
     if max(np.ptp(elevation), np.ptp(nasmyth)) > MOUNT_STEADY_DEG:
         return None
     return float((elevation.mean() - nasmyth.mean() + 180.0) % 360.0 - 180.0)
+
+
+def pair_camera_angle(intra_deg: float | None, extra_deg: float | None) -> float | None:
+    """The camera angle of a defocal pair: the mean of the two images' (the rotator tracks between them), or
+    the one known (None when neither is).
+
+    Parameters
+    ----------
+    intra_deg, extra_deg : `float` or `None`
+        The images' camera angles, degrees.
+    """
+    known = [a for a in (intra_deg, extra_deg) if a is not None]
+    if not known:
+        return None
+    # Through the difference: 179 and -179 deg average to 180, not 0.
+    mean = known[0] + ((known[-1] - known[0] + 180.0) % 360.0 - 180.0) / 2.0
+    return (mean + 180.0) % 360.0 - 180.0
 
 
 def _finite_float(name: str, value: object, unit: str) -> float:

@@ -8,6 +8,10 @@ telescope. A raw whose header's DAYOBS or SEQNUM disagrees with its OBSID is rej
 which exposure it is cannot be told.
 
 Raws are looked for at ``<data_root>/raw/<DAYOBS>/*.fits`` (and ``.fits.fz``), the CSC's layout.
+
+Real raws do not carry the camera angle, which the lateral correction needs (the CSC reads it from the
+mount at each readout): `read_camera_angles` takes it per image from a table, e.g. exported from the EFD;
+without it a triplet solves focus only.
 """
 
 from __future__ import annotations
@@ -19,15 +23,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .cadence import CadenceLimits, Sequencer
 from .cadence import Triplet as CadenceTriplet
 from .errors import AuxTelWepError, InputError, as_config
+from .instrument import pair_camera_angle
 from .intake import read_image_info
 from .pipeline import PipelineConfig, Triplet, WavefrontResult, process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NightTriplets", "Rejected", "find_triplets", "process_triplets"]
+__all__ = ["NightTriplets", "Rejected", "find_triplets", "process_triplets", "read_camera_angles"]
 
 # Offline there is no arrival clock: images are spaced by this much in SEQNUM order, well inside the
 # sequencer's grouping window, so only DAYOBS, GROUPID, role and order decide the grouping.
@@ -93,17 +100,83 @@ def _raw_paths(data_root: Path, day_obs: str | None) -> list[Path]:
     return paths
 
 
-def _pipeline_triplet(triplet: CadenceTriplet) -> Triplet:
+def read_camera_angles(path: str | Path) -> dict[str, float]:
+    """Camera angles of images, from a table with columns ``obsid`` and ``camera_angle_deg``.
+
+    The camera angle of an image is the mount's elevation minus its Nasmyth-2 angle at the image, degrees
+    (`instrument.camera_angle_from_mount`: ATMCS ``mount_AzEl_Encoders.elevationCalculatedAngle`` and
+    ``mount_Nasmyth_Encoders.nasmyth2CalculatedAngle`` in the EFD), what the CSC reads at each readout.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        A table astropy reads: ECSV, CSV (``.csv``), FITS...
+
+    Returns
+    -------
+    angles : `dict` [`str`, `float`]
+        Camera angle by OBSID, degrees.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read as a table, lacks a column, has an angle that is not a finite number,
+        or gives one OBSID two different angles.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    try:
+        table = Table.read(path, format="ascii.csv" if path.suffix.lower() == ".csv" else None)
+    except Exception as exc:  # astropy raises a variety for a file that is no table of its formats
+        raise InputError(
+            f"{path}: cannot read the camera angles as a table ({exc})", value=str(path)
+        ) from exc
+    missing = [c for c in ("obsid", "camera_angle_deg") if c not in table.colnames]
+    if missing:
+        raise InputError(
+            f"{path}: no column {' or '.join(missing)} (columns: {', '.join(table.colnames)})",
+            value=table.colnames,
+            allowed=("obsid", "camera_angle_deg"),
+        )
+    angles: dict[str, float] = {}
+    for row, (obsid, value) in enumerate(zip(table["obsid"], table["camera_angle_deg"], strict=True), 1):
+        obsid = str(obsid).strip()
+        try:
+            angle = math.nan if np.ma.is_masked(value) else float(value)
+        except (TypeError, ValueError):
+            angle = math.nan
+        if not math.isfinite(angle):
+            raise InputError(
+                f"{path}: row {row} ({obsid}): camera_angle_deg={str(value)!r} is no angle", value=value
+            )
+        if obsid in angles and angles[obsid] != angle:
+            raise InputError(
+                f"{path}: {obsid} has two camera angles, {angles[obsid]:g} and {angle:g} deg", value=obsid
+            )
+        angles[obsid] = angle
+    return angles
+
+
+def _pipeline_triplet(triplet: CadenceTriplet, camera_angles: Mapping[str, float]) -> Triplet:
     return Triplet(
         intra=Path(triplet.intra.path),
         extra=Path(triplet.extra.path),
         infocus=Path(triplet.infocus.path) if triplet.infocus is not None else None,
         group_id=triplet.group_id,
+        # As the CSC: the pair's mean (the rotator tracks between the two exposures).
+        camera_angle_deg=pair_camera_angle(
+            camera_angles.get(triplet.intra.obsid), camera_angles.get(triplet.extra.obsid)
+        ),
     )
 
 
 def find_triplets(
-    data_root: str | Path, *, day_obs: str | None = None, limits: CadenceLimits | None = None
+    data_root: str | Path,
+    *,
+    day_obs: str | None = None,
+    limits: CadenceLimits | None = None,
+    camera_angles: Mapping[str, float] | None = None,
 ) -> NightTriplets:
     """Group the raws of a data root into triplets with the CSC's sequencer.
 
@@ -115,6 +188,10 @@ def find_triplets(
         Only this night (``YYYYMMDD``); default every night under ``raw/``.
     limits : `cadence.CadenceLimits`, optional
         Cadence rules (default: the CSC's defaults).
+    camera_angles : mapping [`str`, `float`], optional
+        Camera angle by OBSID, degrees (`read_camera_angles`); a triplet gets its defocal pair's mean
+        (`instrument.pair_camera_angle`). Without one, the pipeline takes the header's CAMANGLE, if any,
+        or solves focus only.
 
     Returns
     -------
@@ -159,7 +236,7 @@ def find_triplets(
             reason = f"{Path(info.path).name}: {rejection.message}"
             rejected.append(Rejected((rejection.obsid,), rejection.group_id, reason))
         warnings.extend(w.message for w in outcome.warnings)
-        triplets.extend(_pipeline_triplet(t) for t in outcome.triplets)
+        triplets.extend(_pipeline_triplet(t, camera_angles or {}) for t in outcome.triplets)
         rejected.extend(
             Rejected(tuple(i.obsid for i in r.triplet.images), r.triplet.group_id, r.message)
             for r in outcome.triplet_rejections

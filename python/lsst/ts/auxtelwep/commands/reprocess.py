@@ -32,18 +32,31 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--plot", type=output_file, help="PNG of the night: Zernikes, corrections and seeing per triplet"
     )
+    parser.add_argument(
+        "--camera-angles",
+        type=Path,
+        metavar="TABLE",
+        help="table (CSV, ECSV...) of obsid, camera_angle_deg: elevation - Nasmyth-2 at each image, from "
+        "the EFD (ATMCS mount_AzEl_Encoders, mount_Nasmyth_Encoders); real raws lack it, and a triplet "
+        "without it solves focus only",
+    )
     add_pipeline_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Reprocess; return 0 when every triplet gave a result, 1 when some were rejected."""
-    from ..reprocess import find_triplets, process_triplets
+    from ..reprocess import find_triplets, process_triplets, read_camera_angles
 
     config = pipeline_config(args)
-    night = find_triplets(args.data_root, day_obs=args.dayobs)
+    angles = None if args.camera_angles is None else read_camera_angles(args.camera_angles)
+    night = find_triplets(args.data_root, day_obs=args.dayobs, camera_angles=angles)
     counts = (count_of(night.n_raws, "raw"), count_of(len(night.triplets), "triplet"))
     print(f"{counts[0]}: {counts[1]}, {count_of(len(night.rejected), 'rejection')}")
+    if angles is not None:
+        known = sum(t.camera_angle_deg is not None for t in night.triplets)
+        of = count_of(len(night.triplets), "triplet")
+        print(f"  camera angles of {known} of {of} from {args.camera_angles}")
     for warning in night.warnings:
         print(f"  cadence warning: {warning}")
     entries: list[dict[str, Any]] = []
