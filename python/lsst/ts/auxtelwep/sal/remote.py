@@ -33,7 +33,9 @@ class Remote(TopicOwner):
     readonly : `bool`, optional
         If True, make no command writers.
     include, exclude : iterable of `str`, optional
-        Names of the events and telemetry to read (or not), without prefix; default all. Not both.
+        Names of the events and telemetry to read (or not), without prefix; default all. Not both. Other
+        names (commands, as ts_observatory_control's RemoteGroup passes, or no topic at all) are ignored,
+        as in ts_salobj.
     evt_max_history : `int`, optional
         Most historical samples per event queued for `ReadTopic.next` (late-joiner history).
     queue_len : `int`, optional
@@ -54,7 +56,7 @@ class Remote(TopicOwner):
     Raises
     ------
     ValueError
-        If both ``include`` and ``exclude`` are given, or they name unknown topics.
+        If both ``include`` and ``exclude`` are given.
     """
 
     def __init__(
@@ -75,14 +77,10 @@ class Remote(TopicOwner):
         try:
             interface = self.salinfo.interface
             readable = set(interface.events) | set(interface.telemetry)
-            chosen = set(readable)
-            for label, names in (("include", include), ("exclude", exclude)):
-                if names is not None:
-                    names = set(names)
-                    unknown = sorted(names - readable)
-                    if unknown:
-                        raise ValueError(f"{label} names unknown {name} topics {unknown}")
-                    chosen = names if label == "include" else readable - names
+            if include is not None:
+                chosen = readable & set(include)
+            else:
+                chosen = readable - set(exclude or ())
             self._topics: dict[str, Any] = {}
             for spec in interface.events.values():
                 if spec.name in chosen:

@@ -1,0 +1,33 @@
+"""Remote construction as ts_salobj scripts and ts_observatory_control's RemoteGroup use it."""
+
+import unittest
+
+from lsst.ts.auxtelwep.sal import Domain, Remote
+from lsst.ts.auxtelwep.sal.testutils import dds_isolation
+
+
+class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
+    def setUp(self):
+        isolation = dds_isolation()
+        isolation.__enter__()
+        self.addCleanup(isolation.__exit__, None, None, None)
+
+    async def test_include_and_exclude_ignore_names_that_are_no_event_or_telemetry(self):
+        # RemoteGroup passes the generic command names along with the events it reads.
+        async with Domain() as domain:
+            include = ["enable", "start", "summaryState", "scalars", "nothing"]
+            remote = Remote(domain, "Test", 1, include=include)
+            remote.start_task.cancel()  # nobody answers: do not wait for discovery
+            self.assertEqual(
+                sorted(name for name in remote.topic_names if not name.startswith("cmd_")),
+                ["evt_scalars", "evt_summaryState", "tel_scalars"],
+            )
+            self.assertTrue(hasattr(remote, "cmd_enable"))
+            await remote.close()
+            remote = Remote(domain, "Test", 1, exclude=["enable", "heartbeat", "nothing"])
+            remote.start_task.cancel()
+            self.assertFalse(hasattr(remote, "evt_heartbeat"))
+            self.assertTrue(hasattr(remote, "evt_summaryState"))
+            await remote.close()
+            with self.assertRaises(ValueError):
+                Remote(domain, "Test", 1, include=["summaryState"], exclude=["heartbeat"])
