@@ -24,6 +24,7 @@ class StateTransitionTestCase(BaseCscTestCase):
 
     async def test_a_new_fault_while_in_fault_is_reported(self):
         async with self.make_csc(initial_state=State.ENABLED):
+            self.remote.evt_errorCode.flush()  # the errorCode 0 of the start
             await self.csc.fault(code=1, report="first problem")
             await self.csc.fault(code=2, report="second problem")
             self.assertEqual(self.csc.summary_state, State.FAULT)
@@ -32,3 +33,13 @@ class StateTransitionTestCase(BaseCscTestCase):
                 error = await self.remote.evt_errorCode.next(flush=False, timeout=STD_TIMEOUT)
                 codes.append((error.errorCode, error.errorReport))
             self.assertEqual(codes, [(1, "first problem"), (2, "second problem")])
+
+    async def test_error_code_is_written_at_start_and_cleared_when_leaving_fault(self):
+        async with self.make_csc(initial_state=State.STANDBY):
+            # A late joiner finds one from the start.
+            await self.assert_next_sample(self.remote.evt_errorCode, errorCode=0, errorReport="")
+            await self.csc.fault(code=5, report="broken")
+            await self.assert_next_sample(self.remote.evt_errorCode, errorCode=5, errorReport="broken")
+            await self.remote.cmd_standby.start(timeout=STD_TIMEOUT)
+            await self.assert_next_sample(self.remote.evt_errorCode, errorCode=0, errorReport="")
+            self.assertEqual(self.remote.evt_errorCode.get().errorCode, 0)

@@ -10,7 +10,8 @@ State machine (commands and the states they are allowed from)::
 
 Each state command runs ``begin_<cmd>(data)``, changes the state, runs ``end_<cmd>(data)`` (if that raises,
 the state goes back and the command fails), writes ``summaryState`` and calls `BaseCsc.handle_summary_state`.
-`BaseCsc.fault` goes to FAULT from any state but OFFLINE and writes ``errorCode``.
+`BaseCsc.fault` goes to FAULT from any state but OFFLINE and writes ``errorCode``; every other state written
+(the initial STANDBY too) comes with an ``errorCode`` of 0.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class BaseCsc(Controller):
         self._write_auth_list()
         await self.start_extra()
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
-        self.evt_summaryState.set_write(summaryState=self._summary_state)
+        self._write_summary_state()
         if self._initial_state in (State.DISABLED, State.ENABLED):
             start_data = self.cmd_start.DataType(configurationOverride=self._override)
             await self._do_change_state(start_data, "start")
@@ -189,8 +190,18 @@ class BaseCsc(Controller):
             raise
         await self._report_summary_state()
 
-    async def _report_summary_state(self) -> None:
+    def _write_summary_state(self) -> None:
+        """Write ``summaryState`` and, outside FAULT, an ``errorCode`` of 0.
+
+        As ts_salobj: a late joiner always finds an ``errorCode``, and one of a CSC that left FAULT no
+        longer names the old fault.
+        """
         self.evt_summaryState.set_write(summaryState=self._summary_state)
+        if self._summary_state is not State.FAULT:
+            self.evt_errorCode.set_write(errorCode=0, errorReport="", traceback="")
+
+    async def _report_summary_state(self) -> None:
+        self._write_summary_state()
         try:
             await self.handle_summary_state()
         except Exception as e:
