@@ -1,12 +1,23 @@
 """Standard CSC state transitions on the real DDS transport."""
 
-from lsst.ts.auxtelwep.sal import State, TestCsc
+from lsst.ts.auxtelwep.sal import AckError, SalRetCode, State, TestCsc
 from lsst.ts.auxtelwep.sal.testutils import STD_TIMEOUT, BaseCscTestCase
+
+#: How long (s) to wait to be sure that a sample is NOT coming (delivery in-process takes milliseconds).
+NO_DATA_TIMEOUT = 0.3
+
+
+class UnreachableHardwareCsc(TestCsc):
+    """A CSC whose work in ENABLED cannot start."""
+
+    async def handle_summary_state(self):
+        if self.summary_state == State.ENABLED:
+            raise RuntimeError("cannot connect to the low-level controller")
 
 
 class StateTransitionTestCase(BaseCscTestCase):
-    def basic_make_csc(self, initial_state, config_dir, simulation_mode, **kwargs):
-        return TestCsc(
+    def basic_make_csc(self, initial_state, config_dir, simulation_mode, csc_class=TestCsc, **kwargs):
+        return csc_class(
             index=1, initial_state=initial_state, config_dir=config_dir, simulation_mode=simulation_mode
         )
 
@@ -43,3 +54,15 @@ class StateTransitionTestCase(BaseCscTestCase):
             await self.remote.cmd_standby.start(timeout=STD_TIMEOUT)
             await self.assert_next_sample(self.remote.evt_errorCode, errorCode=0, errorReport="")
             self.assertEqual(self.remote.evt_errorCode.get().errorCode, 0)
+
+    async def test_a_failing_handle_summary_state_fails_the_command(self):
+        async with self.make_csc(initial_state=State.DISABLED, csc_class=UnreachableHardwareCsc):
+            await self.assert_next_summary_state(State.DISABLED)
+            with self.assertRaises(AckError) as cm:
+                await self.remote.cmd_enable.start(timeout=STD_TIMEOUT)
+            self.assertEqual(cm.exception.ackcmd.ack, SalRetCode.CMD_FAILED)
+            self.assertIn("low-level controller", cm.exception.ackcmd.result)
+            # As ts_salobj: ENABLED is not reported, no FAULT, and the CSC keeps the state it went to.
+            with self.assertRaises(TimeoutError):
+                await self.remote.evt_summaryState.next(flush=False, timeout=NO_DATA_TIMEOUT)
+            self.assertEqual(self.csc.summary_state, State.ENABLED)

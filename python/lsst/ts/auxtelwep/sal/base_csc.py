@@ -9,7 +9,9 @@ State machine (commands and the states they are allowed from)::
     exitControl STANDBY          -> OFFLINE    (then the CSC closes)
 
 Each state command runs ``begin_<cmd>(data)``, changes the state, runs ``end_<cmd>(data)`` (if that raises,
-the state goes back and the command fails), writes ``summaryState`` and calls `BaseCsc.handle_summary_state`.
+the state goes back and the command fails), calls `BaseCsc.handle_summary_state` (if that raises, the command
+fails and ``summaryState`` is not written, while the state stays the new one, as in ts_salobj), then writes
+``summaryState``.
 `BaseCsc.fault` goes to FAULT from any state but OFFLINE and writes ``errorCode``; every other state written
 (the initial STANDBY too) comes with an ``errorCode`` of 0.
 """
@@ -138,7 +140,7 @@ class BaseCsc(Controller):
         self._write_auth_list()
         await self.start_extra()
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
-        self._write_summary_state()
+        self._report_summary_state()
         if self._initial_state in (State.DISABLED, State.ENABLED):
             start_data = self.cmd_start.DataType(configurationOverride=self._override)
             await self._do_change_state(start_data, "start")
@@ -188,9 +190,12 @@ class BaseCsc(Controller):
             self._summary_state = old_state
             self.log.warning(f"end_{cmd_name} failed; state stays {old_state!r}")
             raise
-        await self._report_summary_state()
+        # Before the state is reported, as ts_salobj: a hook that raises fails the command, and remotes do
+        # not see a state whose work did not start.
+        await self.handle_summary_state()
+        self._report_summary_state()
 
-    def _write_summary_state(self) -> None:
+    def _report_summary_state(self) -> None:
         """Write ``summaryState`` and, outside FAULT, an ``errorCode`` of 0.
 
         As ts_salobj: a late joiner always finds an ``errorCode``, and one of a CSC that left FAULT no
@@ -200,16 +205,12 @@ class BaseCsc(Controller):
         if self._summary_state is not State.FAULT:
             self.evt_errorCode.set_write(errorCode=0, errorReport="", traceback="")
 
-    async def _report_summary_state(self) -> None:
-        self._write_summary_state()
-        try:
-            await self.handle_summary_state()
-        except Exception as e:
-            if self._summary_state != State.FAULT:
-                await self.fault(code=None, report=f"handle_summary_state failed: {e!r}")
-
     async def handle_summary_state(self) -> None:
-        """Hook called after every state change (start or stop work that depends on the state)."""
+        """Hook called on every state change (start or stop work that depends on the state).
+
+        A state command calls it before writing ``summaryState``: if it raises, the command fails. `fault`
+        calls it after writing ``summaryState`` FAULT.
+        """
 
     async def fault(self, code: int | None, report: str, traceback: str = "") -> None:
         """Go to FAULT (unless OFFLINE) and write ``errorCode`` (0 if ``code`` is None), also when already
@@ -222,7 +223,12 @@ class BaseCsc(Controller):
         self.log.error(f"fault: code={code}, report={report}")
         if self._summary_state is not State.FAULT:
             self._summary_state = State.FAULT
-            await self._report_summary_state()
+            self._report_summary_state()
+            try:
+                await self.handle_summary_state()
+            except Exception:
+                # Faults are mostly reported from background tasks, which must not die of the report.
+                self.log.exception("handle_summary_state failed on going to FAULT")
 
     async def do_start(self, data: Any) -> None:
         await self._do_change_state(data, "start")
