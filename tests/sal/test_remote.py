@@ -31,3 +31,20 @@ class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
             await remote.close()
             with self.assertRaises(ValueError):
                 Remote(domain, "Test", 1, include=["summaryState"], exclude=["heartbeat"])
+
+    async def test_salinfo_names_its_topics_and_tells_if_indexed(self):
+        # ts_standardscripts' RunCommand checks the command and event names it is given against these.
+        async with Domain() as domain:
+            test = Remote(domain, "Test", 1, include=[])
+            info = test.salinfo
+            self.assertEqual(info.telemetry_names, ("scalars",))
+            self.assertIn("setScalars", info.command_names)
+            self.assertIn("summaryState", info.event_names)
+            for names in (info.command_names, info.event_names):
+                self.assertIsInstance(names, tuple)
+                self.assertEqual(list(names), sorted(names))
+            self.assertIs(info.indexed, True)
+            wep = Remote(domain, "AuxTelWEP", include=[])
+            self.assertIs(wep.salinfo.indexed, False)
+            await test.close()
+            await wep.close()

@@ -4,7 +4,8 @@ A component ``Name`` is described by ``schema/Name/Name_Commands.xml``, ``Name_E
 ``Name_Telemetry.xml`` (any may be missing), plus the generic commands and events of
 ``schema/SALGenerics.xml`` that every component here carries (`GENERIC_COMMANDS`, `GENERIC_EVENTS`).
 Every topic gets the private fields (`PRIVATE_FIELDS`) and the key field ``salIndex``; each component also
-has an ``ackcmd`` topic.
+has an ``ackcmd`` topic. ``schema/SALSubsystems.xml`` (ts_xml's layout) tells which components are indexed:
+those whose ``IndexEnumeration`` is not ``no``; a component it does not list is not indexed.
 
 The schema directory is ``$AUXTELWEP_SCHEMA_DIR`` if set, else the package's ``schema/`` (in the source
 tree a link to ``schema/`` at the repository root; in a wheel, a copy).
@@ -183,13 +184,17 @@ class TopicSpec:
 
 @dataclass(frozen=True)
 class ComponentInterface:
-    """All topics of one component, each dict keyed by topic name (without prefix), sorted by name."""
+    """All topics of one component, each dict keyed by topic name (without prefix), sorted by name.
+
+    ``indexed`` is True if the component runs as several instances told apart by ``salIndex``.
+    """
 
     name: str
     commands: dict[str, TopicSpec]
     events: dict[str, TopicSpec]
     telemetry: dict[str, TopicSpec]
     ackcmd: TopicSpec
+    indexed: bool = False
 
     @property
     def all_topics(self) -> list[TopicSpec]:
@@ -244,6 +249,17 @@ def _parse_file(path: Path, tag: str, kind: TopicKind, component: str) -> dict[s
     return topics
 
 
+def _is_indexed(name: str, schema_dir: Path) -> bool:
+    """Return True if ``SALSubsystems.xml`` gives ``name`` an ``IndexEnumeration`` other than ``no``."""
+    path = schema_dir / "SALSubsystems.xml"
+    if not path.exists():
+        return False
+    for elt in ET.parse(path).getroot().iter("SALSubsystem"):
+        if _text(elt, "Name") == name:
+            return _text(elt, "IndexEnumeration", "no").lower() != "no"
+    return False
+
+
 @functools.cache
 def _load_cached(name: str, schema_dir: Path) -> ComponentInterface:
     generics = schema_dir / "SALGenerics.xml"
@@ -277,6 +293,7 @@ def _load_cached(name: str, schema_dir: Path) -> ComponentInterface:
         events=dict(sorted(events.items())),
         telemetry=dict(sorted(telemetry.items())),
         ackcmd=ackcmd,
+        indexed=_is_indexed(name, schema_dir),
     )
 
 

@@ -38,6 +38,12 @@ class SalInfo:
         If ``index`` is out of range or the interface XML is invalid.
     FileNotFoundError
         If the component has no interface XML.
+
+    Attributes
+    ----------
+    command_names, event_names, telemetry_names : `tuple` [`str`]
+        Names of the component's commands, events and telemetry topics, without prefix, sorted (as
+        ts_salobj's).
     """
 
     def __init__(
@@ -51,6 +57,8 @@ class SalInfo:
         self.index = index
         self.interface: ComponentInterface = load_interface(name, schema_dir)
         self.command_names = tuple(self.interface.commands)
+        self.event_names = tuple(self.interface.events)
+        self.telemetry_names = tuple(self.interface.telemetry)
         self._readers: list[ReaderHandle] = []
         self._writers: list[WriterHandle] = []
         self._closeables: list[Any] = []
@@ -61,6 +69,11 @@ class SalInfo:
         self._ack_reader: ReaderHandle | None = None
         self.closed = False
         domain.add_salinfo(self)
+
+    @property
+    def indexed(self) -> bool:
+        """True if the component is indexed (``schema/SALSubsystems.xml``)."""
+        return self.interface.indexed
 
     @property
     def name_index(self) -> str:
