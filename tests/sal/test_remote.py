@@ -48,3 +48,16 @@ class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
             self.assertIs(wep.salinfo.indexed, False)
             await test.close()
             await wep.close()
+
+    async def test_only_events_have_history(self):
+        # Telemetry and commands are not durable: a sample whose send time (another host's clock) is before
+        # the reader started is no history, and max_history=0 must not drop it.
+        async with Domain() as domain:
+            remote = Remote(domain, "Test", 1, include=["scalars"], evt_max_history=0)
+            remote.start_task.cancel()
+            for reader in (remote.tel_scalars, remote.evt_scalars):
+                data = reader.DataType(salIndex=1, private_sndStamp=1.0, int0=3)
+                reader._deliver([data])
+            self.assertEqual(remote.tel_scalars.get().int0, 3)
+            self.assertIsNone(remote.evt_scalars.get())
+            await remote.close()

@@ -130,6 +130,24 @@ class TopicTestCase(BaseCscTestCase):
                 self.assertEqual(received, [8, 9, 10])
                 await remote.close()
 
+    async def test_max_history_0_reads_no_history(self):
+        async with self.make_csc(initial_state=State.ENABLED):
+            self.csc.evt_scalars.set_write(int0=1)
+            async with (
+                Domain() as domain,
+                Remote(domain, "Test", 2, include=["scalars", "summaryState"], evt_max_history=0) as late,
+            ):
+                # As ts_salobj: not even get() sees what was written before the remote started.
+                for reader in (late.evt_scalars, late.evt_summaryState):
+                    self.assertIsNone(reader.get())
+                    self.assertFalse(reader.has_data)
+                    self.assertEqual(reader.nqueued, 0)
+                with self.assertRaises(TimeoutError):
+                    await late.evt_scalars.aget(timeout=NO_DATA_TIMEOUT)
+                self.csc.evt_scalars.set_write(int0=2)
+                self.assertEqual((await late.evt_scalars.aget(timeout=STD_TIMEOUT)).int0, 2)
+                await self.assert_next_sample(late.evt_scalars, int0=2)
+
     async def test_a_full_queue_is_reported_once_until_it_is_read(self):
         async with self.make_csc(initial_state=State.ENABLED):
             async with (

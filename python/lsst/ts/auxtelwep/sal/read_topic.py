@@ -1,9 +1,10 @@
 """Read side of topics: `ReadTopic` (queue, ``get``/``next``/``aget``/``flush``, callback).
 
-Samples arrive in the event loop thread from the transport. Each gets ``private_rcvStamp``. A sample written
+Samples arrive in the event loop thread from the transport. Each gets ``private_rcvStamp``. An event written
 before this reader existed (a late joiner's history, from TRANSIENT_LOCAL events) is "historical": at most
 ``max_history`` of those are kept, the newest ones (in the queue, or handed to a callback once they stop
-arriving), while `get` always returns the newest sample.
+arriving), while `get` returns the newest sample. With ``max_history=0`` no history is read at all, as in
+ts_salobj: `get` returns None until a new sample arrives.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .base import current_tai
-from .interface import TopicSpec
+from .interface import TopicKind, TopicSpec
 from .sal_info import SalInfo
 
 __all__ = ["DEFAULT_QUEUE_LEN", "DEFAULT_READ_TIMEOUT", "HISTORY_SETTLE_S", "ReadTopic"]
@@ -41,7 +42,8 @@ class ReadTopic:
     spec : `TopicSpec`
         The topic.
     max_history : `int`
-        Most historical samples (written before this reader was made) to keep in the queue.
+        Most historical samples (events written before this reader was made) to keep in the queue; 0 to
+        read no history at all.
     queue_len : `int`, optional
         Queue length; older samples are dropped, with a warning, when it is full.
     index_filter : `bool`, optional
@@ -74,13 +76,16 @@ class ReadTopic:
         self.max_history = max_history
         self.log = logging.getLogger(f"{salinfo.name_index}.{self.attr_name}")
         self._index = salinfo.index if index_filter else 0
+        # Only events are durable: other topics deliver no history, so the send time of their samples, which
+        # another host's clock may put before this reader's start, must not drop them as history.
+        self._has_history = spec.kind is TopicKind.EVENT
         self._queue: collections.deque[Any] = collections.deque(maxlen=queue_len)
         self._n_historical = 0
         self._overflowing = False
         self._current: Any = None
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._aget_waiters: collections.deque[asyncio.Future] = collections.deque()
-        #: Samples delivered so far (also those a callback took or the index filter kept).
+        #: Samples delivered so far for this index (also history dropped for ``max_history=0``).
         self.n_received = 0
         self._callback: CallbackType | None = None
         self._callback_queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -232,10 +237,13 @@ class ReadTopic:
         for data in samples:
             if self._index != 0 and data.salIndex != self._index:
                 continue
+            self.n_received += 1
+            historical = self._has_history and data.private_sndStamp < self._start_tai
+            if historical and self.max_history == 0:
+                continue
             data.private_rcvStamp = now
             self._current = data
-            self.n_received += 1
-            self._add(data, historical=data.private_sndStamp < self._start_tai)
+            self._add(data, historical)
         if self._current is not None:
             for waiter in self._aget_waiters:
                 if not waiter.done():
@@ -247,7 +255,7 @@ class ReadTopic:
             if not historical:
                 self._release_history()
                 self._callback_queue.put_nowait(data)
-            elif self.max_history > 0:
+            else:
                 self._held_history.append(data)
                 if self._release_handle is not None:
                     self._release_handle.cancel()
@@ -271,8 +279,6 @@ class ReadTopic:
 
     def _queue_sample(self, data: Any, historical: bool) -> None:
         if historical:
-            if self.max_history == 0:
-                return
             if self._n_historical >= self.max_history:
                 # Historical samples precede live ones: drop the oldest historical one.
                 self._queue.popleft()
