@@ -84,13 +84,24 @@ class ConfigurableTestCase(BaseCscTestCase):
         self.assertIn("is not a directory", err.getvalue())
         self.assertNotIn("Traceback", err.getvalue())
 
-    async def test_amain_names_a_configuration_that_fails(self):
-        # The initial state needs a configuration that is invalid: one line naming it and status 1 (it was
-        # a chain of tracebacks and "Task exception was never retrieved").
-        args = ["7", "--state", "disabled", "--override", "broken.yaml", "--configdir", str(self.config_dir)]
-        with contextlib.redirect_stderr(io.StringIO()) as err, self.assertRaises(SystemExit) as cm:
-            await TestCsc.amain(index=True, args=args)
-        self.assertEqual(cm.exception.code, 1)
-        self.assertIn("could not go to disabled", err.getvalue())
-        self.assertIn("broken.yaml", err.getvalue())
-        self.assertNotIn("Traceback", err.getvalue())
+    async def test_amain_stays_up_in_standby_if_the_initial_state_fails(self):
+        # As ts_salobj: the failure is logged and the CSC waits for a start with another override (it used
+        # to exit).
+        args = ["7", "--state", "enabled", "--override", "broken.yaml", "--configdir", str(self.config_dir)]
+        with self.assertLogs("Test:7", level="ERROR") as logs:
+            task = asyncio.create_task(TestCsc.amain(index=True, args=args))
+            async with (
+                Domain() as domain,
+                Remote(domain, "Test", 7, include=["summaryState", "errorCode"]) as remote,
+            ):
+                state = await remote.evt_summaryState.aget(timeout=STD_TIMEOUT)
+                self.assertEqual(state.summaryState, State.STANDBY)
+                error = await remote.evt_errorCode.aget(timeout=STD_TIMEOUT)
+                self.assertEqual(error.errorCode, 0)
+                self.assertFalse(task.done())
+                await remote.cmd_start.set_start(configurationOverride="fast.yaml", timeout=STD_TIMEOUT)
+                await remote.cmd_standby.start(timeout=STD_TIMEOUT)
+                await remote.cmd_exitControl.start(timeout=STD_TIMEOUT)
+                await asyncio.wait_for(task, STD_TIMEOUT)
+        self.assertIn("could not go to ENABLED: start failed; staying in STANDBY", logs.output[0])
+        self.assertIn("broken.yaml", logs.output[0])

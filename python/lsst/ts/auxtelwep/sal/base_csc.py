@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -60,7 +59,8 @@ class BaseCsc(Controller):
     index : `int`, optional
         salIndex; None for a component that is not indexed.
     initial_state : `State`, optional
-        STANDBY, DISABLED or ENABLED; the CSC goes there by the usual commands once started.
+        STANDBY, DISABLED or ENABLED; the CSC goes there by the usual commands once started (if one fails,
+        it logs why and stays in the state it got to).
     override : `str`, optional
         Configuration override used when ``initial_state`` is DISABLED or ENABLED.
     simulation_mode : `int`, optional
@@ -130,7 +130,12 @@ class BaseCsc(Controller):
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Write the startup events, start the heartbeat, and go to the initial state."""
+        """Write the startup events, start the heartbeat, and go to the initial state.
+
+        If the initial state cannot be reached (say an override that is missing), the failure is logged and
+        the CSC stays up in the state it got to, as in ts_salobj: an operator can then send ``start`` with
+        another override.
+        """
         await super().start()
         self.evt_softwareVersions.set_write(
             salVersion=_SAL_LAYER_VERSION, xmlVersion="", cscVersion=self.version, subsystemVersions=""
@@ -141,11 +146,23 @@ class BaseCsc(Controller):
         await self.start_extra()
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
         self._report_summary_state()
-        if self._initial_state in (State.DISABLED, State.ENABLED):
-            start_data = self.cmd_start.DataType(configurationOverride=self._override)
-            await self._do_change_state(start_data, "start")
-        if self._initial_state == State.ENABLED:
-            await self._do_change_state(self.cmd_enable.DataType(), "enable")
+        commands = {State.STANDBY: (), State.DISABLED: ("start",), State.ENABLED: ("start", "enable")}
+        for cmd_name in commands[self._initial_state]:
+            data = getattr(self, f"cmd_{cmd_name}").DataType()
+            if cmd_name == "start":
+                data.configurationOverride = self._override
+            try:
+                await self._do_change_state(data, cmd_name)
+            except Exception as exc:
+                why = (
+                    f"could not go to {self._initial_state.name}: {cmd_name} failed; "
+                    f"staying in {self._summary_state.name}"
+                )
+                if isinstance(exc, ExpectedError):  # a refusal that says it all: no traceback
+                    self.log.error(f"{why}: {exc}")
+                else:
+                    self.log.exception(why)
+                break
 
     async def start_extra(self) -> None:
         """Hook run in `start` before the heartbeat begins (ConfigurableCsc writes an event here)."""
@@ -373,11 +390,4 @@ class BaseCsc(Controller):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(csc.close()))
-        try:
-            await csc.done_task
-        except ExpectedError as exc:
-            # The initial state could not be reached (say a configuration file that does not parse): one
-            # line naming it, not the chained tracebacks of the task that failed.
-            with contextlib.suppress(Exception):
-                await csc.start_task
-            parser.exit(1, f"{parser.prog}: error: could not go to {ns.state}: {exc}\n")
+        await csc.done_task
