@@ -61,3 +61,22 @@ class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(remote.tel_scalars.get().int0, 3)
             self.assertIsNone(remote.evt_scalars.get())
             await remote.close()
+
+    async def test_queue_reads_are_refused_while_a_callback_is_set(self):
+        # As ts_salobj: with a callback, samples go to it, not to the queue these read.
+        async with Domain() as domain:
+            remote = Remote(domain, "Test", 1, include=["scalars"])
+            remote.start_task.cancel()
+            reader = remote.evt_scalars
+            reader.callback = lambda data: None
+            with self.assertRaisesRegex(RuntimeError, "callback"):
+                reader.flush()
+            with self.assertRaisesRegex(RuntimeError, "callback"):
+                reader.get_oldest()
+            with self.assertRaisesRegex(RuntimeError, "callback"):
+                await reader.aget(timeout=1)
+            with self.assertRaisesRegex(RuntimeError, "callback"):
+                await reader.next(flush=False, timeout=1)
+            reader.callback = None
+            reader.flush()
+            await remote.close()

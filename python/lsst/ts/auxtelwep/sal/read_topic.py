@@ -121,9 +121,12 @@ class ReadTopic:
         RuntimeError
             If a callback is set.
         """
-        if self._callback is not None:
-            raise RuntimeError(f"{self.attr_name}.get_oldest is not allowed while a callback is set")
+        self._assert_no_callback("get_oldest")
         return self._pop() if self._queue else None
+
+    def _assert_no_callback(self, method: str) -> None:
+        if self._callback is not None:
+            raise RuntimeError(f"{self.attr_name}.{method} is not allowed while a callback is set")
 
     @property
     def has_data(self) -> bool:
@@ -164,9 +167,12 @@ class ReadTopic:
 
         Raises
         ------
+        RuntimeError
+            If a callback is set (as in ts_salobj) or the topic is closed.
         TimeoutError
             If no sample arrives in time.
         """
+        self._assert_no_callback("aget")
         if self._current is not None:
             return self._current
         if self.closed:
@@ -175,7 +181,14 @@ class ReadTopic:
         return await self._wait_for_sample(self._aget_waiters, timeout)
 
     def flush(self) -> None:
-        """Drop every queued sample."""
+        """Drop every queued sample.
+
+        Raises
+        ------
+        RuntimeError
+            If a callback is set (as in ts_salobj: samples then go to the callback, not the queue).
+        """
+        self._assert_no_callback("flush")
         self._queue.clear()
         self._n_historical = 0
 
@@ -196,8 +209,7 @@ class ReadTopic:
         TimeoutError
             If no sample arrives in time.
         """
-        if self._callback is not None:
-            raise RuntimeError(f"{self.attr_name}.next is not allowed while a callback is set")
+        self._assert_no_callback("next")
         if self.closed:
             raise RuntimeError(f"{self.attr_name} is closed")
         if flush:
