@@ -80,3 +80,13 @@ class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
             reader.callback = None
             reader.flush()
             await remote.close()
+
+    async def test_a_remote_command_is_only_sent_by_start(self):
+        # As ts_salobj: write would send a command whose acks nobody waits for.
+        async with Domain() as domain:
+            remote = Remote(domain, "Test", 1, include=[])
+            with self.assertRaisesRegex(NotImplementedError, "set_start"):
+                remote.cmd_setLogLevel.set_write(level=10)
+            with self.assertRaisesRegex(NotImplementedError, "start"):
+                remote.cmd_setLogLevel.write()
+            await remote.close()

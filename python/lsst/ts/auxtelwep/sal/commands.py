@@ -30,7 +30,7 @@ from .base import (
 from .interface import TopicSpec
 from .read_topic import ReadTopic
 from .sal_info import SalInfo
-from .write_topic import WriteTopic
+from .write_topic import SetWriteResult, WriteTopic
 
 __all__ = ["CommandInfo", "ControllerCommand", "RemoteCommand"]
 
@@ -178,8 +178,28 @@ class RemoteCommand(WriteTopic):
         )
         self.salinfo.running_commands[seq_num] = info
         self._seq_num = seq_num - 1  # write() increments: the command carries the salinfo-wide number
-        self.write()
+        super().write()
         return await self._acks(info, timeout=max(deadline - time.monotonic(), 0.0), wait_done=wait_done)
+
+    def write(self) -> Any:
+        """Refused, as in ts_salobj: a command is sent by `start`, which also waits for its acks.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        raise NotImplementedError(f"{self.attr_name}: call start instead of write")
+
+    def set_write(self, *, force_output: bool = False, **kwargs: Any) -> SetWriteResult:
+        """Refused, as in ts_salobj: a command is sent by `set_start`, which also waits for its acks.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        raise NotImplementedError(f"{self.attr_name}: call set_start instead of set_write")
 
     async def next_ackcmd(
         self, ackcmd: Any, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True
