@@ -1,6 +1,10 @@
 """Remote construction as ts_salobj scripts and ts_observatory_control's RemoteGroup use it."""
 
+import getpass
+import os
+import socket
 import unittest
+from unittest import mock
 
 from lsst.ts.auxtelwep.sal import Domain, Remote
 from lsst.ts.auxtelwep.sal.testutils import dds_isolation
@@ -90,3 +94,10 @@ class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
             with self.assertRaisesRegex(NotImplementedError, "start"):
                 remote.cmd_setLogLevel.write()
             await remote.close()
+
+    async def test_domain_user_host(self):
+        # RemoteGroup.get_identity falls back on it when the identity is a CSC name.
+        with mock.patch.dict(os.environ, {"LSST_IDENTITY": "Script:3"}):
+            async with Domain() as domain:
+                self.assertEqual(domain.default_identity, "Script:3")
+                self.assertEqual(domain.user_host, f"{getpass.getuser()}@{socket.gethostname()}")

@@ -29,6 +29,7 @@ __all__ = [
     "State",
     "current_tai",
     "default_identity",
+    "get_user_host",
     "make_done_future",
     "name_to_name_index",
 ]
@@ -127,16 +128,19 @@ def current_tai() -> float:
     return time.time() + TAI_MINUS_UTC
 
 
-def default_identity() -> str:
-    """Return the identity used by remotes: ``$LSST_IDENTITY`` if set, else ``user@host``."""
-    env = os.environ.get("LSST_IDENTITY", "").strip()
-    if env:
-        return env
+def get_user_host() -> str:
+    """Return ``user@host`` of this process (the user id if it has no name)."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in containers without passwd entry
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def default_identity() -> str:
+    """Return the identity used by remotes: ``$LSST_IDENTITY`` if set, else `get_user_host`."""
+    env = os.environ.get("LSST_IDENTITY", "").strip()
+    return env if env else get_user_host()
 
 
 def make_done_future() -> asyncio.Future:

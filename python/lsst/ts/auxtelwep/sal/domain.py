@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .base import default_identity
+from .base import default_identity, get_user_host
 from .transport import DdsTransport, Transport
 
 __all__ = ["DEFAULT_PARTITION_PREFIX", "Domain", "dds_environment"]
@@ -61,6 +61,9 @@ class Domain:
         Process id, written as ``private_origin``.
     default_identity : `str`
         The identity this domain started with.
+    user_host : `str`
+        ``user@host`` of this process (`get_user_host`), whatever the identity (as ts_salobj's; RemoteGroup
+        falls back on it when the identity is a CSC name).
 
     Raises
     ------
@@ -85,6 +88,7 @@ class Domain:
         self.domain_id = domain_id
         self.partition_prefix = partition_prefix
         self.loop = asyncio.get_running_loop()
+        self.user_host = get_user_host()
         self.default_identity = default_identity()
         self.identity = self.default_identity
         self.origin = os.getpid()
