@@ -19,22 +19,22 @@ class TopicTestCase(BaseCscTestCase):
             evt = self.csc.evt_scalars
             reader = self.remote.evt_scalars
             first = evt.set_write(int0=1, double0=math.nan)
-            self.assertTrue(first.did_write)
+            self.assertTrue(first.was_written)
             await self.assert_next_sample(reader, int0=1)
             # Same values (NaN equals NaN): nothing written.
             again = evt.set_write(int0=1, double0=math.nan)
-            self.assertFalse(again.did_write)
-            self.assertFalse(again.was_changed)
+            self.assertFalse(again.was_written)
+            self.assertFalse(again.did_change)
             with self.assertRaises(TimeoutError):
                 await reader.next(flush=False, timeout=NO_DATA_TIMEOUT)
             # Forced: written though unchanged.
             forced = evt.set_write(int0=1, force_output=True)
-            self.assertTrue(forced.did_write)
-            self.assertFalse(forced.was_changed)
+            self.assertTrue(forced.was_written)
+            self.assertFalse(forced.did_change)
             await self.assert_next_sample(reader, int0=1)
             # Changed: written; the result holds a copy of what was sent.
             changed = evt.set_write(string0="new")
-            self.assertTrue(changed.did_write and changed.was_changed)
+            self.assertTrue(changed.was_written and changed.did_change)
             self.assertEqual(changed.data.string0, "new")
             data = await self.assert_next_sample(reader, int0=1, string0="new")
             self.assertTrue(math.isnan(data.double0))
@@ -45,7 +45,7 @@ class TopicTestCase(BaseCscTestCase):
     async def test_telemetry_always_written(self):
         async with self.make_csc(initial_state=State.STANDBY):
             for _ in range(3):
-                self.assertTrue(self.csc.tel_scalars.set_write(int0=5).did_write)
+                self.assertTrue(self.csc.tel_scalars.set_write(int0=5).was_written)
             for _ in range(3):
                 await self.assert_next_sample(self.remote.tel_scalars, int0=5)
 

@@ -16,20 +16,20 @@ __all__ = ["ControllerEvent", "ControllerTelemetry", "SetWriteResult", "WriteTop
 
 @dataclass(frozen=True)
 class SetWriteResult:
-    """What `WriteTopic.set_write` did.
+    """What `WriteTopic.set_write` did (fields named and ordered as ts_salobj's).
 
     Attributes
     ----------
-    did_write : `bool`
-        True if a sample was written.
-    was_changed : `bool`
+    did_change : `bool`
         True if ``set`` changed any field.
+    was_written : `bool`
+        True if a sample was written.
     data : `object`
         A copy of the data after the call (what was written, if anything was).
     """
 
-    did_write: bool
-    was_changed: bool
+    did_change: bool
+    was_written: bool
     data: Any
 
 
@@ -129,9 +129,9 @@ class WriteTopic:
 
     def set_write(self, *, force_output: bool = False, **kwargs: Any) -> SetWriteResult:
         """Set fields and write (this base class always writes; events write only on change)."""
-        was_changed = self.set(**kwargs)
+        did_change = self.set(**kwargs)
         data = self.write()
-        return SetWriteResult(did_write=True, was_changed=was_changed, data=data)
+        return SetWriteResult(did_change=did_change, was_written=True, data=data)
 
     def basic_close(self) -> None:
         self._writer.close()
@@ -152,10 +152,10 @@ class ControllerEvent(WriteTopic):
             Whether it wrote, whether values changed, and a copy of the data.
         """
         never_written = self._seq_num == 0
-        was_changed = self.set(**kwargs)
-        if was_changed or force_output or never_written:
-            return SetWriteResult(did_write=True, was_changed=was_changed, data=self.write())
-        return SetWriteResult(did_write=False, was_changed=False, data=copy.deepcopy(self.data))
+        did_change = self.set(**kwargs)
+        if did_change or force_output or never_written:
+            return SetWriteResult(did_change=did_change, was_written=True, data=self.write())
+        return SetWriteResult(did_change=False, was_written=False, data=copy.deepcopy(self.data))
 
 
 class ControllerTelemetry(WriteTopic):
