@@ -34,7 +34,9 @@ class StateTestCase(CscTestCase):
                 self.assertEqual(ack.ack, SalRetCode.CMD_COMPLETE)
                 self.assertEqual(ack.identity, domain.identity)
                 applied = await remote.evt_configurationApplied.aget(timeout=STD_TIMEOUT)
-                self.assertIn("_init.yaml", applied.configurations)
+                # Names relative to the url: the config_dir's _init.yaml, not also the shipped one.
+                self.assertEqual(applied.configurations.split(",").count("_init.yaml"), 1)
+                self.assertEqual(applied.url, self.config_dir.resolve().as_uri())
                 await remote.cmd_enable.start(timeout=STD_TIMEOUT)
                 await self.next_matching(remote.evt_summaryState, lambda d: d.summaryState == State.ENABLED)
                 loop_state = await remote.evt_closedLoopState.aget(timeout=STD_TIMEOUT)

@@ -153,12 +153,18 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
 
     def read_config(self, override: str) -> tuple[AuxTelWepConfig, list[str]]:
-        """Read the configuration files (`config.load_config`); refuse with ExpectedError."""
+        """Read the configuration files (`config.load_config`); refuse with ExpectedError.
+
+        The names returned (for ``configurationApplied``) are relative to its ``url``, the configuration
+        directory, as in ts_salobj: the shipped defaults, outside it, are not named (they would read as the
+        directory's ``_init.yaml`` a second time).
+        """
         try:
             config, files = load_config(self.config_dir, override)
         except ConfigurationError as exc:
             raise ExpectedError(str(exc)) from exc
-        return config, [Path(f).name for f in files]
+        folder = self.config_dir.resolve() if self.config_dir is not None else None
+        return config, [Path(f).name for f in files if Path(f).parent == folder]
 
     async def configure(self, config: AuxTelWepConfig) -> None:
         """Open the journal and the data root of ``config``; start the worker pool."""
