@@ -11,7 +11,8 @@ import pytest
 from astropy.io import fits
 
 from lsst.ts.auxtelwep.errors import RawFormatError
-from lsst.ts.auxtelwep.exposure import AMP_NAMES, read_raw
+from lsst.ts.auxtelwep.exposure import AMP_NAMES, read_header, read_raw, wcs_from_header
+from lsst.ts.auxtelwep.intake import read_image_info
 from lsst.ts.auxtelwep.sim.signature import default_header, write_raw
 
 
@@ -38,6 +39,27 @@ def test_an_overwritten_extension_header_card_is_named(small_raw: Path, tmp_path
     path = tmp_path / "badcard.fits"
     path.write_bytes(bytes(data))
     _refused(path, "header card 'NAXIS1' missing or damaged")
+
+
+def test_a_damaged_primary_card_it_can_do_without_is_named_once_with_its_file(
+    small_raw: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    data = bytearray(small_raw.read_bytes())
+    keys = list(fits.getheader(small_raw, 0).keys())
+    index = keys.index("PROGRAM")
+    data[80 * index : 80 * (index + 1)] = b"X" * 80
+    path = tmp_path / "badprimary.fits"
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        read_image_info(path)
+        raw = read_raw(path)
+        read_header(path)
+        wcs_from_header(raw.header)
+    named = [r.getMessage() for r in caplog.records if "keyword is invalid" in r.getMessage()]
+    # Once, with the file's name: not astropy's anonymous warning at every read of the header.
+    assert len(named) == 1 and named[0].startswith(f"{path}: ")
+    assert "keyword is invalid" not in capfd.readouterr().err
+    assert "PROGRAM" not in raw.header
 
 
 @pytest.mark.parametrize("extra", [1, 2240])

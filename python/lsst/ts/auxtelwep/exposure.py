@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import NDArray
 
@@ -32,7 +33,7 @@ from .errors import RawFormatError, check_type
 from .guarded_warnings import guarded_warnings
 from .headers import header_number, parse_header
 from .instrument import BORESIGHT_PIXEL, DETECTOR_SHAPE
-from .intake import FITS_READ_ERRORS, fits_error_text, refuse_non_file
+from .intake import FITS_READ_ERRORS, fits_error_text, header_warnings_named, name_warnings, refuse_non_file
 from .reprs import summary_repr
 
 __all__ = [
@@ -250,6 +251,7 @@ def _open_fits(path: str | Path) -> fits.HDUList:
                 f"complete HDU(s) (ending at byte {end}) do not make an HDU",
                 value=str(path),
             )
+    name_warnings(path, caught)  # a damaged header card, say: astropy's own words omit the file
     return hdul
 
 
@@ -307,7 +309,7 @@ def read_header(path: str | Path) -> fits.Header:
     """
     hdul = _open_fits(path)
     try:
-        with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
+        with header_warnings_named(path):
             header = hdul[0].header.copy()
             _check_header(header, path)
     finally:
@@ -334,7 +336,7 @@ def read_raw(path: str | Path) -> RawImage:
         wrong shape.
     """
     hdul = _open_fits(path)
-    with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
+    with header_warnings_named(path):
         try:
             header = hdul[0].header.copy()
             images = [h for h in hdul[1:] if h.is_image and h.header.get("NAXIS", 0) == 2]
@@ -477,7 +479,8 @@ def wcs_from_header(header: fits.Header, *, where: str | None = None) -> WCS | N
     if not all(isinstance(header.get(key), str) and header[key].strip() for key in ("CTYPE1", "CTYPE2")):
         return None
     try:
-        with guarded_warnings(ignore=(FITSFixedWarning,)):
+        # astropy re-parses the header's cards here: an unreadable one was named when the file was read.
+        with guarded_warnings(ignore=(FITSFixedWarning, AstropyUserWarning)):
             wcs = WCS(header, naxis=2, relax=True)
             # Checks the keys together now (wcslib raises on the first use otherwise, far from the file).
             wcs.wcs.set()
@@ -606,7 +609,7 @@ def read_exposure(path: str | Path) -> Exposure:
     finally:
         hdul.close()
     units = "electron" if str(header.get("BUNIT", "adu")).lower().startswith("electron") else "adu"
-    with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
+    with header_warnings_named(path):
         _check_header(header, path)
     try:
         return Exposure(

@@ -17,12 +17,15 @@ colon-separated items of equal count (``"groupId:imageType:reason"`` and ``"G1:C
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,8 @@ __all__ = [
     "RawLocator",
     "day_obs_from_obsid",
     "fits_error_text",
+    "header_warnings_named",
+    "name_warnings",
     "parse_additional",
     "read_image_info",
     "refuse_non_file",
@@ -80,6 +85,50 @@ def fits_error_text(exc: BaseException) -> str:
         return f"header card {exc} missing or damaged"
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text[:300]
+
+
+@contextlib.contextmanager
+def header_warnings_named(path: str | Path) -> Iterator[None]:
+    """Read header cards of ``path`` inside: astropy's warnings name the file, as WARNING log messages.
+
+    astropy warns, without the file's name, of a header card it cannot parse (a damaged or non-standard
+    one, which it then leaves out): the service's log and the command line say which file it was. Its
+    verification notes (`astropy.io.fits.verify.VerifyWarning`: cards it fixes) are left out.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        The file whose headers are read in the block.
+    """
+    with guarded_warnings(record=True) as caught:
+        yield
+    name_warnings(path, caught)
+
+
+def name_warnings(path: str | Path, caught: Iterable[warnings.WarningMessage]) -> None:
+    """Log astropy's warnings ``caught`` while reading ``path`` (`header_warnings_named`), once each.
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        The file read.
+    caught : iterable of `warnings.WarningMessage`
+        What was recorded.
+    """
+    for warning in caught:
+        if issubclass(warning.category, fits.verify.VerifyWarning):
+            continue
+        note = (str(path), " ".join(str(warning.message).split()))
+        # Once per file and process: the same header is read for its role, then for its pixels.
+        if note not in _NAMED_WARNINGS:
+            log.warning("%s: %s", *note)
+        _NAMED_WARNINGS[note] = None
+        _NAMED_WARNINGS.move_to_end(note)
+        while len(_NAMED_WARNINGS) > 256:
+            _NAMED_WARNINGS.popitem(last=False)
+
+
+_NAMED_WARNINGS: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
 
 
 #: File name endings tried, in order, for a raw.
@@ -401,7 +450,7 @@ def read_image_info(path: str | Path) -> ImageInfo:
     path = Path(path)
     refuse_non_file(path)
     try:
-        with guarded_warnings(ignore=(fits.verify.VerifyWarning,)):
+        with header_warnings_named(path):
             header = fits.getheader(path, 0)
     except FileNotFoundError as exc:
         raise RawFormatError(f"{path}: no such file", value=str(path)) from exc
