@@ -52,6 +52,9 @@ class RemoteTestCase(unittest.IsolatedAsyncioTestCase):
             self.assertIs(wep.salinfo.indexed, False)
             await test.close()
             await wep.close()
+            # No controller of AuxTelWEP writes index 1: a remote of it would wait for nothing.
+            with self.assertRaisesRegex(ValueError, "index=1 must be 0 or None: AuxTelWEP is not an indexed"):
+                Remote(domain, "AuxTelWEP", 1, include=[])
 
     async def test_only_events_have_history(self):
         # Telemetry and commands are not durable: a sample whose send time (another host's clock) is before

@@ -28,14 +28,16 @@ class SalInfo:
     name : `str`
         Component name, e.g. ``"AuxTelWEP"``.
     index : `int`, optional
-        salIndex; 0 or None for a component that is not indexed (or, for a remote, "any index").
+        salIndex; 0 or None for a component that is not indexed (for an indexed one, a remote's "any
+        index").
     schema_dir : `pathlib.Path`, optional
         Where the interface XML lives (default: `interface.get_schema_dir`).
 
     Raises
     ------
     ValueError
-        If ``index`` is out of range or the interface XML is invalid.
+        If ``index`` is out of range, non-zero for a component that is not indexed, or the interface XML
+        is invalid.
     FileNotFoundError
         If the component has no interface XML.
 
@@ -56,6 +58,10 @@ class SalInfo:
         self.name = name
         self.index = index
         self.interface: ComponentInterface = load_interface(name, schema_dir)
+        if index != 0 and not self.interface.indexed:
+            # As ts_salobj: a remote of Name:1 for a component that is not indexed would wait for samples
+            # of an index no controller writes.
+            raise ValueError(f"index={index} must be 0 or None: {name} is not an indexed SAL component")
         self.command_names = tuple(self.interface.commands)
         self.event_names = tuple(self.interface.events)
         self.telemetry_names = tuple(self.interface.telemetry)
