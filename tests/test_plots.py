@@ -93,3 +93,19 @@ def test_night_figure_tells_nights_apart(tmp_path, monkeypatch) -> None:
     assert labels == ["20240624:1", "20240624:4", "20240625:1", "20240625:4"]
     # A gap with no value between the nights: the line breaks there.
     assert np.isnan(ax_z4.lines[0].get_ydata()).tolist() == [False, False, True, False, False]
+
+
+def test_the_stamp_figure_carries_the_title_it_is_given(tmp_path, monkeypatch) -> None:
+    # Each panel's label was written into the variable of the figure's title: the last label won.
+    titles = []
+    save = Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        titles.append(fig.get_suptitle())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    donut = np.ones((21, 21))
+    stamps = [{"data": donut, "label": "intra #1"}, {"data": donut, "label": "extra #1"}]
+    plot_stamps(stamps, tmp_path / "s.png", title="AT_O_20240624_000001 + AT_O_20240624_000002")
+    assert titles == ["AT_O_20240624_000001 + AT_O_20240624_000002"]

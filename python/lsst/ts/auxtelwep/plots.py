@@ -172,8 +172,8 @@ def plot_stamps(
         model = stamp.get("model")
         axes[0, i].imshow(data, origin="lower", cmap="magma")
         # Wrapped to the panel: a label can carry why the pair's model fit failed.
-        title = textwrap.fill(str(stamp.get("label", f"donut {i}")), width=45)
-        axes[0, i].set_title(title, fontsize=9)
+        label = textwrap.fill(str(stamp.get("label", f"donut {i}")), width=45)
+        axes[0, i].set_title(label, fontsize=9)
         if model is not None:
             model = np.asarray(model, dtype=float)
             axes[1, i].imshow(model, origin="lower", cmap="magma", vmin=np.nanmin(data), vmax=peak)
