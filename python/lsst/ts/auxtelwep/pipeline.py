@@ -247,7 +247,7 @@ class WavefrontResult:
                 for key, value in correction.sigma_dict().items()
             },
             "hexapod_solved_axes": list(correction.solved_axes),
-            # null when the terms the rule reads (Z4, Z7, Z8) were not all measured.
+            # null when the terms the rule reads (Z4, Z7, Z8) were not all measured, or only z is solved.
             "hexapod_ops_rule": None
             if correction.ops_offset is None
             else {
@@ -312,12 +312,13 @@ def prepare(path: Path, *, config: PipelineConfig | Mapping[str, Any]) -> Exposu
 
     The CSC calls it (in its worker) as each defocal image arrives, so that when the last image of a
     triplet comes only that one is left to calibrate. At most three prepared exposures are held (about
-    160 MB each for a full frame); the oldest is dropped first, and `process` removes what it uses.
+    100 MB each for a full frame, 160 MB with the variance plane); the oldest is dropped first, and
+    `process` removes what it uses.
 
     Parameters
     ----------
     path : `pathlib.Path`
-        Raw LATISS file (or an ISR'd exposure when ``config.isr`` is `None`).
+        Raw LATISS file (or an ISR'd exposure when ``config.apply_isr`` is False).
     config : `PipelineConfig`
         The configuration `process` will be called with (a different one calibrates again).
 
@@ -747,9 +748,9 @@ def _group_notes(given: dict[Role, Exposure]) -> tuple[str, ...]:
 def _infocus_obsid(path: Path | None, loaded: list[Exposure]) -> tuple[str | None, str | None]:
     """The in-focus image's OBSID for the result, and a note when an unneeded one could not be read.
 
-    Detection may not need the in-focus image: it is then not calibrated, and a file that does not read
-    costs it no result; but it is labelled only if its file reads (structure and header), else named in a
-    note and left out.
+    Detection may not need the in-focus image (calibrated in the background all the same): a file that does
+    not read then costs no result; but it is labelled only if its file reads (structure and header), else
+    named in a note and left out.
     """
     if loaded:
         return loaded[0].obsid, None

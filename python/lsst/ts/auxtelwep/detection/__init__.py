@@ -240,7 +240,8 @@ def detect_donuts(
         ISR'd intra- and extra-focal images of one triplet (same shape).
     infocus : `Exposure` or callable returning one, optional
         The in-focus image of the triplet (needed by mode ``refit``); a callable is called only if
-        ``refit`` runs, which spares the ISR of an image that is not needed.
+        ``refit`` runs, so that an image that is not needed is neither awaited nor its failure reported
+        (`pipeline.process` passes one that waits for the ISR it started in the background).
     refcat : `RefCatalog`, `str` or `pathlib.Path`, optional
         Reference stars (needed by modes ``wcs`` and ``refit``), or a catalog file for `refcat.load_refcat`.
     config : `DetectionConfig` or mapping, optional

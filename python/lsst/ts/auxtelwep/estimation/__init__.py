@@ -6,9 +6,10 @@ clipping (`combine`). Every pair is reported, used or not, with the reason it wa
 stamp cutter (blend, clipped, masked...), fit failed, or outlier.
 
 Zernikes are Noll-indexed, annular (obscuration 0.3525), micrometres, and are the in-focus deviation from the
-optical design at each donut's field position (ARCHITECTURE.md conventions). `estimate_wavefront` takes that
-position from the donut's pixel through the design's mapping; a misaligned M2 moves the image (~548 px per
-mm of decenter), so its estimates are the wavefront of the star there minus the design at the pixel's field.
+optical design at each donut's field position (doc/architecture.md, "Conventions"). `estimate_wavefront`
+takes that position from the donut's pixel through the design's mapping; a misaligned M2 moves the image
+(~548 px per mm of decenter), so its estimates are the wavefront of the star there minus the design at the
+pixel's field.
 `refer_to_stars`, given the misalignment (the pipeline's correction), refers them to the star's own field:
 the wavefront's deviation from the design at the same field angle, as the simulator's truths are.
 
@@ -69,7 +70,7 @@ Algorithm = Literal["tie", "danish", "tie+danish"]
 
 
 class EstimationConfig(BaseModel):
-    """Configuration of `estimate_wavefront` (the CSC's ``estimation`` section)."""
+    """Configuration of `estimate_wavefront` (``pipeline.estimation`` in the CSC's configuration)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
