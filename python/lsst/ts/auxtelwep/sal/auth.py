@@ -42,6 +42,18 @@ class AuthList:
     def update(self, authorized_users: str, non_authorized_cscs: str, own_identity: str) -> None:
         """Apply a ``setAuthList`` command (a leading + adds, - removes, otherwise replaces).
 
+        Parameters
+        ----------
+        authorized_users : `str`
+            Comma-separated ``user@host`` names, optionally led by ``+`` (add) or ``-`` (remove); otherwise
+            they
+            replace the list.
+        non_authorized_cscs : `str`
+            Comma-separated ``name[:index]`` CSC names (``:0`` is dropped), with the same leading ``+``/``-``
+            rule.
+        own_identity : `str`
+            The CSC's own identity; never kept in the user list.
+
         Raises
         ------
         ExpectedError
@@ -61,7 +73,15 @@ class AuthList:
         self.non_authorized_cscs = _apply(op_csc, self.non_authorized_cscs, cscs_set)
 
     def is_authorized(self, identity: str, own_identity: str) -> bool:
-        """Return True if ``identity`` may send a command that needs authorisation."""
+        """Return True if ``identity`` may send a command that needs authorisation.
+
+        Parameters
+        ----------
+        identity : `str`
+            ``private_identity`` of the command: ``user@host`` for a user, ``name[:index]`` for a CSC.
+        own_identity : `str`
+            The CSC's own identity (``name`` or ``name:index``), always allowed.
+        """
         if identity == own_identity:
             return True
         if "@" in identity:

@@ -153,6 +153,11 @@ def make_done_future() -> asyncio.Future:
 def name_to_name_index(name: str) -> tuple[str, int]:
     """Split ``"name[:index]"`` into ``(name, index)``; a missing index is 0.
 
+    Parameters
+    ----------
+    name : `str`
+        Component name, optionally followed by ``:index``.
+
     Raises
     ------
     ValueError

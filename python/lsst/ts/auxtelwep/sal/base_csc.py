@@ -188,7 +188,13 @@ class BaseCsc(Controller):
         return self._summary_state in (State.DISABLED, State.ENABLED)
 
     def assert_enabled(self, action: str = "") -> None:
-        """Raise ExpectedError unless the CSC is ENABLED."""
+        """Raise ExpectedError unless the CSC is ENABLED.
+
+        Parameters
+        ----------
+        action : `str`, optional
+            What was refused, for the error message; default "this command".
+        """
         if self._summary_state != State.ENABLED:
             what = action or "this command"
             raise ExpectedError(f"{what} not allowed in state {self._summary_state!r}; it needs ENABLED")
@@ -231,7 +237,17 @@ class BaseCsc(Controller):
 
     async def fault(self, code: int | None, report: str, traceback: str = "") -> None:
         """Go to FAULT (unless OFFLINE) and write ``errorCode`` (0 if ``code`` is None), also when already
-        in FAULT: a new problem is reported, as in ts_salobj."""
+        in FAULT: a new problem is reported, as in ts_salobj.
+
+        Parameters
+        ----------
+        code : `int` or None
+            Error code written in ``errorCode``.
+        report : `str`
+            Description of the problem (``errorReport``).
+        traceback : `str`, optional
+            Traceback text, if any.
+        """
         if self._summary_state is State.OFFLINE:
             return
         self.evt_errorCode.set_write(
@@ -248,18 +264,53 @@ class BaseCsc(Controller):
                 self.log.exception("handle_summary_state failed on going to FAULT")
 
     async def do_start(self, data: Any) -> None:
+        """Go to DISABLED (see the module docstring).
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``start`` command's data (field ``configurationOverride``).
+        """
         await self._do_change_state(data, "start")
 
     async def do_enable(self, data: Any) -> None:
+        """Go to ENABLED (see the module docstring).
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``enable`` command's data (no fields used).
+        """
         await self._do_change_state(data, "enable")
 
     async def do_disable(self, data: Any) -> None:
+        """Go to DISABLED (see the module docstring).
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``disable`` command's data (no fields used).
+        """
         await self._do_change_state(data, "disable")
 
     async def do_standby(self, data: Any) -> None:
+        """Go to STANDBY (see the module docstring).
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``standby`` command's data (no fields used).
+        """
         await self._do_change_state(data, "standby")
 
     async def do_exitControl(self, data: Any) -> None:
+        """Go to OFFLINE, then close the CSC after `EXIT_CLOSE_DELAY` seconds.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``exitControl`` command's data (no fields used).
+        """
         await self._do_change_state(data, "exitControl")
         self._exit_task = asyncio.create_task(self._close_after_exit())
 
@@ -270,42 +321,116 @@ class BaseCsc(Controller):
         await self.close()
 
     async def begin_start(self, data: Any) -> None:
-        """Hook run before going from STANDBY to DISABLED."""
+        """Hook run before going from STANDBY to DISABLED.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``start`` command's data (field ``configurationOverride``).
+        """
 
     async def end_start(self, data: Any) -> None:
-        """Hook run after going from STANDBY to DISABLED."""
+        """Hook run after going from STANDBY to DISABLED.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``start`` command's data (field ``configurationOverride``).
+        """
 
     async def begin_enable(self, data: Any) -> None:
-        """Hook run before going from DISABLED to ENABLED."""
+        """Hook run before going from DISABLED to ENABLED.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``enable`` command's data (no fields used).
+        """
 
     async def end_enable(self, data: Any) -> None:
-        """Hook run after going from DISABLED to ENABLED."""
+        """Hook run after going from DISABLED to ENABLED.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``enable`` command's data (no fields used).
+        """
 
     async def begin_disable(self, data: Any) -> None:
-        """Hook run before going from ENABLED to DISABLED."""
+        """Hook run before going from ENABLED to DISABLED.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``disable`` command's data (no fields used).
+        """
 
     async def end_disable(self, data: Any) -> None:
-        """Hook run after going from ENABLED to DISABLED."""
+        """Hook run after going from ENABLED to DISABLED.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``disable`` command's data (no fields used).
+        """
 
     async def begin_standby(self, data: Any) -> None:
-        """Hook run before going to STANDBY."""
+        """Hook run before going to STANDBY.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``standby`` command's data (no fields used).
+        """
 
     async def end_standby(self, data: Any) -> None:
-        """Hook run after going to STANDBY."""
+        """Hook run after going to STANDBY.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``standby`` command's data (no fields used).
+        """
 
     async def begin_exitControl(self, data: Any) -> None:
-        """Hook run before going to OFFLINE."""
+        """Hook run before going to OFFLINE.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``exitControl`` command's data (no fields used).
+        """
 
     async def end_exitControl(self, data: Any) -> None:
-        """Hook run after going to OFFLINE."""
+        """Hook run after going to OFFLINE.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``exitControl`` command's data (no fields used).
+        """
 
     # --- log level and authorisation ------------------------------------------------------------------
 
     async def do_setLogLevel(self, data: Any) -> None:
+        """Set the log level and write ``logLevel``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data (field ``level``, a Python log level).
+        """
         self.log.setLevel(data.level)
         self.evt_logLevel.set_write(level=self.log.getEffectiveLevel(), subsystem="")
 
     async def do_setAuthList(self, data: Any) -> None:
+        """Update the authorisation lists (`AuthList.update`) and write ``authList``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data (fields ``authorizedUsers`` and ``nonAuthorizedCSCs``).
+        """
         self.auth_list.update(data.authorizedUsers, data.nonAuthorizedCSCs, self.salinfo.name_index)
         self._write_auth_list()
 
@@ -321,15 +446,35 @@ class BaseCsc(Controller):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Hook: add CSC-specific command-line arguments."""
+        """Hook: add CSC-specific command-line arguments.
+
+        Parameters
+        ----------
+        parser : `argparse.ArgumentParser`
+            The parser made by `make_argument_parser`, to add arguments to.
+        """
 
     @classmethod
     def add_kwargs_from_args(cls, args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
-        """Hook: turn CSC-specific arguments into constructor keyword arguments."""
+        """Hook: turn CSC-specific arguments into constructor keyword arguments.
+
+        Parameters
+        ----------
+        args : `argparse.Namespace`
+            The parsed command line.
+        kwargs : `dict` [`str`, `object`]
+            Constructor keyword arguments; update it in place.
+        """
 
     @classmethod
     def make_argument_parser(cls, index: int | bool | None = None) -> argparse.ArgumentParser:
-        """Return the parser `amain` uses (see there)."""
+        """Return the parser `amain` uses (see there).
+
+        Parameters
+        ----------
+        index : `int`, `bool` or None, optional
+            True adds a required ``index`` argument; anything else adds none.
+        """
         parser = argparse.ArgumentParser(description=f"Run the {cls.__name__} CSC.")
         if index is True:
             parser.add_argument("index", type=int, help="SAL index.")

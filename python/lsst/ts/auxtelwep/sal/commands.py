@@ -66,10 +66,24 @@ class CommandInfo:
         self.last_ack: Any = None
 
     def add_ack(self, ack: Any) -> None:
+        """Queue ``ack`` if it echoes this command's identity, origin and cmdtype.
+
+        Parameters
+        ----------
+        ack : `DataType`
+            An ``ackcmd`` sample with this command's ``private_seqNum``.
+        """
         if ack.identity == self.identity and ack.origin == self.origin and ack.cmdtype == self.cmdtype:
             self.queue.put_nowait(ack)
 
     def abort(self, reason: str) -> None:
+        """Queue a CMD_ABORTED ack, ending the wait for this command.
+
+        Parameters
+        ----------
+        reason : `str`
+            The ack's ``result``.
+        """
         ack = self._make_ack()
         ack.ack, ack.result = SalRetCode.CMD_ABORTED, reason
         self.queue.put_nowait(ack)
@@ -80,7 +94,15 @@ class CommandInfo:
         return ack
 
     async def wait(self, timeout: float, wait_done: bool) -> Any:
-        """Return the final ack (or the first ack if not ``wait_done``); raise AckError/AckTimeoutError."""
+        """Return the final ack (or the first ack if not ``wait_done``); raise AckError/AckTimeoutError.
+
+        Parameters
+        ----------
+        timeout : `float`
+            Time limit (s) for the ack; a CMD_INPROGRESS ack with a ``timeout`` extends it.
+        wait_done : `bool`
+            If False, return the first ack, even an intermediate one, instead of waiting for the final one.
+        """
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -116,6 +138,11 @@ class RemoteCommand(WriteTopic):
         """Start from fresh data (every field at its default) and set the fields given; see `WriteTopic.set`.
 
         As in ts_salobj, nothing of an earlier command carries over into the next one.
+
+        Parameters
+        ----------
+        **kwargs
+            Field values; a value of None leaves the field at its default.
         """
         self.data = self.DataType()
         return super().set(**kwargs)
@@ -124,6 +151,15 @@ class RemoteCommand(WriteTopic):
         self, *, timeout: float = DEFAULT_TIMEOUT, wait_done: bool = True, **kwargs: Any
     ) -> Any:
         """Set fields on fresh data (`set`) and send; see `start`.
+
+        Parameters
+        ----------
+        timeout : `float`, optional
+            Time limit (s) for the final ack; a CMD_INPROGRESS ack can extend it.
+        wait_done : `bool`, optional
+            If False, return the first ack.
+        **kwargs
+            Command fields to set.
 
         Raises
         ------
@@ -194,6 +230,13 @@ class RemoteCommand(WriteTopic):
     def set_write(self, *, force_output: bool = False, **kwargs: Any) -> SetWriteResult:
         """Refused, as in ts_salobj: a command is sent by `set_start`, which also waits for its acks.
 
+        Parameters
+        ----------
+        force_output : `bool`, optional
+            Ignored.
+        **kwargs
+            Ignored.
+
         Raises
         ------
         NotImplementedError
@@ -206,6 +249,15 @@ class RemoteCommand(WriteTopic):
     ) -> Any:
         """Wait for the next (or, with ``wait_done``, the final) ack of a command started with
         ``wait_done=False``, as ts_salobj's ``RemoteCommand.next_ackcmd``.
+
+        Parameters
+        ----------
+        ackcmd : `object`
+            An ack of the command (its ``private_seqNum`` names the command).
+        timeout : `float`, optional
+            Time limit (s) for the ack.
+        wait_done : `bool`, optional
+            If True, wait for the final ack; otherwise return the next one.
 
         Raises
         ------
@@ -274,7 +326,21 @@ class ControllerCommand(ReadTopic):
         self.authorize: Callable[[Any], bool] | None = None
 
     def ack(self, data: Any, ack: SalRetCode, error: int = 0, result: str = "", timeout: float = 0.0) -> None:
-        """Write an ack for command sample ``data``."""
+        """Write an ack for command sample ``data``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command sample (its ``private_seqNum``, identity and origin are echoed).
+        ack : `SalRetCode`
+            Ack code.
+        error : `int`, optional
+            Error code.
+        result : `str`, optional
+            Message; cut at 2000 characters.
+        timeout : `float`, optional
+            With CMD_INPROGRESS: how much longer (s) the command may take.
+        """
         self._ack_writer.set(
             private_seqNum=data.private_seqNum,
             ack=int(ack),
@@ -293,11 +359,27 @@ class ControllerCommand(ReadTopic):
             self.log.warning(f"could not ack {self.name} seqNum={data.private_seqNum}: {e}")
 
     def ack_in_progress(self, data: Any, timeout: float, result: str = "") -> None:
-        """Tell the commander the command started and may take up to ``timeout`` s more."""
+        """Tell the commander the command started and may take up to ``timeout`` s more.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command sample.
+        timeout : `float`
+            Time (s) the command may still take.
+        result : `str`, optional
+            Message.
+        """
         self.ack(data, SalRetCode.CMD_INPROGRESS, result=result, timeout=timeout)
 
     def set_do_callback(self, func: Callable[[Any], Awaitable[Any]]) -> None:
-        """Run ``func(data)`` for each command and ack from its outcome (see module docstring)."""
+        """Run ``func(data)`` for each command and ack from its outcome (see module docstring).
+
+        Parameters
+        ----------
+        func : callable
+            Coroutine function called with the command's data; a normal return acks CMD_COMPLETE.
+        """
 
         async def run(data: Any) -> None:
             await self._run_callback(func, data)

@@ -26,7 +26,15 @@ __all__ = ["ConfigurableCsc", "merge_config"]
 
 
 def merge_config(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` updated by ``update``; nested mappings merge, other values replace."""
+    """Return ``base`` updated by ``update``; nested mappings merge, other values replace.
+
+    Parameters
+    ----------
+    base : `dict` [`str`, `object`]
+        Configuration to update; not changed.
+    update : `dict` [`str`, `object`]
+        Values that take precedence.
+    """
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -134,6 +142,13 @@ class ConfigurableCsc(BaseCsc):
     def read_config(self, override: str) -> tuple[pydantic.BaseModel, list[str]]:
         """Read and validate the configuration; return it and the names of the files used.
 
+        Parameters
+        ----------
+        override : `str`
+            Override file name in the configuration directory, read after ``_init.yaml`` and
+            ``_<LSST_SITE>.yaml``;
+            "" for none.
+
         Raises
         ------
         ExpectedError
@@ -178,7 +193,13 @@ class ConfigurableCsc(BaseCsc):
         return config, [p.name for p in files]
 
     async def begin_start(self, data: Any) -> None:
-        """Read, validate and apply the configuration; write ``configurationApplied``."""
+        """Read, validate and apply the configuration; write ``configurationApplied``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``start`` command's data (``configurationOverride``).
+        """
         config, names = self.read_config(data.configurationOverride)
         await self.configure(config)
         self.config = config
@@ -193,16 +214,38 @@ class ConfigurableCsc(BaseCsc):
         await super().begin_start(data)
 
     async def configure(self, config: Any) -> None:
-        """Apply a validated configuration (a ``config_model`` instance); raise ExpectedError to refuse."""
+        """Apply a validated configuration (a ``config_model`` instance); raise ExpectedError to refuse.
+
+        Parameters
+        ----------
+        config : `pydantic.BaseModel`
+            The configuration, an instance of ``config_model``.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement configure")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add ``--configdir``, then the subclass's arguments.
+
+        Parameters
+        ----------
+        parser : `argparse.ArgumentParser`
+            The parser made by `make_argument_parser`.
+        """
         parser.add_argument("--configdir", default=None, help="Configuration directory.")
         super().add_arguments(parser)
 
     @classmethod
     def add_kwargs_from_args(cls, args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
+        """Pass ``--configdir``, if given, as ``config_dir``.
+
+        Parameters
+        ----------
+        args : `argparse.Namespace`
+            The parsed command line.
+        kwargs : `dict` [`str`, `object`]
+            Constructor keyword arguments; updated in place.
+        """
         if args.configdir is not None:
             kwargs["config_dir"] = args.configdir
         super().add_kwargs_from_args(args, kwargs)

@@ -24,6 +24,13 @@ def dds_environment(
     """Set ``LSST_DDS_DOMAIN_ID`` and ``LSST_DDS_PARTITION_PREFIX`` inside the block, restore them after.
 
     A value of None leaves that variable as it is (and still restores it on exit).
+
+    Parameters
+    ----------
+    domain_id : `int`, `str` or None, optional
+        Value of ``LSST_DDS_DOMAIN_ID``.
+    partition_prefix : `str` or None, optional
+        Value of ``LSST_DDS_PARTITION_PREFIX``.
     """
     values = {"LSST_DDS_DOMAIN_ID": domain_id, "LSST_DDS_PARTITION_PREFIX": partition_prefix}
     saved = {key: os.environ.get(key) for key in values}
@@ -99,12 +106,30 @@ class Domain:
         self._closed = False
 
     def add_salinfo(self, salinfo: Any) -> None:
-        """Register a `SalInfo` so `close` closes it."""
+        """Register a `SalInfo` so `close` closes it.
+
+        Parameters
+        ----------
+        salinfo : `SalInfo`
+            The object to close with the domain.
+
+        Raises
+        ------
+        RuntimeError
+            If the domain is closed.
+        """
         if self._closed:
             raise RuntimeError("domain is closed")
         self._salinfos.add(salinfo)
 
     def remove_salinfo(self, salinfo: Any) -> None:
+        """Forget a `SalInfo` (it closed); no error if it is not registered.
+
+        Parameters
+        ----------
+        salinfo : `SalInfo`
+            The object to forget.
+        """
         self._salinfos.discard(salinfo)
 
     @property

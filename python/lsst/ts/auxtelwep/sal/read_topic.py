@@ -165,6 +165,11 @@ class ReadTopic:
     async def aget(self, timeout: float | None = DEFAULT_READ_TIMEOUT) -> Any:
         """Return the newest sample, waiting up to ``timeout`` s for one if none was read yet.
 
+        Parameters
+        ----------
+        timeout : `float` or None, optional
+            Time limit (s); None to wait forever.
+
         Raises
         ------
         RuntimeError

@@ -95,20 +95,49 @@ class SalInfo:
         return self._seq_num
 
     def data_type(self, spec: TopicSpec) -> type:
+        """Return the data class of a topic (`Transport.make_data_type`).
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        """
         return self.domain.transport.make_data_type(spec)
 
     def make_writer(self, spec: TopicSpec) -> WriterHandle:
+        """Make a writer of a topic, closed with this object.
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        """
         writer = self.domain.transport.make_writer(spec)
         self._writers.append(writer)
         return writer
 
     def make_reader(self, spec: TopicSpec, deliver: Callable[[list[Any]], None]) -> ReaderHandle:
+        """Make a reader of a topic, closed with this object.
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        deliver : callable
+            Called in the event loop's thread with each list of samples read.
+        """
         reader = self.domain.transport.make_reader(spec, deliver)
         self._readers.append(reader)
         return reader
 
     def add_closeable(self, topic: Any) -> None:
-        """Register a topic whose ``basic_close()`` must run when this object closes."""
+        """Register a topic whose ``basic_close()`` must run when this object closes.
+
+        Parameters
+        ----------
+        topic : `object`
+            A topic with a ``basic_close()`` method.
+        """
         self._closeables.append(topic)
 
     def start_ack_reader(self) -> None:

@@ -75,7 +75,19 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
     def basic_make_csc(
         self, initial_state: State, config_dir: str | Path | None, simulation_mode: int, **kwargs: Any
     ) -> BaseCsc:
-        """Make and return the CSC (not yet started)."""
+        """Make and return the CSC (not yet started).
+
+        Parameters
+        ----------
+        initial_state : `State`
+            State the CSC goes to once started.
+        config_dir : `str`, `pathlib.Path` or None
+            Configuration directory; None for the CSC's default.
+        simulation_mode : `int`
+            Simulation mode.
+        **kwargs
+            Extra constructor arguments.
+        """
         raise NotImplementedError("subclasses must implement basic_make_csc")
 
     @contextlib.asynccontextmanager
@@ -87,7 +99,21 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
         timeout: float = STD_TIMEOUT,
         **kwargs: Any,
     ) -> AsyncIterator[None]:
-        """Make ``self.csc``, wait until it started, make ``self.remote``; close both on exit."""
+        """Make ``self.csc``, wait until it started, make ``self.remote``; close both on exit.
+
+        Parameters
+        ----------
+        initial_state : `State`, optional
+            State the CSC goes to once started.
+        config_dir : `str`, `pathlib.Path` or None, optional
+            Configuration directory; None for the CSC's default.
+        simulation_mode : `int`, optional
+            Simulation mode.
+        timeout : `float`, optional
+            Time limit (s) for the CSC and the remote to start.
+        **kwargs
+            Passed to `basic_make_csc`.
+        """
         self.csc = self.basic_make_csc(initial_state, config_dir, simulation_mode, **kwargs)
         self.remote = None
         try:
@@ -104,7 +130,24 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
     async def assert_next_sample(
         self, topic: ReadTopic, flush: bool = False, timeout: float = STD_TIMEOUT, **kwargs: Any
     ) -> Any:
-        """Read the next sample of ``topic`` and check the fields given as keyword arguments."""
+        """Read the next sample of ``topic`` and check the fields given as keyword arguments.
+
+        Parameters
+        ----------
+        topic : `ReadTopic`
+            Topic to read (of a remote).
+        flush : `bool`, optional
+            Drop queued samples first and wait for a new one.
+        timeout : `float`, optional
+            Time limit (s).
+        **kwargs
+            Expected field values.
+
+        Returns
+        -------
+        data : `DataType`
+            The sample read.
+        """
         data = await topic.next(flush=flush, timeout=timeout)
         for name, expected in kwargs.items():
             self.assertEqual(getattr(data, name), expected, msg=f"{topic.attr_name}.{name}")
@@ -113,7 +156,19 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
     async def assert_next_summary_state(
         self, state: State, flush: bool = False, timeout: float = STD_TIMEOUT, remote: Remote | None = None
     ) -> None:
-        """Check the next ``summaryState`` event is ``state``."""
+        """Check the next ``summaryState`` event is ``state``.
+
+        Parameters
+        ----------
+        state : `State`
+            Expected state.
+        flush : `bool`, optional
+            Drop queued samples first and wait for a new one.
+        timeout : `float`, optional
+            Time limit (s).
+        remote : `Remote`, optional
+            Remote to read; default ``self.remote``.
+        """
         remote = remote if remote is not None else self.remote
         data = await remote.evt_summaryState.next(flush=flush, timeout=timeout)
         self.assertEqual(State(data.summaryState), state)
@@ -128,6 +183,15 @@ class BaseCscTestCase(unittest.IsolatedAsyncioTestCase):
 
         The CSC must be in STANDBY with its first summaryState unread. ``enabled_commands`` are commands that
         must fail unless the CSC is ENABLED (they are only sent in other states).
+
+        Parameters
+        ----------
+        enabled_commands : sequence of `str`, optional
+            Commands that need ENABLED.
+        override : `str`, optional
+            ``configurationOverride`` of the ``start`` commands.
+        timeout : `float`, optional
+            Time limit (s) of each command and wait.
         """
         await self.assert_next_summary_state(State.STANDBY)
         path = [

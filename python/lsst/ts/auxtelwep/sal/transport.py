@@ -91,7 +91,15 @@ _SCALAR_TYPES: dict[str, tuple[Any, Any]] = {
 class WriterHandle(Protocol):
     """Write side of one topic."""
 
-    def write(self, sample: Any) -> None: ...
+    def write(self, sample: Any) -> None:
+        """Write one sample.
+
+        Parameters
+        ----------
+        sample : `object`
+            An instance of the topic's data class.
+        """
+        ...
 
     def matched_count(self) -> int:
         """Readers of the topic this writer has discovered (its samples reach them)."""
@@ -113,11 +121,37 @@ class ReaderHandle(Protocol):
 class Transport(Protocol):
     """What the SAL layer needs from a middleware."""
 
-    def make_data_type(self, spec: TopicSpec) -> type: ...
+    def make_data_type(self, spec: TopicSpec) -> type:
+        """Return the data class of a topic.
 
-    def make_writer(self, spec: TopicSpec) -> WriterHandle: ...
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        """
+        ...
 
-    def make_reader(self, spec: TopicSpec, deliver: Callable[[list[Any]], None]) -> ReaderHandle: ...
+    def make_writer(self, spec: TopicSpec) -> WriterHandle:
+        """Make a writer of a topic.
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        """
+        ...
+
+    def make_reader(self, spec: TopicSpec, deliver: Callable[[list[Any]], None]) -> ReaderHandle:
+        """Make a reader of a topic.
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        deliver : callable
+            Called in the event loop's thread with each list of samples read.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -133,7 +167,13 @@ def _field_type(field: FieldSpec) -> tuple[Any, Any]:
 
 @functools.cache
 def make_data_type(spec: TopicSpec) -> type:
-    """Return the ``IdlStruct`` dataclass of a topic (made once per spec), keyed on ``salIndex``."""
+    """Return the ``IdlStruct`` dataclass of a topic (made once per spec), keyed on ``salIndex``.
+
+    Parameters
+    ----------
+    spec : `TopicSpec`
+        The topic.
+    """
     class_name = f"{spec.component}_{spec.sal_name}"
     namespace = IdlMeta.__prepare__(class_name, (IdlStruct,), typename=spec.typename)
     for field in spec.fields:
@@ -241,6 +281,13 @@ class DdsTransport:
         self._read_future = self._executor.submit(self._read_loop)
 
     def make_data_type(self, spec: TopicSpec) -> type:
+        """Return the data class of a topic (`make_data_type`).
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        """
         return make_data_type(spec)
 
     def _topic(self, spec: TopicSpec) -> Topic:
@@ -251,12 +298,32 @@ class DdsTransport:
         return topic
 
     def make_writer(self, spec: TopicSpec) -> WriterHandle:
+        """Make a writer of a topic.
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic.
+        """
         writer = _DdsWriter(DataWriter(self.publisher, self._topic(spec), qos=_QOS[spec.kind]))
         self._writers.append(writer)
         return writer
 
     def make_reader(self, spec: TopicSpec, deliver: Callable[[list[Any]], None]) -> ReaderHandle:
-        """Make a reader; ``deliver(samples)`` is called in the loop thread with each batch of samples."""
+        """Make a reader; ``deliver(samples)`` is called in the loop thread with each batch of samples.
+
+        Parameters
+        ----------
+        spec : `TopicSpec`
+            The topic to read.
+        deliver : callable
+            Called with each list of samples read.
+
+        Returns
+        -------
+        reader : `ReaderHandle`
+            The reader; close it to stop reading.
+        """
         reader = DataReader(self.subscriber, self._topic(spec), qos=_QOS[spec.kind])
         handle = _DdsReader(self, reader, deliver)
         with self._lock:

@@ -92,6 +92,11 @@ class WriteTopic:
 
         A value of None leaves its field as it is (the name must still be a field), as in ts_salobj.
 
+        Parameters
+        ----------
+        **kwargs
+            Field values; None leaves a field as it is.
+
         Raises
         ------
         AttributeError
@@ -128,7 +133,20 @@ class WriteTopic:
         return copy.deepcopy(self.data)
 
     def set_write(self, *, force_output: bool = False, **kwargs: Any) -> SetWriteResult:
-        """Set fields and write (this base class always writes; events write only on change)."""
+        """Set fields and write (this base class always writes; events write only on change).
+
+        Parameters
+        ----------
+        force_output : `bool`, optional
+            Ignored here (used by events).
+        **kwargs
+            Field values, as `set`.
+
+        Returns
+        -------
+        result : `SetWriteResult`
+            Whether values changed, ``was_written`` (True), and a copy of the data written.
+        """
         did_change = self.set(**kwargs)
         data = self.write()
         return SetWriteResult(did_change=did_change, was_written=True, data=data)
@@ -145,6 +163,13 @@ class ControllerEvent(WriteTopic):
 
     def set_write(self, *, force_output: bool = False, **kwargs: Any) -> SetWriteResult:
         """Set fields; write if any changed, if ``force_output``, or if nothing was ever written.
+
+        Parameters
+        ----------
+        force_output : `bool`, optional
+            Write even if no value changed.
+        **kwargs
+            Field values, as `set`.
 
         Returns
         -------
