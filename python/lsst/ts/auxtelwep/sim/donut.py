@@ -323,6 +323,13 @@ def _grid_rays(
 def donut_centroid(telescope: AuxTel, field_x_deg: float, field_y_deg: float) -> tuple[float, float, float]:
     """Light centroid of a donut from a coarse pupil grid (about 1400 rays; to ~0.05 px), without an image.
 
+    Parameters
+    ----------
+    telescope : `~lsst.ts.auxtelwep.instrument.AuxTel`
+        Telescope state (including any defocus) and wavelength.
+    field_x_deg, field_y_deg : `float`
+        Field angle of the star in batoid's frame, degrees.
+
     Returns
     -------
     col, row : `float`

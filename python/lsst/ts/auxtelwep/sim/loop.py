@@ -61,7 +61,14 @@ class LoopStep:
 
 
 def is_converged(offset: HexapodState) -> bool:
-    """The ops script's criterion on a requested offset."""
+    """The ops script's criterion on a requested offset.
+
+    Parameters
+    ----------
+    offset : `HexapodState`
+        Requested offset (mm); converged when ``|z|`` < `CONVERGED_Z_MM` and the decenter <
+        `CONVERGED_DECENTER_MM`.
+    """
     return abs(offset.z) < CONVERGED_Z_MM and float(np.hypot(offset.x, offset.y)) < CONVERGED_DECENTER_MM
 
 

@@ -149,7 +149,13 @@ class NightPlan:
         return night.replace(hour=_NIGHT_START_HOUR_TAI)
 
     def hexapod_of(self, triplet: int) -> HexapodState:
-        """Injected state of triplet ``triplet`` (0-based)."""
+        """Injected state of triplet ``triplet`` (0-based).
+
+        Parameters
+        ----------
+        triplet : `int`
+            0-based triplet number; the state is ``hexapod + triplet * hexapod_step``.
+        """
         return self.hexapod + self.hexapod_step.scaled(triplet)
 
 
@@ -194,7 +200,18 @@ class NightManifest(pydantic.BaseModel):
 
     @classmethod
     def read(cls, path: str | Path) -> NightManifest:
-        """Read ``night.json`` (or the directory holding it)."""
+        """Read ``night.json`` (or the directory holding it).
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            The manifest file, or the night directory holding ``night.json``.
+
+        Raises
+        ------
+        InputError
+            If the file cannot be read or does not validate.
+        """
         path = Path(path)
         path = path / "night.json" if path.is_dir() else path
         try:
@@ -222,11 +239,35 @@ def make_catalog(
     blend pair (two stars 60 px apart, 1 mag apart, on the chip) and a saturated star (magnitude 4.5, on
     the chip).
 
+    Parameters
+    ----------
+    pointing : `Pointing`
+        Boresight; the chip positions come from its true WCS.
+    seed : `int`
+        Seed of the random draws.
+    n_stars : `int`, optional
+        Number of field stars (besides the blend pair and the saturated star).
+    radius_deg : `float`, optional
+        Radius of the disc the field stars are drawn in, degrees.
+    mag_range : `tuple` [`float`, `float`], optional
+        Low and high magnitude of the field stars (and of the blend pair's brighter star).
+    blend_pair : `bool`, optional
+        Add the blend pair.
+    saturated_star : `bool`, optional
+        Add the saturated star.
+    min_separation_px : `float`, optional
+        Smallest distance between stars (except within the blend pair), assembled pixels.
+
     Returns
     -------
     catalog : `astropy.table.Table`
         Columns ``id`` (int), ``ra``, ``dec`` (deg, ICRS), ``mag``, ``note`` (``"field"``, ``"blend"``,
         ``"saturated"``).
+
+    Raises
+    ------
+    InputError
+        If an argument is out of range, or no free place is left on the chip for the forced stars.
     """
     if n_stars < 0 or radius_deg <= 0 or mag_range[0] > mag_range[1]:
         raise InputError(
@@ -290,7 +331,15 @@ def make_catalog(
 
 
 def write_catalog(catalog: Table, path: str | Path) -> Path:
-    """Write a catalog as ECSV (overwriting); return the path."""
+    """Write a catalog as ECSV (overwriting); return the path.
+
+    Parameters
+    ----------
+    catalog : `astropy.table.Table`
+        The catalog (e.g. from `make_catalog`).
+    path : `str` or `pathlib.Path`
+        Output file; its directory is created if missing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     catalog.write(path, format="ascii.ecsv", overwrite=True)

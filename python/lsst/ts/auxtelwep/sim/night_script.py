@@ -79,7 +79,13 @@ class ConvergenceRule:
     decenter_mm: float = 0.2
 
     def met(self, state: HexapodState) -> bool:
-        """True when ``state`` (mm) is inside both limits."""
+        """True when ``state`` (mm) is inside both limits.
+
+        Parameters
+        ----------
+        state : `HexapodState`
+            A correction or residual misalignment; only x, y and z are tested.
+        """
         return abs(state.z) < self.focus_mm and math.hypot(state.x, state.y) < self.decenter_mm
 
 
@@ -194,11 +200,23 @@ class TripletOutcome:
     total_s: float
 
     def zernike_nm(self, j: int) -> float:
-        """Measured Noll ``j`` in nm (NaN when not measured)."""
+        """Measured Noll ``j`` in nm (NaN when not measured).
+
+        Parameters
+        ----------
+        j : `int`
+            Noll index.
+        """
         return 1000.0 * self.zernikes_um[self.noll.index(j)] if j in self.noll else math.nan
 
     def true_zernike_nm(self, j: int) -> float:
-        """True Noll ``j`` in nm (NaN when not measured)."""
+        """True Noll ``j`` in nm (NaN when not measured).
+
+        Parameters
+        ----------
+        j : `int`
+            Noll index.
+        """
         return 1000.0 * self.true_zernikes_um[self.noll.index(j)] if j in self.noll else math.nan
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,7 +225,16 @@ class TripletOutcome:
 
 
 def converged_iteration(outcomes: Sequence[TripletOutcome], rule: ConvergenceRule) -> int | None:
-    """1-based index of the first triplet whose computed correction meets ``rule`` (None if none)."""
+    """1-based index of the first triplet whose computed correction meets ``rule`` (None if none).
+
+    Parameters
+    ----------
+    outcomes : sequence of `TripletOutcome`
+        The triplets, in the order taken.
+    rule : `ConvergenceRule`
+        Limits the correction must be inside; rejected triplets and triplets without a correction never meet
+        it.
+    """
     for outcome in outcomes:
         if outcome.correction is not None and not outcome.rejected_reason and rule.met(outcome.correction):
             return outcome.index
@@ -398,7 +425,13 @@ class NightScript:
         await self.ataos.cmd_offset.set_start(z=dz, timeout=self.config.command_timeout_s)
 
     async def run_triplet(self, index: int) -> TripletOutcome:
-        """Take one triplet and wait for AuxTelWEP's answer; return the outcome."""
+        """Take one triplet and wait for AuxTelWEP's answer; return the outcome.
+
+        Parameters
+        ----------
+        index : `int`
+            1-based triplet number; the group id is ``<group_prefix>-<index:03d>``.
+        """
         cfg = self.config
         group_id = f"{cfg.group_prefix}-{index:03d}"
         t0 = time.monotonic()

@@ -116,19 +116,49 @@ class SimulatedTelescope:
         return self._position
 
     def add_listener(self, func: Callable[[HexapodMove], None]) -> None:
-        """Call ``func(move)`` after every move (synchronously, in the caller's thread)."""
+        """Call ``func(move)`` after every move (synchronously, in the caller's thread).
+
+        Parameters
+        ----------
+        func : callable
+            Called with each `HexapodMove`.
+        """
         self._listeners.append(func)
 
     def apply_offset(self, delta: HexapodState, *, source: str) -> HexapodMove:
-        """Move M2 by ``delta``; return the move."""
+        """Move M2 by ``delta``; return the move.
+
+        Parameters
+        ----------
+        delta : `HexapodState`
+            Change of position (mm, mm, mm, deg, deg).
+        source : `str`
+            Identity of the commander, kept in the move.
+        """
         return self._record("offset", delta, self._position + delta, source)
 
     def move_to(self, position: HexapodState, *, source: str) -> HexapodMove:
-        """Move M2 to ``position``; return the move."""
+        """Move M2 to ``position``; return the move.
+
+        Parameters
+        ----------
+        position : `HexapodState`
+            New position relative to the aligned telescope (mm, mm, mm, deg, deg).
+        source : `str`
+            Identity of the commander, kept in the move.
+        """
         return self._record("move", position - self._position, position, source)
 
     def moves_by(self, source: str, *, since_s: float = -np.inf) -> list[HexapodMove]:
-        """Moves commanded by ``source`` at or after monotonic time ``since_s``."""
+        """Moves commanded by ``source`` at or after monotonic time ``since_s``.
+
+        Parameters
+        ----------
+        source : `str`
+            Identity of the commander (`HexapodMove.source`).
+        since_s : `float`, optional
+            Earliest `time.monotonic` time, seconds; default every move.
+        """
         return [m for m in self.moves if m.source == source and m.time_s >= since_s]
 
     def _record(self, kind: str, delta: HexapodState, position: HexapodState, source: str) -> HexapodMove:
@@ -194,7 +224,13 @@ class SceneConfig:
             )
 
     def exposure_seed(self, seqnum: int) -> int:
-        """Seed of the exposure with SEQNUM ``seqnum`` (independent streams per exposure)."""
+        """Seed of the exposure with SEQNUM ``seqnum`` (independent streams per exposure).
+
+        Parameters
+        ----------
+        seqnum : `int`
+            Header ``SEQNUM`` of the exposure; combined with ``seed``.
+        """
         return int(np.random.SeedSequence([self.seed, seqnum]).generate_state(1)[0])
 
 
@@ -257,7 +293,15 @@ class SimulatedATOODS(_SimulatedCsc):
         self.evt_imageInOODS.set_write(statusCode=status, force_output=True, **fields)
 
     def raw_path(self, obsid: str, dayobs: str) -> Path:
-        """Where raw ``obsid`` lands: ``<data_root>/raw/<dayobs>/<obsid>.fits``."""
+        """Where raw ``obsid`` lands: ``<data_root>/raw/<dayobs>/<obsid>.fits``.
+
+        Parameters
+        ----------
+        obsid : `str`
+            Observation id (header ``OBSID``).
+        dayobs : `str`
+            Observing day, ``YYYYMMDD``.
+        """
         return self.data_root / "raw" / dayobs / f"{obsid}.fits"
 
     async def ingest(self, staged: Path, *, obsid: str, dayobs: str) -> Path:
@@ -265,6 +309,15 @@ class SimulatedATOODS(_SimulatedCsc):
 
         A file that cannot be moved is reported with ``statusCode`` 1 and the error, and `InputError` is
         raised.
+
+        Parameters
+        ----------
+        staged : `pathlib.Path`
+            The raw as written by the camera (its truth file, if any, is beside it).
+        obsid : `str`
+            Observation id, written in ``imageInOODS``.
+        dayobs : `str`
+            Observing day, ``YYYYMMDD`` (the folder under ``raw/``).
 
         Returns
         -------
@@ -435,9 +488,23 @@ class SimulatedATHexapod(_SimulatedCsc):
         )
 
     async def do_moveToPosition(self, data: Any) -> None:
+        """Move M2 to the position given, after ``settle_s``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data: ``x``, ``y``, ``z`` (mm), ``u``, ``v`` (deg); ``w`` must be 0.
+        """
         await self._move(data, "moveToPosition", self.telescope.move_to)
 
     async def do_applyPositionOffset(self, data: Any) -> None:
+        """Move M2 by the offset given, after ``settle_s``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data: ``x``, ``y``, ``z`` (mm), ``u``, ``v`` (deg); ``w`` must be 0.
+        """
         await self._move(data, "applyPositionOffset", self.telescope.apply_offset)
 
     async def _move(self, data: Any, what: str, action: Callable[..., HexapodMove]) -> None:
@@ -469,6 +536,14 @@ class SimulatedATAOS(_SimulatedCsc):
         super().__init__("ATAOS", initial_state)
 
     async def do_offset(self, data: Any) -> None:
+        """Add the offset to M2's position, between ``hexapodCorrectionStarted`` and ``Completed``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data: ``x``, ``y``, ``z`` (mm), ``u``, ``v`` (deg); ``w``, ``m1`` and ``m2`` must be
+            0.
+        """
         self.assert_enabled("offset")
         _refuse_w(data.w, "ATAOS offset")
         if data.m1 != 0 or data.m2 != 0:

@@ -56,7 +56,13 @@ class Pointing:
     camera_angle_in_header: bool = True
 
     def dithered(self, dra_arcsec: float, ddec_arcsec: float) -> Pointing:
-        """Return the pointing moved by ``(dra, ddec)`` arcsec on the sky (RA step divided by cos dec)."""
+        """Return the pointing moved by ``(dra, ddec)`` arcsec on the sky (RA step divided by cos dec).
+
+        Parameters
+        ----------
+        dra_arcsec, ddec_arcsec : `float`
+            Offsets on the sky, arcseconds.
+        """
         dra = dra_arcsec / 3600.0 / max(np.cos(np.deg2rad(self.dec_deg)), 1e-6)
         return dataclasses.replace(
             self, ra_deg=(self.ra_deg + dra) % 360.0, dec_deg=self.dec_deg + ddec_arcsec / 3600.0
@@ -64,7 +70,15 @@ class Pointing:
 
 
 def true_wcs(pointing: Pointing, telescope: AuxTel) -> WCS:
-    """The TRUE celestial WCS of the assembled image: TAN about the boresight with the optical plate scale."""
+    """The TRUE celestial WCS of the assembled image: TAN about the boresight with the optical plate scale.
+
+    Parameters
+    ----------
+    pointing : `Pointing`
+        Boresight and sky position angle.
+    telescope : `AuxTel`
+        Gives the plate scale.
+    """
     return boresight_wcs(
         pointing.ra_deg,
         pointing.dec_deg,
@@ -144,7 +158,25 @@ def build_header(
     filter_name: str = "SDSSr_65mm",
     grating: str = "empty_1",
 ) -> fits.Header:
-    """Primary header of a simulated raw (FACTS.md section 3 keys, ``CAMANGLE``, and ``wcs`` if given)."""
+    """Primary header of a simulated raw (FACTS.md section 3 keys, ``CAMANGLE``, and ``wcs`` if given).
+
+    Parameters
+    ----------
+    observation : `Observation`
+        Identity of the exposure (``OBSID``, ``GROUPID``, ``DAYOBS``, ``SEQNUM``, ``PROGRAM``, ``DATE-OBS``).
+    role : `Role`
+        Role of the exposure (``IMGTYPE``, ``REASON``, ``FOCUSZ``).
+    pointing : `Pointing`
+        Boresight, rotation, elevation and azimuth (and ``CAMANGLE`` if it is to be written).
+    exptime_s, darktime_s : `float`
+        Exposure and dark times, seconds.
+    wcs : `astropy.wcs.WCS` or None
+        WCS to write in the header; None writes none.
+    filter_name : `str`, optional
+        Header ``FILTER``.
+    grating : `str`, optional
+        Header ``GRATING``.
+    """
     header = fits.Header()
     cards: list[tuple[str, object, str]] = [
         ("TELESCOP", "LSST AuxTelescope", ""),

@@ -159,7 +159,13 @@ class DetectorSignature:
         return table
 
     def bias_rows(self, name: str) -> NDArray[np.float32]:
-        """Bias of each readout row of amplifier ``name`` (level + drift), adu, shape (2048,)."""
+        """Bias of each readout row of amplifier ``name`` (level + drift), adu, shape (2048,).
+
+        Parameters
+        ----------
+        name : `str`
+            Amplifier name (one of `AMP_NAMES`, e.g. ``"C10"``).
+        """
         rows = np.arange(_N_ROWS, dtype=np.float32)
         shape = np.exp(-rows / 150.0) + 0.5 * rows / _N_ROWS
         return (self.bias_level[name] + self.bias_drift[name] * shape).astype(np.float32)
@@ -171,6 +177,13 @@ class DetectorSignature:
         Bias levels 14000-25000 adu with 5-30 adu of drift, a column pattern of about 1 adu, a 2 adu static
         structure; dark current 0.004 e-/s/px with a few warm pixels; a flat pattern with a 3 % radial
         fall-off, 1 % pixel-to-pixel response and a few dust shadows.
+
+        Parameters
+        ----------
+        seed : `int`, optional
+            Seed of the random draws.
+        serial_overscan : `int`, optional
+            Serial overscan columns per amplifier (32 or 64).
         """
         rng = np.random.default_rng(seed)
         n_amp = len(AMP_NAMES)
@@ -345,6 +358,11 @@ def default_header(**overrides: object) -> fits.Header:
     Keys: OBSID, IMGTYPE, REASON, PROGRAM, GROUPID, DAYOBS (string), SEQNUM, RA, DEC, ROTPA (deg), ELSTART,
     AZSTART (deg), FOCUSZ (mm), EXPTIME, DARKTIME (s), FILTER, GRATING, CCDTEMP (C), BUNIT, plus TELESCOP,
     INSTRUME, DETSIZE. Keyword names in ``overrides`` are upper-cased.
+
+    Parameters
+    ----------
+    **overrides
+        Header values by keyword (any case); they replace or add to the defaults.
     """
     header = fits.Header()
     values: dict[str, object] = {
@@ -447,6 +465,19 @@ def write_calibrations(
     from adu frames so it carries the gain ratios), ``amps.ecsv``, and ``defects.ecsv`` when ``defects``
     (x0, y0, width, height, assembled pixels) are given. Each image gets the noise of a combination of
     ``n_frames`` exposures (read noise for bias and dark, shot noise of 50000 e- flats).
+
+    Parameters
+    ----------
+    signature : `DetectorSignature`
+        The detector to calibrate.
+    directory : `str` or `pathlib.Path`
+        Output directory (created if missing; files are overwritten).
+    rng : `numpy.random.Generator`, optional
+        Random generator of the noise; default an unseeded one.
+    n_frames : `int`, optional
+        Number of exposures each product is taken to combine.
+    defects : sequence of `tuple` [`int`, `int`, `int`, `int`], optional
+        Defect boxes ``(x0, y0, width, height)``, assembled pixels.
 
     Returns
     -------

@@ -45,7 +45,13 @@ class StampPair:
         return summary_repr(self)
 
     def donut_pair(self, *, index: int = 0) -> DonutPair:
-        """The stamps as the estimators take them: sky subtracted, sky variance, the true field angle."""
+        """The stamps as the estimators take them: sky subtracted, sky variance, the true field angle.
+
+        Parameters
+        ----------
+        index : `int`, optional
+            Identifier of the pair (`DonutPair.index`).
+        """
         sky = self.truth.sky_e
         return DonutPair.from_arrays(
             self.intra - sky,

@@ -193,14 +193,31 @@ class Truth(pydantic.BaseModel):
     seed: int
 
     def write(self, path: str | Path) -> Path:
-        """Write as indented JSON; return the path."""
+        """Write as indented JSON; return the path.
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            Output file (overwritten); see `truth_path`.
+        """
         path = Path(path)
         path.write_text(self.model_dump_json(indent=1))
         return path
 
     @classmethod
     def read(cls, path: str | Path) -> Truth:
-        """Read a truth file written by `write`."""
+        """Read a truth file written by `write`.
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            A truth file.
+
+        Raises
+        ------
+        InputError
+            If the file cannot be read or does not validate.
+        """
         try:
             return cls.model_validate_json(Path(path).read_text())
         except (OSError, pydantic.ValidationError) as exc:
@@ -208,7 +225,13 @@ class Truth(pydantic.BaseModel):
 
 
 def truth_path(raw_path: str | Path) -> Path:
-    """Truth file of a raw: ``<dir>/<OBSID>.truth.json`` beside ``<dir>/<OBSID>.fits[.fz]``."""
+    """Truth file of a raw: ``<dir>/<OBSID>.truth.json`` beside ``<dir>/<OBSID>.fits[.fz]``.
+
+    Parameters
+    ----------
+    raw_path : `str` or `pathlib.Path`
+        Path of the raw (``.fits`` or ``.fits.fz``).
+    """
     raw_path = Path(raw_path)
     name = raw_path.name
     for suffix in (".fits.fz", ".fits"):
