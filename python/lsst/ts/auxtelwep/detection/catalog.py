@@ -193,7 +193,18 @@ class DonutCatalog:
         return tuple(d for d in self.donuts if not d.blended)
 
     def positions(self, role: str) -> np.ndarray:
-        """Donut centres on the ``"intra"`` or ``"extra"`` image, shape (n, 2), ``[x, y]`` pixels."""
+        """Donut centres on the ``"intra"`` or ``"extra"`` image, shape (n, 2), ``[x, y]`` pixels.
+
+        Parameters
+        ----------
+        role : `str`
+            ``"intra"`` or ``"extra"``.
+
+        Raises
+        ------
+        InputError
+            If ``role`` is neither.
+        """
         if role not in ("intra", "extra"):
             raise InputError(f"role must be 'intra' or 'extra', got {role!r}", value=role)
         return np.array([[getattr(d, f"{role}_x"), getattr(d, f"{role}_y")] for d in self.donuts]).reshape(
@@ -222,12 +233,29 @@ class DonutCatalog:
         return out
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """Serialise to a JSON string."""
+        """Serialise to a JSON string.
+
+        Parameters
+        ----------
+        indent : `int` or None, optional
+            JSON indentation; None for one line.
+        """
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DonutCatalog:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`.
+
+        Parameters
+        ----------
+        data : `dict` [`str`, `object`]
+            A dict made by `to_dict` (keys added since, such as ``offsets_px``, may be missing).
+
+        Raises
+        ------
+        InputError
+            If a required key is missing or a donut has unknown fields.
+        """
         try:
             donuts = tuple(Donut(**{k: _restore(k, v) for k, v in row.items()}) for row in data["donuts"])
             rejected = tuple(Rejection(*row) for row in data.get("rejected", []))
@@ -252,7 +280,18 @@ class DonutCatalog:
 
     @classmethod
     def from_json(cls, text: str) -> DonutCatalog:
-        """Inverse of `to_json`."""
+        """Inverse of `to_json`.
+
+        Parameters
+        ----------
+        text : `str`
+            JSON made by `to_json`.
+
+        Raises
+        ------
+        InputError
+            If the JSON does not hold a serialised catalog.
+        """
         return cls.from_dict(json.loads(text))
 
     def to_table(self) -> Table:
@@ -277,7 +316,18 @@ class DonutCatalog:
         return table
 
     def write(self, path: str | Path) -> None:
-        """Write to ``.json`` or ``.ecsv`` (chosen by the extension)."""
+        """Write to ``.json`` or ``.ecsv`` (chosen by the extension).
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            Output file, ending in ``.json`` or ``.ecsv``; overwritten.
+
+        Raises
+        ------
+        InputError
+            If the extension is neither.
+        """
         path = Path(path)
         if path.suffix.lower() == ".json":
             path.write_text(self.to_json())
@@ -292,7 +342,18 @@ class DonutCatalog:
 
     @classmethod
     def read(cls, path: str | Path) -> DonutCatalog:
-        """Read a catalog written by `write`."""
+        """Read a catalog written by `write`.
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            A ``.json`` or ``.ecsv`` catalog.
+
+        Raises
+        ------
+        InputError
+            If the extension is neither, or the content is not a serialised catalog.
+        """
         path = Path(path)
         if path.suffix.lower() == ".json":
             return cls.from_json(path.read_text())

@@ -37,7 +37,15 @@ MIN_GAIN = 1.047
 
 
 def default_saturation(exposure: Exposure, config: DetectionConfig) -> float:
-    """Saturation level in the exposure's units: config, else header ``SATURATE``, else the LATISS value."""
+    """Saturation level in the exposure's units: config, else header ``SATURATE``, else the LATISS value.
+
+    Parameters
+    ----------
+    exposure : `Exposure`
+        The ISR'd exposure (its header and ``units``).
+    config : `DetectionConfig`
+        Its ``saturation``, if set, wins.
+    """
     if config.saturation is not None:
         return float(config.saturation)
     value = exposure.header.get("SATURATE")
@@ -52,7 +60,20 @@ def _donut_radii(telescope: AuxTel, role: Role) -> tuple[float, float]:
 
 
 def isolation_px(telescope: AuxTel, config: DetectionConfig) -> float:
-    """Blend separation: the configured one, else two outer radii plus 30 px."""
+    """Blend separation: the configured one, else two outer radii plus 30 px.
+
+    Parameters
+    ----------
+    telescope : `AuxTel`
+        In-focus telescope state; the intra-focal donut's outer radius is used.
+    config : `DetectionConfig`
+        Its ``isolation_px``, if set, wins.
+
+    Returns
+    -------
+    separation : `float`
+        Full-resolution pixels.
+    """
     if config.isolation_px is not None:
         return float(config.isolation_px)
     return 2.0 * _donut_radii(telescope, Role.INTRA)[0] + 30.0
@@ -109,7 +130,17 @@ class DefocalImage:
         )
 
     def measure(self, x: float, y: float) -> Measurement:
-        """Refine and measure a donut found near ``(x, y)`` (within a bin or two)."""
+        """Refine and measure a donut found near ``(x, y)`` (within a bin or two).
+
+        Parameters
+        ----------
+        x, y : `float`
+            Approximate centre, 0-based full-resolution pixels.
+
+        Returns
+        -------
+        measurement : `Measurement`
+        """
         return measure_donut(
             self.exposure.image,
             self.exposure.mask,
@@ -123,7 +154,13 @@ class DefocalImage:
 
     def unusable_fraction(self, x: float, y: float) -> float:
         """Fraction of the donut aperture centred on ``(x, y)`` that is unusable (BAD, SAT, NO_DATA) or
-        off the image: why a predicted donut can be missing (a dead amplifier, say)."""
+        off the image: why a predicted donut can be missing (a dead amplifier, say).
+
+        Parameters
+        ----------
+        x, y : `float`
+            Aperture centre, 0-based full-resolution pixels.
+        """
         radius = self.template_full.aperture_radius_px
         rows, cols = self.shape
         r = int(np.ceil(radius))
@@ -134,7 +171,14 @@ class DefocalImage:
         return 1.0 - float(np.count_nonzero(flags == 0)) / max(int(disk.sum()), 1)
 
     def problem(self, m: Measurement) -> str | None:
-        """Why a measurement cannot be kept, or `None`."""
+        """Why a measurement cannot be kept, or `None`.
+
+        Parameters
+        ----------
+        m : `Measurement`
+            A donut measured on this image; tested for the edge margin, saturation, ``max_bad_fraction`` and
+            ``min_snr``.
+        """
         if self.near_edge(m.x, m.y):
             return f"within {self.config.edge_margin_px:g} px of the edge"
         if m.saturated:
@@ -146,7 +190,13 @@ class DefocalImage:
         return None
 
     def near_edge(self, x: float, y: float) -> bool:
-        """Whether ``(x, y)`` lies within the edge margin."""
+        """Whether ``(x, y)`` lies within the edge margin.
+
+        Parameters
+        ----------
+        x, y : `float`
+            Position, 0-based full-resolution pixels.
+        """
         margin = self.config.edge_margin_px
         rows, cols = self.shape
         return not (margin <= x <= cols - 1 - margin and margin <= y <= rows - 1 - margin)
@@ -163,6 +213,14 @@ class ModeResult:
 
 
 def field_angle(telescope: AuxTel, xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """Field angle (deg) of the mean of pixel positions ``xs``, ``ys``."""
+    """Field angle (deg) of the mean of pixel positions ``xs``, ``ys``.
+
+    Parameters
+    ----------
+    telescope : `AuxTel`
+        Gives the pixel to field-angle mapping.
+    xs, ys : sequence of `float`
+        0-based pixel positions (the intra- and extra-focal donuts of one star).
+    """
     fx, fy = telescope.pixel_to_field(float(np.mean(xs)), float(np.mean(ys)))
     return float(fx), float(fy)

@@ -33,12 +33,28 @@ _CR_CONTRAST = 2.0
 
 
 def to_full(ij: ArrayLike, binning: int) -> NDArray[np.float64]:
-    """Binned ``(x, y)`` (or any array of binned coordinates) to full-resolution pixels (0-based)."""
+    """Binned ``(x, y)`` (or any array of binned coordinates) to full-resolution pixels (0-based).
+
+    Parameters
+    ----------
+    ij : array-like
+        Binned coordinates.
+    binning : `int`
+        Block size, pixels.
+    """
     return np.asarray(ij, dtype=float) * binning + (binning - 1) / 2.0
 
 
 def to_binned(xy: ArrayLike, binning: int) -> NDArray[np.float64]:
-    """Full-resolution pixel coordinates to binned ones (inverse of `to_full`)."""
+    """Full-resolution pixel coordinates to binned ones (inverse of `to_full`).
+
+    Parameters
+    ----------
+    xy : array-like
+        0-based full-resolution pixel coordinates.
+    binning : `int`
+        Block size, pixels.
+    """
     return (np.asarray(xy, dtype=float) - (binning - 1) / 2.0) / binning
 
 
@@ -46,6 +62,18 @@ def bin_image(image: NDArray, binning: int) -> NDArray[np.float32]:
     """Block-mean ``image`` by ``binning`` (cropping the last partial block), float32.
 
     Sums strided views, which is about three times faster than a reshaped mean on a full LATISS frame.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape (ny, nx)
+        The image to bin.
+    binning : `int`
+        Block size, pixels.
+
+    Raises
+    ------
+    DetectionError
+        If the image is smaller than one block.
     """
     b = int(binning)
     ny, nx = image.shape[0] // b, image.shape[1] // b
@@ -103,6 +131,15 @@ def local_maxima(values: NDArray, threshold: float, *, half: int = 1) -> tuple[N
 
     Only the pixels above the threshold are examined (edges clamped), which is much cheaper than a maximum
     filter over the whole map when the threshold is high.
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`, shape (ny, nx)
+        The map (e.g. an SNR map).
+    threshold : `float`
+        Smallest value kept.
+    half : `int`, optional
+        Half-width of the neighbourhood, pixels.
 
     Returns
     -------

@@ -116,6 +116,11 @@ def pair_blend_suspected(intra: Measurement, extra: Measurement) -> bool:
     edge into the ring of only one: the image in which it is the larger (intra or extra, by the sign of the
     focus error), as at the start of a night. Likewise a neighbour's ring lights the central hole of both,
     while diffraction and fine wavefront structure fill one more than the other (the real LATISS pair).
+
+    Parameters
+    ----------
+    intra, extra : `Measurement`
+        The star's measurements on the intra- and extra-focal images.
     """
     return (
         intra.overlap_seen

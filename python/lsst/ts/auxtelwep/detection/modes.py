@@ -42,6 +42,15 @@ def place(
 ) -> tuple[tuple[float, float], NDArray, NDArray]:
     """Find the donuts of stars predicted at ``(x, y)`` (see the module docstring).
 
+    Parameters
+    ----------
+    image : `DefocalImage`
+        The defocal image (its SNR map and ``config``).
+    x, y : `numpy.ndarray`, shape (n,)
+        Predicted donut centres, 0-based full-resolution pixels.
+    search_px : `float`
+        Largest common shift tried along each axis, full-resolution pixels.
+
     Returns
     -------
     shift : `tuple` of `float`
@@ -101,6 +110,19 @@ def run_catalog_mode(
     config: DetectionConfig,
 ) -> ModeResult:
     """Place catalog stars through a WCS on both defocal images (modes ``wcs`` and ``refit``).
+
+    Parameters
+    ----------
+    intra, extra : `DefocalImage`
+        The defocal images.
+    refcat : `RefCatalog`
+        Reference stars (RA, Dec in degrees, magnitudes).
+    wcs_intra, wcs_extra : `astropy.wcs.WCS`
+        WCS of each image, without the optics' image shift (added here from ``telescope``).
+    telescope : `AuxTel`
+        In-focus telescope state, for the image shift, the blend distance and the field angles.
+    config : `DetectionConfig`
+        Detection options.
 
     Raises
     ------
@@ -255,7 +277,24 @@ def _donut(
 
 
 def pair_offset(p: NDArray, q: NDArray, *, max_offset_px: float, tol_px: float) -> tuple[float, float] | None:
-    """The offset ``q - p`` shared by most pairs of points (intra -> extra); `None` if no pair is close."""
+    """The offset ``q - p`` shared by most pairs of points (intra -> extra); `None` if no pair is close.
+
+    Parameters
+    ----------
+    p : `numpy.ndarray`, shape (n, 2)
+        First points (intra-focal donuts), ``[x, y]`` pixels.
+    q : `numpy.ndarray`, shape (m, 2)
+        Second points (extra-focal donuts), ``[x, y]`` pixels.
+    max_offset_px : `float`
+        Largest offset considered, pixels.
+    tol_px : `float`
+        Offsets closer than this vote together, pixels.
+
+    Returns
+    -------
+    offset : `tuple` [`float`, `float`] or None
+        Median ``(dx, dy)`` of the winning offsets, pixels.
+    """
     if len(p) == 0 or len(q) == 0:
         return None
     d = (q[None, :, :] - p[:, None, :]).reshape(-1, 2)
@@ -359,6 +398,15 @@ def run_template_mode(
     intra: DefocalImage, extra: DefocalImage, *, telescope: AuxTel, config: DetectionConfig
 ) -> ModeResult:
     """Find donuts on both defocal images by matched filtering and pair them (mode ``template``).
+
+    Parameters
+    ----------
+    intra, extra : `DefocalImage`
+        The defocal images.
+    telescope : `AuxTel`
+        In-focus telescope state, for the blend distance and the field angles.
+    config : `DetectionConfig`
+        Detection options.
 
     Raises
     ------

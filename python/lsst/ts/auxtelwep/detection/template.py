@@ -262,6 +262,15 @@ def _relocate(
 def sector_test(binned: BinnedImage, template: DonutTemplate, i: int, j: int) -> tuple[int, NDArray]:
     """Count the annulus sectors lit above 2 sigma around binned pixel ``(row i, col j)``.
 
+    Parameters
+    ----------
+    binned : `BinnedImage`
+        The binned image.
+    template : `DonutTemplate`
+        Binned template giving the sectors and the background ring.
+    i, j : `int`
+        Row and column of the binned pixel.
+
     Returns
     -------
     n_lit : `int`

@@ -45,6 +45,13 @@ def tangent_plane(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Gnomonic projection about ``(ra0, dec0)``.
 
+    Parameters
+    ----------
+    ra_deg, dec_deg : array-like
+        Sky positions, degrees.
+    ra0_deg, dec0_deg : `float`
+        Tangent point, degrees.
+
     Returns
     -------
     xi, eta : `numpy.ndarray`
@@ -66,7 +73,15 @@ def tangent_plane(
 def from_tangent_plane(
     xi_deg: ArrayLike, eta_deg: ArrayLike, ra0_deg: float, dec0_deg: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Inverse of `tangent_plane`: standard coordinates (deg) to ``(ra, dec)`` (deg)."""
+    """Inverse of `tangent_plane`: standard coordinates (deg) to ``(ra, dec)`` (deg).
+
+    Parameters
+    ----------
+    xi_deg, eta_deg : array-like
+        Standard coordinates, degrees (``xi`` east, ``eta`` north).
+    ra0_deg, dec0_deg : `float`
+        Tangent point, degrees.
+    """
     xi = np.deg2rad(np.asarray(xi_deg, dtype=float))
     eta = np.deg2rad(np.asarray(eta_deg, dtype=float))
     a0, d0 = math.radians(ra0_deg), math.radians(dec0_deg)
@@ -79,7 +94,17 @@ def from_tangent_plane(
 def tan_wcs(
     ra0_deg: float, dec0_deg: float, cd: ArrayLike, *, crpix0: tuple[float, float] = BORESIGHT_PIXEL
 ) -> WCS:
-    """A TAN WCS with reference pixel ``crpix0`` (0-based ``(x, y)``) and CD matrix ``cd`` (deg/px)."""
+    """A TAN WCS with reference pixel ``crpix0`` (0-based ``(x, y)``) and CD matrix ``cd`` (deg/px).
+
+    Parameters
+    ----------
+    ra0_deg, dec0_deg : `float`
+        Sky position of the reference pixel, degrees.
+    cd : array-like, shape (2, 2)
+        CD matrix, degrees per pixel.
+    crpix0 : `tuple` [`float`, `float`], optional
+        0-based reference pixel ``(x, y)``; default the boresight pixel.
+    """
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval = [ra0_deg, dec0_deg]
@@ -93,13 +118,27 @@ def tan_wcs(
 def project(
     wcs: WCS, ra_deg: ArrayLike, dec_deg: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Sky (deg) to 0-based pixels ``(x, y)`` through ``wcs``."""
+    """Sky (deg) to 0-based pixels ``(x, y)`` through ``wcs``.
+
+    Parameters
+    ----------
+    wcs : `astropy.wcs.WCS`
+        The WCS.
+    ra_deg, dec_deg : array-like
+        Sky positions, degrees.
+    """
     x, y = wcs.all_world2pix(np.asarray(ra_deg, dtype=float), np.asarray(dec_deg, dtype=float), 0)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
 def wcs_rotation_deg(wcs: WCS) -> float:
-    """Position angle of the +y (row) axis, degrees from north through east (the ``ROTPA`` convention)."""
+    """Position angle of the +y (row) axis, degrees from north through east (the ``ROTPA`` convention).
+
+    Parameters
+    ----------
+    wcs : `astropy.wcs.WCS`
+        A celestial WCS.
+    """
     cd = _cd_of(wcs)
     # Column 2 of CD is the sky direction of +y: (d xi, d eta) = (s sin t, s cos t).
     return math.degrees(math.atan2(cd[0, 1], cd[1, 1]))
@@ -132,7 +171,13 @@ class Pointing:
 
 
 def pointing_of(exposure: Exposure) -> Pointing | None:
-    """The boresight pointing of an exposure: its RA/DEC/ROTPA keys, else its WCS, else `None`."""
+    """The boresight pointing of an exposure: its RA/DEC/ROTPA keys, else its WCS, else `None`.
+
+    Parameters
+    ----------
+    exposure : `Exposure`
+        The exposure (header and WCS).
+    """
     try:
         # Read as the intake reads it: RA/DEC in radians before 2020-01-28 come out in degrees.
         values = parse_header(exposure.header, where=exposure.obsid)
@@ -153,6 +198,13 @@ _WCS_SCALE_TOLERANCE = 0.05
 
 def initial_wcs(exposure: Exposure, telescope: AuxTel) -> tuple[WCS | None, str]:
     """The WCS to start from: the exposure's own, else one built from the header's boresight.
+
+    Parameters
+    ----------
+    exposure : `Exposure`
+        The exposure; its own WCS is used only if its scale matches the telescope's.
+    telescope : `AuxTel`
+        Gives the plate scale.
 
     Returns
     -------
@@ -181,6 +233,14 @@ def transfer_wcs(wcs: WCS, source: Exposure, target: Exposure) -> tuple[WCS, str
 
     The telescope is assumed not to have moved except as the headers say: the reference point is moved by
     the difference of boresight RA/DEC and the CD matrix turned by the difference of ROTPA.
+
+    Parameters
+    ----------
+    wcs : `astropy.wcs.WCS`
+        WCS solved on ``source``.
+    source, target : `Exposure`
+        Exposures whose header pointings (`pointing_of`) give the offset; with either unknown, none is
+        applied.
 
     Returns
     -------

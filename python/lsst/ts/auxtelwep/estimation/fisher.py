@@ -65,6 +65,11 @@ class CramerRaoBound:
 
         The RMS over terms of the error vector has ``E[rms^2] = mean(variance)``; this is its square root.
         Fixed terms count as known (zero error).
+
+        Parameters
+        ----------
+        noll : sequence of `int`, optional
+            Noll indices to average over; each must be in ``noll`` of the bound.
         """
         idx = [self.noll.index(j) for j in noll]
         return float(np.sqrt(np.mean(np.diag(self.covariance_um2)[idx])) * 1e3)

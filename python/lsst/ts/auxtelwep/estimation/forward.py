@@ -438,7 +438,17 @@ def _structure_fraction(
 
 
 def pair_specs(pair: DonutPair, telescope: AuxTel, jmax: int) -> tuple[DonutSpec, DonutSpec]:
-    """Design references of the intra and extra donuts of ``pair`` (see `design_references`)."""
+    """Design references of the intra and extra donuts of ``pair`` (see `design_references`).
+
+    Parameters
+    ----------
+    pair : `DonutPair`
+        The pair; each stamp's field angle (batoid frame, degrees) is used.
+    telescope : `AuxTel`
+        Supplies the wavelength (the design is the aligned telescope).
+    jmax : `int`
+        Highest Noll index of the references (at most 28).
+    """
     specs = []
     for role in (Role.INTRA, Role.EXTRA):
         fx, fy = pair.stamp(role).field_deg

@@ -294,6 +294,13 @@ class DonutSetModel:
 
         It sums to the fraction of 1 that falls inside that grid (and, for danish's inverse factory, that
         the factory could map).
+
+        Parameters
+        ----------
+        d : `int`
+            Index of the donut in ``donuts``.
+        dz_um : `numpy.ndarray`, shape (nz,)
+            Wavefront deviation over ``noll``, micrometres (added to the donut's reference).
         """
         key = (d, np.asarray(dz_um, dtype=float).tobytes())
         cached = self._last_optical.get(d)
@@ -333,7 +340,15 @@ class DonutSetModel:
         return (np.exp(-q) * self._pixel_mtf).astype(np.complex64), q
 
     def evaluate(self, params: NDArray, *, jacobian: bool = True) -> ModelEvaluation:
-        """Model images (and Jacobian) at ``params`` (layout in the module docstring)."""
+        """Model images (and Jacobian) at ``params`` (layout in the module docstring).
+
+        Parameters
+        ----------
+        params : `numpy.ndarray`, shape (nparams,)
+            Parameter vector.
+        jacobian : `bool`, optional
+            Also compute the Jacobian (else ``jacobian`` is None).
+        """
         nd, npix, n, m = self.nd, self.npix, self.nfft, self.margin
         npo = self.npix_optical
         crop = (slice(m, m + npix), slice(m, m + npix))

@@ -187,13 +187,29 @@ class OpticalDesign(Protocol):
     """What the ``offAxis`` model needs to know about an optical design."""
 
     def pupil_map(self, field_x_deg: float, field_y_deg: float, side: Side) -> PupilMap:
-        """The design's pupil-to-image mapping of a donut at a field angle, on one side of focus."""
+        """The design's pupil-to-image mapping of a donut at a field angle, on one side of focus.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle of the donut, batoid frame, degrees.
+        side : `str`
+            ``"intra"`` or ``"extra"``.
+        """
         ...
 
     def intrinsic_zernikes_um(
         self, field_x_deg: float, field_y_deg: float, noll: tuple[int, ...]
     ) -> NDArray[np.float64]:
-        """The design's in-focus wavefront at a field angle, micrometres, in the order of ``noll``."""
+        """The design's in-focus wavefront at a field angle, micrometres, in the order of ``noll``.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle, batoid frame, degrees.
+        noll : `tuple` of `int`
+            Noll indices wanted.
+        """
         ...
 
 
@@ -211,7 +227,20 @@ class AuxTelDesign:
     telescope: AuxTel = dataclasses.field(default_factory=AuxTel)
 
     def pupil_map(self, field_x_deg: float, field_y_deg: float, side: Side) -> PupilMap:
-        """Ray-trace the donut of ``side`` at a field angle (degrees, batoid frame) and fit the mapping."""
+        """Ray-trace the donut of ``side`` at a field angle (degrees, batoid frame) and fit the mapping.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle of the donut, batoid frame, degrees (rounded to 1e-7 for the cache).
+        side : `str`
+            ``"intra"`` or ``"extra"``.
+
+        Raises
+        ------
+        InputError
+            If ``side`` is neither, or the field angle vignettes more than 2 % of the pupil.
+        """
         if side not in ("intra", "extra"):
             raise InputError(f"side must be 'intra' or 'extra', got {side!r}", value=side)
         return _auxtel_pupil_map(
@@ -221,7 +250,20 @@ class AuxTelDesign:
     def intrinsic_zernikes_um(
         self, field_x_deg: float, field_y_deg: float, noll: tuple[int, ...]
     ) -> NDArray[np.float64]:
-        """The in-focus transverse-aberration Zernikes of ``telescope`` (`AuxTel.zernikes`, ``kind="ta"``)."""
+        """The in-focus transverse-aberration Zernikes of ``telescope`` (`AuxTel.zernikes`, ``kind="ta"``).
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle, batoid frame, degrees.
+        noll : `tuple` of `int`
+            Noll indices wanted.
+
+        Returns
+        -------
+        zernikes : `numpy.ndarray`, shape (len(noll),)
+            Micrometres.
+        """
         return self.telescope.zernikes(
             round(float(field_x_deg), 7), round(float(field_y_deg), 7), noll=noll, kind="ta"
         )
@@ -286,6 +328,11 @@ def auxtel_detector_offset_m(telescope: AuxTel) -> float:
     For each of the intra and extra roles, the detector of the defocused optic is moved along its axis until
     the on-axis defocus (Zernike Z4, transverse-aberration fit) vanishes; the result is the mean of the two
     distances (intra about 34.97 mm, extra about 34.49 mm at M2 +-0.8 mm, so about 34.73 mm).
+
+    Parameters
+    ----------
+    telescope : `AuxTel`
+        Telescope state; its ``with_role`` gives the defocused optics, and its wavelength is used.
     """
     distances = []
     for role in (Role.INTRA, Role.EXTRA):

@@ -69,20 +69,47 @@ class PupilGrid:
         return int(self.uc.size)
 
     def domain_image(self, flags: NDArray[np.bool_]) -> NDArray[np.bool_]:
-        """Put per-point flags on the square grid (False outside the domain), shape ``(n_side, n_side)``."""
+        """Put per-point flags on the square grid (False outside the domain), shape ``(n_side, n_side)``.
+
+        Parameters
+        ----------
+        flags : `numpy.ndarray` of bool, shape ``(npoint,)``
+            One flag per domain point.
+        """
         out = np.zeros(self.domain.shape, dtype=bool)
         out[self.domain] = flags
         return out
 
     def to_image(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Put per-point values on the square grid (NaN outside the domain), shape ``(n_side, n_side)``."""
+        """Put per-point values on the square grid (NaN outside the domain), shape ``(n_side, n_side)``.
+
+        Parameters
+        ----------
+        values : `numpy.ndarray`, shape ``(npoint,)``
+            One value per domain point.
+        """
         out = np.full(self.domain.shape, np.nan)
         out[self.domain] = values
         return out
 
 
 def pupil_grid(geometry: TieGeometry, solve_noll: tuple[int, ...], boundary_px: int) -> PupilGrid:
-    """Build the pupil grid for ``geometry`` (bases memoised by `zernikes.grid_bases`)."""
+    """Build the pupil grid for ``geometry`` (bases memoised by `zernikes.grid_bases`).
+
+    Parameters
+    ----------
+    geometry : `TieGeometry`
+        Instrument; its donut radius sets the grid step and its obscuration the annulus.
+    solve_noll : `tuple` of `int`
+        Noll indices of the Zernike bases evaluated on the grid.
+    boundary_px : `int`
+        Width of the boundary rings added inside and outside the annulus, pixels.
+
+    Raises
+    ------
+    InputError
+        If the donut radius is below 8 pixels.
+    """
     scale = geometry.donut_radius_px
     if scale < 8:
         raise InputError(
@@ -191,6 +218,20 @@ class SideModel:
 
         The design's model donut is placed so that its centroid (the mean image position over the uniformly
         lit pupil) falls on the stamp's centroid; the wavefront (its tilt included) moves it from there.
+
+        Parameters
+        ----------
+        coefs_m : `numpy.ndarray`
+            Wavefront relative to the optical model's reference, Zernike coefficients in metres.
+        noll : `tuple` of `int`
+            Noll indices of ``coefs_m``.
+
+        Returns
+        -------
+        col, row : `numpy.ndarray`, shape ``(npoint,)``
+            Image position of each domain point, stamp pixels.
+        det : `numpy.ndarray`, shape ``(npoint,)``
+            Jacobian determinant of the mapping relative to the paraxial scale.
         """
         col, row, det, _ = self._mapping(coefs_m, noll)
         return col, row, det
@@ -226,6 +267,13 @@ class SideModel:
         self, coefs_m: NDArray[np.float64], noll: tuple[int, ...]
     ) -> tuple[NDArray[np.float64], bool]:
         """Map the stamp onto the pupil with the wavefront ``coefs_m`` (metres over ``noll``; see `mapping`).
+
+        Parameters
+        ----------
+        coefs_m : `numpy.ndarray`
+            Wavefront relative to the optical model's reference, Zernike coefficients in metres.
+        noll : `tuple` of `int`
+            Noll indices of ``coefs_m``.
 
         Returns
         -------
@@ -299,6 +347,30 @@ def build_side(
     The stamp's flux centroid is measured once (in a window following the centroid); `SideModel.mapping`
     places the model donut on it. Each donut is thus centred independently (the two exposures may be pointed
     differently).
+
+    Parameters
+    ----------
+    stamp : `numpy.ndarray`, shape (n, n)
+        Background-subtracted stamp, ``[row, col]``.
+    side : `str`
+        ``"intra"`` or ``"extra"``.
+    field_deg : `tuple` [`float`, `float`]
+        Field angle of the donut, batoid frame, degrees (used by the ``offAxis`` model).
+    geometry : `TieGeometry`
+        Instrument (with ``design`` for ``offAxis``).
+    model : `str`
+        Optical model: ``"paraxial"``, ``"onAxis"`` or ``"offAxis"``.
+    grid : `PupilGrid`
+        The pupil grid (`pupil_grid`).
+    boundary_px : `int`
+        Width of the boundary rings, pixels (also widens the vignetting circles).
+
+    Raises
+    ------
+    InputError
+        If ``model`` is ``offAxis`` and ``geometry`` has no design.
+    EstimationError
+        If vignetting leaves fewer than 50 pupil points.
     """
     sign = 1.0 if side == "intra" else -1.0
     uc, vc = grid.uc, grid.vc

@@ -44,7 +44,17 @@ fraction of the mid-range are given a large denominator, which damps the noisy e
 def exp_solve(
     i1: NDArray[np.float64], i2: NDArray[np.float64], bases: ZernikeBases, k_scale: float
 ) -> NDArray[np.float64]:
-    """Series-expansion solution, coefficients in metres in the order of ``bases.noll``."""
+    """Series-expansion solution, coefficients in metres in the order of ``bases.noll``.
+
+    Parameters
+    ----------
+    i1, i2 : `numpy.ndarray`, shape ``(npoint,)``
+        Compensated, unit-sum intra and extra pupil images on the domain points.
+    bases : `ZernikeBases`
+        Zernike values and derivatives at the domain points.
+    k_scale : `float`
+        Difference of the two donuts' ray displacements per unit wavefront slope, pupil units (1/m).
+    """
     i0 = 0.5 * (i1 + i2)
     rhs = bases.value @ (i1 - i2)
     normal = (bases.dx * i0) @ bases.dx.T + (bases.dy * i0) @ bases.dy.T
@@ -89,7 +99,17 @@ class FftPoissonSolver:
 
     @classmethod
     def build(cls, mask: NDArray[np.bool_], grid: PupilGrid, *, boundary_px: int = 1) -> FftPoissonSolver:
-        """Prepare the solver for the lit domain points ``mask`` (boundary rings included) of ``grid``."""
+        """Prepare the solver for the lit domain points ``mask`` (boundary rings included) of ``grid``.
+
+        Parameters
+        ----------
+        mask : `numpy.ndarray` of bool, shape ``(npoint,)``
+            Domain points lit on both donuts.
+        grid : `PupilGrid`
+            The pupil grid.
+        boundary_px : `int`, optional
+            Width of the boundary rings, pixels.
+        """
         n = grid.n_side
         n_pad = int(2 ** np.ceil(np.log2(n)))
         lo = (n_pad - n) // 2
