@@ -369,11 +369,23 @@ class Sequencer:
         return ROLE_CYCLE if self.limits.require_infocus else ROLE_CYCLE[:2]
 
     def seen(self, obsid: str) -> bool:
-        """Return True if ``obsid`` was added (or marked) before."""
+        """Return True if ``obsid`` was added (or marked) before.
+
+        Parameters
+        ----------
+        obsid : `str`
+            Observation id.
+        """
         return obsid in self._seen
 
     def mark_seen(self, obsids: Iterable[str]) -> None:
-        """Remember OBSIDs handled elsewhere (e.g. found in the journal after a restart)."""
+        """Remember OBSIDs handled elsewhere (e.g. found in the journal after a restart).
+
+        Parameters
+        ----------
+        obsids : iterable of `str`
+            Observation ids to treat as duplicates if they come again.
+        """
         for obsid in obsids:
             self._remember(obsid)
 
@@ -455,6 +467,16 @@ class Sequencer:
 
         Idle groups with nothing queued are forgotten silently. ``now_s=math.inf`` ends the data: every
         image still queued is reported.
+
+        Parameters
+        ----------
+        now_s : `float`
+            Current time on the clock given to `add`, seconds; `math.inf` at the end of the data.
+
+        Returns
+        -------
+        expired : `list` [`ExpiredGroup`]
+            One entry per group that still had queued images.
         """
         expired: list[ExpiredGroup] = []
         for key, group in list(self._groups.items()):

@@ -56,7 +56,20 @@ def _attach_negative_lists(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``auxtelwep`` command line; return the exit status."""
+    """Run the ``auxtelwep`` command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of `str`, optional
+        Arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : `int`
+        The subcommand's status; 2 for an `AuxTelWepError` or a system error on a file, 141 when stdout's
+        reader
+        went away.
+    """
     # batoid's small least-squares fits run ~20x slower with a multithreaded BLAS on a busy 2-core
     # machine; the pipeline parallelises over donuts instead. Set before numpy is first imported.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -102,11 +102,22 @@ class ClosedLoop:
 
     def can_move(self, new: ClosedLoopState) -> bool:
         """Return True if `move` to ``new`` would not raise (staying put is allowed unless it means doing
-        the same thing twice, like processing or sending while already doing so)."""
+        the same thing twice, like processing or sending while already doing so).
+
+        Parameters
+        ----------
+        new : `ClosedLoopState`
+            State to go to.
+        """
         return (new is self.state and (new, new) not in _WHY) or new in _ALLOWED[self.state]
 
     def move(self, new: ClosedLoopState) -> bool:
         """Go to ``new``; return True if the state changed.
+
+        Parameters
+        ----------
+        new : `ClosedLoopState`
+            State to go to.
 
         Raises
         ------

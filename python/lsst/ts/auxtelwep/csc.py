@@ -158,6 +158,11 @@ class AuxTelWepCsc(ConfigurableCsc):
         The names returned (for ``configurationApplied``) are relative to its ``url``, the configuration
         directory, as in ts_salobj: the shipped defaults, outside it, are not named (they would read as the
         directory's ``_init.yaml`` a second time).
+
+        Parameters
+        ----------
+        override : `str`
+            Override file name in the configuration directory; "" for none.
         """
         try:
             config, files = load_config(self.config_dir, override)
@@ -167,7 +172,13 @@ class AuxTelWepCsc(ConfigurableCsc):
         return config, [Path(f).name for f in files if Path(f).parent == folder]
 
     async def configure(self, config: AuxTelWepConfig) -> None:
-        """Open the journal and the data root of ``config``; start the worker pool."""
+        """Open the journal and the data root of ``config``; start the worker pool.
+
+        Parameters
+        ----------
+        config : `AuxTelWepConfig`
+            The validated configuration.
+        """
         # A bad configuration fails `start`, not the first triplet.
         self._check_pipeline_options(dict(config.pipeline), "invalid pipeline configuration")
         try:
@@ -217,6 +228,11 @@ class AuxTelWepCsc(ConfigurableCsc):
         """Refuse enable (staying DISABLED) while a dependency is missing, naming it.
 
         Not while starting in ENABLED: there is no command to fail, and `handle_summary_state` faults.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The ``enable`` command's data (no fields used).
         """
         problem = self._dependency_problem()
         if problem is not None and self.start_task.done():
@@ -325,6 +341,21 @@ class AuxTelWepCsc(ConfigurableCsc):
     def image_received(
         self, obsid: str, *, group_id: str, role: Role | None, status: str, reason: str
     ) -> None:
+        """Write ``imageReceived`` (`csc_intake.IntakeSink.image_received`).
+
+        Parameters
+        ----------
+        obsid : `str`
+            Observation id.
+        group_id : `str`
+            Group of the image ("" if unknown).
+        role : `Role` or None
+            Role of the image; None if not known.
+        status : `str`
+            ``"accepted"``, ``"ignored"`` or ``"rejected"``.
+        reason : `str`
+            Why it was ignored or rejected ("" if accepted).
+        """
         self.evt_imageReceived.set_write(
             obsid=obsid,
             groupId=group_id,
@@ -335,11 +366,35 @@ class AuxTelWepCsc(ConfigurableCsc):
         )
 
     def cadence_warning(self, kind: str, *, group_id: str, obsid: str, message: str) -> None:
+        """Write ``cadenceWarning`` (`csc_intake.IntakeSink.cadence_warning`).
+
+        Parameters
+        ----------
+        kind : `str`
+            Kind of warning (`csc_intake.kind_name`).
+        group_id : `str`
+            Group concerned ("" if none).
+        obsid : `str`
+            Image concerned ("" if none).
+        message : `str`
+            Description for operators.
+        """
         self.evt_cadenceWarning.set_write(
             kind=kind, groupId=group_id, obsid=obsid, message=message, force_output=True
         )
 
     def image_queued(self, info: ImageInfo, role: Role, group_id: str) -> None:
+        """Start the work ahead on an accepted image (real pipeline only; `WorkAhead.image_queued`).
+
+        Parameters
+        ----------
+        info : `ImageInfo`
+            The image's header values and path.
+        role : `Role`
+            Its role in the triplet.
+        group_id : `str`
+            Its group.
+        """
         if self.processor is run_pipeline and self.pool is not None:
             config = self._config
             self.ahead.image_queued(
@@ -352,12 +407,35 @@ class AuxTelWepCsc(ConfigurableCsc):
             )
 
     def triplet_ready(self, key: str) -> None:
+        """Queue a journaled COMPLETE triplet for processing.
+
+        Parameters
+        ----------
+        key : `str`
+            Journal key of the triplet.
+        """
         self._queue.put_nowait(key)
 
     def triplet_rejected(self, triplet: Triplet, reason: str) -> None:
+        """Write ``rejectedWavefrontError`` for a triplet refused before processing.
+
+        Parameters
+        ----------
+        triplet : `Triplet`
+            The triplet.
+        reason : `str`
+            Why it was refused.
+        """
         publish_rejected(self, triplet, reason)
 
     def data_root_lost(self, message: str) -> None:
+        """Go to FAULT (soon, from a callback) with the data-root error code.
+
+        Parameters
+        ----------
+        message : `str`
+            What went wrong, for the ``errorCode`` report.
+        """
         self._fault_soon(ERROR_DATA_ROOT, message)
 
     def _fault_soon(self, code: int, report: str) -> None:
@@ -557,7 +635,14 @@ class AuxTelWepCsc(ConfigurableCsc):
     # --- commands --------------------------------------------------------------------------------------
 
     async def do_runWEP(self, data: Any) -> None:
-        """Process the named images now; COMPLETE once the result is published."""
+        """Process the named images now; COMPLETE once the result is published.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data: ``intraObsid``, ``extraObsid`` (required), ``inFocusObsid`` (optional) and
+            ``config`` (YAML/JSON pipeline overrides, `parse_overrides`).
+        """
         self.assert_enabled("runWEP")
         journal, config = self._journal, self._config
         names = [data.intraObsid.strip(), data.extraObsid.strip(), data.inFocusObsid.strip()]
@@ -608,7 +693,13 @@ class AuxTelWepCsc(ConfigurableCsc):
         return info
 
     async def do_startClosedLoop(self, data: Any) -> None:
-        """Start the closed loop: images taken before now are not applied; the total limits go on."""
+        """Start the closed loop: images taken before now are not applied; the total limits go on.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data (no fields used).
+        """
         self.assert_enabled("startClosedLoop")
         state = self.closed_loop.state
         if state not in (ClosedLoopState.IDLE, ClosedLoopState.ERROR):
@@ -620,12 +711,24 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.log.info(f"closed loop started; sent since the CSC was enabled (counts in max_total): {total}")
 
     async def do_stopClosedLoop(self, data: Any) -> None:
-        """Stop the closed loop; an offset in flight finishes but nothing new is applied automatically."""
+        """Stop the closed loop; an offset in flight finishes but nothing new is applied automatically.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data (no fields used).
+        """
         self.assert_enabled("stopClosedLoop")
         self._move_loop(ClosedLoopState.IDLE)
 
     async def do_issueCorrection(self, data: Any) -> None:
-        """Apply the last correction through ATAOS ``offset`` (refused if already sent)."""
+        """Apply the last correction through ATAOS ``offset`` (refused if already sent).
+
+        Parameters
+        ----------
+        data : `DataType`
+            The command's data (no fields used).
+        """
         self.assert_enabled("issueCorrection")
         record = self._journal.last_correction()
         if record is None:

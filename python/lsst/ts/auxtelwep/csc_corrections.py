@@ -55,6 +55,13 @@ def as_sent(offset: HexapodState, max_total: ArrayLike = 0.0) -> HexapodState:
     room below the resolution of ``max_total`` (per axis x, y, z, u, v) in that type; a component not
     larger than it is that residue, not a correction, and is sent as 0 (else M2 would be "moved" by
     nanometres and the limit never reported as reached).
+
+    Parameters
+    ----------
+    offset : `HexapodState`
+        Offset to send (mm, mm, mm, deg, deg).
+    max_total : array-like, optional
+        ``max_total`` limit per axis x, y, z, u, v (or one for all); 0 sends every nonzero component.
     """
     values = offset.as_array()
     sent = values.astype(OFFSET_DTYPE)
@@ -225,6 +232,13 @@ class CorrectionSender:
         (ATAOS refused it, or it was never written because no ATAOS was discovered), UNCERTAIN if it may
         have (no answer in time, abort, cancellation, or any other error once sending began: that may come
         after the write).
+
+        Parameters
+        ----------
+        key : `str`
+            Journal key of the triplet whose correction was claimed (`Journal.claim_correction`).
+        offset : `HexapodState`
+            The offset to send, as claimed (mm, mm, mm, deg, deg).
 
         Raises
         ------

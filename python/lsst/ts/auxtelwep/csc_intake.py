@@ -47,7 +47,13 @@ _KIND_NAMES = {WarningKind.POINTING_MOVED: "pointingChanged", WarningKind.MISSIN
 
 
 def kind_name(kind: WarningKind | RejectionKind) -> str:
-    """Name of a warning or rejection kind in ``cadenceWarning.kind`` (camelCase: ``outOfOrder``...)."""
+    """Name of a warning or rejection kind in ``cadenceWarning.kind`` (camelCase: ``outOfOrder``...).
+
+    Parameters
+    ----------
+    kind : `WarningKind` or `RejectionKind`
+        The kind.
+    """
     if kind in _KIND_NAMES:
         return _KIND_NAMES[kind]  # type: ignore[index]
     head, *rest = kind.value.split("_")
@@ -60,22 +66,78 @@ class IntakeSink(Protocol):
     def image_received(
         self, obsid: str, *, group_id: str, role: Role | None, status: str, reason: str
     ) -> None:
-        """Publish ``imageReceived`` (status: accepted, ignored or rejected)."""
+        """Publish ``imageReceived`` (status: accepted, ignored or rejected).
+
+        Parameters
+        ----------
+        obsid : `str`
+            Observation id.
+        group_id : `str`
+            Group of the image ("" if unknown).
+        role : `Role` or None
+            Role of the image; None if not known.
+        status : `str`
+            ``"accepted"``, ``"ignored"`` or ``"rejected"``.
+        reason : `str`
+            Why it was ignored or rejected ("" if accepted).
+        """
 
     def cadence_warning(self, kind: str, *, group_id: str, obsid: str, message: str) -> None:
-        """Publish ``cadenceWarning``."""
+        """Publish ``cadenceWarning``.
+
+        Parameters
+        ----------
+        kind : `str`
+            Kind of warning (`kind_name`).
+        group_id : `str`
+            Group concerned ("" if none).
+        obsid : `str`
+            Image concerned ("" if none).
+        message : `str`
+            Description for operators.
+        """
 
     def image_queued(self, info: ImageInfo, role: Role, group_id: str) -> None:
-        """An image joined group ``group_id`` (work on it may start before its triplet is complete)."""
+        """An image joined group ``group_id`` (work on it may start before its triplet is complete).
+
+        Parameters
+        ----------
+        info : `ImageInfo`
+            The image's header values and path.
+        role : `Role`
+            Its role in the triplet.
+        group_id : `str`
+            The group (the header's GROUPID, or one made by the sequencer).
+        """
 
     def triplet_ready(self, key: str) -> None:
-        """A journaled COMPLETE triplet is ready to process."""
+        """A journaled COMPLETE triplet is ready to process.
+
+        Parameters
+        ----------
+        key : `str`
+            Journal key of the triplet.
+        """
 
     def triplet_rejected(self, triplet: Triplet, reason: str) -> None:
-        """Publish ``rejectedWavefrontError`` for a triplet refused before processing."""
+        """Publish ``rejectedWavefrontError`` for a triplet refused before processing.
+
+        Parameters
+        ----------
+        triplet : `Triplet`
+            The triplet.
+        reason : `str`
+            Why it was refused.
+        """
 
     def data_root_lost(self, message: str) -> None:
-        """The data root became unreadable (a lost dependency: FAULT)."""
+        """The data root became unreadable (a lost dependency: FAULT).
+
+        Parameters
+        ----------
+        message : `str`
+            What went wrong, for the ``errorCode`` report.
+        """
 
 
 class ImageIntake:
@@ -164,7 +226,21 @@ class ImageIntake:
         event_tai: float | None = None,
     ) -> None:
         """Handle ATCamera ``endReadout`` (one for an image already journaled is ignored: ATOODS may
-        have been heard first)."""
+        have been heard first).
+
+        Parameters
+        ----------
+        image_name : `str`
+            ``imageName``: the OBSID.
+        additional_keys, additional_values : `str`
+            ``additionalKeys`` and ``additionalValues`` (`intake.parse_additional`); ``groupId`` and
+            ``imageType``
+            are used.
+        historical : `bool`
+            True for an event written before the CSC started: the camera angle now is not the image's.
+        event_tai : `float`, optional
+            Time the event was sent, TAI unix seconds, for the mount's camera angle.
+        """
         record = self.journal.image(image_name)
         if record is not None and record.status is not ImageStatus.NAMED:
             self.log.debug("endReadout for %s, already journaled", image_name)
@@ -198,7 +274,23 @@ class ImageIntake:
         historical: bool,
         event_tai: float | None = None,
     ) -> None:
-        """Handle ATOODS ``imageInOODS``."""
+        """Handle ATOODS ``imageInOODS``.
+
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        status_code : `int`
+            ``statusCode``: 0 if the raw was ingested.
+        description : `str`
+            ``description``, quoted when the ingestion failed.
+        historical : `bool`
+            True for an event written before the CSC started: no camera angle is noted and a repeat is not
+            reported as a duplicate.
+        event_tai : `float`, optional
+            Time the event was sent, TAI unix seconds, for the mount's camera angle if no ``endReadout`` was
+            heard.
+        """
         record = self.journal.image(obsid)
         if record is not None and record.status is ImageStatus.IGNORED:
             return  # a bias, flat...: announced by endReadout, nothing to do
@@ -223,7 +315,13 @@ class ImageIntake:
         self.ingest(obsid)
 
     def ingest(self, obsid: str) -> None:
-        """Find raw ``obsid``, read its header and hand it to the sequencer (it must be journaled)."""
+        """Find raw ``obsid``, read its header and hand it to the sequencer (it must be journaled).
+
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        """
         self._deadlines.pop(obsid, None)
         try:
             path = self.locator.find(obsid)

@@ -35,7 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def zernike_slots(summary: WepSummary) -> tuple[list[int], list[float], list[float]]:
-    """Noll indices, values and errors (um) padded (or cut) to `ZERNIKE_SLOTS` entries."""
+    """Noll indices, values and errors (um) padded (or cut) to `ZERNIKE_SLOTS` entries.
+
+    Parameters
+    ----------
+    summary : `WepSummary`
+        The result.
+    """
     n = min(len(summary.noll), ZERNIKE_SLOTS)
     pad = ZERNIKE_SLOTS - n
     return (
@@ -55,7 +61,17 @@ def _obsids(triplet: Triplet) -> dict[str, str]:
 
 def publish_result(csc: Any, triplet: Triplet, summary: WepSummary) -> None:
     """Write ``donutDetection``, ``wavefrontError``, ``hexapodCorrection`` (applied=false) and
-    ``wepDuration``."""
+    ``wepDuration``.
+
+    Parameters
+    ----------
+    csc : `AuxTelWepCsc`
+        The CSC whose events are written.
+    triplet : `Triplet`
+        The processed triplet (group id and OBSIDs).
+    summary : `WepSummary`
+        Its result.
+    """
     group = triplet.group_id
     csc.evt_donutDetection.set_write(
         groupId=group,
@@ -99,7 +115,21 @@ def publish_correction(
 ) -> None:
     """Write ``hexapodCorrection``: the computed correction (applied=false) or what was sent
     (applied=true), with the solved axes, the 1-sigma uncertainty of the computed correction and the camera
-    angle of its frame from ``summary`` (the result it came from; None: unknown)."""
+    angle of its frame from ``summary`` (the result it came from; None: unknown).
+
+    Parameters
+    ----------
+    csc : `AuxTelWepCsc`
+        The CSC whose event is written.
+    group_id : `str`
+        Group of the triplet the correction comes from.
+    offset : `HexapodState`
+        The correction computed, or the offset sent (mm, mm, mm, deg, deg).
+    summary : `WepSummary` or None
+        The result the correction came from; None: uncertainties 0, no solved axes, camera angle NaN.
+    applied : `bool`
+        Whether ``offset`` is what was sent to ATAOS.
+    """
     sigma = summary.correction_sigma if summary is not None else HexapodState()
     csc.evt_hexapodCorrection.set_write(
         groupId=group_id,
@@ -123,7 +153,17 @@ def publish_correction(
 
 
 def publish_rejected(csc: Any, triplet: Triplet, reason: str) -> None:
-    """Write ``rejectedWavefrontError`` for a triplet that gave no result."""
+    """Write ``rejectedWavefrontError`` for a triplet that gave no result.
+
+    Parameters
+    ----------
+    csc : `AuxTelWepCsc`
+        The CSC whose event is written.
+    triplet : `Triplet`
+        The triplet (group id and OBSIDs).
+    reason : `str`
+        Why it gave no result.
+    """
     csc.evt_rejectedWavefrontError.set_write(
         groupId=triplet.group_id, **_obsids(triplet), reason=reason, force_output=True
     )
@@ -131,6 +171,16 @@ def publish_rejected(csc: Any, triplet: Triplet, reason: str) -> None:
 
 def parse_overrides(text: str) -> dict[str, Any]:
     """Parse runWEP's ``config`` (a YAML or JSON mapping; blank for none).
+
+    Parameters
+    ----------
+    text : `str`
+        The ``config`` field of ``runWEP``.
+
+    Returns
+    -------
+    overrides : `dict` [`str`, `object`]
+        Pipeline options (`pipeline.PipelineConfig` fields); empty for a blank text.
 
     Raises
     ------

@@ -26,7 +26,15 @@ ERROR_CONFIG = 2
 
 
 def dependency_problem(config: AuxTelWepConfig, intake: ImageIntake) -> tuple[int, str] | None:
-    """Return ``(errorCode, report)`` of the first missing dependency, or None when all are there."""
+    """Return ``(errorCode, report)`` of the first missing dependency, or None when all are there.
+
+    Parameters
+    ----------
+    config : `AuxTelWepConfig`
+        The configuration (``refcat_path``, ``calibs_dir``).
+    intake : `ImageIntake`
+        The intake, whose locator checks the data root.
+    """
     try:
         intake.locator.check_readable()
     except AuxTelWepError as exc:

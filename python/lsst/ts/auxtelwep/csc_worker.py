@@ -123,7 +123,13 @@ class WepSummary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WepSummary:
-        """Build from `to_dict` output."""
+        """Build from `to_dict` output.
+
+        Parameters
+        ----------
+        data : mapping [`str`, `object`]
+            Output of `to_dict` (``correction_sigma`` may be missing).
+        """
         fields = dict(data)
         fields["correction"] = HexapodState.from_array(fields["correction"])
         if "correction_sigma" in fields:
@@ -143,6 +149,11 @@ def summarize(result: WavefrontResult) -> WepSummary:
     ``donut_count`` is the number of pairs combined; ``reduced_chi2`` the result's (median over those
     pairs; NaN if none has one). The correction is the pipeline's offset before its clipping
     (``offset``): the CSC applies its own gains and limits when it sends it.
+
+    Parameters
+    ----------
+    result : `lsst.ts.auxtelwep.pipeline.WavefrontResult`
+        The pipeline's result for one triplet.
     """
     estimate, catalog, correction = result.estimate, result.catalog, result.correction
     scatter = catalog.wcs_scatter_arcsec
@@ -168,6 +179,13 @@ def summarize(result: WavefrontResult) -> WepSummary:
 def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
     """The default processor: `lsst.ts.auxtelwep.pipeline.process` on the triplet's raw files.
 
+    Parameters
+    ----------
+    triplet : `Triplet`
+        The journaled triplet (raw paths, group id, camera angles).
+    options : mapping [`str`, `object`]
+        `pipeline.PipelineConfig` fields.
+
     Raises
     ------
     ConfigurationError
@@ -191,6 +209,13 @@ def run_pipeline(triplet: Triplet, options: Mapping[str, Any]) -> WepSummary:
 def prepare_raw(path: str, options: Mapping[str, Any]) -> None:
     """Calibrate one raw ahead of its triplet (`lsst.ts.auxtelwep.pipeline.prepare`) in this worker.
 
+    Parameters
+    ----------
+    path : `str`
+        Path of the raw.
+    options : mapping [`str`, `object`]
+        `pipeline.PipelineConfig` fields.
+
     Raises
     ------
     AuxTelWepError
@@ -204,6 +229,18 @@ def prepare_raw(path: str, options: Mapping[str, Any]) -> None:
 def estimate_ahead(intra_path: str, extra_path: str, options: Mapping[str, Any]) -> int:
     """Estimate a defocal pair's donuts before its triplet is complete (`pipeline.estimate_ahead`).
 
+    Parameters
+    ----------
+    intra_path, extra_path : `str`
+        Paths of the intra- and extra-focal raws.
+    options : mapping [`str`, `object`]
+        `pipeline.PipelineConfig` fields.
+
+    Returns
+    -------
+    n_pairs : `int`
+        Pairs estimated.
+
     Raises
     ------
     AuxTelWepError
@@ -215,7 +252,13 @@ def estimate_ahead(intra_path: str, extra_path: str, options: Mapping[str, Any])
 
 
 def warm_pipeline(options: Mapping[str, Any]) -> None:
-    """Do the pipeline's one-time work in a new worker (`lsst.ts.auxtelwep.pipeline.warm_up`)."""
+    """Do the pipeline's one-time work in a new worker (`lsst.ts.auxtelwep.pipeline.warm_up`).
+
+    Parameters
+    ----------
+    options : mapping [`str`, `object`]
+        `pipeline.PipelineConfig` fields.
+    """
     from . import pipeline
 
     pipeline.warm_up(_pipeline_config(options))
@@ -269,6 +312,15 @@ class WorkerPool:
     async def run(self, func: Callable[..., Any], *args: Any, timeout: float) -> Any:
         """Run ``func(*args)`` in a worker; return its result or raise its exception.
 
+        Parameters
+        ----------
+        func : callable
+            A picklable callable (a module-level function or a partial of one).
+        *args
+            Its (picklable) arguments.
+        timeout : `float`
+            Time limit, seconds.
+
         Raises
         ------
         WorkerError
@@ -312,6 +364,11 @@ class WorkerPool:
 
         A worker that exits cleanly also stops the estimation processes it started; a killed one leaves
         them to notice its death (`estimation` polls for it) and their semaphores to the resource tracker.
+
+        Parameters
+        ----------
+        grace_s : `float`, optional
+            Time to wait for the workers to exit, seconds.
         """
         closer = threading.Thread(
             target=self._pool.shutdown, kwargs={"wait": True, "cancel_futures": True}, daemon=True
@@ -348,7 +405,23 @@ class WorkAhead:
         options: Mapping[str, Any],
         timeout_s: float,
     ) -> None:
-        """Start the work an accepted image allows (nothing for an in-focus image)."""
+        """Start the work an accepted image allows (nothing for an in-focus image).
+
+        Parameters
+        ----------
+        pool : `WorkerPool`
+            Pool the jobs run in.
+        info : `ImageInfo`
+            The accepted image.
+        role : `Role`
+            Its role.
+        group_id : `str`
+            Its group; the second defocal image of a group starts the estimation.
+        options : mapping [`str`, `object`]
+            `pipeline.PipelineConfig` fields.
+        timeout_s : `float`
+            Time limit of each job, seconds.
+        """
         if role is Role.INFOCUS:
             return
         run = functools.partial(pool.run, timeout=timeout_s)

@@ -126,6 +126,11 @@ class DemoOptions:
 def parse_initial(text: str) -> HexapodState:
     """Parse ``--initial "x,y,z"`` (mm) into a `HexapodState`.
 
+    Parameters
+    ----------
+    text : `str`
+        ``"x,y,z"``, mm.
+
     Raises
     ------
     InputError
@@ -148,6 +153,15 @@ def draw_misalignment(
     With ``hard``, draws until the ops rule (with the camera at ``camera_angle_deg``) needs 3 or more
     iterations (or does not converge in 5), at most `MAX_DRAWS` times. Returns the misalignment and the ops
     rule's run from it.
+
+    Parameters
+    ----------
+    rng : `numpy.random.Generator`
+        Random generator.
+    hard : `bool`
+        Draw again until the ops rule needs at least 3 iterations.
+    camera_angle_deg : `float`, optional
+        Camera angle of the ops rule's runs, degrees.
     """
     for _ in range(MAX_DRAWS):
         radius = MAX_DECENTER_MM * np.sqrt(rng.uniform())
@@ -166,7 +180,26 @@ def draw_misalignment(
 def csc_override(
     data_root: Path, state_dir: Path, *, refcat: Path, calibs: Path, timeout_s: float
 ) -> dict[str, Any]:
-    """The demo's AuxTelWEP configuration override (module docstring)."""
+    """The demo's AuxTelWEP configuration override (module docstring).
+
+    Parameters
+    ----------
+    data_root : `pathlib.Path`
+        Data root the simulated ATOODS ingests into.
+    state_dir : `pathlib.Path`
+        Directory of the CSC's journal.
+    refcat : `pathlib.Path`
+        Reference catalog.
+    calibs : `pathlib.Path`
+        Calibration directory.
+    timeout_s : `float`
+        ``process_timeout_s``, seconds.
+
+    Returns
+    -------
+    override : `dict` [`str`, `object`]
+        Configuration fields, with ``correction.auto_apply`` on.
+    """
     return {
         "data_root": str(data_root),
         "state_dir": str(state_dir),

@@ -118,7 +118,13 @@ class AmpGeometry:
     flip_y: bool
 
     def to_assembled(self, data: NDArray) -> NDArray:
-        """Orient an amplifier's (2000, 509) data section as it sits in the assembled frame."""
+        """Orient an amplifier's (2000, 509) data section as it sits in the assembled frame.
+
+        Parameters
+        ----------
+        data : `numpy.ndarray`, shape (2000, 509)
+            The data section as read out, ``[row, col]``.
+        """
         if self.flip_x:
             data = data[:, ::-1]
         if self.flip_y:
@@ -431,7 +437,18 @@ class Exposure:
         return str(self.header.get("OBSID", "unknown"))
 
     def with_image(self, image: NDArray) -> Exposure:
-        """Return a copy with another pixel array (same shape)."""
+        """Return a copy with another pixel array (same shape).
+
+        Parameters
+        ----------
+        image : `numpy.ndarray`
+            New pixels, same shape as ``image``.
+
+        Raises
+        ------
+        RawFormatError
+            If the shape differs.
+        """
         if image.shape != self.image.shape:
             raise RawFormatError(f"image shape {image.shape} differs from {self.image.shape}")
         return dataclasses.replace(self, image=image)
@@ -439,6 +456,13 @@ class Exposure:
 
 def check_exposure(name: str, value: object) -> None:
     """Refuse an image argument that is not an `Exposure` (a raw, an array, a path...).
+
+    Parameters
+    ----------
+    name : `str`
+        Name of the argument, for the message.
+    value : `object`
+        The argument.
 
     Raises
     ------

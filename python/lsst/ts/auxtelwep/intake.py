@@ -190,6 +190,13 @@ class ImageInfo:
     def from_header(cls, header: Mapping[str, Any], *, path: str = "") -> ImageInfo:
         """Build from a primary header (an `astropy.io.fits.Header` or any mapping).
 
+        Parameters
+        ----------
+        header : mapping [`str`, `object`]
+            The primary header.
+        path : `str`, optional
+            Path of the raw, kept in ``path`` and named in error messages.
+
         Raises
         ------
         RawFormatError
@@ -227,7 +234,13 @@ class ImageInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageInfo:
-        """Build from `to_dict` output; unknown keys are ignored."""
+        """Build from `to_dict` output; unknown keys are ignored.
+
+        Parameters
+        ----------
+        data : mapping [`str`, `object`]
+            Output of `to_dict`.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -374,7 +387,15 @@ class RawLocator:
             )
 
     def candidates(self, obsid: str, *, day_obs: str | None = None) -> tuple[Path, ...]:
-        """Paths where raw ``obsid`` may be, in the order they are tried."""
+        """Paths where raw ``obsid`` may be, in the order they are tried.
+
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        day_obs : `str`, optional
+            ``YYYYMMDD`` folder under ``raw/``; default the date in the OBSID.
+        """
         day = day_obs or day_obs_from_obsid(obsid)
         folder = self.root_path / "raw" / day
         return tuple(folder / f"{obsid}{suffix}" for suffix in RAW_SUFFIXES)
@@ -384,6 +405,13 @@ class RawLocator:
 
         Something else than a file where the raw should be (a directory) is returned when there is no file,
         so that reading it says what is there rather than the raw being waited for in vain.
+
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        day_obs : `str`, optional
+            ``YYYYMMDD`` folder under ``raw/``; default the date in the OBSID.
         """
         candidates = self.candidates(obsid, day_obs=day_obs)
         for path in candidates:

@@ -167,7 +167,20 @@ class IsrConfig(BaseModel):
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "configuration") -> IsrConfig:
-        """Build from a mapping (e.g. parsed YAML); ``source`` names it in error messages."""
+        """Build from a mapping (e.g. parsed YAML); ``source`` names it in error messages.
+
+        Parameters
+        ----------
+        data : `dict` or None
+            ISR options by name; None for the defaults.
+        source : `str`, optional
+            Where the options come from, for messages.
+
+        Raises
+        ------
+        ConfigurationError
+            If ``data`` is not a mapping or an option is unknown or invalid.
+        """
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -181,7 +194,18 @@ class IsrConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> IsrConfig:
-        """Read a YAML file of ISR options (top level, or under an ``isr`` key)."""
+        """Read a YAML file of ISR options (top level, or under an ``isr`` key).
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            The YAML file.
+
+        Raises
+        ------
+        ConfigurationError
+            If the file cannot be read or parsed, or its options are invalid.
+        """
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())

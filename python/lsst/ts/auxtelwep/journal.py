@@ -161,7 +161,23 @@ class Journal:
         role: Role | None = None,
         reason: str = "",
     ) -> bool:
-        """Record a new image; return False (and change nothing) if ``obsid`` is already recorded."""
+        """Record a new image; return False (and change nothing) if ``obsid`` is already recorded.
+
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        status : `ImageStatus`
+            Its status.
+        info : `ImageInfo`, optional
+            Header values, if known.
+        group_id : `str`, optional
+            Its group, if known.
+        role : `Role`, optional
+            Its role, if known.
+        reason : `str`, optional
+            Why it was refused or ignored.
+        """
         now = time.time()
         info_json = json.dumps(info.to_dict() if info is not None else {})
         count = self._write(
@@ -183,6 +199,23 @@ class Journal:
     ) -> None:
         """Change an image's status (and the other fields given).
 
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        status : `ImageStatus`
+            New status.
+        info : `ImageInfo`, optional
+            New header values; None keeps them.
+        group_id : `str`, optional
+            New group; None keeps it.
+        role : `Role`, optional
+            New role; None keeps it.
+        reason : `str`, optional
+            Why; always written, so the default clears an earlier reason.
+        triplet_key : `str`, optional
+            Key of the triplet the image joined; "" keeps it.
+
         Raises
         ------
         InputError
@@ -203,12 +236,24 @@ class Journal:
             raise InputError(f"journal {self.path}: no image {obsid!r} to update", value=obsid)
 
     def image(self, obsid: str) -> ImageRecord | None:
-        """Return the record of ``obsid`` or None."""
+        """Return the record of ``obsid`` or None.
+
+        Parameters
+        ----------
+        obsid : `str`
+            The OBSID.
+        """
         row = self._db.execute("SELECT * FROM images WHERE obsid = ?", (obsid,)).fetchone()
         return None if row is None else image_record(row)
 
     def images(self, status: ImageStatus | None = None) -> list[ImageRecord]:
-        """Return the images (with ``status``, if given), oldest first."""
+        """Return the images (with ``status``, if given), oldest first.
+
+        Parameters
+        ----------
+        status : `ImageStatus`, optional
+            Only images with this status; default all.
+        """
         if status is None:
             rows = self._db.execute("SELECT * FROM images ORDER BY created, rowid").fetchall()
         else:
@@ -273,6 +318,17 @@ class Journal:
     ) -> TripletRecord:
         """Move triplet ``key`` to ``state`` (PROCESSING also counts an attempt); return the new record.
 
+        Parameters
+        ----------
+        key : `str`
+            Journal key of the triplet.
+        state : `TripletState`
+            New state.
+        reason : `str`, optional
+            Why; always written, so the default clears an earlier reason.
+        result : `dict` [`str`, `object`], optional
+            New result (JSON-ready); None keeps the current one.
+
         Raises
         ------
         InputError
@@ -299,6 +355,11 @@ class Journal:
 
         For work the CSC stopped on purpose (it left ENABLED): ``attempts`` is there to give up on a triplet
         that kills the CSC, which an operator's disable is not.
+
+        Parameters
+        ----------
+        reason : `str`
+            Reason recorded on each triplet put back.
         """
         keys = [record.key for record in self.triplets(TripletState.PROCESSING)]
         for key in keys:
@@ -310,12 +371,24 @@ class Journal:
         return keys
 
     def triplet(self, key: str) -> TripletRecord | None:
-        """Return the record of triplet ``key`` or None."""
+        """Return the record of triplet ``key`` or None.
+
+        Parameters
+        ----------
+        key : `str`
+            Journal key of the triplet.
+        """
         row = self._db.execute("SELECT * FROM triplets WHERE key = ?", (key,)).fetchone()
         return None if row is None else triplet_record(row)
 
     def triplets(self, *states: TripletState) -> list[TripletRecord]:
-        """Return the triplets in any of ``states`` (all if none given), oldest first."""
+        """Return the triplets in any of ``states`` (all if none given), oldest first.
+
+        Parameters
+        ----------
+        *states : `TripletState`
+            States to select.
+        """
         rows = self._db.execute("SELECT * FROM triplets ORDER BY created, rowid").fetchall()
         records = [triplet_record(row) for row in rows]
         return [r for r in records if not states or r.state in states]
@@ -324,7 +397,17 @@ class Journal:
 
     def add_correction(self, triplet_key: str, group_id: str, raw: HexapodState) -> CorrectionRecord:
         """Record the correction of a result (COMPUTED) in the current epoch; older COMPUTED ones are
-        SUPERSEDED. Return the record (the existing one if this triplet already has one)."""
+        SUPERSEDED. Return the record (the existing one if this triplet already has one).
+
+        Parameters
+        ----------
+        triplet_key : `str`
+            Journal key of the triplet the result belongs to.
+        group_id : `str`
+            Its group.
+        raw : `HexapodState`
+            The correction as computed, before gains and limits (mm, mm, mm, deg, deg).
+        """
         now = time.time()
         epoch = self.current_epoch()
         with self._transaction() as db:
@@ -356,6 +439,13 @@ class Journal:
         It then counts in the current epoch, whatever the epoch it was computed in: the limits are on
         what is sent since the epoch began.
 
+        Parameters
+        ----------
+        triplet_key : `str`
+            Journal key of the triplet whose correction is sent.
+        applied : `HexapodState`
+            The offset about to be sent, after gains and limits (mm, mm, mm, deg, deg).
+
         Returns
         -------
         claimed : `bool`
@@ -386,6 +476,15 @@ class Journal:
     def finish_correction(self, triplet_key: str, state: CorrectionState, *, message: str = "") -> None:
         """Record the outcome of an APPLYING correction (APPLIED, FAILED or UNCERTAIN).
 
+        Parameters
+        ----------
+        triplet_key : `str`
+            Journal key of the triplet whose correction was sent.
+        state : `CorrectionState`
+            The outcome.
+        message : `str`, optional
+            What happened (e.g. ATAOS's answer).
+
         Raises
         ------
         InputError
@@ -409,12 +508,24 @@ class Journal:
             )
 
     def correction(self, triplet_key: str) -> CorrectionRecord | None:
-        """Return the correction of triplet ``triplet_key`` or None."""
+        """Return the correction of triplet ``triplet_key`` or None.
+
+        Parameters
+        ----------
+        triplet_key : `str`
+            Journal key of the triplet.
+        """
         row = self._db.execute("SELECT * FROM corrections WHERE triplet_key = ?", (triplet_key,)).fetchone()
         return None if row is None else correction_record(row)
 
     def corrections(self, *states: CorrectionState) -> list[CorrectionRecord]:
-        """Return the corrections in any of ``states`` (all if none given), oldest first."""
+        """Return the corrections in any of ``states`` (all if none given), oldest first.
+
+        Parameters
+        ----------
+        *states : `CorrectionState`
+            States to select.
+        """
         rows = self._db.execute("SELECT * FROM corrections ORDER BY id").fetchall()
         records = [correction_record(row) for row in rows]
         return [r for r in records if not states or r.state in states]
@@ -459,6 +570,13 @@ class Journal:
     def mark_settled(self, triplet_key: str, when: float) -> None:
         """Record when M2 was seen to have finished moving for the correction of ``triplet_key``.
 
+        Parameters
+        ----------
+        triplet_key : `str`
+            Journal key of the triplet whose correction was sent.
+        when : `float`
+            When the move was seen to end, unix seconds (`M2MoveWatcher.completed_after`).
+
         Raises
         ------
         InputError
@@ -475,7 +593,13 @@ class Journal:
             )
 
     def new_epoch(self, reason: str) -> int:
-        """Start a new epoch (totals restart from zero: only at enable); return its number."""
+        """Start a new epoch (totals restart from zero: only at enable); return its number.
+
+        Parameters
+        ----------
+        reason : `str`
+            Why the epoch starts, recorded with it.
+        """
         self._write("INSERT INTO epochs (reason, created) VALUES (?, ?)", (reason, time.time()))
         return self.current_epoch()
 
@@ -506,6 +630,11 @@ class Journal:
     def total_applied(self, epoch: int | None = None) -> NDArray[np.float64]:
         """Sum of the corrections sent in ``epoch`` (default: current, i.e. since the last enable) that were
         or may have been applied.
+
+        Parameters
+        ----------
+        epoch : `int`, optional
+            Epoch number; default the current one.
 
         Returns
         -------

@@ -129,15 +129,36 @@ class MoveRecord:
 
 
 def dump_state(state: HexapodState) -> str:
+    """Serialise a hexapod state as the JSON list ``[x, y, z, u, v]``.
+
+    Parameters
+    ----------
+    state : `HexapodState`
+        The state (mm, mm, mm, deg, deg).
+    """
     return json.dumps(state.as_array().tolist())
 
 
 def load_state(text: str) -> HexapodState | None:
+    """Inverse of `dump_state`; None for JSON ``null``.
+
+    Parameters
+    ----------
+    text : `str`
+        JSON list ``[x, y, z, u, v]`` or ``null``.
+    """
     values = json.loads(text)
     return None if values is None else HexapodState.from_array(values)
 
 
 def image_record(row: tuple[Any, ...]) -> ImageRecord:
+    """Build an `ImageRecord` from a row of the images table.
+
+    Parameters
+    ----------
+    row : `tuple`
+        The row, columns in table order.
+    """
     obsid, group_id, role, status, reason, triplet_key, info, created, updated = row
     info_dict = json.loads(info)
     return ImageRecord(
@@ -154,6 +175,13 @@ def image_record(row: tuple[Any, ...]) -> ImageRecord:
 
 
 def triplet_record(row: tuple[Any, ...]) -> TripletRecord:
+    """Build a `TripletRecord` from a row of the triplets table.
+
+    Parameters
+    ----------
+    row : `tuple`
+        The row, columns in table order.
+    """
     key, group_id, state, reason, source, triplet, result, attempts, _created, _updated = row
     return TripletRecord(
         key=key,
@@ -168,6 +196,18 @@ def triplet_record(row: tuple[Any, ...]) -> TripletRecord:
 
 
 def correction_record(row: tuple[Any, ...]) -> CorrectionRecord:
+    """Build a `CorrectionRecord` from a row of the corrections table.
+
+    Parameters
+    ----------
+    row : `tuple`
+        The row, columns in table order.
+
+    Raises
+    ------
+    InputError
+        If the row has no raw values.
+    """
     id_, triplet_key, group_id, epoch, state, raw, applied, message, _created, _updated = row
     raw_state = load_state(raw)
     if raw_state is None:

@@ -42,11 +42,23 @@ class M2MoveWatcher:
         self._ends: collections.deque[tuple[float, float]] = collections.deque(maxlen=max_moves)
 
     def on_started(self, data: Any) -> None:
-        """Callback of ``hexapodCorrectionStarted``."""
+        """Callback of ``hexapodCorrectionStarted``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The event's sample (its ``private_sndStamp`` is used).
+        """
         self._record(self._starts, data)
 
     def on_completed(self, data: Any) -> None:
-        """Callback of ``hexapodCorrectionCompleted``."""
+        """Callback of ``hexapodCorrectionCompleted``.
+
+        Parameters
+        ----------
+        data : `DataType`
+            The event's sample (its ``private_sndStamp`` is used).
+        """
         self._record(self._ends, data)
 
     def _record(self, samples: collections.deque[tuple[float, float]], data: Any) -> None:

@@ -57,7 +57,19 @@ def wavefront_map(noll: Sequence[int], coefs_um: Sequence[float], *, size: int =
 
 
 def draw_wavefront_map(ax: Axes, noll: Sequence[int], coefs_um: Sequence[float], *, title: str = "") -> None:
-    """Draw `wavefront_map` on ``ax`` with a colour bar in nm."""
+    """Draw `wavefront_map` on ``ax`` with a colour bar in nm.
+
+    Parameters
+    ----------
+    ax : `matplotlib.axes.Axes`
+        Where to draw.
+    noll : sequence of `int`
+        Noll indices of ``coefs_um``.
+    coefs_um : sequence of `float`
+        Coefficients, micrometres.
+    title : `str`, optional
+        Axes title; default "wavefront deviation".
+    """
     opd = wavefront_map(noll, coefs_um)
     limit = float(np.nanmax(np.abs(opd))) or 1.0
     image = ax.imshow(opd, origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit, extent=(-1, 1, -1, 1))
@@ -70,7 +82,19 @@ def draw_wavefront_map(ax: Axes, noll: Sequence[int], coefs_um: Sequence[float],
 def draw_zernike_bars(
     ax: Axes, noll: Sequence[int], coefs_um: Sequence[float], errors_um: Sequence[float] | None = None
 ) -> None:
-    """Draw Zernike coefficients (nm) as bars, with 1-sigma error bars when ``errors_um`` is given."""
+    """Draw Zernike coefficients (nm) as bars, with 1-sigma error bars when ``errors_um`` is given.
+
+    Parameters
+    ----------
+    ax : `matplotlib.axes.Axes`
+        Where to draw.
+    noll : sequence of `int`
+        Noll indices of ``coefs_um`` (the bar labels).
+    coefs_um : sequence of `float`
+        Coefficients, micrometres.
+    errors_um : sequence of `float`, optional
+        1-sigma errors, micrometres.
+    """
     values = np.asarray(coefs_um, dtype=float) * 1000.0
     errors = None if errors_um is None else np.asarray(errors_um, dtype=float) * 1000.0
     ax.bar(np.arange(len(values)), values, yerr=errors, color="tab:blue", ecolor="k", capsize=2)

@@ -89,7 +89,22 @@ class RefCatalog:
     def from_arrays(
         cls, ra_deg: ArrayLike, dec_deg: ArrayLike, mag: ArrayLike, *, source: str = "arrays"
     ) -> RefCatalog:
-        """Build a catalog from arrays (degrees, degrees, magnitudes)."""
+        """Build a catalog from arrays (degrees, degrees, magnitudes).
+
+        Parameters
+        ----------
+        ra_deg, dec_deg : array-like
+            ICRS positions, degrees.
+        mag : array-like
+            Magnitudes.
+        source : `str`, optional
+            Name of the catalog, for messages.
+
+        Raises
+        ------
+        CatalogError
+            If the arrays have different lengths.
+        """
         return cls(ra_deg=ra_deg, dec_deg=dec_deg, mag=mag, source=source)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -99,7 +114,13 @@ class RefCatalog:
         return f"RefCatalog(source={self.source!r}, n={len(self)}, mag_column={self.mag_column!r})"
 
     def subset(self, index: ArrayLike) -> RefCatalog:
-        """Return the rows selected by ``index`` (boolean mask or integer indices)."""
+        """Return the rows selected by ``index`` (boolean mask or integer indices).
+
+        Parameters
+        ----------
+        index : array-like
+            Boolean mask or integer indices of the rows to keep.
+        """
         idx = np.asarray(index)
         return dataclasses.replace(
             self, ra_deg=self.ra_deg[idx], dec_deg=self.dec_deg[idx], mag=self.mag[idx]
@@ -114,7 +135,22 @@ class RefCatalog:
         return table
 
     def write(self, path: str | Path, *, overwrite: bool = True) -> None:
-        """Write the catalog in the format named by the file extension (ECSV, FITS, Parquet)."""
+        """Write the catalog in the format named by the file extension (ECSV, FITS, Parquet).
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            Output file (``.ecsv``, ``.fits`` or ``.parquet``...).
+        overwrite : `bool`, optional
+            Replace an existing file.
+
+        Raises
+        ------
+        CatalogError
+            If the extension names no known format.
+        ImportError
+            If the format needs an optional package that is missing.
+        """
         fmt = _format_of(Path(path))
         try:
             self.to_table().write(path, format=fmt, overwrite=overwrite)

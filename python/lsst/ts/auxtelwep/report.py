@@ -88,7 +88,18 @@ class DemoReport(pydantic.BaseModel):
 
     @classmethod
     def read(cls, path: str | Path) -> DemoReport:
-        """Read ``results.json`` (or the folder holding it)."""
+        """Read ``results.json`` (or the folder holding it).
+
+        Parameters
+        ----------
+        path : `str` or `pathlib.Path`
+            The ``results.json`` file, or the report folder holding it.
+
+        Raises
+        ------
+        InputError
+            If the file cannot be read or does not validate.
+        """
         path = Path(path)
         path = path / "results.json" if path.is_dir() else path
         try:
@@ -144,6 +155,19 @@ def build_summary(
 ) -> DemoSummary:
     """Summarise the outcomes of a night (see `DemoSummary`).
 
+    Parameters
+    ----------
+    outcomes : sequence of `TripletOutcome`
+        The triplets of the night, in order.
+    initial : `HexapodState`
+        The initial M2 misalignment.
+    rule : `ConvergenceRule`
+        The ops script's stopping rule.
+    ops_run : `OpsRuleRun`
+        The ops rule's run from ``initial`` with perfect measurements (its ``iterations``).
+    wall_s : `float`
+        Wall time of the whole demo, seconds.
+
     Raises
     ------
     InputError
@@ -183,6 +207,11 @@ def convergence_history(outcomes: Sequence[TripletOutcome]) -> list[dict[str, fl
 
     Each entry has ``x``, ``y``, ``z`` (true misalignment seen by the triplet, mm) and ``z4``, ``z7``,
     ``z8`` (measured, nm; NaN when rejected, and in the last entry).
+
+    Parameters
+    ----------
+    outcomes : sequence of `TripletOutcome`
+        The triplets of the night, in order.
     """
     history = []
     for outcome in outcomes:
@@ -252,7 +281,13 @@ def write_report(
 
 
 def summary_markdown(report: DemoReport) -> str:
-    """The summary for people, as Markdown."""
+    """The summary for people, as Markdown.
+
+    Parameters
+    ----------
+    report : `DemoReport`
+        The report (``summary`` and ``triplets``).
+    """
     s = report.summary
     lines = [
         "# AuxTelWEP closed-loop demo",

@@ -181,7 +181,18 @@ class DonutPair:
         return self.intra.size
 
     def stamp(self, role: Role) -> Stamp:
-        """The stamp of ``role`` (`Role.INTRA` or `Role.EXTRA`)."""
+        """The stamp of ``role`` (`Role.INTRA` or `Role.EXTRA`).
+
+        Parameters
+        ----------
+        role : `Role`
+            ``Role.INTRA`` or ``Role.EXTRA``.
+
+        Raises
+        ------
+        InputError
+            For any other role.
+        """
         if role is Role.INTRA:
             return self.intra
         if role is Role.EXTRA:

@@ -50,6 +50,13 @@ _ILLEGAL: dict[tuple[TripletState, TripletState], str] = {
 def check_transition(old: TripletState, new: TripletState, *, key: str) -> None:
     """Raise if triplet ``key`` may not move from ``old`` to ``new``.
 
+    Parameters
+    ----------
+    old, new : `TripletState`
+        Current and requested states.
+    key : `str`
+        Journal key of the triplet, for the message.
+
     Raises
     ------
     CadenceError
@@ -91,7 +98,13 @@ class Triplet:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Triplet:
-        """Build from `to_dict` output."""
+        """Build from `to_dict` output.
+
+        Parameters
+        ----------
+        data : mapping [`str`, `object`]
+            Output of `to_dict`.
+        """
         infocus = data.get("infocus")
         return cls(
             group_id=str(data["group_id"]),

@@ -144,6 +144,17 @@ def gradient_basis(
 ) -> NDArray[np.float64]:
     """First derivatives of the annular Zernike polynomials.
 
+    Parameters
+    ----------
+    noll : iterable of `int`
+        Noll indices.
+    x, y : array-like of float
+        Coordinates, any (matching) shape, in the unit of ``radius``.
+    obscuration : `float`
+        Inner radius of the annulus as a fraction of ``radius``.
+    radius : `float`, optional
+        Outer radius of the annulus.
+
     Returns
     -------
     grad : `numpy.ndarray`, shape ``(2, len(noll), *x.shape)``
@@ -161,6 +172,17 @@ def hessian_basis(
     noll: Iterable[int], x: ArrayLike, y: ArrayLike, *, obscuration: float, radius: float = 1.0
 ) -> NDArray[np.float64]:
     """Second derivatives of the annular Zernike polynomials.
+
+    Parameters
+    ----------
+    noll : iterable of `int`
+        Noll indices.
+    x, y : array-like of float
+        Coordinates, any (matching) shape, in the unit of ``radius``.
+    obscuration : `float`
+        Inner radius of the annulus as a fraction of ``radius``.
+    radius : `float`, optional
+        Outer radius of the annulus.
 
     Returns
     -------
@@ -180,7 +202,19 @@ def hessian_basis(
 def laplacian_basis(
     noll: Iterable[int], x: ArrayLike, y: ArrayLike, *, obscuration: float, radius: float = 1.0
 ) -> NDArray[np.float64]:
-    """Laplacians of the annular Zernike polynomials, shape ``(len(noll), *x.shape)``."""
+    """Laplacians of the annular Zernike polynomials, shape ``(len(noll), *x.shape)``.
+
+    Parameters
+    ----------
+    noll : iterable of `int`
+        Noll indices.
+    x, y : array-like of float
+        Coordinates, any (matching) shape, in the unit of ``radius``.
+    obscuration : `float`
+        Inner radius of the annulus as a fraction of ``radius``.
+    radius : `float`, optional
+        Outer radius of the annulus.
+    """
     hess = hessian_basis(noll, x, y, obscuration=obscuration, radius=radius)
     return hess[0] + hess[2]
 
@@ -303,7 +337,13 @@ class ZernikeBases:
     dyy: NDArray[np.float64]
 
     def rows(self, noll: Iterable[int]) -> NDArray[np.intp]:
-        """Row numbers of the given Noll indices (raises `InputError` for one that is absent)."""
+        """Row numbers of the given Noll indices (raises `InputError` for one that is absent).
+
+        Parameters
+        ----------
+        noll : iterable of `int`
+            Noll indices.
+        """
         pos = {j: k for k, j in enumerate(self.noll)}
         wanted = check_noll(noll)
         missing = [j for j in wanted if j not in pos]
@@ -315,7 +355,19 @@ class ZernikeBases:
 def bases_at(
     noll: Iterable[int], x: ArrayLike, y: ArrayLike, *, obscuration: float, radius: float = 1.0
 ) -> ZernikeBases:
-    """Values, gradients and second derivatives at the given points (1-D), as read-only arrays."""
+    """Values, gradients and second derivatives at the given points (1-D), as read-only arrays.
+
+    Parameters
+    ----------
+    noll : iterable of `int`
+        Noll indices.
+    x, y : array-like of float
+        Coordinates, flattened to 1-D, in the unit of ``radius``.
+    obscuration : `float`
+        Inner radius of the annulus as a fraction of ``radius``.
+    radius : `float`, optional
+        Outer radius of the annulus.
+    """
     idx = check_noll(noll)
     xa, ya = _xy(x, y)
     xa, ya = xa.reshape(-1), ya.reshape(-1)

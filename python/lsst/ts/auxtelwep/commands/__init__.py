@@ -70,7 +70,18 @@ def new_output_file(value: str) -> Path:
 
 
 def day_obs(value: str) -> str:
-    """argparse type of a DAYOBS: ``YYYYMMDD`` (``2024-06-24`` is read as that)."""
+    """argparse type of a DAYOBS: ``YYYYMMDD`` (``2024-06-24`` is read as that).
+
+    Parameters
+    ----------
+    value : `str`
+        The command-line value.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If it is not eight digits once dashes are removed.
+    """
     digits = value.replace("-", "")
     if not re.fullmatch(r"\d{8}", digits):
         raise argparse.ArgumentTypeError(f"DAYOBS {value!r} is not a date YYYYMMDD")
@@ -78,5 +89,13 @@ def day_obs(value: str) -> str:
 
 
 def count_of(n: int, noun: str) -> str:
-    """``"1 triplet"``, ``"2 triplets"``."""
+    """``"1 triplet"``, ``"2 triplets"``.
+
+    Parameters
+    ----------
+    n : `int`
+        The count.
+    noun : `str`
+        Singular noun; ``s`` is appended unless ``n`` is 1.
+    """
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -12,7 +12,13 @@ _log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``calibs`` subcommand (with its ``build`` action)."""
+    """Add the ``calibs`` subcommand (with its ``build`` action).
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser("calibs", help="calibration products for ISR")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = actions.add_parser(

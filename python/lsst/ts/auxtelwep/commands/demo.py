@@ -15,7 +15,13 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``demo`` subcommand."""
+    """Add the ``demo`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser(
         "demo",
         help="closed-loop demo night: AuxTelWEP with simulated ATCamera/ATOODS/ATAOS on DDS",

@@ -24,7 +24,13 @@ _log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``detect`` subcommand."""
+    """Add the ``detect`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser(
         "detect",
         help="find the donuts of an intra/extra pair",

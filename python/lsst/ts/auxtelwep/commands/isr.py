@@ -15,7 +15,13 @@ _log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``isr`` subcommand."""
+    """Add the ``isr`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser(
         "isr",
         help="instrument signature removal of a LATISS raw",

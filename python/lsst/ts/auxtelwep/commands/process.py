@@ -29,7 +29,13 @@ STRUCTURE_NOTE_LEVEL = 0.05
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``process`` subcommand."""
+    """Add the ``process`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser(
         "process",
         help="estimate the wavefront and hexapod correction from an intra/extra pair of raws",
@@ -56,7 +62,14 @@ def register(subparsers: Any) -> None:
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options that configure the pipeline (shared by ``process`` and ``reprocess``)."""
+    """Add the options that configure the pipeline (shared by ``process`` and ``reprocess``).
+
+    Parameters
+    ----------
+    parser : `argparse.ArgumentParser`
+        The subcommand's parser; gets ``--calibs``, ``--refcat``, ``--mode``, ``--algorithm`` and
+        ``--config``.
+    """
     parser.add_argument("--calibs", type=Path, help="calibration directory (bias, dark, flat, amps.ecsv)")
     parser.add_argument("--refcat", type=Path, help="reference catalog (ECSV/FITS/Parquet: ra, dec, mag)")
     parser.add_argument("--mode", choices=("auto", "wcs", "refit", "template"), help="donut detection mode")
@@ -65,7 +78,25 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline_config(args: argparse.Namespace) -> Any:
-    """The `pipeline.PipelineConfig` the options of `add_pipeline_options` (and ``--no-isr``) describe."""
+    """The `pipeline.PipelineConfig` the options of `add_pipeline_options` (and ``--no-isr``) describe.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments: ``config``, ``calibs``, ``refcat``, ``mode``, ``algorithm``, ``command`` and, if
+        present, ``no_isr``.
+
+    Returns
+    -------
+    config : `pipeline.PipelineConfig`
+        Without calibration products, the bias, dark and flat steps of ISR are off unless the YAML says
+        otherwise.
+
+    Raises
+    ------
+    ConfigurationError
+        If the YAML file cannot be read, is not a mapping, or the result does not validate.
+    """
     import yaml
 
     from ..pipeline import PipelineConfig
@@ -109,7 +140,14 @@ def pipeline_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Process one triplet and print a summary; return the exit status."""
+    """Process one triplet and print a summary; return the exit status.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed ``process`` arguments: ``intra``, ``extra``, ``infocus``, ``camera_angle``, ``json``, ``plot``
+        and the pipeline options (`pipeline_config`).
+    """
     from ..pipeline import Triplet, process
 
     config = pipeline_config(args)
@@ -156,6 +194,11 @@ def _figure_notes(summary: dict[str, Any]) -> str:
 
 def hexapod_text(summary: dict[str, Any]) -> str:
     """The correction of a ``process --json`` summary with 1-sigma errors, naming the axes not solved.
+
+    Parameters
+    ----------
+    summary : `dict` [`str`, `object`]
+        A ``process --json`` summary (keys ``hexapod``, ``hexapod_err``, ``hexapod_solved_axes``).
 
     Returns
     -------

@@ -16,7 +16,13 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``reprocess`` subcommand."""
+    """Add the ``reprocess`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser(
         "reprocess",
         help="reprocess a night: find the triplets under a data root and run the pipeline on each",
@@ -45,7 +51,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Reprocess; return 0 when every triplet gave a result, 1 when some were rejected."""
+    """Reprocess; return 0 when every triplet gave a result, 1 when some were rejected.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed ``reprocess`` arguments: ``data_root``, ``dayobs``, ``out``, ``plot``, ``camera_angles`` and
+        the
+        pipeline options (`process.pipeline_config`).
+    """
     from ..reprocess import find_triplets, process_triplets, read_camera_angles
 
     config = pipeline_config(args)

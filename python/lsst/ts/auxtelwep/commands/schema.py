@@ -28,7 +28,13 @@ def render_schema() -> str:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``schema`` subcommand."""
+    """Add the ``schema`` subcommand.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser(
         "schema",
         help="print, write or check the CSC configuration schema",

@@ -75,7 +75,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``simulate`` subcommand with its ``night`` and ``exposure`` actions."""
+    """Add the ``simulate`` subcommand with its ``night`` and ``exposure`` actions.
+
+    Parameters
+    ----------
+    subparsers : `argparse._SubParsersAction`
+        The subcommands of the ``auxtelwep`` parser (`cli.build_parser`).
+    """
     parser = subparsers.add_parser("simulate", help="simulated LATISS raws with truth files")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     night = actions.add_parser(
