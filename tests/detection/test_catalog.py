@@ -97,7 +97,7 @@ def test_ecsv_round_trip(tmp_path) -> None:
     np.testing.assert_array_equal(cat.positions("extra")[1], [3002.0, 498.0])
 
 
-def test_bad_inputs() -> None:
+def test_bad_inputs(tmp_path) -> None:
     cat = _catalog()
     with pytest.raises(InputError, match="role must be 'intra' or 'extra'"):
         cat.positions("infocus")
@@ -105,6 +105,10 @@ def test_bad_inputs() -> None:
         cat.write("donuts.txt")
     with pytest.raises(InputError, match="not a serialised DonutCatalog"):
         DonutCatalog.from_dict({"donuts": []})
+    cut = tmp_path / "cut.json"
+    cut.write_text(cat.to_json()[:100])  # a catalog cut short while being written
+    with pytest.raises(InputError, match=rf"{cut}: not a donut catalog: the text is not JSON"):
+        DonutCatalog.read(cut)
 
 
 def test_public_names_are_exported() -> None:

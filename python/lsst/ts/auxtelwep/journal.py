@@ -396,8 +396,9 @@ class Journal:
     # --- corrections and epochs --------------------------------------------------------------------------
 
     def add_correction(self, triplet_key: str, group_id: str, raw: HexapodState) -> CorrectionRecord:
-        """Record the correction of a result (COMPUTED) in the current epoch; older COMPUTED ones are
-        SUPERSEDED. Return the record (the existing one if this triplet already has one).
+        """Record the correction of a result (COMPUTED) in the current epoch; the other triplets' COMPUTED
+        and FAILED ones are SUPERSEDED (only the newest result may be sent). Return the record (the existing
+        one if this triplet already has one).
 
         Parameters
         ----------

@@ -290,9 +290,13 @@ class DonutCatalog:
         Raises
         ------
         InputError
-            If the JSON does not hold a serialised catalog.
+            If the text is not JSON, or the JSON does not hold a serialised catalog.
         """
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not a donut catalog: the text is not JSON ({exc})") from exc
+        return cls.from_dict(data)
 
     def to_table(self) -> Table:
         """Return the donuts as an astropy table (one row per donut); everything else goes in ``meta``."""
@@ -356,7 +360,10 @@ class DonutCatalog:
         """
         path = Path(path)
         if path.suffix.lower() == ".json":
-            return cls.from_json(path.read_text())
+            try:
+                return cls.from_json(path.read_text())
+            except InputError as exc:
+                raise InputError(f"{path}: {exc}", value=str(path)) from exc
         if path.suffix.lower() != ".ecsv":
             raise InputError(f"{path}: expected a .json or .ecsv donut catalog", value=path.suffix)
         table = Table.read(path, format="ascii.ecsv")

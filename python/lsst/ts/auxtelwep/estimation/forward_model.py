@@ -187,7 +187,8 @@ class ModelEvaluation:
         d(model)/d(parameter), parameters in the order of the module docstring (parameter first, so that
         each column of the usual Jacobian is contiguous).
     valid_fraction : `numpy.ndarray`, shape (nd,)
-        Fraction of the donut's flux that danish could map (1 unless the model has caustics).
+        Fraction of the donut's flux that lands inside the stamp, as danish maps it (below 1 for a donut
+        partly outside the stamp, or when the model has caustics).
     """
 
     images: NDArray[np.float64]
