@@ -214,3 +214,8 @@ def test_raw_file_layout_headers_and_truth(catalog: Table, tmp_path) -> None:
         ec = c0 + np.cos(a) * (s.wcs_col - c0) - np.sin(a) * (s.wcs_row - r0) + 60.0
         er = r0 + np.sin(a) * (s.wcs_col - c0) + np.cos(a) * (s.wcs_row - r0) - 25.0
         assert (pc, pr) == pytest.approx((ec, er), abs=1e-6)
+
+
+def test_a_field_too_crowded_for_its_stars_is_refused_not_blended() -> None:
+    with pytest.raises(InputError, match=r"no place left for field star \d of 5 at least 260\.0 px"):
+        make_catalog(POINTING, seed=1, n_stars=5, radius_deg=0.005)

@@ -267,7 +267,8 @@ def make_catalog(
     Raises
     ------
     InputError
-        If an argument is out of range, or no free place is left on the chip for the forced stars.
+        If an argument is out of range, or no free place is left for a star (on the chip for the forced
+        ones, within ``radius_deg`` for the field stars).
     """
     if n_stars < 0 or radius_deg <= 0 or mag_range[0] > mag_range[1]:
         raise InputError(
@@ -306,7 +307,7 @@ def make_catalog(
         rows += [row, row + 60.0 * np.sin(angle)]
         mags += [mag, mag + 1.0]
         notes += ["blend", "blend"]
-    for _ in range(n_stars):
+    for k in range(n_stars):
         for _attempt in range(1000):
             r = radius_deg * np.sqrt(rng.uniform()) / scale_deg
             phi = rng.uniform(0, 2 * np.pi)
@@ -314,6 +315,12 @@ def make_catalog(
             row = BORESIGHT_PIXEL[1] + r * np.sin(phi)
             if free(col, row):
                 break
+        else:  # only the forced pair may blend: a crowded field is refused, not blended silently
+            raise InputError(
+                f"make_catalog: no place left for field star {k + 1} of {n_stars} at least "
+                f"{min_separation_px} px from the others within radius_deg={radius_deg}; ask for fewer stars",
+                value=n_stars,
+            )
         cols.append(col), rows.append(row), mags.append(rng.uniform(*mag_range)), notes.append("field")
     ra, dec = wcs.pixel_to_world_values(np.array(cols), np.array(rows))
     table = Table()
