@@ -39,20 +39,17 @@ class AuthList:
     authorized_users: set[str] = field(default_factory=set)
     non_authorized_cscs: set[str] = field(default_factory=set)
 
-    def update(self, authorized_users: str, non_authorized_cscs: str, own_identity: str) -> None:
+    def update(self, authorized_users: str, non_authorized_cscs: str) -> None:
         """Apply a ``setAuthList`` command (a leading + adds, - removes, otherwise replaces).
 
         Parameters
         ----------
         authorized_users : `str`
             Comma-separated ``user@host`` names, optionally led by ``+`` (add) or ``-`` (remove); otherwise
-            they
-            replace the list.
+            they replace the list.
         non_authorized_cscs : `str`
             Comma-separated ``name[:index]`` CSC names (``:0`` is dropped), with the same leading ``+``/``-``
             rule.
-        own_identity : `str`
-            The CSC's own identity; never kept in the user list.
 
         Raises
         ------
@@ -63,7 +60,7 @@ class AuthList:
         bad = [u for u in users if "@" not in u]
         if bad:
             raise ExpectedError(f"authorizedUsers must be user@host; bad: {bad}")
-        users_set = {u for u in users if u != own_identity}
+        users_set = set(users)
         op_csc, cscs = _parse_names(non_authorized_cscs)
         bad = [c for c in cscs if "@" in c]
         if bad:

@@ -431,7 +431,7 @@ class BaseCsc(Controller):
         data : `DataType`
             The command's data (fields ``authorizedUsers`` and ``nonAuthorizedCSCs``).
         """
-        self.auth_list.update(data.authorizedUsers, data.nonAuthorizedCSCs, self.salinfo.name_index)
+        self.auth_list.update(data.authorizedUsers, data.nonAuthorizedCSCs)
         self._write_auth_list()
 
     def _write_auth_list(self) -> None:
