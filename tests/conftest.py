@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,6 +11,15 @@ import pytest
 # the test process and in worker processes. Set before numpy is first imported.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The optical-model cache (`lsst.ts.auxtelwep.model_cache`) of the session: an empty temporary
+    directory, so that no test reads or writes a user's cache and a clean clone computes everything."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUXTELWEP_CACHE_DIR", str(tmp_path_factory.mktemp("model_cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -32,10 +32,12 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import batoid
+import galsim
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import InputError, check_type
+from .model_cache import cached_arrays
 
 __all__ = [
     "APERTURE_DIAMETER_M",
@@ -675,9 +677,10 @@ class AuxTel:
         """`sensitivity` as a function of the field angle, built once and then free to evaluate.
 
         The field dependence over the chip is a quadratic to about 1e-4 (tests/test_instrument.py),
-        fitted to `sensitivity` on a 3 x 3 grid of field angles (about 1.4 s) once per M2 state and
+        fitted to `sensitivity` on a 3 x 3 grid of field angles (about 0.6 s) once per M2 state and
         wavelength, whatever the camera angle: turning the camera only turns the hexapod axes in batoid's
-        frame, so the map of one angle, multiplied by that rotation, serves them all.
+        frame, so the map of one angle, multiplied by that rotation, serves them all. The fit is kept in
+        memory and in the cache directory (`model_cache`), so that later processes read it.
 
         Parameters
         ----------
@@ -752,6 +755,32 @@ def _quadratic_terms(field_x_deg: ArrayLike, field_y_deg: ArrayLike) -> NDArray[
 def _sensitivity_fit(
     batoid_state: tuple[float, ...], wavelength_m: float, noll: tuple[int, ...], kind: ZernikeKind
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """`_fit_sensitivity`, kept in memory and on disk (`model_cache`): 0.6 s of ray tracing otherwise paid
+    by every fresh process."""
+    key = {
+        # -0.0 and 0.0 (a rotated zero state) are the same optic: one file for both.
+        "batoid_state": [float(v) + 0.0 for v in batoid_state],
+        "wavelength_m": float(wavelength_m),
+        "noll": [int(j) for j in noll],
+        "kind": kind,
+        "batoid": batoid.__version__,
+        "galsim": galsim.__version__,
+        "numpy": np.__version__,
+    }
+    shape = (6, len(noll), 5)
+    coefs, motion_coefs = cached_arrays(
+        "sensitivity_fit",
+        key,
+        functools.partial(_fit_sensitivity, batoid_state, wavelength_m, noll, kind),
+        shapes=(shape, shape),
+        sources=(__file__,),
+    )
+    return coefs, motion_coefs
+
+
+def _fit_sensitivity(
+    batoid_state: tuple[float, ...], wavelength_m: float, noll: tuple[int, ...], kind: ZernikeKind
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Quadratic fits over the chip of `SensitivityMap`'s two parts, hexapod axes aligned with batoid's."""
     x, y, z, u, v = batoid_state
     aligned = AuxTel(HexapodState(x, y, -z, u, v), -HEXAPOD_TO_BATOID_ANGLE_DEG, wavelength_m)
@@ -777,8 +806,6 @@ def _sensitivity_fit(
         motion[:, a] = (np.array(ends[0], dtype=float) - np.array(ends[1], dtype=float)) / (2 * step)
     # The star seen at a fixed pixel moves against the image: d/dm W(m, f - motion m) = S - grad W . motion.
     motion_coefs = -(d_dx[:, :, None] * motion[0] + d_dy[:, :, None] * motion[1])
-    for arr in (coefs, motion_coefs):
-        arr.setflags(write=False)
     return coefs, motion_coefs
 
 

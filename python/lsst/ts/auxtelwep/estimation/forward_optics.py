@@ -15,6 +15,7 @@ import galsim
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import instrument
 from ..errors import InputError
 from ..instrument import (
     APERTURE_DIAMETER_M,
@@ -25,6 +26,7 @@ from ..instrument import (
     Role,
     zernike_ta_um,
 )
+from ..model_cache import cached_arrays
 
 __all__ = [
     "auxtel_mask_params",
@@ -192,6 +194,24 @@ def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
     cached = _DESIGN_FITS.get(key)
     if cached is not None:
         return cached
+    (coefs,) = cached_arrays(
+        "design_fit",
+        {
+            "wavelength_m": float(wavelength_m),
+            "role": role.value,
+            "batoid": batoid.__version__,
+            "galsim": galsim.__version__,
+            "numpy": np.__version__,
+        },
+        functools.partial(_fit_design, float(wavelength_m), role),
+        shapes=((6, _REF_JMAX),),
+        sources=(__file__, instrument.__file__),
+    )
+    _DESIGN_FITS[key] = coefs
+    return coefs
+
+
+def _fit_design(wavelength_m: float, role: Role) -> tuple[NDArray[np.float64]]:
     design = AuxTel(wavelength_m=wavelength_m).with_hexapod(HexapodState())
     optic = design.with_role(role).optic
     focal_length = design.focal_length_m
@@ -204,9 +224,7 @@ def _design_fit(wavelength_m: float, role: Role) -> NDArray[np.float64]:
         ]
     )
     coefs, *_ = np.linalg.lstsq(_quadratic_basis(gx, gy), values, rcond=None)
-    coefs.setflags(write=False)
-    _DESIGN_FITS[key] = coefs
-    return coefs
+    return (coefs,)
 
 
 def design_zernikes_ta(

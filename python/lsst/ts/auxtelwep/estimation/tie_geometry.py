@@ -23,12 +23,14 @@ import logging
 from typing import Literal, Protocol, runtime_checkable
 
 import batoid
+import galsim
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import zernikes
+from .. import instrument, zernikes
 from ..errors import ConfigurationError, InputError
 from ..instrument import APERTURE_DIAMETER_M, OBSCURATION, PIXEL_SIZE_M, AuxTel, Role
+from ..model_cache import cached_arrays
 
 __all__ = [
     "AuxTelDesign",
@@ -327,13 +329,34 @@ def auxtel_detector_offset_m(telescope: AuxTel) -> float:
 
     For each of the intra and extra roles, the detector of the defocused optic is moved along its axis until
     the on-axis defocus (Zernike Z4, transverse-aberration fit) vanishes; the result is the mean of the two
-    distances (intra about 34.97 mm, extra about 34.49 mm at M2 +-0.8 mm, so about 34.73 mm).
+    distances (intra about 34.97 mm, extra about 34.49 mm at M2 +-0.8 mm, so about 34.73 mm). Kept in the
+    cache directory too (`lsst.ts.auxtelwep.model_cache`): 16 ray-trace fits a fresh process need not redo.
 
     Parameters
     ----------
     telescope : `AuxTel`
         Telescope state; its ``with_role`` gives the defocused optics, and its wavelength is used.
     """
+    optic_keys = {role: telescope.with_role(role).optic_key for role in (Role.INTRA, Role.EXTRA)}
+    key = {
+        # -0.0 and 0.0 (a rotated zero state) are the same optic: one file for both.
+        **{role.value: [v + 0.0 for v in optic_key] for role, optic_key in optic_keys.items()},
+        "wavelength_m": telescope.wavelength_m,
+        "batoid": batoid.__version__,
+        "galsim": galsim.__version__,
+        "numpy": np.__version__,
+    }
+    (offset,) = cached_arrays(
+        "detector_offset",
+        key,
+        functools.partial(_detector_offset_m, telescope),
+        shapes=((),),
+        sources=(__file__, instrument.__file__),
+    )
+    return float(offset)
+
+
+def _detector_offset_m(telescope: AuxTel) -> tuple[NDArray[np.float64]]:
     distances = []
     for role in (Role.INTRA, Role.EXTRA):
         optic = telescope.with_role(role).optic
@@ -349,7 +372,7 @@ def auxtel_detector_offset_m(telescope: AuxTel) -> float:
             slope = (z4(dz + step) - z0) / step
             dz -= z0 / slope
         distances.append(abs(dz))
-    return float(np.mean(distances))
+    return (np.mean(distances),)
 
 
 @dataclasses.dataclass(frozen=True)
