@@ -8,6 +8,8 @@ package's own family end the command with one line naming the problem and exit s
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import importlib
 import logging
 import os
@@ -20,6 +22,12 @@ from . import __version__, commands
 from .errors import AuxTelWepError
 
 __all__ = ["main"]
+
+# Python's shutdown runs the cyclic garbage collector over the ~200 000 objects of the ~1600 modules that
+# `auxtelwep process` imports: 0.25 s of its 4 s. Frozen by this exit handler, they are left to the end of
+# the process instead: the command has closed what it wrote by then, the other exit handlers still run,
+# and Python never promised to finalize objects still alive at exit (`object.__del__`).
+atexit.register(gc.freeze)
 
 _UNSIGNED = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NEGATIVE_LIST = re.compile(rf"-{_UNSIGNED}(?:,[-+]?{_UNSIGNED})+")  # "-0.3,0.2,1e-3"
