@@ -23,12 +23,6 @@ from .errors import AuxTelWepError
 
 __all__ = ["main"]
 
-# Python's shutdown runs the cyclic garbage collector over the ~200 000 objects of the ~1600 modules that
-# `auxtelwep process` imports: 0.25 s of its 4 s. Frozen by this exit handler, they are left to the end of
-# the process instead: the command has closed what it wrote by then, the other exit handlers still run,
-# and Python never promised to finalize objects still alive at exit (`object.__del__`).
-atexit.register(gc.freeze)
-
 _UNSIGNED = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NEGATIVE_LIST = re.compile(rf"-{_UNSIGNED}(?:,[-+]?{_UNSIGNED})+")  # "-0.3,0.2,1e-3"
 
@@ -75,13 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     status : `int`
         The subcommand's status; 2 for an `AuxTelWepError` or a system error on a file, 141 when stdout's
-        reader
-        went away.
+        reader went away.
     """
     # batoid's small least-squares fits run ~20x slower with a multithreaded BLAS on a busy 2-core
     # machine; the pipeline parallelises over donuts instead. Set before numpy is first imported.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # Python's shutdown runs the cyclic garbage collector over the ~200 000 objects of the ~1600 modules
+    # that `auxtelwep process` imports: 0.25 s of its 4 s. Frozen at exit, they are left to the end of the
+    # process: the command has closed what it wrote by then, objects made later are still collected, and
+    # Python never promised to finalize objects still alive at exit (`object.__del__`). Registered once,
+    # however often `main` runs in a process.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
     args = build_parser().parse_args(_attach_negative_lists(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
