@@ -44,6 +44,7 @@ from lsst.ts.auxtelwep.sal import (
     CommandNotSentError,
     ExpectedError,
     SalRetCode,
+    State,
     current_tai,
 )
 
@@ -181,13 +182,13 @@ def _sender(journal: Journal, **config: Any) -> CorrectionSender:
         ataos=None,
         config=ApplyConfig(**config),
         log=logging.getLogger(),
-        moves=M2MoveWatcher(),
+        moves=M2MoveWatcher(fault_grace_s=0.0),
     )
 
 
-def _ataos_event() -> Any:
-    """A ``hexapodCorrectionStarted``/``Completed``-like sample written now."""
-    return types.SimpleNamespace(private_sndStamp=current_tai())
+def _ataos_event(**fields: Any) -> Any:
+    """An ATAOS event sample (``hexapodCorrectionStarted``, ``summaryState``...) written now."""
+    return types.SimpleNamespace(private_sndStamp=current_tai(), **fields)
 
 
 def _m2_moves(sender: CorrectionSender) -> float:
@@ -213,9 +214,9 @@ def _measured(journal: Journal, key: str, infos: list[ImageInfo]) -> None:
     journal.add_correction(key, key, HexapodState(x=0.2))
 
 
-def _ack(code: SalRetCode) -> Any:
+def _ack(code: SalRetCode, result: str = "") -> Any:
     """An ``ackcmd``-like sample with ``code``."""
-    return types.SimpleNamespace(ack=int(code), error=0, result="")
+    return types.SimpleNamespace(ack=int(code), error=0, result=result)
 
 
 def test_a_correction_measured_before_the_last_offset_is_not_sent(tmp_path: Path) -> None:
@@ -255,32 +256,65 @@ def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_cam
     journal.close()
 
 
-def test_an_offset_is_in_effect_once_ataos_reports_a_move_that_started_after_it(tmp_path: Path) -> None:
+def test_an_offset_is_in_effect_once_ataos_reports_a_move_it_started_after_acknowledging_it(
+    tmp_path: Path,
+) -> None:
     # ATAOS acknowledges an offset while the shutter is open and moves M2 once it closes: images that start
     # after the acknowledgement but before the move's end show M2 as it was, or moving.
     journal = Journal(tmp_path / "j.sqlite3")
     sender = _sender(journal)
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
-    sender.moves.on_started(_ataos_event())  # a look-up-table move under way when the offset is sent
-    time.sleep(0.002)
     journal.claim_correction("G1", sender.prepare("G1"))
+    # A move of the run that held ATAOS's loop while the offset waited for it: written after the send, but
+    # its target was computed without the offset.
+    _m2_moves(sender)
+    sender.settle()
+    assert journal.last_move().settled is None  # in flight: never settled
+    time.sleep(0.002)
     journal.finish_correction("G1", CorrectionState.APPLIED)
-    sender.moves.on_completed(_ataos_event())  # ... ends: it did not include the offset
+    journal.mark_acked("G1", current_tai())
     time.sleep(0.01)
     during = _received(journal, [obsid(4), obsid(5), obsid(6)])
     _measured(journal, "G2", during)
     with pytest.raises(ExpectedError, match="M2 may still be moving for the offset of group G1"):
         sender.prepare("G2")
-    assert journal.last_move().settled is None
-    settled = _m2_moves(sender)  # the deferred move
-    record = journal.last_move()
-    sender.settle()
-    assert journal.last_move().settled == pytest.approx(settled, abs=0.01) and record.settled is None
+    settled = _m2_moves(sender)  # the deferred move, after the acknowledgement
     with pytest.raises(ExpectedError, match=rf"{obsid(4)}, {obsid(5)}, {obsid(6)} came before the last"):
         sender.prepare("G2")
+    assert journal.last_move().settled == pytest.approx(settled, abs=0.01)
     time.sleep(0.01)
     _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
     assert sender.prepare("G3").x == pytest.approx(0.2)
+    journal.close()
+
+
+def test_a_failed_move_does_not_settle_an_offset(tmp_path: Path) -> None:
+    # ATAOS writes hexapodCorrectionCompleted even when the hexapod's move failed, then goes to FAULT.
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = CorrectionSender(
+        journal=journal,
+        ataos=None,
+        config=ApplyConfig(settle_timeout_s=0.01),
+        log=logging.getLogger(),
+        moves=M2MoveWatcher(fault_grace_s=0.2),
+    )
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    journal.mark_acked("G1", current_tai())
+    _m2_moves(sender)
+    sender.settle()
+    assert journal.last_move().settled is None  # a FAULT may still come
+    sender.moves.on_summary_state(_ataos_event(summaryState=State.FAULT))
+    time.sleep(0.25)
+    sender.settle()
+    # Failed, and no settling by the timeout either while ATAOS is not ENABLED: where M2 is is unknown.
+    assert journal.last_move().settled is None
+    sender.moves.on_summary_state(_ataos_event(summaryState=State.ENABLED))
+    settled = _m2_moves(sender)  # re-enabled, ATAOS moves M2 to its model, offset included
+    time.sleep(0.25)
+    sender.settle()
+    assert journal.last_move().settled == pytest.approx(settled, abs=0.01)
     journal.close()
 
 
@@ -303,26 +337,42 @@ def test_an_offset_no_move_is_reported_for_is_taken_as_in_effect_after_the_settl
     time.sleep(0.06)
     with pytest.raises(ExpectedError, match=r"came before the last offset to M2 \(group G1\) was in effect"):
         sender.prepare("G2")
-    assert journal.last_move().settled == pytest.approx(answered + 0.05)
+    move = journal.last_move()
+    assert move.settled == pytest.approx(answered + 0.05) and move.provisional
+    # The move comes after all (a long exposure ended): it replaces the assumption, within 2 timeouts.
+    settled = _m2_moves(sender)
+    sender.settle()
+    move = journal.last_move()
+    assert move.settled == pytest.approx(settled, abs=0.01) and not move.provisional
     _measured(journal, "G3", _received(journal, [obsid(7), obsid(8), obsid(9)]))
     assert sender.prepare("G3").x == pytest.approx(0.2)
     journal.close()
 
 
 def test_the_m2_move_watcher_pairs_starts_and_ends_by_ataos_stamps() -> None:
-    before = types.SimpleNamespace(private_sndStamp=current_tai() - 10.0)
-    watcher = M2MoveWatcher()
-    sent = time.time()
-    # A late joiner's history (a move before the watcher existed) says nothing of when it happened.
-    watcher.on_started(before)
-    watcher.on_completed(before)
-    assert watcher.completed_after(sent) is None
+    watcher = M2MoveWatcher(max_moves=50, fault_grace_s=0.0)
+    ack = current_tai()
+    # A late joiner's history: a move before the acknowledgement says nothing; one after it, received at a
+    # restart, counts from its receipt.
+    old = _ataos_event()
+    old.private_sndStamp = ack - 10.0
+    watcher.on_started(old)
+    watcher.on_completed(old)
+    assert watcher.completed_after(stamp=ack) is None
     start, end = _ataos_event(), _ataos_event()
     end.private_sndStamp = start.private_sndStamp + 0.5
     watcher.on_completed(end)  # read before its start: the two topics have separate readers
     watcher.on_started(start)
-    assert watcher.completed_after(sent) == pytest.approx(time.time(), abs=0.05)
-    assert watcher.completed_after(time.time() + 1.0) is None  # no move started after that
+    assert watcher.completed_after(stamp=ack) == pytest.approx(time.time(), abs=0.05)
+    assert watcher.completed_after(stamp=ack + 100.0) is None  # no move started after that
+    # A night of moves (more than it keeps) goes on being recorded.
+    for k in range(120):
+        sample = _ataos_event()
+        sample.private_sndStamp = ack + 200.0 + k
+        watcher.on_started(sample)
+        watcher.on_completed(sample)
+    assert watcher.completed_after(stamp=ack + 300.0) is not None
+    assert watcher.completed_after(stamp=ack + 400.0) is None
 
 
 def test_corrections_journaled_before_the_moves_table_settled_when_answered(tmp_path: Path) -> None:
@@ -451,6 +501,14 @@ class _FailingAtaos:
         (AckError("refused", _ack(SalRetCode.CMD_FAILED)), "FAILED", False),
         # Written but not confirmed: may have been applied.
         (AckTimeoutError("not done in time", _ack(SalRetCode.CMD_NOACK)), "UNCERTAIN", True),
+        # ATAOS's own time limit fails the command after the offset entered its model.
+        (
+            AckError(
+                "failed", _ack(SalRetCode.CMD_FAILED, "Failed: Timed out when waiting for correction loop")
+            ),
+            "UNCERTAIN",
+            True,
+        ),
         # Anything else while sending (a bug, a DDS failure) may come after the write.
         (RuntimeError("DDS write failed"), "UNCERTAIN", True),
     ],

@@ -30,7 +30,6 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -139,15 +138,14 @@ class AuxTelWepCsc(ConfigurableCsc):
         self.atoods = Remote(self.domain, "ATOODS", include=["imageInOODS"], **camera_events)
         # When M2 has moved for an offset: ATAOS acknowledges it before moving while the shutter is open.
         self.ataos = Remote(
-            self.domain, "ATAOS", include=["hexapodCorrectionStarted", "hexapodCorrectionCompleted"]
+            self.domain,
+            "ATAOS",
+            include=["summaryState", "hexapodCorrectionStarted", "hexapodCorrectionCompleted"],
         )
         self._m2_moves = M2MoveWatcher()
-        self.ataos.evt_hexapodCorrectionStarted.callback = functools.partial(
-            self._on_m2_move, self._m2_moves.on_started
-        )
-        self.ataos.evt_hexapodCorrectionCompleted.callback = functools.partial(
-            self._on_m2_move, self._m2_moves.on_completed
-        )
+        self.ataos.evt_summaryState.callback = self._m2_moves.on_summary_state
+        self.ataos.evt_hexapodCorrectionStarted.callback = self._m2_moves.on_started
+        self.ataos.evt_hexapodCorrectionCompleted.callback = self._m2_moves.on_completed
         # The camera angle of each image (elevation - Nasmyth-2): real raws do not carry it.
         self.atmcs = Remote(self.domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
         self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
@@ -599,14 +597,6 @@ class AuxTelWepCsc(ConfigurableCsc):
             log=self.log,
             moves=self._m2_moves,
         )
-
-    def _on_m2_move(self, record: Callable[[Any], None], data: Any) -> None:
-        """ATAOS's hexapod move events: journal at once which offsets M2 has now moved for (the watcher
-        forgets, and a restart loses, what it saw). Either event may complete a move: the two topics are
-        read separately, so a move's end may be read before its start."""
-        record(data)
-        if self.journal is not None and self.cfg is not None:
-            self._sender().settle()
 
     async def _apply(self, key: str, *, automatic: bool = False) -> None:
         """Send the correction of triplet ``key`` to ATAOS once (``automatic``: for the closed loop, see

@@ -7,12 +7,14 @@ that is not finite, and one that the limits clip to nothing; it applies the gain
 was enabled) and claims the correction in the journal; only then does `CorrectionSender.send` write the
 ATAOS ``offset`` command. The outcome is journaled: APPLIED on CMD_COMPLETE; FAILED when it surely did not
 act (ATAOS refused it with CMD_FAILED or CMD_NOPERM, or no ATAOS was discovered so it was never written: it
-may be sent again); UNCERTAIN when the outcome is unknown (timeout, abort, cancellation, an unexpected error
-while sending: never sent again).
+may be sent again); UNCERTAIN when the outcome is unknown (timeout, abort, cancellation, ATAOS's own time
+limit, which fails the command after the offset entered its model, an unexpected error while sending: never
+sent again).
 
 ATAOS's acknowledgement does not mean that M2 has moved: it defers the move while the shutter is open. When
-it has is learnt from ATAOS's hexapod move events (`m2_moves`), or assumed ``settle_timeout_s`` after the
-acknowledgement if ATAOS reports none (`CorrectionSender.settle`).
+it has is learnt from ATAOS's hexapod move events (`m2_moves`: the end of a successful move started after
+the acknowledgement), or assumed ``settle_timeout_s`` after it if ATAOS reports none
+(`CorrectionSender.settle`).
 """
 
 from __future__ import annotations
@@ -163,10 +165,12 @@ class CorrectionSender:
     def settle(self, now: float | None = None) -> None:
         """Journal when M2 finished moving for each offset sent that is not yet known to have settled.
 
-        That is the end of the first hexapod move ATAOS started after the offset was sent
-        (`M2MoveWatcher.completed_after`). An offset answered ``settle_timeout_s`` ago (acknowledged or
-        given up on) without such a move is taken as settled then, with a warning: ATAOS moves nothing for
-        an offset within its tolerance, and reports nothing after a restart of this CSC lost the move.
+        That is the end of the first successful hexapod move ATAOS started after acknowledging the offset
+        (`M2MoveWatcher.completed_after`; for an offset whose outcome is uncertain, the first received after
+        it was given up on). In flight, an offset is never settled. One answered ``settle_timeout_s`` ago
+        without such a move, while ATAOS is ENABLED, is taken as settled then, provisionally (a warning):
+        ATAOS moves nothing for an offset within its tolerance, and one acknowledged as a long exposure began
+        moves when it ends; a move reported within twice that time replaces the assumption.
 
         Parameters
         ----------
@@ -176,17 +180,25 @@ class CorrectionSender:
         now = time.time() if now is None else now
         timeout = self.config.settle_timeout_s
         for move in self.journal.moves(unsettled=True):
-            settled = self.moves.completed_after(move.sent)
-            if settled is not None:
-                self.log.info(f"M2 finished moving for the offset of group {move.group_id}: {_utc(settled)}")
-            elif move.state != CorrectionState.APPLYING and now >= move.answered + timeout:
-                settled = move.answered + timeout
+            if move.state == CorrectionState.APPLYING:
+                continue
+            if move.provisional and now > move.answered + 2 * timeout:
+                self.journal.mark_settled(move.triplet_key, move.settled or now)  # final now
+                continue
+            if move.acked_tai is not None:
+                moved = self.moves.completed_after(stamp=move.acked_tai, now=now)
+            else:  # uncertain (or acknowledged before ATAOS's stamp was journaled)
+                moved = self.moves.completed_after(received=move.answered, now=now)
+            if moved is not None and (move.settled is None or moved > move.settled):
+                self.log.info(f"M2 finished moving for the offset of group {move.group_id}: {_utc(moved)}")
+                self.journal.mark_settled(move.triplet_key, moved)
+            elif move.settled is None and now >= move.answered + timeout and self.moves.ataos_enabled:
+                assumed = move.answered + timeout
                 self.log.warning(
                     f"ATAOS reported no hexapod move after the offset of group {move.group_id} within "
-                    f"settle_timeout_s={timeout:g} s: taken as over at {_utc(settled)}"
+                    f"settle_timeout_s={timeout:g} s: taken as over at {_utc(assumed)} until one is reported"
                 )
-            if settled is not None:
-                self.journal.mark_settled(move.triplet_key, settled)
+                self.journal.mark_settled(move.triplet_key, assumed, provisional=True)
 
     def _measured_before(self, key: str, *, automatic: bool) -> str:
         """Why the images of triplet ``key`` may show M2 before or during the last move for an offset, or
@@ -246,7 +258,7 @@ class CorrectionSender:
             If ATAOS did not acknowledge it as done (the message says whether it may have been applied).
         """
         try:
-            await self.ataos.cmd_offset.set_start(
+            ack = await self.ataos.cmd_offset.set_start(
                 x=offset.x,
                 y=offset.y,
                 z=offset.z,
@@ -268,7 +280,9 @@ class CorrectionSender:
             self.journal.finish_correction(key, CorrectionState.FAILED, message=message)
             raise ExpectedError(message) from exc
         except AckError as exc:
-            definite = not isinstance(exc, AckTimeoutError) and exc.ackcmd.ack in _DEFINITE_REFUSALS
+            # ATAOS's own time limit (cmd_timeout) fails the command after it added the offset to its model.
+            refused = not isinstance(exc, AckTimeoutError) and exc.ackcmd.ack in _DEFINITE_REFUSALS
+            definite = refused and "timed out" not in str(exc.ackcmd.result).lower()
             state = CorrectionState.FAILED if definite else CorrectionState.UNCERTAIN
             outcome = "refused it" if definite else "did not confirm it (it may have been applied)"
             message = f"ATAOS {outcome}: {exc}"
@@ -281,7 +295,8 @@ class CorrectionSender:
             self.journal.finish_correction(key, CorrectionState.UNCERTAIN, message=message)
             raise ExpectedError(message) from exc
         self.journal.finish_correction(key, CorrectionState.APPLIED)
-        self.settle()  # ATAOS moves M2 before acknowledging when the shutter is closed
+        # Moves ATAOS starts after this stamp include the offset (m2_moves).
+        self.journal.mark_acked(key, ack.private_sndStamp)
 
 
 def _utc(when: float) -> str:

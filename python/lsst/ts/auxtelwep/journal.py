@@ -11,9 +11,10 @@ It is what makes "nothing lost, nothing twice" hold across a crash (a SIGKILL in
   claimed for sending by one atomic ``UPDATE ... WHERE state IN (computed, failed)`` *before* the ATAOS
   command is written, so it can never be sent twice; a correction found ``APPLYING`` after a restart may or
   may not have been applied and becomes ``UNCERTAIN``: reported, never re-sent, and counted in the totals.
-- **moves**: for each correction claimed, when it was sent and when M2 was seen to have finished moving for
-  it (``settled``, NULL until then; `m2_moves`): images taken before that measure M2 as it was before, or
-  moving. Corrections journaled before this table existed count as settled when acknowledged.
+- **moves**: for each correction claimed, when it was sent, ATAOS's stamp of its acknowledgement, and when
+  M2 was seen to have finished moving for it (``settled``, NULL until then, ``provisional`` when only
+  assumed; `m2_moves`): images taken before that measure M2 as it was before, or moving. Corrections
+  journaled before this table existed count as settled when acknowledged.
 - **epochs**: each enable starts a new epoch; the totals of what was sent in it feed the limits.
   startClosedLoop does not (restarting the loop, after an error say, must not give it room for another
   ``max_total``): it only marks the loop's start (``meta``), before which no image is applied automatically.
@@ -87,7 +88,8 @@ CREATE TABLE IF NOT EXISTS corrections (
 CREATE TABLE IF NOT EXISTS epochs (id INTEGER PRIMARY KEY AUTOINCREMENT, reason TEXT NOT NULL,
     created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS moves (
-    correction_id INTEGER PRIMARY KEY REFERENCES corrections (id), sent REAL NOT NULL, settled REAL);
+    correction_id INTEGER PRIMARY KEY REFERENCES corrections (id), sent REAL NOT NULL, acked_tai REAL,
+    settled REAL, provisional INTEGER NOT NULL DEFAULT 0);
 """
 
 
@@ -468,8 +470,8 @@ class Journal:
             ).rowcount
             if count == 1:
                 db.execute(
-                    "INSERT OR REPLACE INTO moves (correction_id, sent, settled)"
-                    " SELECT id, ?, NULL FROM corrections WHERE triplet_key = ?",
+                    "INSERT OR REPLACE INTO moves (correction_id, sent)"
+                    " SELECT id, ? FROM corrections WHERE triplet_key = ?",
                     (now, triplet_key),
                 )
         return count == 1
@@ -542,9 +544,10 @@ class Journal:
         Parameters
         ----------
         unsettled : `bool`, optional
-            Only those whose move is not known to have finished.
+            Only those whose move is not known to have finished (not settled, or only provisionally).
         """
-        return self._moves("AND m.correction_id IS NOT NULL AND m.settled IS NULL" if unsettled else "")
+        condition = "AND m.correction_id IS NOT NULL AND (m.settled IS NULL OR m.provisional)"
+        return self._moves(condition if unsettled else "")
 
     def last_move(self) -> MoveRecord | None:
         """The offset sent last that moved, or may have moved, M2 (see `moves`); None if there is none."""
@@ -555,38 +558,55 @@ class Journal:
         states = (CorrectionState.APPLYING, CorrectionState.APPLIED, CorrectionState.UNCERTAIN)
         order = "DESC LIMIT 1" if newest_only else ""
         rows = self._db.execute(
-            "SELECT c.triplet_key, c.group_id, c.state, COALESCE(m.sent, c.updated), c.updated,"
+            "SELECT c.triplet_key, c.group_id, c.state, COALESCE(m.sent, c.updated), c.updated, m.acked_tai,"
             # A correction journaled before the moves table existed settled when it was answered.
-            " CASE WHEN m.correction_id IS NULL THEN c.updated ELSE m.settled END"
+            " CASE WHEN m.correction_id IS NULL THEN c.updated ELSE m.settled END, COALESCE(m.provisional, 0)"
             " FROM corrections c LEFT JOIN moves m ON m.correction_id = c.id"
             f" WHERE c.state IN (?, ?, ?) {condition}"
             f" ORDER BY COALESCE(m.sent, c.updated) {order}",
             tuple(s.value for s in states),
         ).fetchall()
         return [
-            MoveRecord(key, group, CorrectionState(state), float(sent), float(answered), settled)
-            for key, group, state, sent, answered, settled in rows
+            MoveRecord(key, group, CorrectionState(state), float(sent), float(answer), acked, done, bool(pr))
+            for key, group, state, sent, answer, acked, done, pr in rows
         ]
 
-    def mark_settled(self, triplet_key: str, when: float) -> None:
+    def mark_acked(self, triplet_key: str, stamp: float) -> None:
+        """Record ATAOS's stamp of the acknowledgement of the offset of ``triplet_key`` (TAI, its clock).
+
+        Parameters
+        ----------
+        triplet_key : `str`
+            Journal key of the triplet whose offset was acknowledged.
+        stamp : `float`
+            The acknowledgement's ``private_sndStamp``.
+        """
+        self._update_move(triplet_key, "acked_tai = ?", (float(stamp),))
+
+    def mark_settled(self, triplet_key: str, when: float, *, provisional: bool = False) -> None:
         """Record when M2 was seen to have finished moving for the correction of ``triplet_key``.
 
         Parameters
         ----------
         triplet_key : `str`
-            Journal key of the triplet whose correction was sent.
+            Journal key of the triplet whose offset moved M2.
         when : `float`
-            When the move was seen to end, unix seconds (`M2MoveWatcher.completed_after`).
+            When the move was seen to end (``time.time``).
+        provisional : `bool`, optional
+            Only assumed (no move reported in time): a move reported later replaces it.
 
         Raises
         ------
         InputError
             If that correction was never sent.
         """
+        self._update_move(triplet_key, "settled = ?, provisional = ?", (float(when), int(provisional)))
+
+    def _update_move(self, triplet_key: str, assignments: str, values: tuple[Any, ...]) -> None:
         count = self._write(
-            "UPDATE moves SET settled = ? WHERE correction_id = "
+            f"UPDATE moves SET {assignments} WHERE correction_id = "
             "(SELECT id FROM corrections WHERE triplet_key = ?)",
-            (float(when), triplet_key),
+            (*values, triplet_key),
         )
         if count != 1:
             raise InputError(

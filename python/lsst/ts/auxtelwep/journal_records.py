@@ -116,8 +116,12 @@ class MoveRecord:
         When it was sent to ATAOS (``time.time``).
     answered : `float`
         When its state last changed: the acknowledgement (or the giving up), or the send while APPLYING.
+    acked_tai : `float` or None
+        ATAOS's stamp of the acknowledgement (TAI unix seconds, its clock); None unless APPLIED.
     settled : `float` or None
         When M2 was seen to have finished moving for it (`m2_moves`); None while that is not known.
+    provisional : `bool`
+        ``settled`` is only assumed (no move was reported in time); a move reported later replaces it.
     """
 
     triplet_key: str
@@ -125,7 +129,9 @@ class MoveRecord:
     state: CorrectionState
     sent: float
     answered: float
+    acked_tai: float | None
     settled: float | None
+    provisional: bool
 
 
 def dump_state(state: HexapodState) -> str:
