@@ -253,6 +253,14 @@ def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_cam
     _measured(journal, "G2", infos)
     with pytest.raises(ExpectedError, match=rf"{obsid(4)} came before the last offset"):
         sender.prepare("G2")
+    # Without a start time in its header: first seen after M2 settled, but less than its exposure time after.
+    late = [ImageInfo(obsid=obsid(7), exposure_time_s=30.0), ImageInfo(obsid=obsid(8))]
+    late.append(ImageInfo(obsid=obsid(9), exposure_time_s=0.001))
+    for info in late:
+        journal.add_image(info.obsid, status=ImageStatus.IN_TRIPLET, info=info)
+    _measured(journal, "G3", late)
+    with pytest.raises(ExpectedError, match=rf"not sent: {obsid(7)} came before the last offset"):
+        sender.prepare("G3")
     journal.close()
 
 

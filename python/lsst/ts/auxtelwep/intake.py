@@ -166,6 +166,8 @@ class ImageInfo:
         Start of the exposure, unix seconds (UTC, as `time.time`), from ``MJD-BEG``, ``DATE-BEG`` or
         ``DATE-OBS`` in the scale of ``TIMESYS`` (TAI when absent, as LATISS writes them); None when the
         header has none or it cannot be read (a warning is logged).
+    exposure_time_s : `float` or None
+        ``EXPTIME``, seconds.
     camera_angle_deg : `float` or None
         Camera rotation relative to the hexapod frame during the exposure, degrees (instrument.py
         conventions): the mount's (ATMCS elevation - Nasmyth-2, recorded by the CSC at the end of the
@@ -184,6 +186,7 @@ class ImageInfo:
     day_obs: str = ""
     seq_num: int = 0
     exposure_start: float | None = None
+    exposure_time_s: float | None = None
     camera_angle_deg: float | None = None
 
     @classmethod
@@ -225,6 +228,7 @@ class ImageInfo:
             day_obs=values.day_obs,
             seq_num=values.seq_num or 0,
             exposure_start=values.exposure_start,
+            exposure_time_s=values.exposure_time_s,
             camera_angle_deg=values.camera_angle_deg,
         )
 
