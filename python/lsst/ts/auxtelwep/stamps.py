@@ -565,7 +565,6 @@ def _cut(
     c0 = pad + col - int(np.floor(position[0] + 0.5))
     image = clean[r0 : r0 + size, c0 : c0 + size]
     mask = unusable[r0 : r0 + size, c0 : c0 + size].copy()
-    raw = big[r0 : r0 + size, c0 : c0 + size]
     cosmic = _cosmic_ray_pixels(image, mask, scatter, gain) if options.mask_cosmic_rays else None
     if cosmic is not None and cosmic.any():
         mask |= cosmic
@@ -599,7 +598,7 @@ def _cut(
     if not flux > 0:
         flags |= PairFlag.LOW_FLUX
         notes.append(f"{role.value}: no positive flux after background subtraction ({flux:.3g})")
-    variance = _background_variance(exposure, raw, image, mask, (col, row), half, scatter, gain, options)
+    variance = _background_variance(exposure, image, mask, (col, row), half, scatter, gain, options)
     annulus = disc & (rr >= radii[1]) & ~mask
     signal = float(image[annulus].sum())
     noise = np.sqrt(max(signal, 0.0) / gain + float(variance[annulus].sum()))
@@ -659,7 +658,6 @@ def _recentre_shift(clean: NDArray, radius: float, pad: int) -> tuple[int, int] 
 
 def _background_variance(
     exposure: Exposure,
-    raw: NDArray,
     image: NDArray,
     mask: NDArray,
     centre: tuple[int, int],
