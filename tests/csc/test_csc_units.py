@@ -247,7 +247,8 @@ def test_an_exposure_started_before_the_last_offset_is_stale_however_late_it_cam
     time.sleep(0.01)
     # Received after the offset, but the intra exposure was open while M2 moved.
     infos = [ImageInfo(obsid=obsid(4), exposure_start=moved - 1.0), ImageInfo(obsid=obsid(5))]
-    infos.append(ImageInfo(obsid=obsid(6), exposure_start=moved + 5.0))
+    # Its header says when it began: its exposure time says nothing more (simulated ones take less).
+    infos.append(ImageInfo(obsid=obsid(6), exposure_start=moved + 5.0, exposure_time_s=30.0))
     for info in infos:
         journal.add_image(info.obsid, status=ImageStatus.IN_TRIPLET, info=info)
     _measured(journal, "G2", infos)

@@ -204,8 +204,9 @@ class CorrectionSender:
         """Why the images of triplet ``key`` may show M2 before or during the last move for an offset, or
         for the closed loop before its start ('' if they do not).
 
-        An image predates a time if its exposure started before it (header time) or, whichever is earlier,
-        the CSC first saw it (journal) less than its exposure time after it (the exposure had begun by then).
+        An image predates a time if its exposure started before it (header time) or the CSC first saw it
+        before it (journal), whichever is earlier; without a start time in its header, if the CSC first saw
+        it less than its exposure time after it (the exposure had begun by then).
         """
         self.settle()
         last = self.journal.last_move()
@@ -228,8 +229,9 @@ class CorrectionSender:
         early = []
         for info in triplet.triplet.images:
             record = self.journal.image(info.obsid)
-            # First seen at its readout's end: the exposure had begun at least its exposure time before.
-            seen = record.created - (info.exposure_time_s or 0.0) if record is not None else None
+            seen = record.created if record is not None else None
+            if seen is not None and info.exposure_start is None:
+                seen -= info.exposure_time_s or 0.0  # first seen at its readout's end
             times = [t for t in (info.exposure_start, seen) if t is not None]
             if times and min(times) < moved:
                 early.append(info.obsid)
