@@ -245,7 +245,13 @@ class HexapodState:
 
     @classmethod
     def from_array(cls, values: ArrayLike) -> HexapodState:
-        """Build from ``[x, y, z, u, v]`` (mm, mm, mm, deg, deg)."""
+        """Build from ``[x, y, z, u, v]`` (mm, mm, mm, deg, deg).
+
+        Parameters
+        ----------
+        values : array-like
+            Five numbers, in that order.
+        """
         arr = np.asarray(values, dtype=float).reshape(-1)
         if arr.shape != (5,):
             raise InputError(f"a hexapod state needs 5 values (x, y, z, u, v), got {arr.shape[0]}", value=arr)
@@ -261,7 +267,13 @@ class HexapodState:
         return HexapodState.from_array(-self.as_array())
 
     def scaled(self, factor: float | ArrayLike) -> HexapodState:
-        """Return the state multiplied by ``factor`` (a scalar or one factor per axis)."""
+        """Return the state multiplied by ``factor`` (a scalar or one factor per axis).
+
+        Parameters
+        ----------
+        factor : `float` or array-like
+            One factor, or five (x, y, z, u, v).
+        """
         return HexapodState.from_array(self.as_array() * np.asarray(factor, dtype=float))
 
     def with_offset(self, **offsets: float) -> HexapodState:
@@ -274,7 +286,13 @@ class HexapodState:
         return dataclasses.replace(self, **{k: getattr(self, k) + v for k, v in offsets.items()})
 
     def rotated(self, angle_deg: float) -> HexapodState:
-        """Return the state with (x, y) and (u, v) rotated counter-clockwise by ``angle_deg``."""
+        """Return the state with (x, y) and (u, v) rotated counter-clockwise by ``angle_deg``.
+
+        Parameters
+        ----------
+        angle_deg : `float`
+            Rotation, degrees; z is unchanged.
+        """
         x, y = rotate_xy(self.x, self.y, angle_deg)
         u, v = rotate_xy(self.u, self.v, angle_deg)
         return HexapodState(float(x), float(y), self.z, float(u), float(v))
@@ -425,7 +443,13 @@ class AuxTel:
 
     # --- builders ---------------------------------------------------------------------------------
     def with_hexapod(self, hexapod: HexapodState) -> AuxTel:
-        """Return the telescope with M2 at ``hexapod`` (a `HexapodState`; `InputError` otherwise)."""
+        """Return the telescope with M2 at ``hexapod`` (a `HexapodState`; `InputError` otherwise).
+
+        Parameters
+        ----------
+        hexapod : `HexapodState`
+            M2 position relative to the aligned telescope (mm, deg), hexapod frame.
+        """
         return dataclasses.replace(self, hexapod=hexapod)
 
     def with_hexapod_offset(self, **offsets: float) -> AuxTel:
@@ -433,15 +457,33 @@ class AuxTel:
         return dataclasses.replace(self, hexapod=self.hexapod.with_offset(**offsets))
 
     def with_role(self, role: Role) -> AuxTel:
-        """Return the telescope defocused as for an image of ``role`` (adds the role's z offset)."""
+        """Return the telescope defocused as for an image of ``role`` (adds the role's z offset).
+
+        Parameters
+        ----------
+        role : `Role`
+            Intra, extra or in focus.
+        """
         return self.with_hexapod_offset(z=role.focus_z_mm)
 
     def with_camera_angle(self, camera_angle_deg: float) -> AuxTel:
-        """Return the telescope with the camera turned to ``camera_angle_deg`` (a finite number)."""
+        """Return the telescope with the camera turned to ``camera_angle_deg`` (a finite number).
+
+        Parameters
+        ----------
+        camera_angle_deg : `float`
+            Camera rotation relative to the hexapod frame, degrees (module conventions).
+        """
         return dataclasses.replace(self, camera_angle_deg=camera_angle_deg)
 
     def with_wavelength(self, wavelength_m: float) -> AuxTel:
-        """Return the telescope modelled at ``wavelength_m`` metres."""
+        """Return the telescope modelled at ``wavelength_m`` metres.
+
+        Parameters
+        ----------
+        wavelength_m : `float`
+            Wavelength, metres, within 300-1100 nm.
+        """
         if not 300e-9 < wavelength_m < 1100e-9:
             raise InputError(f"wavelength_m={wavelength_m} is outside 300-1100 nm", value=wavelength_m)
         return dataclasses.replace(self, wavelength_m=float(wavelength_m))
@@ -495,6 +537,11 @@ class AuxTel:
         Unlike `field_to_pixel` (the design's mapping) this follows M2: decentring it moves the chief ray by
         554 px per mm (the light centroid, `light_centroid_pixel`, by 548). The design's on-axis chief ray
         lands on the boresight pixel, as in `field_to_pixel`.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`
+            Field angle of the star, batoid frame, degrees.
         """
         x, y = _chief_ray_m(self.optic_key, float(field_x_deg), float(field_y_deg), self.wavelength_m)
         x0, y0 = _chief_ray_m(_DESIGN_KEY, 0.0, 0.0, self.wavelength_m)
@@ -571,14 +618,26 @@ class AuxTel:
         return float(star[0]), float(star[1])
 
     def pixel_to_field(self, col: ArrayLike, row: ArrayLike) -> tuple[NDArray, NDArray]:
-        """Inverse of `field_to_pixel`: 0-based pixels to field angles in degrees."""
+        """Inverse of `field_to_pixel`: 0-based pixels to field angles in degrees.
+
+        Parameters
+        ----------
+        col, row : array-like
+            Assembled-frame pixel positions (x = column).
+        """
         jac_inv = np.linalg.inv(_field_to_detector_jacobian(self.wavelength_m))
         dc = np.asarray(col, dtype=float) - BORESIGHT_PIXEL[0]
         dr = np.asarray(row, dtype=float) - BORESIGHT_PIXEL[1]
         return jac_inv[0, 0] * dc + jac_inv[0, 1] * dr, jac_inv[1, 0] * dc + jac_inv[1, 1] * dr
 
     def donut_radii_px(self, field_x_deg: float = 0.0, field_y_deg: float = 0.0) -> tuple[float, float]:
-        """Outer and inner radius of the geometric donut in this state, pixels."""
+        """Outer and inner radius of the geometric donut in this state, pixels.
+
+        Parameters
+        ----------
+        field_x_deg, field_y_deg : `float`, optional
+            Field angle of the star, batoid frame, degrees (default on axis).
+        """
         optic = self.optic
         rays = batoid.RayVector.asPolar(
             optic=optic,

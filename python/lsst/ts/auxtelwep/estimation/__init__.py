@@ -174,7 +174,14 @@ class EstimationConfig(BaseModel):
         return value
 
     def forward_options(self, *, with_grid: bool = True) -> ForwardOptions:
-        """The `ForwardOptions` equivalent of this configuration."""
+        """The `ForwardOptions` equivalent of this configuration.
+
+        Parameters
+        ----------
+        with_grid : `bool`, optional
+            Keep ``z4_grid_um`` (the forward fit's start from a grid of focus values); False when the fit
+            starts from a TIE seed instead.
+        """
         return ForwardOptions(
             noll=self.noll,
             coarse_binning=self.coarse_binning,

@@ -263,14 +263,26 @@ def design_zernikes_ta(
 
 
 def design_fits(wavelength_m: float) -> dict[tuple[float, str], NDArray[np.float64]]:
-    """Field fits of the design references at ``wavelength_m`` (computed if needed), to ship to workers."""
+    """Field fits of the design references at ``wavelength_m`` (computed if needed), to ship to workers.
+
+    Parameters
+    ----------
+    wavelength_m : `float`
+        Wavelength, metres.
+    """
     for role in (Role.INTRA, Role.EXTRA):
         _design_fit(wavelength_m, role)
     return {k: v for k, v in _DESIGN_FITS.items() if k[0] == float(wavelength_m)}
 
 
 def install_design_fits(fits: dict[tuple[float, str], NDArray[np.float64]]) -> None:
-    """Install fits made by `design_fits` in another process (a worker initializer)."""
+    """Install fits made by `design_fits` in another process (a worker initializer).
+
+    Parameters
+    ----------
+    fits : `dict`
+        `design_fits`'s output.
+    """
     for key, value in fits.items():
         value = np.array(value, dtype=float)
         value.setflags(write=False)
