@@ -4,6 +4,7 @@ KeyError, nor "missing amplifier HDU" for a file cut short or an HDU of another 
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,16 @@ def test_what_stands_where_an_amplifier_should_be_is_named(small_raw: Path, tmp_
 def test_a_directory_is_named_as_such(tmp_path: Path) -> None:
     (tmp_path / "dir.fits").mkdir()
     _refused(tmp_path / "dir.fits", "is a directory, not a FITS file")
+
+
+def test_warnings_of_other_code_while_a_header_is_read_are_not_named_after_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The record of warnings is process-wide: another thread's warning lands in it too.
+    from lsst.ts.auxtelwep.intake import header_warnings_named
+
+    path = tmp_path / "some.fits"
+    with caplog.at_level("WARNING"), pytest.warns(RuntimeWarning, match="invalid value"):
+        with header_warnings_named(path):
+            warnings.warn("invalid value encountered in divide", RuntimeWarning, stacklevel=1)
+    assert not [r for r in caplog.records if str(path) in r.getMessage()]

@@ -4,8 +4,10 @@ ATAOS is a Controller in the test that records every ``offset`` it receives (`cs
 Results come from runWEP (or camera events) with the fake processor, whose correction is set per test.
 """
 
+import asyncio
 import os
 import sqlite3
+import time
 from typing import Any, ClassVar
 from unittest import mock
 
@@ -57,6 +59,15 @@ class CorrectionTestCase(CscTestCase):
         self.addCleanup(journal.close)
         return journal
 
+    async def m2_moved(self) -> None:
+        """ATAOS moves M2 (`Observatory.move_m2`); return once the CSC has seen the move end."""
+        sent = time.time()
+        self.obs.move_m2()
+        deadline = time.monotonic() + STD_TIMEOUT
+        while self.csc.m2_moves.completed_after(received=sent) is None:
+            self.assertLess(time.monotonic(), deadline, "the CSC did not see ATAOS's move")
+            await asyncio.sleep(0.01)
+
     async def run_wep(self, names: list[str] | None = None) -> None:
         names = names or self.names
         await self.remote.cmd_runWEP.set_start(
@@ -101,7 +112,7 @@ class CorrectionTestCase(CscTestCase):
             with self.assertRaises(AckError) as cm:
                 await self.remote.cmd_issueCorrection.start(timeout=STD_TIMEOUT)
             self.assertIn("is APPLIED: it is not sent again", cm.exception.ackcmd.result)
-            self.obs.move_m2()  # the observing script's defocus: ATAOS moves M2, offset included
+            await self.m2_moved()  # the observing script's defocus: ATAOS moves M2, offset included
             # The same images measured again describe M2 before that offset: sending it would correct twice.
             await self.run_wep()
             with self.assertRaises(AckError) as cm:
@@ -135,7 +146,7 @@ class CorrectionTestCase(CscTestCase):
             await self.next_matching(self.remote.evt_closedLoopState, lambda d: d.state == 1)
             # Restarting the loop does not reset the total limit: 0.8 - 0.5 mm of x is left.
             await self.remote.cmd_startClosedLoop.start(timeout=STD_TIMEOUT)
-            self.obs.move_m2()  # the observing script's defocus for the next images moves M2, offset included
+            await self.m2_moved()  # the observing script's defocus moves M2, offset included
             await self.run_wep()
             await self.next_matching(
                 self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == "G1"
@@ -187,7 +198,7 @@ class CorrectionTestCase(CscTestCase):
             self.assertIn("the correction of group G2 is not sent", message.message)
             self.assertEqual(len(self.obs.offsets), 1)
             self.assertIsNone(self.journal().last_move().settled)
-            self.obs.move_m2()  # the shutter closed: ATAOS moves M2
+            await self.m2_moved()  # the shutter closed: ATAOS moves M2
             await triplet("G3")
             await self.next_matching(
                 self.remote.evt_hexapodCorrection, lambda d: d.applied and d.groupId == "G3"
@@ -201,7 +212,7 @@ class CorrectionTestCase(CscTestCase):
 
             async def triplet(group: str) -> None:
                 nonlocal first
-                self.obs.move_m2()  # the observing script's defocus: ATAOS moves M2, offsets included
+                await self.m2_moved()  # the observing script's defocus: ATAOS moves M2, offsets included
                 names = [
                     write_raw(self.data_root, seq, reason, group=group)
                     for seq, reason in enumerate(TRIPLET, first)
@@ -296,7 +307,7 @@ class CorrectionTestCase(CscTestCase):
             self.assertIn("DDS write failed", record.message)
             self.csc.ataos.cmd_offset.set_start = send
             # Had it gone out, ATAOS's next move (for its look-up table, say) would have applied it.
-            self.obs.move_m2()
+            await self.m2_moved()
             # As after any other failure: the next result is published, not applied, until startClosedLoop.
             names = [write_raw(self.data_root, seq, reason) for seq, reason in enumerate(TRIPLET, 4)]
             await self.run_wep(names)

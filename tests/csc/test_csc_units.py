@@ -358,6 +358,50 @@ def test_an_offset_no_move_is_reported_for_is_taken_as_in_effect_after_the_settl
     journal.close()
 
 
+def test_a_move_reported_within_twice_the_timeout_replaces_the_assumption_however_late_it_is_looked_at(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal, settle_timeout_s=0.1)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    journal.mark_acked("G1", current_tai())
+    answered = journal.last_move().answered
+    # A move under way at the timeout (a deferred move): nothing is assumed while M2 moves.
+    sender.moves.on_started(_ataos_event())
+    time.sleep(0.11)
+    sender.settle()
+    assert journal.last_move().settled is None
+    time.sleep(0.02)
+    sender.moves.on_completed(_ataos_event())
+    ended = time.time()
+    time.sleep(0.1)  # past twice the timeout before anyone looks
+    sender.settle()
+    move = journal.last_move()
+    assert move.settled == pytest.approx(ended, abs=0.01) and not move.provisional
+    assert answered + 0.1 < move.settled < answered + 0.2
+    journal.close()
+
+
+def test_a_provisional_settlement_is_replaced_by_a_move_that_ended_within_the_window(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sender = _sender(journal, settle_timeout_s=0.1)
+    _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
+    journal.claim_correction("G1", sender.prepare("G1"))
+    journal.finish_correction("G1", CorrectionState.APPLIED)
+    journal.mark_acked("G1", current_tai())
+    time.sleep(0.11)
+    sender.settle()
+    assert journal.last_move().provisional
+    moved = _m2_moves(sender)  # within twice the timeout...
+    time.sleep(0.12)  # ...but only looked at after it
+    sender.settle()
+    move = journal.last_move()
+    assert move.settled == pytest.approx(moved, abs=0.01) and not move.provisional
+    journal.close()
+
+
 def test_the_m2_move_watcher_pairs_starts_and_ends_by_ataos_stamps() -> None:
     watcher = M2MoveWatcher(max_moves=50, fault_grace_s=0.0)
     ack = current_tai()

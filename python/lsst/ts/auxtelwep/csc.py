@@ -142,10 +142,10 @@ class AuxTelWepCsc(ConfigurableCsc):
             "ATAOS",
             include=["summaryState", "hexapodCorrectionStarted", "hexapodCorrectionCompleted"],
         )
-        self._m2_moves = M2MoveWatcher()
-        self.ataos.evt_summaryState.callback = self._m2_moves.on_summary_state
-        self.ataos.evt_hexapodCorrectionStarted.callback = self._m2_moves.on_started
-        self.ataos.evt_hexapodCorrectionCompleted.callback = self._m2_moves.on_completed
+        self.m2_moves = M2MoveWatcher()
+        self.ataos.evt_summaryState.callback = self.m2_moves.on_summary_state
+        self.ataos.evt_hexapodCorrectionStarted.callback = self.m2_moves.on_started
+        self.ataos.evt_hexapodCorrectionCompleted.callback = self.m2_moves.on_completed
         # The camera angle of each image (elevation - Nasmyth-2): real raws do not carry it.
         self.atmcs = Remote(self.domain, "ATMCS", include=["mount_AzEl_Encoders", "mount_Nasmyth_Encoders"])
         self.evt_closedLoopState.set_write(state=ClosedLoopState.IDLE)
@@ -451,6 +451,11 @@ class AuxTelWepCsc(ConfigurableCsc):
                 self._intake.housekeeping()
             except Exception:
                 self.log.exception("intake housekeeping failed")
+            try:
+                # Journaled as they happen (a restart forgets the moves seen), not only when next needed.
+                self._sender().settle()
+            except Exception:
+                self.log.exception("journaling M2's moves failed")
             if time.monotonic() - last_check > DEPENDENCY_CHECK_INTERVAL_S:
                 last_check = time.monotonic()
                 problem = self._dependency_problem()
@@ -595,7 +600,7 @@ class AuxTelWepCsc(ConfigurableCsc):
             ataos=self.ataos,
             config=self._config.correction,
             log=self.log,
-            moves=self._m2_moves,
+            moves=self.m2_moves,
         )
 
     async def _apply(self, key: str, *, automatic: bool = False) -> None:

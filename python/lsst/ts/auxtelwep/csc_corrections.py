@@ -182,17 +182,26 @@ class CorrectionSender:
         for move in self.journal.moves(unsettled=True):
             if move.state == CorrectionState.APPLYING:
                 continue
-            if move.provisional and now > move.answered + 2 * timeout:
-                self.journal.mark_settled(move.triplet_key, move.settled or now)  # final now
-                continue
             if move.acked_tai is not None:
-                moved = self.moves.completed_after(stamp=move.acked_tai, now=now)
+                after = {"stamp": move.acked_tai}
             else:  # uncertain (or acknowledged before ATAOS's stamp was journaled)
-                moved = self.moves.completed_after(received=move.answered, now=now)
-            if moved is not None and (move.settled is None or moved > move.settled):
+                after = {"received": move.answered}
+            moved = self.moves.completed_after(**after, now=now)
+            window = move.answered + 2 * timeout
+            if moved is not None and (
+                not move.provisional or (move.settled is not None and move.settled < moved <= window)
+            ):
                 self.log.info(f"M2 finished moving for the offset of group {move.group_id}: {_utc(moved)}")
                 self.journal.mark_settled(move.triplet_key, moved)
-            elif move.settled is None and now >= move.answered + timeout and self.moves.ataos_enabled:
+            elif move.provisional:
+                # The assumption stands: the first move ended before it, or too late to be the deferred one.
+                if moved is not None or now > window:
+                    self.journal.mark_settled(move.triplet_key, move.settled or now)
+            elif (
+                now >= move.answered + timeout
+                and self.moves.ataos_enabled
+                and not self.moves.moving_after(**after, now=now)
+            ):
                 assumed = move.answered + timeout
                 self.log.warning(
                     f"ATAOS reported no hexapod move after the offset of group {move.group_id} within "

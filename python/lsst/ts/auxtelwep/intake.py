@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .errors import ConfigurationError, InputError, RawFormatError
 from .guarded_warnings import guarded_warnings
@@ -106,7 +107,9 @@ def header_warnings_named(path: str | Path) -> Iterator[None]:
 
 
 def name_warnings(path: str | Path, caught: Iterable[warnings.WarningMessage]) -> None:
-    """Log astropy's warnings ``caught`` while reading ``path`` (`header_warnings_named`), once each.
+    """Log astropy's FITS warnings ``caught`` while reading ``path`` (`header_warnings_named`), once each.
+
+    The record is process-wide: warnings of other code (another thread's) are shown as they would have been.
 
     Parameters
     ----------
@@ -117,6 +120,9 @@ def name_warnings(path: str | Path, caught: Iterable[warnings.WarningMessage]) -
     """
     for warning in caught:
         if issubclass(warning.category, fits.verify.VerifyWarning):
+            continue
+        if not (issubclass(warning.category, AstropyUserWarning) and _FITS_SOURCE in warning.filename):
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
             continue
         note = (str(path), " ".join(str(warning.message).split()))
         # Once per file and process: the same header is read for its role, then for its pixels.
@@ -129,6 +135,7 @@ def name_warnings(path: str | Path, caught: Iterable[warnings.WarningMessage]) -
 
 
 _NAMED_WARNINGS: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+_FITS_SOURCE = str(Path(fits.__file__).parent)
 
 
 #: File name endings tried, in order, for a raw.

@@ -117,9 +117,26 @@ class M2MoveWatcher:
         settled : `float` or `None`
             Receipt time (``time.time``) of the end of the first such move that did not fail (ATAOS stayed
             ENABLED through it and ``fault_grace_s`` after, and that much time has passed since it was
-            received); None if there is none yet.
+            received); None if there is none yet (see `moving_after` for whether one is under way).
         """
-        now = time.time() if now is None else now
+        outcome = self._first_move(stamp, received, time.time() if now is None else now)
+        return outcome if isinstance(outcome, float) else None
+
+    def moving_after(
+        self, *, stamp: float | None = None, received: float | None = None, now: float | None = None
+    ) -> bool:
+        """True if a move started after a time (as in `completed_after`) is under way or not yet judged.
+
+        Parameters
+        ----------
+        stamp, received, now : `float`, optional
+            As in `completed_after`.
+        """
+        return self._first_move(stamp, received, time.time() if now is None else now) == "moving"
+
+    def _first_move(self, stamp: float | None, received: float | None, now: float) -> float | str:
+        """The first successful move started after ``stamp`` (or ``received``): its end's receipt time,
+        "moving" if it has not ended (or its end is within ``fault_grace_s``), or "none"."""
         for start_stamp, start_received in self._starts:
             if stamp is not None:
                 if start_stamp < stamp:
@@ -128,14 +145,14 @@ class M2MoveWatcher:
                 continue
             end = next(((s, r) for s, r in self._ends if s >= start_stamp), None)
             if end is None:
-                return None
+                return "moving"
             end_stamp, end_received = end
             if now < end_received + self.fault_grace_s:
-                return None  # a FAULT may still be on its way
+                return "moving"  # a FAULT may still be on its way
             if any(
                 start_stamp <= s <= end_stamp + self.fault_grace_s and state != State.ENABLED
                 for s, state in self._states
             ):
                 continue  # the move failed (or ATAOS was stopped): M2's place is unknown until the next one
             return max(end_received, start_received)
-        return None
+        return "none"
