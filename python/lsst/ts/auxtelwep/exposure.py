@@ -230,9 +230,12 @@ def _open_fits(path: str | Path) -> fits.HDUList:
     path = Path(path)
     refuse_non_file(path)
     with guarded_warnings(record=True) as caught:
+        # Opened here: astropy leaves the file open when a damaged header makes it fail (closed by hdul).
+        stream = path.open("rb")
         try:
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+            hdul = fits.open(stream, memmap=False, lazy_load_hdus=False)
         except FITS_READ_ERRORS as exc:
+            stream.close()
             raise RawFormatError(
                 f"{path}: not a readable FITS file ({fits_error_text(exc)})", value=str(path)
             ) from exc
