@@ -199,6 +199,13 @@ def _m2_moves(sender: CorrectionSender) -> float:
     return time.time()
 
 
+def _sent_and_acknowledged(journal: Journal, sender: CorrectionSender, key: str) -> None:
+    """Send the correction of ``key`` as the CSC does, ATAOS acknowledging it now."""
+    journal.claim_correction(key, sender.prepare(key))
+    journal.finish_correction(key, CorrectionState.APPLIED)
+    journal.mark_acked(key, current_tai())
+
+
 def _received(journal: Journal, obsids: list[str]) -> list[ImageInfo]:
     infos = [ImageInfo(obsid=o) for o in obsids]
     for info in infos:
@@ -308,9 +315,7 @@ def test_a_failed_move_does_not_settle_an_offset(tmp_path: Path) -> None:
         moves=M2MoveWatcher(fault_grace_s=0.2),
     )
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
-    journal.claim_correction("G1", sender.prepare("G1"))
-    journal.finish_correction("G1", CorrectionState.APPLIED)
-    journal.mark_acked("G1", current_tai())
+    _sent_and_acknowledged(journal, sender, "G1")
     _m2_moves(sender)
     sender.settle()
     assert journal.last_move().settled is None  # a FAULT may still come
@@ -364,9 +369,7 @@ def test_a_move_reported_within_twice_the_timeout_replaces_the_assumption_howeve
     journal = Journal(tmp_path / "j.sqlite3")
     sender = _sender(journal, settle_timeout_s=0.1)
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
-    journal.claim_correction("G1", sender.prepare("G1"))
-    journal.finish_correction("G1", CorrectionState.APPLIED)
-    journal.mark_acked("G1", current_tai())
+    _sent_and_acknowledged(journal, sender, "G1")
     answered = journal.last_move().answered
     # A move under way at the timeout (a deferred move): nothing is assumed while M2 moves.
     sender.moves.on_started(_ataos_event())
@@ -388,9 +391,7 @@ def test_a_provisional_settlement_is_replaced_by_a_move_that_ended_within_the_wi
     journal = Journal(tmp_path / "j.sqlite3")
     sender = _sender(journal, settle_timeout_s=0.1)
     _measured(journal, "G1", _received(journal, [obsid(1), obsid(2), obsid(3)]))
-    journal.claim_correction("G1", sender.prepare("G1"))
-    journal.finish_correction("G1", CorrectionState.APPLIED)
-    journal.mark_acked("G1", current_tai())
+    _sent_and_acknowledged(journal, sender, "G1")
     time.sleep(0.11)
     sender.settle()
     assert journal.last_move().provisional
