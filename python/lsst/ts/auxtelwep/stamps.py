@@ -16,6 +16,7 @@ Conventions
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import enum
 import functools
@@ -396,39 +397,50 @@ def cut_pairs(
     aligned = telescope.with_hexapod(type(telescope.hexapod)())
     outer, inner, largest = _donut_radii_px(aligned, _FOCUS_ERROR_MM)
     gain = _gain(intra, options)
-    pairs = []
-    for index, donut in enumerate(donuts):
-        stamps, flags, notes = [], PairFlag.NONE, []
-        if bool(getattr(donut, "blended", False)):
-            flags |= PairFlag.BLEND
-            partners = ", ".join(str(k) for k in getattr(donut, "blend_with", ()))
-            notes.append("detection flags a blend" + (f" with donut {partners}" if partners else ""))
-        for role, exposure in ((Role.INTRA, intra), (Role.EXTRA, extra)):
-            others = [_position(o, role) for j, o in enumerate(donuts) if j != index]
-            stamp, f, n = _cut(
-                exposure,
-                _position(donut, role),
-                telescope,
-                others,
-                size=size,
-                radii=(outer, inner, largest),
-                gain=gain,
-                options=options,
-                role=role,
-            )
-            stamps.append(stamp)
-            flags |= f
-            notes.extend(n)
-        # The field angle of the pair is that of its stamps' centre pixels, not of the catalog position,
-        # so a pair cut from any detection mode is the same pair (the fitted offsets hold the sub-pixel
-        # position; the design wavefront changes by < 1e-6 um over half a pixel).
-        field = _field(telescope, *np.mean([s.centre for s in stamps], axis=0))
-        stamps = [dataclasses.replace(s, field_deg=field) for s in stamps]
-        pairs.append(
-            DonutPair(
-                intra=stamps[0], extra=stamps[1], gain=gain, index=index, flags=flags, notes=tuple(notes)
-            )
+
+    def cut(index: int, role: Role) -> tuple[Stamp, PairFlag, list[str]]:
+        exposure = intra if role is Role.INTRA else extra
+        others = [_position(o, role) for j, o in enumerate(donuts) if j != index]
+        return _cut(
+            exposure,
+            _position(donuts[index], role),
+            telescope,
+            others,
+            size=size,
+            radii=(outer, inner, largest),
+            gain=gain,
+            options=options,
+            role=role,
         )
+
+    # Two threads: a stamp's cleaning is numpy work on 90 000 pixels at a time, which releases the GIL.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as threads:
+        cuts = [
+            [threads.submit(cut, index, role) for role in (Role.INTRA, Role.EXTRA)]
+            for index in range(len(donuts))
+        ]
+        pairs = []
+        for index, donut in enumerate(donuts):
+            stamps, flags, notes = [], PairFlag.NONE, []
+            if bool(getattr(donut, "blended", False)):
+                flags |= PairFlag.BLEND
+                partners = ", ".join(str(k) for k in getattr(donut, "blend_with", ()))
+                notes.append("detection flags a blend" + (f" with donut {partners}" if partners else ""))
+            for job in cuts[index]:
+                stamp, f, n = job.result()
+                stamps.append(stamp)
+                flags |= f
+                notes.extend(n)
+            # The field angle of the pair is that of its stamps' centre pixels, not of the catalog position,
+            # so a pair cut from any detection mode is the same pair (the fitted offsets hold the sub-pixel
+            # position; the design wavefront changes by < 1e-6 um over half a pixel).
+            field = _field(telescope, *np.mean([s.centre for s in stamps], axis=0))
+            stamps = [dataclasses.replace(s, field_deg=field) for s in stamps]
+            pairs.append(
+                DonutPair(
+                    intra=stamps[0], extra=stamps[1], gain=gain, index=index, flags=flags, notes=tuple(notes)
+                )
+            )
     return pairs
 
 
