@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage, signal
 
 from lsst.ts.auxtelwep.detection.image import _or_blocks, bin_image, local_maxima, prepare, to_binned, to_full
-from lsst.ts.auxtelwep.detection.measure import measure_donut, pair_blend_suspected
+from lsst.ts.auxtelwep.detection.measure import _row_band, measure_donut, pair_blend_suspected
 from lsst.ts.auxtelwep.detection.template import correlate, donut_template, find_donuts
 from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.exposure import MaskBit
@@ -185,3 +185,19 @@ def test_local_maxima_match_a_maximum_filter() -> None:
         got = np.column_stack(local_maxima(values, 0.05, half=half))
         np.testing.assert_array_equal(got, expected)
         assert len(got) > 5
+
+
+def test_row_band_holds_every_pixel_of_the_aperture() -> None:
+    # The centroid selects its aperture from a band of rows: the same pixels, in the same order, as from
+    # the whole stamp, also for a radius that reaches a row exactly.
+    rng = np.random.default_rng(3)
+    coords = np.arange(-40.0, 41.0)
+    px = np.broadcast_to(coords + 500.0, (81, 81)).ravel()
+    py = np.broadcast_to((coords + 300.0)[:, None], (81, 81)).ravel()
+    for cx, cy, radius in [(500.0, 300.0, 20.0), (500.25, 310.0, 12.0)] + [
+        (500.0 + rng.uniform(-9, 9), 300.0 + rng.uniform(-9, 9), rng.uniform(5.0, 30.0)) for _ in range(50)
+    ]:
+        full = np.flatnonzero((px - cx) ** 2 + (py - cy) ** 2 <= radius**2)
+        band = _row_band(py, cy, radius)
+        inside = np.flatnonzero((px[band] - cx) ** 2 + (py[band] - cy) ** 2 <= radius**2) + band.start
+        np.testing.assert_array_equal(inside, full)

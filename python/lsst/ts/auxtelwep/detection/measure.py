@@ -167,8 +167,8 @@ def _clipped_mean(values: NDArray, *, nsigma: float = 3.0) -> tuple[float, float
     """Mean and standard deviation after clipping at ``nsigma`` about the median (MAD scale), twice."""
     if values.size == 0:
         return 0.0, 0.0
-    centre = float(np.median(values))
-    sigma = _robust_sigma(values)
+    median = np.median(values)  # once: _robust_sigma would take it again
+    centre, sigma = float(median), float(_MAD_TO_SIGMA * np.median(np.abs(values - median)))
     keep = values
     for _ in range(2):
         if sigma <= 0:
@@ -192,11 +192,10 @@ def _sharp_pixels(stamp: NDArray, *, noise_floor: float) -> NDArray[np.bool_]:
     level = np.nanmedian(stamp[::5, ::5])
     data = np.nan_to_num(stamp - level, nan=0.0)
     padded = np.pad(data, 1, mode="edge")
-    total = sum(
-        padded[1 + di : 1 + di + data.shape[0], 1 + dj : 1 + dj + data.shape[1]]
-        for di in (-1, 0, 1)
-        for dj in (-1, 0, 1)
-    )
+    total = np.zeros_like(data)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            total += padded[1 + di : 1 + di + data.shape[0], 1 + dj : 1 + dj + data.shape[1]]
     neighbours = (total - data) / 8.0
     noise = np.sqrt(noise_floor**2 + np.clip(neighbours, 0.0, None))
     sharp = (data - neighbours > 8.0 * noise) & (data > 2.0 * np.clip(neighbours, 0.0, None))
@@ -205,6 +204,18 @@ def _sharp_pixels(stamp: NDArray, *, noise_floor: float) -> NDArray[np.bool_]:
         grown = ndimage.binary_dilation(sharp, structure=np.ones((3, 3), dtype=bool))
         sharp = grown & (data - neighbours > 4.0 * noise)
     return sharp
+
+
+def _row_band(py: NDArray, y: float, reach: float) -> slice:
+    """The pixels of the rows within ``reach`` of ``y`` (one more row each side for rounding), as a slice of
+    pixel arrays in row-major order whose rows are ``py`` (ascending).
+
+    An aperture of radius ``reach`` about a point of row ``y`` holds only those pixels, in the same order, so
+    selecting it from the slice gives the same pixels and sums as from the whole stamp, which is sized for
+    the largest aperture wherever the centroid may take it.
+    """
+    start, stop = np.searchsorted(py, (y - reach - 1.0, y + reach + 1.0))
+    return slice(int(start), int(stop))
 
 
 def _light_radius(
@@ -450,20 +461,25 @@ def measure_donut(
     # peak: 1.3 px at 0.3 mm of decenter, 15 px at 2.8 mm; the centroid is what stamps and the simulator
     # use. The aperture holds all the light: the template's cut the edge of a donut grown by 0.1 mm of
     # focus error (3 px off the centroid) or stretched by coma (7 px at 2.8 mm of decenter).
-    rows, cols = np.nonzero(good_all)  # the usable pixels, as flat arrays: the loop touches only them
-    px, py = cols + float(x0 - half), rows + float(y0 - half)
-    values = work_all[rows, cols]
+    # The usable pixels as flat arrays in row-major order: the loop touches only them. (Boolean indexing:
+    # three times faster than gathering at the indices of np.nonzero.)
+    coords = np.arange(-half, half + 1, dtype=float)
+    px = np.broadcast_to(coords + x0, good_all.shape)[good_all]
+    py = np.broadcast_to((coords + y0)[:, None], good_all.shape)[good_all]
+    values = work_all[good_all]
     cx, cy = peak_x, peak_y
     radius = radius_ap
     for _ in range(_CENTROID_ITERATIONS):
-        ap = (px - cx) ** 2 + (py - cy) ** 2 <= radius**2
-        weight = values[ap]
+        band = _row_band(py, cy, radius)
+        bx, by = px[band], py[band]
+        ap = (bx - cx) ** 2 + (by - cy) ** 2 <= radius**2
+        weight = values[band][ap]
         total = float(weight.sum())
         if total <= 0:
             cx, cy = peak_x, peak_y
             break
-        nx = float((weight * px[ap]).sum() / total)
-        ny = float((weight * py[ap]).sum() / total)
+        nx = float((weight * bx[ap]).sum() / total)
+        ny = float((weight * by[ap]).sum() / total)
         if math.hypot(nx - peak_x, ny - peak_y) > max_centroid_shift:
             cx, cy = peak_x, peak_y  # a neighbour pulls the centroid away: keep the peak
             break
@@ -471,7 +487,10 @@ def measure_donut(
         cx, cy = nx, ny
         if moved < 0.005:
             # Converged in this aperture: done when it holds all the light, else go on in a larger one.
-            grown = _light_radius(values, px, py, (cx, cy), start=radius, stop=max_radius, noise=sky_sigma)
+            band = _row_band(py, cy, max_radius + _GROWTH_STEP_PX)  # all that _light_radius looks at
+            grown = _light_radius(
+                values[band], px[band], py[band], (cx, cy), start=radius, stop=max_radius, noise=sky_sigma
+            )
             if grown <= radius:
                 break
             radius = grown
