@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
-from lsst.ts.auxtelwep.detection.image import _or_blocks, bin_image, local_maxima, prepare, to_binned, to_full
+from lsst.ts.auxtelwep.detection.image import (
+    _grow,
+    _or_blocks,
+    bin_image,
+    local_maxima,
+    prepare,
+    to_binned,
+    to_full,
+)
 from lsst.ts.auxtelwep.detection.measure import _row_band, measure_donut, pair_blend_suspected
 from lsst.ts.auxtelwep.detection.template import correlate, donut_template, find_donuts
 from lsst.ts.auxtelwep.errors import InputError
@@ -26,6 +34,24 @@ def test_bin_image_is_block_mean_and_coordinates_round_trip() -> None:
     np.testing.assert_allclose(to_full(to_binned(xy, 4), 4), xy)
     # The centre of bin 0 is full-resolution pixel 1.5 (pixels 0..3).
     assert to_full(0, 4) == 1.5
+
+
+def test_bin_image_bands_sum_like_the_whole_image() -> None:
+    # Band by band (several bands and a partial one), the same float32 sums in the same order as strided
+    # passes over the whole image, bit for bit, whatever the input type.
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64, np.uint16):
+        image = (rng.normal(1000.0, 100.0, (301, 150))).astype(dtype)
+        for b in (2, 3, 4):
+            ny, nx = image.shape[0] // b, image.shape[1] // b
+            cols = np.array(image[: ny * b, 0 : nx * b : b], dtype=np.float32)
+            for j in range(1, b):
+                cols += image[: ny * b, j : nx * b : b]
+            expected = cols[0::b].copy()
+            for i in range(1, b):
+                expected += cols[i::b]
+            expected *= np.float32(1.0 / (b * b))
+            np.testing.assert_array_equal(bin_image(image, b), expected)
 
 
 def test_prepare_flags_masked_bins_hot_columns_and_cosmic_rays() -> None:
@@ -172,6 +198,17 @@ def test_mask_block_or_fast_path_matches_the_generic_one() -> None:
     np.testing.assert_array_equal(_or_blocks(mask, 4), expected)  # uint64 fast path
     odd = mask[:, :406]  # width not a multiple of 4: generic path
     np.testing.assert_array_equal(_or_blocks(np.ascontiguousarray(odd), 4), expected[:, :101])
+
+
+def test_grow_is_a_binary_dilation_also_at_the_edges() -> None:
+    rng = np.random.default_rng(10)
+    flagged = rng.random((40, 50)) < 0.03
+    flagged[0, 0] = flagged[-1, 7] = flagged[12, -1] = flagged[20, 20] = flagged[20, 21] = True
+    grown = np.zeros_like(flagged)
+    grown[_grow(np.nonzero(flagged), flagged.shape)] = True
+    np.testing.assert_array_equal(grown, ndimage.binary_dilation(flagged))
+    rows, cols = _grow(np.nonzero(flagged), flagged.shape)
+    assert np.all(np.diff(rows * 50 + cols) > 0)  # row-major order, once each
 
 
 def test_local_maxima_match_a_maximum_filter() -> None:
