@@ -7,6 +7,7 @@ from scipy import ndimage, signal
 
 from lsst.ts.auxtelwep.detection.image import (
     _grow,
+    _median_along,
     _or_blocks,
     bin_image,
     local_maxima,
@@ -198,6 +199,16 @@ def test_mask_block_or_fast_path_matches_the_generic_one() -> None:
     np.testing.assert_array_equal(_or_blocks(mask, 4), expected)  # uint64 fast path
     odd = mask[:, :406]  # width not a multiple of 4: generic path
     np.testing.assert_array_equal(_or_blocks(np.ascontiguousarray(odd), 4), expected[:, :101])
+
+
+def test_median_along_is_numpy_median() -> None:
+    rng = np.random.default_rng(11)
+    for shape in [(250, 1018), (251, 7), (1, 5), (2, 3)]:
+        values = rng.normal(0.0, 10.0, shape).astype(np.float32)
+        for data in (values, np.round(values)):  # the second with ties
+            for axis in (0, 1):
+                np.testing.assert_array_equal(_median_along(data, axis), np.median(data, axis=axis))
+                np.testing.assert_array_equal(_median_along(data[::3], axis), np.median(data[::3], axis=axis))
 
 
 def test_grow_is_a_binary_dilation_also_at_the_edges() -> None:
