@@ -209,6 +209,9 @@ def test_median_along_is_numpy_median() -> None:
             for axis in (0, 1):
                 np.testing.assert_array_equal(_median_along(data, axis), np.median(data, axis=axis))
                 np.testing.assert_array_equal(_median_along(data[::3], axis), np.median(data[::3], axis=axis))
+    assert _median_along(values[0], axis=0) == np.median(values[0])  # 1-D, as for prepare's samples
+    with pytest.warns(RuntimeWarning):  # an empty sample (every sampled bin masked): NaN, as numpy gives
+        assert np.isnan(_median_along(np.zeros(0, np.float32), axis=0))
 
 
 def test_grow_is_a_binary_dilation_also_at_the_edges() -> None:

@@ -207,10 +207,12 @@ def _grow(index: tuple[NDArray, NDArray], shape: tuple[int, ...]) -> tuple[NDArr
 
 def _median_along(values: NDArray, axis: int) -> NDArray:
     """``np.median(values, axis=axis)`` of finite values, the same numbers four to six times faster on the
-    binned columns and rows of `prepare`: one partition about the upper middle element, the lower one being
-    the largest of the lower half (`numpy.median` partitions about both and about the last element, to
-    detect NaN, which costs most on short rows)."""
+    binned columns and rows of `prepare` and a third faster on its samples: one partition about the upper
+    middle element, the lower one being the largest of the lower half (`numpy.median` partitions about both
+    and about the last element, to detect NaN, which costs most on short rows)."""
     n = values.shape[axis]
+    if n == 0:
+        return np.median(values, axis=axis)  # NaN, with numpy's warning
     half = n // 2
     part = np.partition(values, half, axis=axis)
     upper = np.take(part, half, axis=axis)
@@ -221,8 +223,8 @@ def _median_along(values: NDArray, axis: int) -> NDArray:
 
 
 def _robust_sigma(values: NDArray) -> float:
-    med = np.median(values)
-    return float(_MAD_TO_SIGMA * np.median(np.abs(values - med)))
+    med = _median_along(values, axis=0)
+    return float(_MAD_TO_SIGMA * _median_along(np.abs(values - med), axis=0))
 
 
 def prepare(
@@ -267,7 +269,7 @@ def prepare(
     sample = data[::3, ::3][~bad[::3, ::3]]
     if sample.size < 100:
         sample = data[~bad]
-    background = float(np.median(sample))
+    background = float(_median_along(sample, axis=0))
     data = data - np.float32(background)
     data[bad] = 0.0
 
