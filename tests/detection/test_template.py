@@ -15,7 +15,7 @@ from lsst.ts.auxtelwep.detection.image import (
     to_binned,
     to_full,
 )
-from lsst.ts.auxtelwep.detection.measure import _row_band, measure_donut, pair_blend_suspected
+from lsst.ts.auxtelwep.detection.measure import _window, measure_donut, pair_blend_suspected
 from lsst.ts.auxtelwep.detection.template import correlate, donut_template, find_donuts
 from lsst.ts.auxtelwep.errors import InputError
 from lsst.ts.auxtelwep.exposure import MaskBit
@@ -238,17 +238,17 @@ def test_local_maxima_match_a_maximum_filter() -> None:
         assert len(got) > 5
 
 
-def test_row_band_holds_every_pixel_of_the_aperture() -> None:
-    # The centroid selects its aperture from a band of rows: the same pixels, in the same order, as from
-    # the whole stamp, also for a radius that reaches a row exactly.
+def test_window_holds_every_pixel_of_the_aperture() -> None:
+    # The centroid selects its aperture from a window of the stamp: the same pixels, in the same order, as
+    # from the whole stamp, also for a radius that reaches a row or column exactly and at the stamp's edges.
     rng = np.random.default_rng(3)
-    coords = np.arange(-40.0, 41.0)
-    px = np.broadcast_to(coords + 500.0, (81, 81)).ravel()
-    py = np.broadcast_to((coords + 300.0)[:, None], (81, 81)).ravel()
-    for cx, cy, radius in [(500.0, 300.0, 20.0), (500.25, 310.0, 12.0)] + [
-        (500.0 + rng.uniform(-9, 9), 300.0 + rng.uniform(-9, 9), rng.uniform(5.0, 30.0)) for _ in range(50)
+    coords = np.arange(81.0)
+    px, py = np.broadcast_to(coords, (81, 81)), np.broadcast_to(coords[:, None], (81, 81))
+    for cx, cy, radius in [(40.0, 40.0, 20.0), (40.25, 50.0, 12.0), (3.0, 78.5, 10.0), (40.0, 40.0, 60.0)] + [
+        (rng.uniform(-5, 85), rng.uniform(-5, 85), rng.uniform(5.0, 30.0)) for _ in range(50)
     ]:
-        full = np.flatnonzero((px - cx) ** 2 + (py - cy) ** 2 <= radius**2)
-        band = _row_band(py, cy, radius)
-        inside = np.flatnonzero((px[band] - cx) ** 2 + (py[band] - cy) ** 2 <= radius**2) + band.start
-        np.testing.assert_array_equal(inside, full)
+        disk = (px - cx) ** 2 + (py - cy) ** 2 <= radius**2
+        rows, cols = _window(cx, cy, radius, disk.shape)
+        within = np.zeros_like(disk)
+        within[rows, cols] = ((px[rows, cols] - cx) ** 2 + (py[rows, cols] - cy) ** 2) <= radius**2
+        np.testing.assert_array_equal(within, disk)
