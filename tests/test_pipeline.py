@@ -19,11 +19,18 @@ from lsst.ts.auxtelwep.calibs import load_calibrations
 from lsst.ts.auxtelwep.cli import main
 from lsst.ts.auxtelwep.commands.process import _print_summary
 from lsst.ts.auxtelwep.detection import detect_donuts
-from lsst.ts.auxtelwep.errors import AuxTelWepError, ConfigurationError, InputError, RawFormatError
+from lsst.ts.auxtelwep.errors import (
+    AuxTelWepError,
+    CatalogError,
+    ConfigurationError,
+    InputError,
+    RawFormatError,
+)
 from lsst.ts.auxtelwep.exposure import Exposure, camera_angle_from_header, read_raw, write_exposure
 from lsst.ts.auxtelwep.instrument import HexapodState, Role
 from lsst.ts.auxtelwep.isr import IsrConfig, run_isr
 from lsst.ts.auxtelwep.pipeline import PipelineConfig, Triplet, process
+from lsst.ts.auxtelwep.refcat import RefCatalog
 from lsst.ts.auxtelwep.sim.night import DEFAULT_POINTING, NightManifest, NightPlan, simulate_night
 from lsst.ts.auxtelwep.sim.truth import Truth, truth_path
 from lsst.ts.auxtelwep.stamps import cut_pairs
@@ -526,3 +533,20 @@ def test_a_configuration_is_immutable_like_its_sections() -> None:
         with pytest.raises(ValidationError, match="frozen"):
             setattr(config, field, value)
     assert config.model_copy(update={"wavelength_nm": 620.0}).wavelength_nm == 620.0
+
+
+def test_the_reference_catalog_is_read_once_per_file_version(tmp_path: Path) -> None:
+    path = tmp_path / "refcat.ecsv"
+    RefCatalog.from_arrays([150.0, 150.1], [-30.0, -30.1], [10.0, 11.0]).write(path)
+    config = PipelineConfig(refcat=path)
+    first = pipeline._refcat(config)
+    assert pipeline._refcat(config) is first  # each triplet of a night: no new read
+    # A catalog replaced during the night is read again, also when its size stays the same.
+    RefCatalog.from_arrays([150.0, 150.2], [-30.0, -30.2], [10.0, 12.0]).write(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    replaced = pipeline._refcat(config)
+    assert replaced is not first
+    np.testing.assert_array_equal(replaced.ra_deg, [150.0, 150.2])
+    path.unlink()
+    with pytest.raises(CatalogError, match=r"refcat\.ecsv"):
+        pipeline._refcat(config)

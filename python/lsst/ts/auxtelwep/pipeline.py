@@ -430,7 +430,20 @@ def _telescope(angle_deg: float | None, config: PipelineConfig) -> AuxTel:
 
 
 def _refcat(config: PipelineConfig) -> RefCatalog | None:
-    return load_refcat(config.refcat) if config.refcat is not None else None
+    """The reference catalog of ``config``, read once per file version (a catalog is read-only)."""
+    if config.refcat is None:
+        return None
+    try:
+        version = Path(config.refcat).expanduser().resolve().stat()
+    except OSError:
+        return load_refcat(config.refcat)  # raises the error that names the problem
+    return _cached_refcat(config.refcat, version.st_ino, version.st_mtime_ns, version.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_refcat(path: Path, inode: int, mtime_ns: int, size: int) -> RefCatalog:
+    del inode, mtime_ns, size  # part of the cache key only
+    return load_refcat(path)
 
 
 def warm_up(config: PipelineConfig | Mapping[str, Any]) -> None:
